@@ -1,0 +1,271 @@
+//! The spec-rewrite stage: read the engine's bundle, produce the spec that will really run.
+//!
+//! The user's `config.json` and rootfs are never written. The rewritten spec lives in the
+//! runtime's own state directory and is what libcontainer (and every later `exec`) loads, so
+//! every policy stage that changes mounts, process or seccomp does it here, once, at `create`.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxSeccomp, Spec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("bundle {bundle}: {source}")]
+    Dir { bundle: PathBuf, source: io::Error },
+    #[error("{path}: cannot read: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{path}:{line}:{column}: invalid config.json: {msg}")]
+    Parse { path: PathBuf, line: usize, column: usize, msg: String },
+    #[error("{path}: field {field}: {msg}")]
+    Field { path: PathBuf, field: &'static str, msg: String },
+    #[error("{path}: cannot write: {source}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+/// The engine's bundle as read, before any rewrite.
+#[derive(Debug, Clone)]
+pub struct SourceBundle {
+    pub dir: PathBuf,
+    pub spec: Spec,
+}
+
+impl SourceBundle {
+    /// Read and check `config.json`; every error names the file and the line/column or field.
+    pub fn load(dir: &Path) -> Result<Self, BundleError> {
+        let dir = fs::canonicalize(dir).map_err(|source| BundleError::Dir {
+            bundle: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join("config.json");
+        let data = fs::read(&path).map_err(|source| BundleError::Read { path: path.clone(), source })?;
+        let spec: Spec = serde_json::from_slice(&data).map_err(|e| BundleError::Parse {
+            path: path.clone(),
+            line: e.line(),
+            column: e.column(),
+            msg: e.to_string(),
+        })?;
+        check_spec(&path, &spec)?;
+        Ok(SourceBundle { dir, spec })
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+}
+
+fn field_err(path: &Path, field: &'static str, msg: impl Into<String>) -> BundleError {
+    BundleError::Field { path: path.to_path_buf(), field, msg: msg.into() }
+}
+
+/// Checks libcontainer would otherwise report late or cryptically.
+fn check_spec(path: &Path, spec: &Spec) -> Result<(), BundleError> {
+    if !spec.version().starts_with("1.") {
+        return Err(field_err(path, "ociVersion", format!("unsupported version {:?}, want 1.x", spec.version())));
+    }
+    let root = spec.root().as_ref().ok_or_else(|| field_err(path, "root", "missing"))?;
+    if root.path().as_os_str().is_empty() {
+        return Err(field_err(path, "root.path", "empty"));
+    }
+    let process = spec.process().as_ref().ok_or_else(|| field_err(path, "process", "missing"))?;
+    match process.args() {
+        Some(args) if !args.is_empty() => {}
+        _ => return Err(field_err(path, "process.args", "at least one argument is required")),
+    }
+    if !process.cwd().is_absolute() {
+        return Err(field_err(path, "process.cwd", format!("{:?} is not absolute", process.cwd())));
+    }
+    if spec.linux().is_none() {
+        return Err(field_err(path, "linux", "missing"));
+    }
+    Ok(())
+}
+
+/// What a rewrite produced beside the spec: state the in-container stage needs.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct ConfinementPlan {
+    /// The container's seccomp profile, applied by the in-container stage to the init process
+    /// and to every exec'd process (libcontainer gives exec'd processes none).
+    pub seccomp: Option<LinuxSeccomp>,
+}
+
+/// The spec that will run, with the plan for the in-container stage.
+#[derive(Debug, Clone)]
+pub struct Rewritten {
+    pub spec: Spec,
+    pub plan: ConfinementPlan,
+}
+
+/// The base rewrite every container gets: absolute paths (the spec no longer sits beside the
+/// rootfs), a default cgroup path, no_new_privs, and seccomp moved into the confinement plan.
+pub fn rewrite_base(src: &SourceBundle, id: &str) -> Result<Rewritten, BundleError> {
+    let cfg = src.config_path();
+    let mut spec = src.spec.clone();
+
+    let mut root = spec.root().clone().expect("checked in load");
+    let root_path = absolute_in(&src.dir, root.path());
+    let root_path = fs::canonicalize(&root_path)
+        .map_err(|e| field_err(&cfg, "root.path", format!("{}: {e}", root_path.display())))?;
+    root.set_path(root_path);
+    spec.set_root(Some(root));
+
+    if let Some(mounts) = spec.mounts().clone() {
+        let mounts = mounts
+            .into_iter()
+            .map(|mut m| {
+                let is_bind = m.typ().as_deref() == Some("bind")
+                    || m.options().as_ref().is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"));
+                if let Some(source) = m.source().clone() {
+                    if is_bind && source.is_relative() {
+                        m.set_source(Some(src.dir.join(source)));
+                    }
+                }
+                m
+            })
+            .collect();
+        spec.set_mounts(Some(mounts));
+    }
+
+    let mut linux = spec.linux().clone().expect("checked in load");
+    if linux.cgroups_path().is_none() {
+        linux.set_cgroups_path(Some(PathBuf::from(format!("/nemosandbox/{id}"))));
+    }
+    let seccomp = linux.seccomp().clone();
+    if let Some(s) = &seccomp {
+        if s.listener_path().is_some() {
+            return Err(field_err(
+                &cfg,
+                "linux.seccomp.listenerPath",
+                "seccomp notify listeners are not supported (the runtime owns user notification)",
+            ));
+        }
+    }
+    linux.set_seccomp(None);
+    spec.set_linux(Some(linux));
+
+    let mut process = spec.process().clone().expect("checked in load");
+    process.set_no_new_privileges(Some(true));
+    spec.set_process(Some(process));
+
+    Ok(Rewritten { spec, plan: ConfinementPlan { seccomp } })
+}
+
+fn absolute_in(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Write the rewritten bundle into `dir` (our state directory for the container).
+pub fn write_rewritten(dir: &Path, rw: &Rewritten) -> Result<(), BundleError> {
+    let write = |name: &str, data: Vec<u8>| {
+        let path = dir.join(name);
+        fs::write(&path, data).map_err(|source| BundleError::Write { path, source })
+    };
+    write("config.json", serde_json::to_vec(&rw.spec).expect("spec serializes"))?;
+    write("confine.json", serde_json::to_vec(&rw.plan).expect("plan serializes"))
+}
+
+/// Read the plan written at `create`, for `exec`.
+pub fn load_plan(dir: &Path) -> Result<ConfinementPlan, BundleError> {
+    let path = dir.join("confine.json");
+    let data = fs::read(&path).map_err(|source| BundleError::Read { path: path.clone(), source })?;
+    serde_json::from_slice(&data).map_err(|e| BundleError::Parse {
+        path,
+        line: e.line(),
+        column: e.column(),
+        msg: e.to_string(),
+    })
+}
+
+/// Load the rewritten spec written at `create`.
+pub fn load_rewritten_spec(dir: &Path) -> Result<Spec, BundleError> {
+    let path = dir.join("config.json");
+    let data = fs::read(&path).map_err(|source| BundleError::Read { path: path.clone(), source })?;
+    serde_json::from_slice(&data).map_err(|e| BundleError::Parse {
+        path,
+        line: e.line(),
+        column: e.column(),
+        msg: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle_with(config: &str) -> (tempdir::Dir, Result<SourceBundle, BundleError>) {
+        let d = tempdir::Dir::new();
+        fs::create_dir(d.0.join("rootfs")).unwrap();
+        fs::write(d.0.join("config.json"), config).unwrap();
+        let r = SourceBundle::load(&d.0);
+        (d, r)
+    }
+
+    mod tempdir {
+        pub struct Dir(pub std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Self {
+                let p = std::env::temp_dir().join(format!(
+                    "nemo-unit-{}-{}",
+                    std::process::id(),
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+                ));
+                std::fs::create_dir_all(&p).unwrap();
+                Dir(p)
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn syntax_error_names_line_and_column() {
+        let (_d, r) = bundle_with("{\n  \"ociVersion\": \"1.0.2\",\n  oops\n}");
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("config.json:3:"), "{e}");
+    }
+
+    #[test]
+    fn missing_args_names_field() {
+        let spec = serde_json::json!({
+            "ociVersion": "1.0.2", "root": {"path": "rootfs"},
+            "process": {"cwd": "/", "args": []}, "linux": {}
+        });
+        let (_d, r) = bundle_with(&spec.to_string());
+        let e = r.unwrap_err().to_string();
+        assert!(e.contains("process.args"), "{e}");
+    }
+
+    #[test]
+    fn rewrite_moves_seccomp_and_sets_nnp_without_touching_source() {
+        let mut spec = Spec::default();
+        let mut linux = spec.linux().clone().unwrap();
+        linux.set_seccomp(Some(
+            oci_spec::runtime::LinuxSeccompBuilder::default()
+                .default_action(oci_spec::runtime::LinuxSeccompAction::ScmpActAllow)
+                .build()
+                .unwrap(),
+        ));
+        spec.set_linux(Some(linux));
+        let (d, r) = bundle_with(&serde_json::to_string(&spec).unwrap());
+        let src = r.unwrap();
+        let rw = rewrite_base(&src, "c1").unwrap();
+        assert!(rw.spec.linux().as_ref().unwrap().seccomp().is_none());
+        assert!(rw.plan.seccomp.is_some());
+        assert_eq!(rw.spec.process().as_ref().unwrap().no_new_privileges(), Some(true));
+        assert!(rw.spec.root().as_ref().unwrap().path().is_absolute());
+        assert_eq!(
+            rw.spec.linux().as_ref().unwrap().cgroups_path().as_deref(),
+            Some(Path::new("/nemosandbox/c1"))
+        );
+        let on_disk = fs::read_to_string(d.0.join("config.json")).unwrap();
+        assert_eq!(on_disk, serde_json::to_string(&spec).unwrap());
+    }
+}

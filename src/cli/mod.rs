@@ -1,0 +1,569 @@
+//! Command line, spelled as runc's so engines can call it in runc's place.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use nemosandbox::lifecycle::{CreateOptions, ExecOptions, Runtime};
+use nemosandbox::logging::{self, LogFormat};
+use nemosandbox::{info, sandbox, signals};
+
+#[derive(Parser, Debug)]
+#[command(name = "nemosandbox", disable_version_flag = true, about = "A runc-compatible OCI runtime that confines untrusted code")]
+struct Cli {
+    /// Root directory for container state
+    #[arg(long, global = true, default_value = "/run/nemosandbox")]
+    root: PathBuf,
+    /// Log file (appended to)
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    /// Log format: text or json
+    #[arg(long = "log-format", global = true, default_value = "text")]
+    log_format: LogFormat,
+    /// Debug logging
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Use systemd to manage cgroups (fails on a host without systemd)
+    #[arg(long = "systemd-cgroup", global = true)]
+    systemd_cgroup: bool,
+    /// Accepted for runc compatibility: true, false or auto
+    #[arg(long, global = true)]
+    rootless: Option<String>,
+    /// Accepted for runc compatibility (checkpointing is not supported)
+    #[arg(long, global = true)]
+    criu: Option<String>,
+    /// Node configuration file
+    #[arg(long, global = true, default_value = "/etc/nemosandbox/config.yaml")]
+    config: PathBuf,
+    /// Preset to add to every container's policy (repeatable)
+    #[arg(long, global = true)]
+    preset: Vec<String>,
+    /// Baseline policy, by name or file
+    #[arg(long, global = true)]
+    policy: Option<String>,
+    /// Print the version
+    #[arg(short = 'v', long = "version")]
+    version: bool,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct CreateArgs {
+    /// Path to the bundle directory
+    #[arg(short = 'b', long, default_value = ".")]
+    bundle: PathBuf,
+    /// Unix socket to receive the pty master
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    /// File to write the init pid to
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    /// Do not use pivot_root
+    #[arg(long = "no-pivot")]
+    no_pivot: bool,
+    /// Accepted for runc compatibility
+    #[arg(long = "no-new-keyring")]
+    no_new_keyring: bool,
+    /// Pass N extra fds (3…3+N-1) to the container
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    preserve_fds: i32,
+    id: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a container
+    Create(CreateArgs),
+    /// Start a created container
+    Start { id: String },
+    /// Create and start a container
+    Run {
+        #[command(flatten)]
+        create: CreateArgs,
+        /// Detach from the container's process
+        #[arg(short = 'd', long)]
+        detach: bool,
+        /// Do not delete the container after it exits
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Print the state of a container
+    State { id: String },
+    /// Send a signal to the container's init process
+    Kill {
+        /// Send the signal to all processes of the container
+        #[arg(short = 'a', long)]
+        all: bool,
+        id: String,
+        /// Signal name or number (default SIGTERM)
+        signal: Option<String>,
+    },
+    /// Delete a container
+    Delete {
+        /// Kill the container if it still runs
+        #[arg(short = 'f', long)]
+        force: bool,
+        id: String,
+    },
+    /// Run a new process inside a running container
+    Exec(Box<ExecArgs>),
+    /// List the processes of a container
+    Ps {
+        #[arg(short = 'f', long, default_value = "table")]
+        format: String,
+        id: String,
+        /// Arguments for ps(1)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// List containers
+    List {
+        #[arg(short = 'f', long, default_value = "table")]
+        format: String,
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
+    /// Pause all processes of a container
+    Pause { id: String },
+    /// Resume a paused container
+    Resume { id: String },
+    /// Container statistics
+    Events {
+        /// Interval between samples (e.g. 5s, 500ms)
+        #[arg(long, default_value = "5s")]
+        interval: String,
+        /// Print one sample and exit
+        #[arg(long)]
+        stats: bool,
+        id: String,
+    },
+    /// Update resource limits
+    Update(Box<UpdateArgs>),
+    /// Write a default config.json
+    Spec {
+        #[arg(short = 'b', long, default_value = ".")]
+        bundle: PathBuf,
+        #[arg(long = "rootless")]
+        rootless_spec: bool,
+    },
+    /// Print the OCI features document
+    Features,
+    /// Not supported
+    Checkpoint {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
+    },
+    /// Not supported
+    Restore {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
+    },
+    /// Run a host command in a fresh sandbox (host root read-only), no image needed
+    Sandbox {
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ExecArgs {
+    /// process.json describing the process
+    #[arg(short = 'p', long)]
+    process: Option<PathBuf>,
+    #[arg(short = 'd', long)]
+    detach: bool,
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    #[arg(short = 't', long)]
+    tty: bool,
+    #[arg(long)]
+    cwd: Option<PathBuf>,
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// uid[:gid]
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    #[arg(short = 'g', long = "additional-gids")]
+    additional_gids: Vec<u32>,
+    #[arg(short = 'c', long = "cap")]
+    cap: Vec<String>,
+    #[arg(long = "no-new-privs")]
+    no_new_privs: bool,
+    #[arg(long = "process-label")]
+    process_label: Option<String>,
+    #[arg(long)]
+    apparmor: Option<String>,
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    preserve_fds: i32,
+    #[arg(long = "ignore-paused")]
+    ignore_paused: bool,
+    #[arg(long)]
+    cgroup: Option<String>,
+    id: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+struct UpdateArgs {
+    /// JSON LinuxResources file, or - for stdin
+    #[arg(short = 'r', long)]
+    resources: Option<String>,
+    #[arg(long)]
+    memory: Option<i64>,
+    #[arg(long = "memory-reservation")]
+    memory_reservation: Option<i64>,
+    #[arg(long = "memory-swap")]
+    memory_swap: Option<i64>,
+    #[arg(long = "cpu-shares", alias = "cpu-share")]
+    cpu_shares: Option<u64>,
+    #[arg(long = "cpu-period")]
+    cpu_period: Option<u64>,
+    #[arg(long = "cpu-quota")]
+    cpu_quota: Option<i64>,
+    #[arg(long = "cpuset-cpus")]
+    cpuset_cpus: Option<String>,
+    #[arg(long = "cpuset-mems")]
+    cpuset_mems: Option<String>,
+    #[arg(long = "pids-limit")]
+    pids_limit: Option<i64>,
+    #[arg(long = "blkio-weight")]
+    blkio_weight: Option<u16>,
+    id: String,
+}
+
+/// Go-style duration: `5s`, `500ms`, `1m`, `1h`, or bare seconds.
+fn parse_interval(s: &str) -> Result<std::time::Duration> {
+    let (num, unit) = s
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: f64 = num.parse().with_context(|| format!("invalid interval {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => bail!("invalid interval {s:?}: unknown unit {unit:?}"),
+    };
+    if secs <= 0.0 {
+        bail!("invalid interval {s:?}: must be positive");
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+fn parse_user(s: &str) -> Result<(u32, Option<u32>)> {
+    let (u, g) = match s.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (s, None),
+    };
+    let uid = u.parse().with_context(|| format!("--user {s:?}: uid must be numeric"))?;
+    let gid = g
+        .map(|g| g.parse().with_context(|| format!("--user {s:?}: gid must be numeric")))
+        .transpose()?;
+    Ok((uid, gid))
+}
+
+fn create_options(a: &CreateArgs, detach: bool) -> CreateOptions {
+    CreateOptions {
+        id: a.id.clone(),
+        bundle: a.bundle.clone(),
+        pid_file: a.pid_file.clone(),
+        console_socket: a.console_socket.clone(),
+        no_pivot: a.no_pivot,
+        preserve_fds: a.preserve_fds,
+        detach,
+    }
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn read_resources(src: &str) -> Result<oci_spec::runtime::LinuxResources> {
+    let mut data = Vec::new();
+    if src == "-" {
+        std::io::stdin().read_to_end(&mut data).context("reading resources from stdin")?;
+    } else {
+        data = std::fs::read(src).with_context(|| format!("reading {src}"))?;
+    }
+    serde_json::from_slice(&data).map_err(|e| anyhow!("resources {src}:{}:{}: {e}", e.line(), e.column()))
+}
+
+fn update_resources(a: &UpdateArgs) -> Result<oci_spec::runtime::LinuxResources> {
+    use oci_spec::runtime::*;
+    let mut r = match &a.resources {
+        Some(src) => read_resources(src)?,
+        None => LinuxResources::default(),
+    };
+    if a.memory.is_some() || a.memory_reservation.is_some() || a.memory_swap.is_some() {
+        let mut m = r.memory().clone().unwrap_or_default();
+        if let Some(v) = a.memory {
+            m.set_limit(Some(v));
+        }
+        if let Some(v) = a.memory_reservation {
+            m.set_reservation(Some(v));
+        }
+        if let Some(v) = a.memory_swap {
+            m.set_swap(Some(v));
+        }
+        r.set_memory(Some(m));
+    }
+    if a.cpu_shares.is_some() || a.cpu_period.is_some() || a.cpu_quota.is_some() || a.cpuset_cpus.is_some() || a.cpuset_mems.is_some() {
+        let mut c = r.cpu().clone().unwrap_or_default();
+        if let Some(v) = a.cpu_shares {
+            c.set_shares(Some(v));
+        }
+        if let Some(v) = a.cpu_period {
+            c.set_period(Some(v));
+        }
+        if let Some(v) = a.cpu_quota {
+            c.set_quota(Some(v));
+        }
+        if let Some(v) = &a.cpuset_cpus {
+            c.set_cpus(Some(v.clone()));
+        }
+        if let Some(v) = &a.cpuset_mems {
+            c.set_mems(Some(v.clone()));
+        }
+        r.set_cpu(Some(c));
+    }
+    if let Some(v) = a.pids_limit {
+        r.set_pids(Some(LinuxPidsBuilder::default().limit(v).build()?));
+    }
+    if let Some(v) = a.blkio_weight {
+        let mut b = r.block_io().clone().unwrap_or_default();
+        b.set_weight(Some(v));
+        r.set_block_io(Some(b));
+    }
+    Ok(r)
+}
+
+fn list_table(states: &[nemosandbox::state::RuncState]) {
+    let rows: Vec<[String; 6]> = states
+        .iter()
+        .map(|s| [s.id.clone(), s.pid.to_string(), s.status.clone(), s.bundle.clone(), s.created.clone(), s.owner.clone()])
+        .collect();
+    let header = ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    for r in std::iter::once(&header).chain(rows.iter()) {
+        let line: Vec<String> = r.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", line.join("   ").trim_end());
+    }
+}
+
+fn ps_table(pids: &[i32], ps_args: &[String]) -> Result<()> {
+    let args: Vec<String> = if ps_args.is_empty() { vec!["-ef".into()] } else { ps_args.to_vec() };
+    let out = std::process::Command::new("ps").args(&args).output().context("running ps")?;
+    if !out.status.success() {
+        bail!("ps {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    let pid_col = header
+        .split_whitespace()
+        .position(|h| h == "PID")
+        .ok_or_else(|| anyhow!("ps output has no PID column"))?;
+    println!("{header}");
+    for line in lines {
+        let pid: Option<i32> = line.split_whitespace().nth(pid_col).and_then(|p| p.parse().ok());
+        if pid.is_some_and(|p| pids.contains(&p)) {
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
+
+fn dispatch(cli: Cli) -> Result<i32> {
+    if cli.version {
+        print!("{}", info::version_text());
+        return Ok(0);
+    }
+    let Some(cmd) = cli.cmd else {
+        bail!("no command given; see --help");
+    };
+    let rt = Runtime::new(&cli.root, cli.systemd_cgroup);
+    match cmd {
+        Cmd::Create(a) => {
+            rt.create(&create_options(&a, true))?;
+        }
+        Cmd::Start { id } => rt.start(&id)?,
+        Cmd::Run { create, detach, keep } => return Ok(rt.run(&create_options(&create, detach), keep)?),
+        Cmd::State { id } => print_json(&rt.state(&id)?)?,
+        Cmd::Kill { all, id, signal } => {
+            let sig = signals::parse_signal(signal.as_deref().unwrap_or("SIGTERM")).map_err(|e| anyhow!(e))?;
+            rt.kill(&id, sig, all)?;
+        }
+        Cmd::Delete { force, id } => rt.delete(&id, force)?,
+        Cmd::Exec(a) => {
+            if a.process.is_none() && a.command.is_empty() {
+                bail!("exec: either --process or a command is required");
+            }
+            if a.tty && a.console_socket.is_none() && !a.detach {
+                bail!("exec --tty without --console-socket is not supported; use --console-socket");
+            }
+            let (user, group) = match &a.user {
+                Some(u) => {
+                    let (uid, gid) = parse_user(u)?;
+                    (Some(uid), gid)
+                }
+                None => (None, None),
+            };
+            let opts = ExecOptions {
+                id: a.id.clone(),
+                process: a.process.clone(),
+                args: a.command.clone(),
+                env: a.env.clone(),
+                cwd: a.cwd.clone(),
+                user,
+                group,
+                additional_gids: a.additional_gids.clone(),
+                caps: a.cap.clone(),
+                console_socket: a.console_socket.clone(),
+                pid_file: a.pid_file.clone(),
+                detach: a.detach,
+                preserve_fds: a.preserve_fds,
+                ignore_paused: a.ignore_paused,
+                sub_cgroup: a.cgroup.clone(),
+            };
+            return Ok(rt.exec(&opts)?);
+        }
+        Cmd::Ps { format, id, ps_args } => {
+            let pids = rt.pids(&id)?;
+            match format.as_str() {
+                "json" => println!("{}", serde_json::to_string(&pids)?),
+                "table" => ps_table(&pids, &ps_args)?,
+                other => bail!("invalid format option {other:?}: use table or json"),
+            }
+        }
+        Cmd::List { format, quiet } => {
+            let states = rt.list()?;
+            if quiet {
+                states.iter().for_each(|s| println!("{}", s.id));
+            } else {
+                match format.as_str() {
+                    "json" => println!("{}", serde_json::to_string(&states)?),
+                    "table" => list_table(&states),
+                    other => bail!("invalid format option {other:?}: use table or json"),
+                }
+            }
+        }
+        Cmd::Pause { id } => rt.pause(&id)?,
+        Cmd::Resume { id } => rt.resume(&id)?,
+        Cmd::Events { interval, stats, id } => {
+            let every = parse_interval(&interval)?;
+            if stats {
+                println!("{}", rt.stats_event(&id)?);
+            } else {
+                loop {
+                    match rt.stats_event(&id) {
+                        Ok(ev) => println!("{ev}"),
+                        // The container ended: runc's events stops then too.
+                        Err(_) if !rt.root.exists(&id) || rt.state(&id).is_ok_and(|s| s.status == "stopped") => break,
+                        Err(e) => return Err(e.into()),
+                    }
+                    std::thread::sleep(every);
+                }
+            }
+        }
+        Cmd::Update(a) => rt.update(&a.id, &update_resources(&a)?)?,
+        Cmd::Spec { bundle, rootless_spec } => info::write_spec_template(&bundle, rootless_spec)?,
+        Cmd::Features => println!("{}", serde_json::to_string_pretty(&info::features())?),
+        Cmd::Checkpoint { .. } | Cmd::Restore { .. } => {
+            bail!("checkpoint/restore is not supported by nemosandbox")
+        }
+        Cmd::Sandbox { command } => {
+            let id = sandbox::sandbox_id();
+            let opts = CreateOptions { id, detach: false, ..Default::default() };
+            let bundle = sandbox::sandbox_bundle(command, &cli.root).context("preparing the sandbox root")?;
+            return Ok(rt.run_from(&opts, bundle, false)?);
+        }
+    }
+    Ok(0)
+}
+
+/// The error chain on one line, without the repetitions libcontainer's nested errors carry.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg
+}
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let (log, format, debug) = (cli.log.clone(), cli.log_format, cli.debug);
+    if let Err(e) = logging::init(log.as_deref(), format, debug) {
+        eprintln!("opening log {}: {e}", log.as_deref().map(|p| p.display().to_string()).unwrap_or_default());
+        return 1;
+    }
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let msg = error_text(&e);
+            logging::log_error(log.as_deref(), format, &msg);
+            eprintln!("nemosandbox: {msg}");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_parse_like_go_durations() {
+        assert_eq!(parse_interval("5s").unwrap().as_secs(), 5);
+        assert_eq!(parse_interval("500ms").unwrap().as_millis(), 500);
+        assert_eq!(parse_interval("2").unwrap().as_secs(), 2);
+        assert!(parse_interval("5x").is_err());
+        assert!(parse_interval("0s").is_err());
+    }
+
+    #[test]
+    fn runc_spellings_parse() {
+        for argv in [
+            &["nemosandbox", "--root", "/r", "--log", "/l", "--log-format", "json", "create", "--bundle", "/b", "--pid-file", "/p", "c1"][..],
+            &["nemosandbox", "kill", "c1"],
+            &["nemosandbox", "kill", "--all", "c1", "KILL"],
+            &["nemosandbox", "events", "--interval=5s", "c1"],
+            &["nemosandbox", "exec", "--process", "/p.json", "--detach", "--pid-file", "/pid", "c1"],
+            &["nemosandbox", "exec", "-t", "c1", "sh", "-c", "echo hi"],
+            &["nemosandbox", "ps", "--format", "json", "c1"],
+            &["nemosandbox", "update", "--resources", "-", "c1"],
+            &["nemosandbox", "--rootless", "false", "run", "-d", "--bundle", "/b", "c1"],
+            &["nemosandbox", "sandbox", "--", "ls", "-la"],
+            &["nemosandbox", "checkpoint", "--image-path", "/x", "c1"],
+        ] {
+            Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        }
+    }
+}

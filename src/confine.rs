@@ -1,0 +1,62 @@
+//! The in-container stage: the last thing that runs in the init process and in every exec'd
+//! process before `execve`, after libcontainer has entered namespaces, pivoted the root and
+//! dropped capabilities.
+//!
+//! Threat: a process of the container must not start outside the container's confinement.
+//! libcontainer 0.7 gives exec'd (tenant) processes no seccomp filter, so the container's
+//! profile is applied here, for init and exec'd processes alike, with no_new_privs set first
+//! (which also lets an unprivileged process install the filter). Later policy stages (Landlock,
+//! network notification filter) plug in here, before seccomp, because the profile may deny the
+//! syscalls they need.
+
+use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
+
+use crate::bundle::ConfinementPlan;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfineError {
+    #[error("prctl(PR_SET_NO_NEW_PRIVS): {0}")]
+    NoNewPrivs(nix::Error),
+    #[error("loading the container's seccomp profile: {0}")]
+    Seccomp(String),
+    #[error("resetting the signal mask: {0}")]
+    Signals(nix::Error),
+}
+
+/// Undo what the runtime process did to its own signal state: `run` blocks signals to forward
+/// them, and Rust ignores SIGPIPE. An ignored disposition and the mask survive `execve`, and a
+/// workload must start as it would under runc.
+pub fn reset_signals() -> Result<(), ConfineError> {
+    signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .map_err(ConfineError::Signals)?;
+    // SAFETY: SIG_DFL installs no handler code; nothing else runs in this single-threaded
+    // process between here and execve.
+    unsafe { signal::signal(Signal::SIGPIPE, SigHandler::SigDfl) }.map_err(ConfineError::Signals)?;
+    Ok(())
+}
+
+pub fn set_no_new_privs() -> Result<(), ConfineError> {
+    // SAFETY: prctl with PR_SET_NO_NEW_PRIVS takes integer arguments only.
+    let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    if rc != 0 {
+        return Err(ConfineError::NoNewPrivs(nix::Error::last()));
+    }
+    Ok(())
+}
+
+/// Apply the plan to the calling process. Order matters: everything that needs syscalls the
+/// profile may deny comes before seccomp, which is last.
+pub fn apply(plan: &ConfinementPlan) -> Result<(), ConfineError> {
+    reset_signals()?;
+    set_no_new_privs()?;
+    if let Some(profile) = &plan.seccomp {
+        let notify = libcontainer::seccomp::initialize_seccomp(profile)
+            .map_err(|e| ConfineError::Seccomp(e.to_string()))?;
+        if let Some(fd) = notify {
+            // Profiles with SCMP_ACT_NOTIFY and no listener are refused at create; a stray
+            // listener fd closed here makes those syscalls fail, never succeed.
+            let _ = nix::unistd::close(fd);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! The per-container helper process.
+//!
+//! Started at `create`, it lives exactly as long as the container's init process: it holds a
+//! pidfd of init and exits when init does; `delete` also kills it. Policy stages that need a
+//! process outside the container for the container's whole life (the network guard) run in it.
+//! It is a fork of the `create` process, not a new exec, so starting it costs one fork.
+
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{fork, setsid, ForkResult, Pid};
+
+use crate::state::process_start_time;
+
+/// The name the helper shows in `ps`; `delete` checks it before signalling a recorded pid.
+pub const HELPER_COMM: &str = "nemosandbox-hlp";
+
+#[derive(Debug, thiserror::Error)]
+pub enum HelperError {
+    #[error("pidfd_open({pid}): {source}")]
+    PidfdOpen { pid: i32, source: nix::Error },
+    #[error("fork of the helper process: {0}")]
+    Fork(nix::Error),
+}
+
+/// Something that runs inside the helper for the container's lifetime.
+pub trait HelperService: Send {
+    fn name(&self) -> &'static str;
+    /// Run until the container's init exits; `init_exit` becomes readable then.
+    fn run(&mut self, init_exit: &OwnedFd);
+}
+
+pub fn pidfd_open(pid: i32) -> Result<OwnedFd, HelperError> {
+    // SAFETY: pidfd_open takes a pid and flags; on success it returns a new fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(HelperError::PidfdOpen { pid, source: nix::Error::last() });
+    }
+    // SAFETY: fd is a fresh descriptor returned by the kernel and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Wait until the process behind `pidfd` exits.
+pub fn wait_exit(pidfd: &OwnedFd) {
+    loop {
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(n) if n > 0 => return,
+            Err(nix::Error::EINTR) | Ok(_) => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+/// Detach from everything the engine may be watching: its pipes would otherwise stay open and
+/// `create` would seem never to finish.
+fn detach_stdio_and_fds(keep: i32) {
+    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+        for target in 0..3 {
+            let _ = nix::unistd::dup2(null.as_raw_fd(), target);
+        }
+    }
+    let Ok(rd) = std::fs::read_dir("/proc/self/fd") else { return };
+    let fds: Vec<i32> = rd
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2 && *fd != keep)
+        .collect();
+    for fd in fds {
+        let _ = nix::unistd::close(fd);
+    }
+}
+
+/// Fork the helper for a container whose init is `init_pid`. Returns the helper's pid and its
+/// start time (for a safe kill later).
+pub fn spawn(init_pid: i32, mut services: Vec<Box<dyn HelperService>>) -> Result<(i32, Option<u64>), HelperError> {
+    let pidfd = pidfd_open(init_pid)?;
+    // SAFETY: the runtime CLI is single-threaded here; the child only makes syscalls and runs
+    // the services before exiting with _exit.
+    match unsafe { fork() }.map_err(HelperError::Fork)? {
+        ForkResult::Parent { child } => {
+            drop(pidfd);
+            Ok((child.as_raw(), process_start_time(child.as_raw())))
+        }
+        ForkResult::Child => {
+            let _ = setsid();
+            let _ = nix::sys::prctl::set_name(&std::ffi::CString::new(HELPER_COMM).unwrap());
+            detach_stdio_and_fds(pidfd.as_raw_fd());
+            for svc in services.iter_mut() {
+                svc.run(&pidfd);
+            }
+            wait_exit(&pidfd);
+            // SAFETY: _exit skips atexit handlers and destructors that belong to the parent.
+            unsafe { libc::_exit(0) }
+        }
+    }
+}
+
+/// Kill a helper recorded at create, if that pid is still our helper.
+pub fn kill_helper(pid: i32, start_time: Option<u64>) {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.trim_end() != HELPER_COMM {
+        return;
+    }
+    if start_time.is_some() && process_start_time(pid) != start_time {
+        return;
+    }
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+}

@@ -1,0 +1,14 @@
+//! nemosandbox: a runc-compatible OCI runtime on libcontainer that confines untrusted code with
+//! kernel-enforced policies. The CLI (`src/main.rs`, `src/cli/`) is a thin layer over this crate.
+
+pub mod bundle;
+pub mod confine;
+pub mod executor;
+pub mod foreground;
+pub mod helper;
+pub mod info;
+pub mod lifecycle;
+pub mod logging;
+pub mod sandbox;
+pub mod signals;
+pub mod state;

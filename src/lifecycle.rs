@@ -1,0 +1,535 @@
+//! Container lifecycle: the runc verbs on top of libcontainer, with the policy hook points.
+//!
+//! create:  load bundle → spec-rewrite stage (state dir) → libcontainer build (init waits on the
+//!          notify socket; its in-container stage runs after `start`) → between-create-and-start
+//!          stage (start time, helper process, policy stages) → `created`.
+//! Any failure after something exists removes all of it: libcontainer's dir, ours, the cgroup,
+//! the init process and the helper.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use libcgroups::common::{create_cgroup_manager, CgroupConfig, CgroupManager, ControllerOpt};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::{Container, ContainerStatus};
+use libcontainer::error::LibcontainerError;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxCapabilities, LinuxResources, Process};
+
+use crate::bundle::{self, BundleError, SourceBundle};
+use crate::executor::ConfiningExecutor;
+use crate::foreground::{self, ForegroundError};
+use crate::helper::{self, HelperError};
+use crate::state::{self, effective_status, status_word, Meta, StateError, StateRoot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("{op} container {id:?}: {source}")]
+    Libcontainer {
+        op: &'static str,
+        id: String,
+        #[source]
+        source: LibcontainerError,
+    },
+    #[error("container {id:?} is {status}: cannot {op}")]
+    WrongState { id: String, status: &'static str, op: &'static str },
+    #[error("cannot delete container {0:?} that is not stopped: {1}")]
+    NotStopped(String, &'static str),
+    #[error("--systemd-cgroup: systemd is not running on this host (no /run/systemd/system); use the cgroupfs driver")]
+    NoSystemd,
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{what}: {msg}")]
+    Invalid { what: String, msg: String },
+    #[error(transparent)]
+    Foreground(#[from] ForegroundError),
+    #[error("starting the helper process: {0}")]
+    Helper(#[from] HelperError),
+    #[error("cgroup of container {id:?}: {msg}")]
+    Cgroup { id: String, msg: String },
+}
+
+type Result<T> = std::result::Result<T, LifecycleError>;
+
+fn lc<'a>(op: &'static str, id: &'a str) -> impl FnOnce(LibcontainerError) -> LifecycleError + 'a {
+    move |source| match source {
+        LibcontainerError::IncorrectStatus(s) => LifecycleError::WrongState {
+            id: id.to_string(),
+            status: status_word(s),
+            op,
+        },
+        source => LifecycleError::Libcontainer { op, id: id.to_string(), source },
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LifecycleError + '_ {
+    move |source| LifecycleError::Io { path: path.to_path_buf(), source }
+}
+
+/// Options of `create` and `run`.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub preserve_fds: i32,
+    pub detach: bool,
+}
+
+/// Options of `exec`.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    pub id: String,
+    pub process: Option<PathBuf>,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: Option<PathBuf>,
+    pub user: Option<u32>,
+    pub group: Option<u32>,
+    pub additional_gids: Vec<u32>,
+    pub caps: Vec<String>,
+    pub console_socket: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub detach: bool,
+    pub preserve_fds: i32,
+    pub ignore_paused: bool,
+    pub sub_cgroup: Option<String>,
+}
+
+/// The runtime as configured by the global flags.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub root: StateRoot,
+    pub systemd_cgroup: bool,
+}
+
+/// Removes a file or directory on drop unless disarmed: a failed create leaves nothing.
+struct RemoveOnDrop {
+    path: Option<PathBuf>,
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            if fs::remove_dir_all(&p).is_err() {
+                let _ = fs::remove_file(&p);
+            }
+        }
+    }
+}
+
+impl Runtime {
+    pub fn new(root: impl Into<PathBuf>, systemd_cgroup: bool) -> Self {
+        Self { root: StateRoot::new(root), systemd_cgroup }
+    }
+
+    fn check_systemd(&self) -> Result<()> {
+        if self.systemd_cgroup && !Path::new("/run/systemd/system").is_dir() {
+            return Err(LifecycleError::NoSystemd);
+        }
+        Ok(())
+    }
+
+    /// `create` from a bundle directory.
+    pub fn create(&self, opts: &CreateOptions) -> Result<Container> {
+        state::validate_id(&opts.id)?;
+        self.check_systemd()?;
+        let src = SourceBundle::load(&opts.bundle)?;
+        self.create_from(opts, src)
+    }
+
+    /// `create` from an already loaded bundle (also used by `sandbox`, whose spec is built in
+    /// memory).
+    pub fn create_from(&self, opts: &CreateOptions, src: SourceBundle) -> Result<Container> {
+        let id = opts.id.as_str();
+        state::validate_id(id)?;
+        self.check_systemd()?;
+        if self.root.container_dir(id).exists() {
+            return Err(StateError::Exists(id.to_string()).into());
+        }
+
+        // Spec-rewrite stage.
+        let rw = bundle::rewrite_base(&src, id)?;
+
+        let own = self.root.own_dir(id);
+        // No libcontainer state exists for this id, so anything here is a leftover of a crash.
+        let _ = fs::remove_dir_all(&own);
+        fs::create_dir_all(&own).map_err(io_err(&own))?;
+        let mut guard = RemoveOnDrop { path: Some(own.clone()) };
+        bundle::write_rewritten(&own, &rw)?;
+        let mut meta = Meta {
+            bundle: src.dir.clone(),
+            rootfs: rw.spec.root().as_ref().map(|r| r.path().clone()).unwrap_or_default(),
+            ..Meta::default()
+        };
+        meta.save(&self.root, id)?;
+
+        let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
+            .with_executor(ConfiningExecutor::new(rw.plan.clone()))
+            .with_root_path(self.root.path())
+            .and_then(|b| b.with_pid_file(opts.pid_file.as_ref()))
+            .map(|b| {
+                b.with_console_socket(opts.console_socket.as_ref())
+                    .with_preserved_fds(opts.preserve_fds)
+            })
+            .and_then(|b| b.validate_id())
+            .and_then(|b| {
+                b.as_init(&own)
+                    .with_systemd(self.systemd_cgroup)
+                    .with_detach(opts.detach)
+                    .with_no_pivot(opts.no_pivot)
+                    .build()
+            });
+        let mut container = match built {
+            Ok(c) => c,
+            Err(e) => {
+                // libcontainer removes what it made once its process started; not before.
+                self.purge(id);
+                return Err(lc("create", id)(e));
+            }
+        };
+
+        if let Err(e) = self.between_create_and_start(&mut container, &mut meta) {
+            let _ = container.delete(true);
+            if let Some(pid) = meta.helper_pid {
+                helper::kill_helper(pid, meta.helper_start_time);
+            }
+            self.purge(id);
+            return Err(e);
+        }
+        guard.path = None;
+        Ok(container)
+    }
+
+    /// The stage between `create` and `start`: the container's mounts exist and its init
+    /// process waits for `start`.
+    fn between_create_and_start(&self, container: &mut Container, meta: &mut Meta) -> Result<()> {
+        let id = container.id().to_string();
+        let pid = container.pid().ok_or_else(|| LifecycleError::Invalid {
+            what: format!("container {id:?}"),
+            msg: "no init pid after create".into(),
+        })?;
+        meta.init_start_time = state::process_start_time(pid.as_raw());
+        let (hpid, hstart) = helper::spawn(pid.as_raw(), Vec::new())?;
+        meta.helper_pid = Some(hpid);
+        meta.helper_start_time = hstart;
+        meta.save(&self.root, &id)?;
+        Ok(())
+    }
+
+    /// Remove whatever state a container id has left: both directories and its cgroup.
+    fn purge(&self, id: &str) {
+        let _ = fs::remove_dir_all(self.root.container_dir(id));
+        let _ = fs::remove_dir_all(self.root.own_dir(id));
+    }
+
+    pub fn load(&self, id: &str) -> Result<Container> {
+        Ok(self.root.load(id)?)
+    }
+
+    pub fn start(&self, id: &str) -> Result<()> {
+        let mut c = self.load(id)?;
+        let meta = Meta::load(&self.root, id).ok();
+        let status = effective_status(&c, meta.as_ref());
+        if status != ContainerStatus::Created {
+            return Err(LifecycleError::WrongState {
+                id: id.into(),
+                status: status_word(status),
+                op: "start",
+            });
+        }
+        c.start().map_err(lc("start", id))
+    }
+
+    /// `run`: create + start, then (foreground) forward signals, wait, delete. Returns the exit
+    /// code to exit with.
+    pub fn run(&self, opts: &CreateOptions, keep: bool) -> Result<i32> {
+        let src = SourceBundle::load(&opts.bundle)?;
+        self.run_from(opts, src, keep)
+    }
+
+    pub fn run_from(&self, opts: &CreateOptions, src: SourceBundle, keep: bool) -> Result<i32> {
+        if !opts.detach {
+            foreground::block_forwarded_signals()?;
+        }
+        let mut c = self.create_from(opts, src)?;
+        if let Err(e) = c.start() {
+            let _ = self.delete(&opts.id, true);
+            return Err(lc("start", &opts.id)(e));
+        }
+        if opts.detach {
+            return Ok(0);
+        }
+        let pid = c.pid().expect("created container has a pid");
+        let code = foreground::wait_forwarding(pid);
+        if !keep {
+            if let Err(e) = self.delete(&opts.id, true) {
+                tracing::warn!("deleting container {:?} after run: {e}", opts.id);
+            }
+        }
+        Ok(code?)
+    }
+
+    pub fn delete(&self, id: &str, force: bool) -> Result<()> {
+        state::validate_id(id)?;
+        if !self.root.exists(id) {
+            self.purge(id);
+            if force {
+                return Ok(());
+            }
+            return Err(StateError::NotExist(id.to_string()).into());
+        }
+        let mut c = self.load(id)?;
+        let meta = Meta::load(&self.root, id).ok();
+        let status = effective_status(&c, meta.as_ref());
+        if status == ContainerStatus::Stopped && c.status() != ContainerStatus::Stopped {
+            // The recorded pid now belongs to someone else: never signal it.
+            c.set_status(ContainerStatus::Stopped);
+        }
+        if !force && matches!(status, ContainerStatus::Running | ContainerStatus::Paused) {
+            return Err(LifecycleError::NotStopped(id.to_string(), status_word(status)));
+        }
+        if status == ContainerStatus::Paused {
+            // A frozen cgroup cannot be emptied: thaw it so SIGKILL is delivered.
+            let _ = c.resume();
+        }
+        c.delete(true).map_err(lc("delete", id))?;
+        if let Some(m) = &meta {
+            if let Some(pid) = m.helper_pid {
+                helper::kill_helper(pid, m.helper_start_time);
+            }
+        }
+        self.purge(id);
+        Ok(())
+    }
+
+    pub fn kill(&self, id: &str, sig: Signal, all: bool) -> Result<()> {
+        let mut c = self.load(id)?;
+        let meta = Meta::load(&self.root, id).ok();
+        let status = effective_status(&c, meta.as_ref());
+        if status == ContainerStatus::Stopped && !all {
+            return Err(LifecycleError::WrongState { id: id.into(), status: "stopped", op: "kill" });
+        }
+        c.kill(sig, all).map_err(lc("kill", id))
+    }
+
+    pub fn pause(&self, id: &str) -> Result<()> {
+        self.load(id)?.pause().map_err(lc("pause", id))
+    }
+
+    pub fn resume(&self, id: &str) -> Result<()> {
+        self.load(id)?.resume().map_err(lc("resume", id))
+    }
+
+    pub fn state(&self, id: &str) -> Result<state::RuncState> {
+        let c = self.load(id)?;
+        Ok(state::runc_state(&self.root, &c))
+    }
+
+    pub fn list(&self) -> Result<Vec<state::RuncState>> {
+        let mut out = Vec::new();
+        for id in self.root.ids()? {
+            // A container being created or deleted concurrently may vanish between the two.
+            if let Ok(c) = self.root.load(&id) {
+                out.push(state::runc_state(&self.root, &c));
+            }
+        }
+        Ok(out)
+    }
+
+    fn cgroup_manager(&self, c: &Container) -> Result<libcgroups::common::AnyCgroupManager> {
+        let id = c.id().to_string();
+        let cfg = c.spec().map_err(lc("read config of", &id))?;
+        create_cgroup_manager(CgroupConfig {
+            cgroup_path: cfg.cgroup_path,
+            systemd_cgroup: c.systemd(),
+            container_name: id.clone(),
+        })
+        .map_err(|e| LifecycleError::Cgroup { id, msg: e.to_string() })
+    }
+
+    /// Pids in the container's cgroup.
+    pub fn pids(&self, id: &str) -> Result<Vec<i32>> {
+        let c = self.load(id)?;
+        let m = self.cgroup_manager(&c)?;
+        let mut pids: Vec<i32> = m
+            .get_all_pids()
+            .map_err(|e| LifecycleError::Cgroup { id: id.into(), msg: e.to_string() })?
+            .into_iter()
+            .map(|p: Pid| p.as_raw())
+            .collect();
+        pids.sort_unstable();
+        Ok(pids)
+    }
+
+    /// Apply new resource limits (runc's `update --resources`).
+    pub fn update(&self, id: &str, resources: &LinuxResources) -> Result<()> {
+        let c = self.load(id)?;
+        let status = effective_status(&c, Meta::load(&self.root, id).ok().as_ref());
+        if status == ContainerStatus::Stopped {
+            return Err(LifecycleError::WrongState { id: id.into(), status: "stopped", op: "update" });
+        }
+        let m = self.cgroup_manager(&c)?;
+        m.apply(&ControllerOpt {
+            resources,
+            disable_oom_killer: false,
+            oom_score_adj: None,
+            freezer_state: None,
+        })
+        .map_err(|e| LifecycleError::Cgroup { id: id.into(), msg: e.to_string() })
+    }
+
+    /// One stats sample as runc's `events` prints it.
+    pub fn stats_event(&self, id: &str) -> Result<serde_json::Value> {
+        let c = self.load(id)?;
+        let status = effective_status(&c, Meta::load(&self.root, id).ok().as_ref());
+        if status == ContainerStatus::Stopped {
+            return Err(LifecycleError::WrongState { id: id.into(), status: "stopped", op: "read events of" });
+        }
+        let m = self.cgroup_manager(&c)?;
+        let stats = m.stats().map_err(|e| LifecycleError::Cgroup { id: id.into(), msg: e.to_string() })?;
+        Ok(serde_json::json!({"type": "stats", "id": id, "data": stats}))
+    }
+
+    /// `exec`: start a process in a running container under the container's confinement.
+    pub fn exec(&self, opts: &ExecOptions) -> Result<i32> {
+        let id = opts.id.as_str();
+        let c = self.load(id)?;
+        let meta = Meta::load(&self.root, id).ok();
+        let status = effective_status(&c, meta.as_ref());
+        let ok = status == ContainerStatus::Running || (opts.ignore_paused && status == ContainerStatus::Paused);
+        if !ok {
+            return Err(LifecycleError::WrongState { id: id.into(), status: status_word(status), op: "exec in" });
+        }
+        let own = self.root.own_dir(id);
+        let plan = bundle::load_plan(&own)?;
+        let spec = bundle::load_rewritten_spec(&own)?;
+        let bounding = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.capabilities().clone())
+            .unwrap_or_default();
+
+        for cap in &opts.caps {
+            let want = normalize_cap(cap);
+            if !bounding.bounding().as_ref().is_some_and(|b| b.iter().any(|c| c.to_string() == want)) {
+                return Err(LifecycleError::Invalid {
+                    what: format!("--cap {cap}"),
+                    msg: "not in the container's bounding set".into(),
+                });
+            }
+        }
+
+        // The engine's process.json is not ours to change: bound it into a copy.
+        let process_copy = match &opts.process {
+            Some(path) => Some(bounded_process_copy(path, &bounding, &own)?),
+            None => None,
+        };
+        let _cleanup = RemoveOnDrop { path: process_copy.clone() };
+
+        if !opts.detach {
+            foreground::block_forwarded_signals()?;
+        }
+        let env: HashMap<String, String> = opts
+            .env
+            .iter()
+            .filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect();
+        let pid = ContainerBuilder::new(id.to_string(), SyscallType::default())
+            .with_executor(ConfiningExecutor::new(plan))
+            .with_root_path(self.root.path())
+            .and_then(|b| b.with_pid_file(opts.pid_file.as_ref()))
+            .map(|b| {
+                b.with_console_socket(opts.console_socket.as_ref())
+                    .with_preserved_fds(opts.preserve_fds)
+            })
+            .and_then(|b| b.validate_id())
+            .and_then(|b| {
+                b.as_tenant()
+                    .with_detach(opts.detach)
+                    .with_cwd(opts.cwd.as_ref())
+                    .with_env(env)
+                    .with_process(process_copy.as_ref())
+                    .with_no_new_privs(true)
+                    .with_container_args(opts.args.clone())
+                    .with_capabilities(opts.caps.iter().map(|c| normalize_cap(c)).collect())
+                    .with_additional_gids(opts.additional_gids.clone())
+                    .with_user(opts.user)
+                    .with_group(opts.group)
+                    .with_ignore_paused(opts.ignore_paused)
+                    .with_sub_cgroup(opts.sub_cgroup.clone())
+                    .build()
+            })
+            .map_err(lc("exec in", id))?;
+        if opts.detach {
+            return Ok(0);
+        }
+        Ok(foreground::wait_forwarding(pid)?)
+    }
+}
+
+fn normalize_cap(cap: &str) -> String {
+    let up = cap.to_ascii_uppercase();
+    if up.starts_with("CAP_") {
+        up
+    } else {
+        format!("CAP_{up}")
+    }
+}
+
+/// Copy of an exec process.json with capabilities limited to the container's and
+/// no_new_privs set; written into our state dir, removed after the exec.
+fn bounded_process_copy(path: &Path, container: &LinuxCapabilities, own: &Path) -> Result<PathBuf> {
+    let mut data = Vec::new();
+    fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut data))
+        .map_err(io_err(path))?;
+    let mut process: Process = serde_json::from_slice(&data).map_err(|e| BundleError::Parse {
+        path: path.to_path_buf(),
+        line: e.line(),
+        column: e.column(),
+        msg: e.to_string(),
+    })?;
+    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
+        return Err(LifecycleError::Invalid {
+            what: format!("{}: process.args", path.display()),
+            msg: "at least one argument is required".into(),
+        });
+    }
+    if let Some(mut caps) = process.capabilities().clone() {
+        let limit = |set: &Option<oci_spec::runtime::Capabilities>, bound: &Option<oci_spec::runtime::Capabilities>| {
+            set.as_ref().map(|s| {
+                s.iter()
+                    .filter(|c| bound.as_ref().is_some_and(|b| b.contains(c)))
+                    .cloned()
+                    .collect::<oci_spec::runtime::Capabilities>()
+            })
+        };
+        let bounding = container.bounding();
+        caps.set_bounding(limit(caps.bounding(), bounding));
+        caps.set_effective(limit(caps.effective(), bounding));
+        caps.set_permitted(limit(caps.permitted(), bounding));
+        caps.set_inheritable(limit(caps.inheritable(), bounding));
+        caps.set_ambient(limit(caps.ambient(), bounding));
+        process.set_capabilities(Some(caps));
+    }
+    process.set_no_new_privileges(Some(true));
+    let name = format!(
+        "exec-{}-{}.json",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    );
+    let out = own.join(name);
+    fs::write(&out, serde_json::to_vec(&process).expect("process serializes")).map_err(io_err(&out))?;
+    Ok(out)
+}

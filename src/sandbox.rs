@@ -1,0 +1,124 @@
+//! `nemosandbox sandbox CMD…`: a host command in a fresh container, no image needed.
+//!
+//! The root is the host's own filesystem, read-only (bubblewrap's "permissive base"), with
+//! private pid, mount, ipc and uts namespaces and fresh `/proc`, `/dev`, `/sys` (read-only) and
+//! `/tmp`. The spec is built in memory; its rewritten form lives in the state directory only
+//! while the command runs.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{
+    LinuxBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountBuilder, ProcessBuilder,
+    RootBuilder, Spec, UserBuilder,
+};
+
+use crate::bundle::SourceBundle;
+
+fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Mount {
+    MountBuilder::default()
+        .destination(dest)
+        .typ(typ)
+        .source(source)
+        .options(options.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .build()
+        .expect("static mount is valid")
+}
+
+/// The spec of a sandbox running `argv` with the caller's environment and working directory.
+/// `mount_point` is an empty directory the host root is bound onto inside the container's own
+/// mount namespace (pivot_root cannot make `/` itself the new root).
+pub fn sandbox_spec(argv: Vec<String>, mount_point: &Path) -> Spec {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let mut env: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    }
+    let mut spec = Spec::default();
+    let uid = nix::unistd::getuid().as_raw();
+    let gid = nix::unistd::getgid().as_raw();
+    let base_process = spec.process().clone().expect("default spec has a process");
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .args(argv)
+        .env(env)
+        .cwd(cwd)
+        .user(UserBuilder::default().uid(uid).gid(gid).build().expect("user"))
+        .capabilities(base_process.capabilities().clone().expect("default caps"))
+        .rlimits(base_process.rlimits().clone().unwrap_or_default())
+        .no_new_privileges(true)
+        .build()
+        .expect("sandbox process is valid");
+    spec.set_process(Some(process));
+    spec.set_hostname(Some("nemosandbox".into()));
+    spec.set_root(Some(RootBuilder::default().path(mount_point).readonly(true).build().expect("root")));
+
+    let mounts = vec![
+        // Recursive read-only: every host submount comes along read-only too.
+        mount("/", "bind", "/", &["rbind", "rro", "nosuid", "nodev"]),
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
+        mount("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]),
+        mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
+        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
+        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
+        mount("/tmp", "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=1777"]),
+    ];
+    spec.set_mounts(Some(mounts));
+
+    let base_linux = spec.linux().clone().expect("default spec has linux");
+    let namespaces = [
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Mount,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+    ]
+    .into_iter()
+    .map(|t| LinuxNamespaceBuilder::default().typ(t).build().expect("namespace"))
+    .collect::<Vec<_>>();
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .masked_paths(base_linux.masked_paths().clone().unwrap_or_default())
+        .readonly_paths(base_linux.readonly_paths().clone().unwrap_or_default())
+        .build()
+        .expect("linux");
+    spec.set_linux(Some(linux));
+    spec
+}
+
+/// The in-memory bundle of a sandbox; `state_root` is the runtime's `--root`.
+pub fn sandbox_bundle(argv: Vec<String>, state_root: &Path) -> std::io::Result<SourceBundle> {
+    let mount_point = state_root.join(".nemosandbox").join(".sandbox-root");
+    std::fs::create_dir_all(&mount_point)?;
+    Ok(SourceBundle {
+        dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+        spec: sandbox_spec(argv, &mount_point),
+    })
+}
+
+/// A container id for one sandbox run.
+pub fn sandbox_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("sandbox-{}-{nanos:09}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sandbox_spec_is_readonly_host_root_with_private_namespaces() {
+        let spec = sandbox_spec(vec!["true".into()], Path::new("/mnt/empty"));
+        let root = spec.root().as_ref().unwrap();
+        assert_eq!(root.path(), Path::new("/mnt/empty"));
+        assert_eq!(root.readonly(), Some(true));
+        let first = &spec.mounts().as_ref().unwrap()[0];
+        assert_eq!(first.destination(), Path::new("/"));
+        assert!(first.options().as_ref().unwrap().contains(&"rro".to_string()));
+        let ns: Vec<_> = spec.linux().as_ref().unwrap().namespaces().clone().unwrap().iter().map(|n| n.typ()).collect();
+        assert!(ns.contains(&LinuxNamespaceType::Pid) && ns.contains(&LinuxNamespaceType::Mount));
+        assert!(!ns.contains(&LinuxNamespaceType::Network));
+    }
+}
