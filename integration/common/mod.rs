@@ -1,0 +1,256 @@
+//! Test harness: busybox-static bundles, an isolated runtime root per test, and the checks
+//! that nothing is left behind. Tests run the real binary as root against the real kernel.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_nemosandbox")
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique in this test process and across runs.
+pub fn unique(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{prefix}-{}-{n}-{t}", std::process::id())
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Self {
+        let p = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn busybox_path() -> PathBuf {
+    for p in ["/bin/busybox", "/usr/bin/busybox"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("busybox-static is not installed (apt-get install busybox-static)");
+}
+
+/// Populate `rootfs` with busybox-static and a symlink per applet.
+pub fn make_busybox_rootfs(rootfs: &Path) {
+    for d in ["bin", "proc", "dev", "sys", "tmp", "etc", "root", "var/tmp"] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::copy(busybox_path(), rootfs.join("bin/busybox")).unwrap();
+    let list = Command::new(rootfs.join("bin/busybox")).arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
+        }
+    }
+    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n").unwrap();
+    std::fs::write(rootfs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
+}
+
+/// A bundle with a busybox rootfs and runc's default config running `args`.
+pub struct Bundle {
+    pub dir: TempDir,
+}
+
+impl Bundle {
+    pub fn busybox(args: &[&str]) -> Bundle {
+        let dir = TempDir::new("nsbundle");
+        make_busybox_rootfs(&dir.path().join("rootfs"));
+        let out = Command::new(bin()).args(["spec", "--bundle"]).arg(dir.path()).output().unwrap();
+        assert!(out.status.success(), "spec: {}", String::from_utf8_lossy(&out.stderr));
+        let b = Bundle { dir };
+        b.edit(|c| {
+            c["process"]["terminal"] = false.into();
+            c["process"]["args"] = serde_json::json!(args);
+            c["root"]["readonly"] = false.into();
+        });
+        b
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn config(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.path().join("config.json")).unwrap()).unwrap()
+    }
+    pub fn edit(&self, f: impl FnOnce(&mut serde_json::Value)) {
+        let mut c = self.config();
+        f(&mut c);
+        std::fs::write(self.path().join("config.json"), serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+    }
+    /// Add a seccomp profile that allows everything but makes mkdir/mkdirat fail with EPERM.
+    pub fn with_mkdir_denying_seccomp(&self) {
+        self.edit(|c| {
+            c["linux"]["seccomp"] = serde_json::json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "architectures": ["SCMP_ARCH_X86_64"],
+                "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+            });
+        });
+    }
+}
+
+/// The runtime with its own `--root`, so tests never see each other's containers.
+pub struct Runtime {
+    pub root: TempDir,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Runtime {
+    pub fn new() -> Self {
+        Runtime { root: TempDir::new("nsroot") }
+    }
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.arg("--root").arg(self.root.path()).args(args);
+        c.stdin(Stdio::null());
+        c
+    }
+    /// Run with a deadline: a hang is a test failure, not a stuck CI.
+    pub fn run(&self, args: &[&str]) -> Output {
+        output_within(self.command(args), Duration::from_secs(60))
+    }
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "nemosandbox {args:?} failed ({:?}): {}{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    /// Run, expect failure, return stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.status.success(), "nemosandbox {args:?} unexpectedly succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+    pub fn state(&self, id: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["state", id])).unwrap()
+    }
+    pub fn status(&self, id: &str) -> String {
+        self.state(id)["status"].as_str().unwrap().to_string()
+    }
+    /// Create + start a long-running container.
+    pub fn start_sleeper(&self, bundle: &Bundle, id: &str) {
+        self.ok(&["create", "--bundle", bundle.path().to_str().unwrap(), id]);
+        self.ok(&["start", id]);
+        wait_until(|| self.status(id) == "running");
+    }
+    pub fn remove(&self, id: &str) {
+        let _ = self.run(&["delete", "--force", id]);
+    }
+}
+
+/// Run `cmd` to completion with a deadline. Output goes to files, not pipes: like runc's, a
+/// created container keeps the runtime's stdio, so EOF on a pipe would wait for the container.
+pub fn output_within(mut cmd: Command, limit: Duration) -> Output {
+    let dir = TempDir::new("out");
+    let (o, e) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    cmd.stdout(std::fs::File::create(&o).unwrap()).stderr(std::fs::File::create(&e).unwrap());
+    let mut child = cmd.spawn().expect("spawn");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("command {cmd:?} hung for more than {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    Output { status, stdout: std::fs::read(&o).unwrap(), stderr: std::fs::read(&e).unwrap() }
+}
+
+pub fn wait_until(mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < Duration::from_secs(20), "condition not reached in 20s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Cgroup directories (v1 hierarchies and the v2 tree) that name this container.
+pub fn cgroup_dirs_of(id: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") else { return found };
+    for h in rd.filter_map(|e| e.ok()) {
+        for parent in ["nemosandbox", ""] {
+            let p = h.path().join(parent).join(id);
+            if p.exists() {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+/// Processes whose command line names this container (the init has it in its cgroup, the
+/// helper in its inherited argv).
+pub fn processes_of(id: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cgroup = std::fs::read_to_string(e.path().join("cgroup")).unwrap_or_default();
+        let argv = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let zombie = stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'));
+        if !zombie && (argv.split(' ').any(|a| a == id) || cgroup.contains(&format!("/{id}\n"))) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Nothing of the container remains: state dirs, cgroups, processes, mounts.
+pub fn assert_nothing_left(rt: &Runtime, id: &str) {
+    let start = Instant::now();
+    loop {
+        let state_dir = rt.root.path().join(id);
+        let own_dir = rt.root.path().join(".nemosandbox").join(id);
+        let cgroups = cgroup_dirs_of(id);
+        let procs = processes_of(id);
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mounted = mounts.lines().any(|l| l.contains(&format!("/{id}/")) || l.contains(&format!("/{id} ")));
+        let clean = !state_dir.exists() && !own_dir.exists() && cgroups.is_empty() && procs.is_empty() && !mounted;
+        if clean {
+            return;
+        }
+        // The helper notices init's exit asynchronously; give it a moment.
+        if start.elapsed() > Duration::from_secs(5) {
+            panic!(
+                "container {id} left: state_dir={} own_dir={} cgroups={cgroups:?} procs={procs:?} mounted={mounted}",
+                state_dir.exists(),
+                own_dir.exists()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
