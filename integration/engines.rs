@@ -1,3 +1,269 @@
-//! Real engines drive the runtime: podman, dockerd and containerd (see engines module docs).
+//! Real engines drive the runtime as they drive runc: podman (conmon), dockerd (containerd's
+//! runc shim v2 with a `runtimes` entry) and containerd's `ctr run --runc-binary`. Each test
+//! starts its own daemon with private state (SPEC §12) and an image imported from a
+//! busybox-static rootfs, since no registry is reachable.
 
 mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn sh(cmd: &mut Command) -> (i32, String, String) {
+    let out = output_within(std::mem::replace(cmd, Command::new("true")), Duration::from_secs(120));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let desc = format!("{cmd:?}");
+    let (code, out, err) = sh(cmd);
+    assert_eq!(code, 0, "{desc}: {out}{err}");
+    out
+}
+
+/// A busybox rootfs as a tar stream file.
+fn rootfs_tar(dir: &Path) -> PathBuf {
+    let rootfs = dir.join("rootfs");
+    make_busybox_rootfs(&rootfs);
+    let tar = dir.join("rootfs.tar");
+    ok(Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg("."));
+    tar
+}
+
+fn wait_for_socket(sock: &Path, daemon: &mut Child, log: &Path) {
+    let start = Instant::now();
+    while !sock.exists() {
+        if let Ok(Some(st)) = daemon.try_wait() {
+            panic!("daemon exited {st}: {}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no socket {sock:?}: {}", std::fs::read_to_string(log).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A daemon process stopped (SIGTERM, then SIGKILL) on drop.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn no_state_left(root: &Path, id: &str) {
+    wait_until(|| !root.join(id).exists() && !root.join(".nemosandbox").join(id).exists());
+    assert!(cgroup_dirs_of(id).is_empty(), "cgroups left for {id}: {:?}", cgroup_dirs_of(id));
+}
+
+#[test]
+fn podman_runs_containers_through_the_runtime() {
+    let work = TempDir::new("podman");
+    let conf = work.path().join("containers.conf");
+    std::fs::write(&conf, "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n").unwrap();
+    let podman = || {
+        let mut c = Command::new("podman");
+        c.env("CONTAINERS_CONF", &conf)
+            .arg("--root")
+            .arg(work.path().join("storage"))
+            .arg("--runroot")
+            .arg(work.path().join("run"))
+            .arg("--runtime")
+            .arg(bin())
+            .stdin(Stdio::null());
+        c
+    };
+    let tar = rootfs_tar(work.path());
+    ok(podman().args(["import", tar.to_str().unwrap(), "localhost/nemo-bb:test"]));
+
+    let (code, out, err) = sh(podman().args(["run", "--rm", "localhost/nemo-bb:test", "sh", "-c", "grep -E 'Seccomp|NoNewPrivs' /proc/self/status; exit 4"]));
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(out.contains("Seccomp:\t2") && out.contains("NoNewPrivs:\t1"), "{out}");
+
+    let id = ok(podman().args(["run", "-d", "localhost/nemo-bb:test", "sleep", "300"])).trim().to_string();
+    let state: serde_json::Value = serde_json::from_str(&ok(Command::new(bin()).args(["state", &id]))).unwrap();
+    assert_eq!(state["status"], "running");
+    let (code, out, _) = sh(podman().args(["exec", &id, "sh", "-c", "grep Seccomp: /proc/self/status; exit 6"]));
+    assert_eq!(code, 6);
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    let top = ok(podman().args(["top", &id]));
+    assert!(top.contains("sleep 300"), "{top}");
+    ok(podman().args(["stop", "-t", "1", &id]));
+    ok(podman().args(["rm", &id]));
+    no_state_left(Path::new("/run/nemosandbox"), &id);
+    let _ = sh(podman().args(["rmi", "-f", "localhost/nemo-bb:test"]));
+}
+
+struct Docker {
+    dir: TempDir,
+    _daemon: Daemon,
+}
+
+impl Docker {
+    fn start() -> Docker {
+        let dir = TempDir::new("docker");
+        let daemon_json = serde_json::json!({
+            "runtimes": {"nemosandbox": {"path": bin()}},
+            "iptables": false, "ip-masq": false, "bridge": "none",
+            "storage-driver": "overlay2"
+        });
+        let cfg = dir.path().join("daemon.json");
+        std::fs::write(&cfg, daemon_json.to_string()).unwrap();
+        let log = dir.path().join("dockerd.log");
+        let sock = dir.path().join("docker.sock");
+        let mut child = Command::new("dockerd")
+            .arg("--config-file").arg(&cfg)
+            .arg("--host").arg(format!("unix://{}", sock.display()))
+            .arg("--data-root").arg(dir.path().join("data"))
+            .arg("--exec-root").arg(dir.path().join("exec"))
+            .arg("--pidfile").arg(dir.path().join("docker.pid"))
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("dockerd.err")).unwrap())
+            .spawn()
+            .expect("dockerd (apt-get install docker.io)");
+        wait_for_socket(&sock, &mut child, &dir.path().join("dockerd.err"));
+        let d = Docker { dir, _daemon: Daemon(child) };
+        wait_until(|| sh(&mut d.cli(&["info"])).0 == 0);
+        d
+    }
+    fn cli(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("docker");
+        c.env("DOCKER_HOST", format!("unix://{}", self.dir.path().join("docker.sock").display()))
+            .args(args)
+            .stdin(Stdio::null());
+        c
+    }
+    /// The `--root` dockerd's shim passes to runc-compatible runtimes.
+    fn runtime_root(&self) -> PathBuf {
+        self.dir.path().join("exec/runtime-runc/moby")
+    }
+}
+
+#[test]
+fn docker_runs_and_execs_through_the_runtime() {
+    let d = Docker::start();
+    let tar = rootfs_tar(d.dir.path());
+    ok(d.cli(&["import", tar.to_str().unwrap(), "localhost/nemo-bb:test"]).stdin(Stdio::null()));
+
+    // Foreground with exit code.
+    let (code, out, err) = sh(&mut d.cli(&["run", "--rm", "--runtime=nemosandbox", "--network", "none", "localhost/nemo-bb:test", "sh", "-c", "grep -E 'Seccomp|NoNewPrivs' /proc/self/status; exit 5"]));
+    assert_eq!(code, 5, "{out}{err}");
+    assert!(out.contains("Seccomp:\t2") && out.contains("NoNewPrivs:\t1"), "{out}");
+
+    // Detached, exec, top, pause/unpause, update, stop, rm.
+    let id = ok(&mut d.cli(&["run", "-d", "--runtime=nemosandbox", "--network", "none", "localhost/nemo-bb:test", "sleep", "300"])).trim().to_string();
+    let st: serde_json::Value = serde_json::from_str(&ok(Command::new(bin()).arg("--root").arg(d.runtime_root()).args(["state", &id]))).unwrap();
+    assert_eq!(st["status"], "running");
+    let (code, out, _) = sh(&mut d.cli(&["exec", &id, "sh", "-c", "grep Seccomp: /proc/self/status; exit 9"]));
+    assert_eq!(code, 9);
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    let (code, out, err) = sh(&mut d.cli(&["exec", &id, "no-such-command"]));
+    assert_ne!(code, 0);
+    // The docker CLI prints the daemon's error on stdout or stderr depending on its version.
+    assert!(format!("{out}{err}").contains("executable file not found"), "{out}{err}");
+    let top = ok(&mut d.cli(&["top", &id]));
+    assert!(top.contains("sleep 300"), "{top}");
+    ok(&mut d.cli(&["pause", &id]));
+    ok(&mut d.cli(&["unpause", &id]));
+    ok(&mut d.cli(&["update", "--memory", "64m", "--memory-swap", "128m", &id]));
+    ok(&mut d.cli(&["stop", "-t", "1", &id]));
+    ok(&mut d.cli(&["rm", &id]));
+    no_state_left(&d.runtime_root(), &id);
+}
+
+#[test]
+fn containerd_ctr_runs_with_runc_binary() {
+    let dir = TempDir::new("ctrd");
+    let sock = dir.path().join("containerd.sock");
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version = 2\nroot = \"{0}/root\"\nstate = \"{0}/state\"\n[grpc]\n  address = \"{1}\"\n",
+            dir.path().display(),
+            sock.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("containerd.log");
+    let mut child = Command::new("containerd")
+        .arg("--config").arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("containerd");
+    wait_for_socket(&sock, &mut child, &log);
+    let _daemon = Daemon(child);
+    let ctr = |args: &[&str]| {
+        let mut c = Command::new("ctr");
+        c.arg("--address").arg(&sock).args(args).stdin(Stdio::null());
+        c
+    };
+    // containerd imports images as archives: build an OCI layout from the rootfs tar.
+    let archive = oci_archive(dir.path(), "localhost/nemo-bb:test");
+    ok(&mut ctr(&["image", "import", archive.to_str().unwrap()]));
+    let id = unique("ctr");
+    let (code, out, err) = sh(&mut ctr(&["run", "--rm", "--runc-binary", bin(), "localhost/nemo-bb:test", &id, "sh", "-c", "grep NoNewPrivs /proc/self/status; exit 8"]));
+    assert_eq!(code, 8, "{out}{err}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    no_state_left(&dir.path().join("state/io.containerd.runtime.v2.task/default"), &id);
+}
+
+/// A single-layer OCI image archive (what `docker save`/`ctr import` understand) of a busybox
+/// rootfs, built with tar and sha256sum only.
+pub fn oci_archive(dir: &Path, name: &str) -> PathBuf {
+    let layer = rootfs_tar(dir);
+    let digest = |p: &Path| -> (String, u64) {
+        let out = ok(Command::new("sha256sum").arg(p));
+        (out.split_whitespace().next().unwrap().to_string(), std::fs::metadata(p).unwrap().len())
+    };
+    let img = dir.join("oci");
+    let blobs = img.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let (layer_sha, layer_size) = digest(&layer);
+    std::fs::copy(&layer, blobs.join(&layer_sha)).unwrap();
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_sha}")]}
+    });
+    let write_blob = |v: &serde_json::Value| -> (String, u64) {
+        let tmp = dir.join("blob.tmp");
+        std::fs::write(&tmp, v.to_string()).unwrap();
+        let (sha, size) = digest(&tmp);
+        std::fs::rename(&tmp, blobs.join(&sha)).unwrap();
+        (sha, size)
+    };
+    let (cfg_sha, cfg_size) = write_blob(&config);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{cfg_sha}"), "size": cfg_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": format!("sha256:{layer_sha}"), "size": layer_size}]
+    });
+    let (man_sha, man_size) = write_blob(&manifest);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{man_sha}"), "size": man_size,
+                       "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": name}}]
+    });
+    std::fs::write(img.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(img.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let archive = dir.join("image.tar");
+    ok(Command::new("tar").arg("-C").arg(&img).arg("-cf").arg(&archive).arg("."));
+    archive
+}
