@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn sh(cmd: &mut Command) -> (i32, String, String) {
-    let out = output_within(std::mem::replace(cmd, Command::new("true")), Duration::from_secs(120));
+    let out = output_within(
+        std::mem::replace(cmd, Command::new("true")),
+        Duration::from_secs(120),
+    );
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -32,7 +35,12 @@ fn rootfs_tar(dir: &Path) -> PathBuf {
     let rootfs = dir.join("rootfs");
     make_busybox_rootfs(&rootfs);
     let tar = dir.join("rootfs.tar");
-    ok(Command::new("tar").arg("-C").arg(&rootfs).arg("-cf").arg(&tar).arg("."));
+    ok(Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."));
     tar
 }
 
@@ -40,9 +48,16 @@ fn wait_for_socket(sock: &Path, daemon: &mut Child, log: &Path) {
     let start = Instant::now();
     while !sock.exists() {
         if let Ok(Some(st)) = daemon.try_wait() {
-            panic!("daemon exited {st}: {}", std::fs::read_to_string(log).unwrap_or_default());
+            panic!(
+                "daemon exited {st}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "no socket {sock:?}: {}", std::fs::read_to_string(log).unwrap_or_default());
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no socket {sock:?}: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -68,14 +83,22 @@ impl Drop for Daemon {
 
 fn no_state_left(root: &Path, id: &str) {
     wait_until(|| !root.join(id).exists() && !root.join(".nemosandbox").join(id).exists());
-    assert!(cgroup_dirs_of(id).is_empty(), "cgroups left for {id}: {:?}", cgroup_dirs_of(id));
+    assert!(
+        cgroup_dirs_of(id).is_empty(),
+        "cgroups left for {id}: {:?}",
+        cgroup_dirs_of(id)
+    );
 }
 
 #[test]
 fn podman_runs_containers_through_the_runtime() {
     let work = TempDir::new("podman");
     let conf = work.path().join("containers.conf");
-    std::fs::write(&conf, "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n").unwrap();
+    std::fs::write(
+        &conf,
+        "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n",
+    )
+    .unwrap();
     let podman = || {
         let mut c = Command::new("podman");
         c.env("CONTAINERS_CONF", &conf)
@@ -91,14 +114,33 @@ fn podman_runs_containers_through_the_runtime() {
     let tar = rootfs_tar(work.path());
     ok(podman().args(["import", tar.to_str().unwrap(), "localhost/nemo-bb:test"]));
 
-    let (code, out, err) = sh(podman().args(["run", "--rm", "localhost/nemo-bb:test", "sh", "-c", "grep -E 'Seccomp|NoNewPrivs' /proc/self/status; exit 4"]));
+    let (code, out, err) = sh(podman().args([
+        "run",
+        "--rm",
+        "localhost/nemo-bb:test",
+        "sh",
+        "-c",
+        "grep -E 'Seccomp|NoNewPrivs' /proc/self/status; exit 4",
+    ]));
     assert_eq!(code, 4, "{out}{err}");
-    assert!(out.contains("Seccomp:\t2") && out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(
+        out.contains("Seccomp:\t2") && out.contains("NoNewPrivs:\t1"),
+        "{out}"
+    );
 
-    let id = ok(podman().args(["run", "-d", "localhost/nemo-bb:test", "sleep", "300"])).trim().to_string();
-    let state: serde_json::Value = serde_json::from_str(&ok(Command::new(bin()).args(["state", &id]))).unwrap();
+    let id = ok(podman().args(["run", "-d", "localhost/nemo-bb:test", "sleep", "300"]))
+        .trim()
+        .to_string();
+    let state: serde_json::Value =
+        serde_json::from_str(&ok(Command::new(bin()).args(["state", &id]))).unwrap();
     assert_eq!(state["status"], "running");
-    let (code, out, _) = sh(podman().args(["exec", &id, "sh", "-c", "grep Seccomp: /proc/self/status; exit 6"]));
+    let (code, out, _) = sh(podman().args([
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "grep Seccomp: /proc/self/status; exit 6",
+    ]));
     assert_eq!(code, 6);
     assert!(out.contains("Seccomp:\t2"), "{out}");
     let top = ok(podman().args(["top", &id]));
@@ -127,25 +169,36 @@ impl Docker {
         let log = dir.path().join("dockerd.log");
         let sock = dir.path().join("docker.sock");
         let mut child = Command::new("dockerd")
-            .arg("--config-file").arg(&cfg)
-            .arg("--host").arg(format!("unix://{}", sock.display()))
-            .arg("--data-root").arg(dir.path().join("data"))
-            .arg("--exec-root").arg(dir.path().join("exec"))
-            .arg("--pidfile").arg(dir.path().join("docker.pid"))
+            .arg("--config-file")
+            .arg(&cfg)
+            .arg("--host")
+            .arg(format!("unix://{}", sock.display()))
+            .arg("--data-root")
+            .arg(dir.path().join("data"))
+            .arg("--exec-root")
+            .arg(dir.path().join("exec"))
+            .arg("--pidfile")
+            .arg(dir.path().join("docker.pid"))
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::create(dir.path().join("dockerd.err")).unwrap())
             .spawn()
             .expect("dockerd (apt-get install docker.io)");
         wait_for_socket(&sock, &mut child, &dir.path().join("dockerd.err"));
-        let d = Docker { dir, _daemon: Daemon(child) };
+        let d = Docker {
+            dir,
+            _daemon: Daemon(child),
+        };
         wait_until(|| sh(&mut d.cli(&["info"])).0 == 0);
         d
     }
     fn cli(&self, args: &[&str]) -> Command {
         let mut c = Command::new("docker");
-        c.env("DOCKER_HOST", format!("unix://{}", self.dir.path().join("docker.sock").display()))
-            .args(args)
-            .stdin(Stdio::null());
+        c.env(
+            "DOCKER_HOST",
+            format!("unix://{}", self.dir.path().join("docker.sock").display()),
+        )
+        .args(args)
+        .stdin(Stdio::null());
         c
     }
     /// The `--root` dockerd's shim passes to runc-compatible runtimes.
@@ -158,24 +211,64 @@ impl Docker {
 fn docker_runs_and_execs_through_the_runtime() {
     let d = Docker::start();
     let tar = rootfs_tar(d.dir.path());
-    ok(d.cli(&["import", tar.to_str().unwrap(), "localhost/nemo-bb:test"]).stdin(Stdio::null()));
+    ok(
+        d.cli(&["import", tar.to_str().unwrap(), "localhost/nemo-bb:test"])
+            .stdin(Stdio::null()),
+    );
 
     // Foreground with exit code.
-    let (code, out, err) = sh(&mut d.cli(&["run", "--rm", "--runtime=nemosandbox", "--network", "none", "localhost/nemo-bb:test", "sh", "-c", "grep -E 'Seccomp|NoNewPrivs' /proc/self/status; exit 5"]));
+    let (code, out, err) = sh(&mut d.cli(&[
+        "run",
+        "--rm",
+        "--runtime=nemosandbox",
+        "--network",
+        "none",
+        "localhost/nemo-bb:test",
+        "sh",
+        "-c",
+        "grep -E 'Seccomp|NoNewPrivs' /proc/self/status; exit 5",
+    ]));
     assert_eq!(code, 5, "{out}{err}");
-    assert!(out.contains("Seccomp:\t2") && out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(
+        out.contains("Seccomp:\t2") && out.contains("NoNewPrivs:\t1"),
+        "{out}"
+    );
 
     // Detached, exec, top, pause/unpause, update, stop, rm.
-    let id = ok(&mut d.cli(&["run", "-d", "--runtime=nemosandbox", "--network", "none", "localhost/nemo-bb:test", "sleep", "300"])).trim().to_string();
-    let st: serde_json::Value = serde_json::from_str(&ok(Command::new(bin()).arg("--root").arg(d.runtime_root()).args(["state", &id]))).unwrap();
+    let id = ok(&mut d.cli(&[
+        "run",
+        "-d",
+        "--runtime=nemosandbox",
+        "--network",
+        "none",
+        "localhost/nemo-bb:test",
+        "sleep",
+        "300",
+    ]))
+    .trim()
+    .to_string();
+    let st: serde_json::Value = serde_json::from_str(&ok(Command::new(bin())
+        .arg("--root")
+        .arg(d.runtime_root())
+        .args(["state", &id])))
+    .unwrap();
     assert_eq!(st["status"], "running");
-    let (code, out, _) = sh(&mut d.cli(&["exec", &id, "sh", "-c", "grep Seccomp: /proc/self/status; exit 9"]));
+    let (code, out, _) = sh(&mut d.cli(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "grep Seccomp: /proc/self/status; exit 9",
+    ]));
     assert_eq!(code, 9);
     assert!(out.contains("Seccomp:\t2"), "{out}");
     let (code, out, err) = sh(&mut d.cli(&["exec", &id, "no-such-command"]));
     assert_ne!(code, 0);
     // The docker CLI prints the daemon's error on stdout or stderr depending on its version.
-    assert!(format!("{out}{err}").contains("executable file not found"), "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("executable file not found"),
+        "{out}{err}"
+    );
     let top = ok(&mut d.cli(&["top", &id]));
     assert!(top.contains("sleep 300"), "{top}");
     ok(&mut d.cli(&["pause", &id]));
@@ -202,7 +295,8 @@ fn containerd_ctr_runs_with_runc_binary() {
     .unwrap();
     let log = dir.path().join("containerd.log");
     let mut child = Command::new("containerd")
-        .arg("--config").arg(&cfg)
+        .arg("--config")
+        .arg(&cfg)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -211,17 +305,34 @@ fn containerd_ctr_runs_with_runc_binary() {
     let _daemon = Daemon(child);
     let ctr = |args: &[&str]| {
         let mut c = Command::new("ctr");
-        c.arg("--address").arg(&sock).args(args).stdin(Stdio::null());
+        c.arg("--address")
+            .arg(&sock)
+            .args(args)
+            .stdin(Stdio::null());
         c
     };
     // containerd imports images as archives: build an OCI layout from the rootfs tar.
     let archive = oci_archive(dir.path(), "localhost/nemo-bb:test");
     ok(&mut ctr(&["image", "import", archive.to_str().unwrap()]));
     let id = unique("ctr");
-    let (code, out, err) = sh(&mut ctr(&["run", "--rm", "--runc-binary", bin(), "localhost/nemo-bb:test", &id, "sh", "-c", "grep NoNewPrivs /proc/self/status; exit 8"]));
+    let (code, out, err) = sh(&mut ctr(&[
+        "run",
+        "--rm",
+        "--runc-binary",
+        bin(),
+        "localhost/nemo-bb:test",
+        &id,
+        "sh",
+        "-c",
+        "grep NoNewPrivs /proc/self/status; exit 8",
+    ]));
     assert_eq!(code, 8, "{out}{err}");
     assert!(out.contains("NoNewPrivs:\t1"), "{out}");
-    no_state_left(&dir.path().join("state/io.containerd.runtime.v2.task/default"), &id);
+    no_state_left(
+        &dir.path()
+            .join("state/io.containerd.runtime.v2.task/default"),
+        &id,
+    );
 }
 
 /// A single-layer OCI image archive (what `docker save`/`ctr import` understand) of a busybox
@@ -230,7 +341,10 @@ pub fn oci_archive(dir: &Path, name: &str) -> PathBuf {
     let layer = rootfs_tar(dir);
     let digest = |p: &Path| -> (String, u64) {
         let out = ok(Command::new("sha256sum").arg(p));
-        (out.split_whitespace().next().unwrap().to_string(), std::fs::metadata(p).unwrap().len())
+        (
+            out.split_whitespace().next().unwrap().to_string(),
+            std::fs::metadata(p).unwrap().len(),
+        )
     };
     let img = dir.join("oci");
     let blobs = img.join("blobs/sha256");
@@ -264,6 +378,11 @@ pub fn oci_archive(dir: &Path, name: &str) -> PathBuf {
     std::fs::write(img.join("index.json"), index.to_string()).unwrap();
     std::fs::write(img.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let archive = dir.join("image.tar");
-    ok(Command::new("tar").arg("-C").arg(&img).arg("-cf").arg(&archive).arg("."));
+    ok(Command::new("tar")
+        .arg("-C")
+        .arg(&img)
+        .arg("-cf")
+        .arg(&archive)
+        .arg("."));
     archive
 }

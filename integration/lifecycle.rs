@@ -16,7 +16,10 @@ fn create_start_state_kill_delete() {
     rt.ok(&["create", "--bundle", b.path().to_str().unwrap(), &id]);
     let st = rt.state(&id);
     assert_eq!(st["status"], "created");
-    assert_eq!(st["bundle"], b.path().canonicalize().unwrap().to_str().unwrap());
+    assert_eq!(
+        st["bundle"],
+        b.path().canonicalize().unwrap().to_str().unwrap()
+    );
     assert!(st["pid"].as_i64().unwrap() > 0);
     rt.ok(&["start", &id]);
     wait_until(|| rt.status(&id) == "running");
@@ -37,9 +40,22 @@ fn state_prints_only_json_on_stdout_and_nothing_on_stderr() {
     rt.start_sleeper(&b, &id);
     let out = rt.run(&["state", &id]);
     assert!(out.status.success());
-    assert!(out.stderr.is_empty(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for key in ["ociVersion", "id", "pid", "status", "bundle", "rootfs", "created", "owner"] {
+    for key in [
+        "ociVersion",
+        "id",
+        "pid",
+        "status",
+        "bundle",
+        "rootfs",
+        "created",
+        "owner",
+    ] {
         assert!(v.get(key).is_some(), "missing {key}");
     }
     rt.ok(&["delete", "--force", &id]);
@@ -57,14 +73,22 @@ fn run_returns_exit_codes_including_signals() {
         let b = Bundle::busybox(&args);
         let id = unique("run");
         let out = rt.run(&["run", "--bundle", b.path().to_str().unwrap(), &id]);
-        assert_eq!(out.status.code(), Some(want), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(want),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_nothing_left(&rt, &id);
     }
     // Killed by a signal: 128+N. (A pid-namespace init ignores signals it has no handler for,
     // except SIGKILL from outside, so the signal comes from `kill`.)
     let b = Bundle::busybox(&["sleep", "1000"]);
     let id = unique("runsig");
-    let child = rt.command(&["run", "--bundle", b.path().to_str().unwrap(), &id]).spawn().unwrap();
+    let child = rt
+        .command(&["run", "--bundle", b.path().to_str().unwrap(), &id])
+        .spawn()
+        .unwrap();
     wait_until(|| rt.run(&["state", &id]).status.success() && rt.status(&id) == "running");
     rt.ok(&["kill", &id, "KILL"]);
     let out = child.wait_with_output().unwrap();
@@ -75,7 +99,11 @@ fn run_returns_exit_codes_including_signals() {
 #[test]
 fn run_forwards_signals_to_the_container() {
     let rt = Runtime::new();
-    let b = Bundle::busybox(&["sh", "-c", "trap 'exit 42' TERM; while true; do sleep 0.05; done"]);
+    let b = Bundle::busybox(&[
+        "sh",
+        "-c",
+        "trap 'exit 42' TERM; while true; do sleep 0.05; done",
+    ]);
     let id = unique("fwd");
     let mut child = rt
         .command(&["run", "--bundle", b.path().to_str().unwrap(), &id])
@@ -118,7 +146,12 @@ fn run_never_hangs_on_fast_exits_under_parallel_load() {
                         rt.command(&["run", "--bundle", b.path().to_str().unwrap(), &id]),
                         Duration::from_secs(30),
                     );
-                    assert_eq!(out.status.code(), Some(0), "run {id}: {}", String::from_utf8_lossy(&out.stderr));
+                    assert_eq!(
+                        out.status.code(),
+                        Some(0),
+                        "run {id}: {}",
+                        String::from_utf8_lossy(&out.stderr)
+                    );
                 }
             })
         })
@@ -130,7 +163,11 @@ fn run_never_hangs_on_fast_exits_under_parallel_load() {
     for b in burners {
         b.join().unwrap();
     }
-    let left = std::fs::read_dir(rt.root.path()).unwrap().filter_map(|e| e.ok()).filter(|e| !e.file_name().to_string_lossy().starts_with('.')).count();
+    let left = std::fs::read_dir(rt.root.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .count();
     assert_eq!(left, 0, "state directories left after 500 runs");
 }
 
@@ -157,7 +194,10 @@ fn exec_runs_under_the_containers_seccomp_capabilities_and_nnp() {
     let init = rt.ok(&["exec", &id, "cat", "/proc/1/status"]);
     assert!(init.contains("Seccomp:\t2"), "{init}");
     // Exit codes of exec'd processes come back.
-    assert_eq!(rt.run(&["exec", &id, "sh", "-c", "exit 5"]).status.code(), Some(5));
+    assert_eq!(
+        rt.run(&["exec", &id, "sh", "-c", "exit 5"]).status.code(),
+        Some(5)
+    );
     rt.ok(&["delete", "--force", &id]);
     assert_nothing_left(&rt, &id);
 }
@@ -170,7 +210,15 @@ fn exec_with_process_json_is_bounded_by_the_container() {
     let id = unique("execp");
     rt.start_sleeper(&b, &id);
     // What `docker exec --privileged` sends: every capability, no nnp.
-    let all: Vec<String> = ["CAP_SYS_ADMIN", "CAP_KILL", "CAP_NET_ADMIN", "CAP_AUDIT_WRITE"].iter().map(|s| s.to_string()).collect();
+    let all: Vec<String> = [
+        "CAP_SYS_ADMIN",
+        "CAP_KILL",
+        "CAP_NET_ADMIN",
+        "CAP_AUDIT_WRITE",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let process = serde_json::json!({
         "terminal": false, "user": {"uid": 0, "gid": 0}, "args": ["cat", "/proc/self/status"],
         "env": ["PATH=/bin"], "cwd": "/",
@@ -186,13 +234,29 @@ fn exec_with_process_json_is_bounded_by_the_container() {
     assert!(out.contains("Seccomp:\t2"), "{out}");
     // Only KILL and AUDIT_WRITE are in the container's set: 0x20000020.
     assert!(out.contains("CapEff:\t0000000020000020"), "{out}");
-    assert_eq!(std::fs::read(&pfile).unwrap(), before, "the engine's process.json was modified");
+    assert_eq!(
+        std::fs::read(&pfile).unwrap(),
+        before,
+        "the engine's process.json was modified"
+    );
     // Detached exec with a pid file.
     let pidfile = dir.path().join("exec.pid");
     let sleeper = serde_json::json!({"terminal": false, "user": {"uid": 0, "gid": 0}, "args": ["sleep", "30"], "env": ["PATH=/bin"], "cwd": "/"});
     std::fs::write(&pfile, serde_json::to_vec(&sleeper).unwrap()).unwrap();
-    rt.ok(&["exec", "--process", pfile.to_str().unwrap(), "--detach", "--pid-file", pidfile.to_str().unwrap(), &id]);
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    rt.ok(&[
+        "exec",
+        "--process",
+        pfile.to_str().unwrap(),
+        "--detach",
+        "--pid-file",
+        pidfile.to_str().unwrap(),
+        &id,
+    ]);
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let ps: Vec<i32> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", &id])).unwrap();
     assert!(ps.contains(&pid), "{ps:?} lacks {pid}");
     let denied = rt.fails(&["exec", "--cap", "CAP_SYS_ADMIN", &id, "true"]);
@@ -216,22 +280,37 @@ fn pause_resume_ps_events_update_list() {
     let pids: Vec<i32> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", &id])).unwrap();
     assert_eq!(pids, vec![rt.state(&id)["pid"].as_i64().unwrap() as i32]);
     let table = rt.ok(&["ps", &id]);
-    assert!(table.lines().next().unwrap().contains("PID") && table.contains("sleep 1000"), "{table}");
+    assert!(
+        table.lines().next().unwrap().contains("PID") && table.contains("sleep 1000"),
+        "{table}"
+    );
 
     let ev: serde_json::Value = serde_json::from_str(&rt.ok(&["events", "--stats", &id])).unwrap();
     assert_eq!(ev["type"], "stats");
     assert_eq!(ev["id"], id.as_str());
     assert!(ev["data"]["pids"]["current"].as_u64().unwrap() >= 1);
     // runc's spelling of the interval, streaming until interrupted.
-    let mut stream = rt.command(&["events", "--interval=100ms", &id]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut stream = rt
+        .command(&["events", "--interval=100ms", &id])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(450));
     stream.kill().unwrap();
     let out = stream.wait_with_output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).lines().count() >= 2);
 
-    let mut upd = rt.command(&["update", "--resources", "-", &id]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+    let mut upd = rt
+        .command(&["update", "--resources", "-", &id])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     use std::io::Write;
-    upd.stdin.take().unwrap().write_all(br#"{"memory": {"limit": 67108864}, "pids": {"limit": 50}}"#).unwrap();
+    upd.stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"memory": {"limit": 67108864}, "pids": {"limit": 50}}"#)
+        .unwrap();
     assert!(upd.wait().unwrap().success());
     let ev: serde_json::Value = serde_json::from_str(&rt.ok(&["events", "--stats", &id])).unwrap();
     assert_eq!(ev["data"]["pids"]["limit"], 50);
@@ -242,7 +321,8 @@ fn pause_resume_ps_events_update_list() {
 
     let list = rt.ok(&["list"]);
     assert!(list.starts_with("ID") && list.contains(&id), "{list}");
-    let json: Vec<serde_json::Value> = serde_json::from_str(&rt.ok(&["list", "--format", "json"])).unwrap();
+    let json: Vec<serde_json::Value> =
+        serde_json::from_str(&rt.ok(&["list", "--format", "json"])).unwrap();
     assert_eq!(json.len(), 1);
     assert_eq!(json[0]["status"], "running");
     assert_eq!(rt.ok(&["list", "-q"]).trim(), id);
@@ -264,7 +344,11 @@ fn bad_inputs_fail_clearly_and_leave_nothing() {
     assert_nothing_left(&rt, &id);
     // Malformed JSON: file, line and column.
     let b = Bundle::busybox(&["true"]);
-    std::fs::write(b.path().join("config.json"), "{\n \"ociVersion\": \"1.0.2\",\n broken\n}").unwrap();
+    std::fs::write(
+        b.path().join("config.json"),
+        "{\n \"ociVersion\": \"1.0.2\",\n broken\n}",
+    )
+    .unwrap();
     let e = rt.fails(&["create", "--bundle", b.path().to_str().unwrap(), &id]);
     assert!(e.contains("config.json:3:"), "{e}");
     assert_nothing_left(&rt, &id);
@@ -291,7 +375,18 @@ fn bad_inputs_fail_clearly_and_leave_nothing() {
         assert!(e.contains("invalid container id"), "{e}");
     }
     // Unknown container, for every verb that takes one.
-    for verb in [&["state"][..], &["start"], &["kill"], &["delete"], &["pause"], &["resume"], &["ps"], &["exec"], &["events", "--stats"], &["update", "--pids-limit", "5"]] {
+    for verb in [
+        &["state"][..],
+        &["start"],
+        &["kill"],
+        &["delete"],
+        &["pause"],
+        &["resume"],
+        &["ps"],
+        &["exec"],
+        &["events", "--stats"],
+        &["update", "--pids-limit", "5"],
+    ] {
         let mut args = verb.to_vec();
         args.push("no-such-container");
         if verb == ["exec"] {
@@ -303,7 +398,14 @@ fn bad_inputs_fail_clearly_and_leave_nothing() {
     // The runc log gets runc's JSON lines.
     let log = TempDir::new("log");
     let logfile = log.path().join("log.json");
-    rt.fails(&["--log", logfile.to_str().unwrap(), "--log-format", "json", "state", "ghost"]);
+    rt.fails(&[
+        "--log",
+        logfile.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "state",
+        "ghost",
+    ]);
     let line = std::fs::read_to_string(&logfile).unwrap();
     let v: serde_json::Value = serde_json::from_str(line.lines().last().unwrap()).unwrap();
     assert_eq!(v["level"], "error");
@@ -320,7 +422,11 @@ fn wrong_state_transitions_and_duplicates_are_refused() {
     rt.ok(&["create", "--bundle", bundle, &id]);
     let e = rt.fails(&["create", "--bundle", bundle, &id]);
     assert!(e.contains("already exists"), "{e}");
-    assert_eq!(rt.status(&id), "created", "the duplicate create harmed the original");
+    assert_eq!(
+        rt.status(&id),
+        "created",
+        "the duplicate create harmed the original"
+    );
     let e = rt.fails(&["exec", &id, "true"]);
     assert!(e.contains("created"), "{e}");
     rt.fails(&["pause", &id]);
@@ -354,7 +460,13 @@ fn systemd_cgroup_without_systemd_fails_clearly() {
     let rt = Runtime::new();
     let b = Bundle::busybox(&["true"]);
     let id = unique("sd");
-    let e = rt.fails(&["--systemd-cgroup", "create", "--bundle", b.path().to_str().unwrap(), &id]);
+    let e = rt.fails(&[
+        "--systemd-cgroup",
+        "create",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
     assert!(e.contains("systemd is not running"), "{e}");
     assert_nothing_left(&rt, &id);
 }
@@ -371,12 +483,23 @@ fn sandbox_runs_host_commands_read_only_with_fresh_tmp() {
     let out = rt.run(&["sandbox", "--", "sh", "-c", &script]);
     std::fs::remove_file(&marker).unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(7), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("pid=1"), "{stdout}");
     assert!(stdout.contains("nemosandbox"), "{stdout}");
     assert!(!stdout.contains("SEES_HOST_TMP"), "{stdout}");
-    assert!(!stdout.contains("WROTE_ETC") && !stdout.contains("WROTE_VAR"), "{stdout}");
-    assert!(stdout.contains("data") && stdout.contains("DEV_OK"), "{stdout}");
+    assert!(
+        !stdout.contains("WROTE_ETC") && !stdout.contains("WROTE_VAR"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("data") && stdout.contains("DEV_OK"),
+        "{stdout}"
+    );
     assert!(!std::path::Path::new("/etc/nemo-x").exists());
     let left: Vec<_> = std::fs::read_dir(rt.root.path().join(".nemosandbox"))
         .unwrap()
@@ -385,7 +508,12 @@ fn sandbox_runs_host_commands_read_only_with_fresh_tmp() {
         .filter(|n| n != ".sandbox-root")
         .collect();
     assert!(left.is_empty(), "{left:?}");
-    assert_eq!(std::fs::read_dir(rt.root.path().join(".nemosandbox/.sandbox-root")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(rt.root.path().join(".nemosandbox/.sandbox-root"))
+            .unwrap()
+            .count(),
+        0
+    );
 }
 
 #[test]
@@ -398,11 +526,16 @@ fn version_features_and_spec() {
     assert!(lines[2].starts_with("spec: 1."), "{v}");
     let f: serde_json::Value = serde_json::from_str(&rt.ok(&["features"])).unwrap();
     assert_eq!(f["ociVersionMin"], "1.0.0");
-    assert!(f["linux"]["namespaces"].as_array().unwrap().iter().any(|n| n == "pid"));
+    assert!(f["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n == "pid"));
     assert_eq!(f["linux"]["seccomp"]["enabled"], true);
     let d = TempDir::new("spec");
     rt.ok(&["spec", "--bundle", d.path().to_str().unwrap()]);
-    let c: serde_json::Value = serde_json::from_slice(&std::fs::read(d.path().join("config.json")).unwrap()).unwrap();
+    let c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.path().join("config.json")).unwrap()).unwrap();
     assert_eq!(c["root"]["path"], "rootfs");
     let e = rt.fails(&["spec", "--bundle", d.path().to_str().unwrap()]);
     assert!(e.contains("exists"), "{e}");

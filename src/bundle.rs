@@ -17,9 +17,18 @@ pub enum BundleError {
     #[error("{path}: cannot read: {source}")]
     Read { path: PathBuf, source: io::Error },
     #[error("{path}:{line}:{column}: invalid config.json: {msg}")]
-    Parse { path: PathBuf, line: usize, column: usize, msg: String },
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        msg: String,
+    },
     #[error("{path}: field {field}: {msg}")]
-    Field { path: PathBuf, field: &'static str, msg: String },
+    Field {
+        path: PathBuf,
+        field: &'static str,
+        msg: String,
+    },
     #[error("{path}: cannot write: {source}")]
     Write { path: PathBuf, source: io::Error },
 }
@@ -39,7 +48,10 @@ impl SourceBundle {
             source,
         })?;
         let path = dir.join("config.json");
-        let data = fs::read(&path).map_err(|source| BundleError::Read { path: path.clone(), source })?;
+        let data = fs::read(&path).map_err(|source| BundleError::Read {
+            path: path.clone(),
+            source,
+        })?;
         let spec: Spec = serde_json::from_slice(&data).map_err(|e| BundleError::Parse {
             path: path.clone(),
             line: e.line(),
@@ -56,25 +68,49 @@ impl SourceBundle {
 }
 
 fn field_err(path: &Path, field: &'static str, msg: impl Into<String>) -> BundleError {
-    BundleError::Field { path: path.to_path_buf(), field, msg: msg.into() }
+    BundleError::Field {
+        path: path.to_path_buf(),
+        field,
+        msg: msg.into(),
+    }
 }
 
 /// Checks libcontainer would otherwise report late or cryptically.
 fn check_spec(path: &Path, spec: &Spec) -> Result<(), BundleError> {
     if !spec.version().starts_with("1.") {
-        return Err(field_err(path, "ociVersion", format!("unsupported version {:?}, want 1.x", spec.version())));
+        return Err(field_err(
+            path,
+            "ociVersion",
+            format!("unsupported version {:?}, want 1.x", spec.version()),
+        ));
     }
-    let root = spec.root().as_ref().ok_or_else(|| field_err(path, "root", "missing"))?;
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| field_err(path, "root", "missing"))?;
     if root.path().as_os_str().is_empty() {
         return Err(field_err(path, "root.path", "empty"));
     }
-    let process = spec.process().as_ref().ok_or_else(|| field_err(path, "process", "missing"))?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| field_err(path, "process", "missing"))?;
     match process.args() {
         Some(args) if !args.is_empty() => {}
-        _ => return Err(field_err(path, "process.args", "at least one argument is required")),
+        _ => {
+            return Err(field_err(
+                path,
+                "process.args",
+                "at least one argument is required",
+            ))
+        }
     }
     if !process.cwd().is_absolute() {
-        return Err(field_err(path, "process.cwd", format!("{:?} is not absolute", process.cwd())));
+        return Err(field_err(
+            path,
+            "process.cwd",
+            format!("{:?} is not absolute", process.cwd()),
+        ));
     }
     if spec.linux().is_none() {
         return Err(field_err(path, "linux", "missing"));
@@ -115,7 +151,9 @@ pub fn rewrite_base(src: &SourceBundle, id: &str) -> Result<Rewritten, BundleErr
             .into_iter()
             .map(|mut m| {
                 let is_bind = m.typ().as_deref() == Some("bind")
-                    || m.options().as_ref().is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"));
+                    || m.options()
+                        .as_ref()
+                        .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"));
                 if let Some(source) = m.source().clone() {
                     if is_bind && source.is_relative() {
                         m.set_source(Some(src.dir.join(source)));
@@ -148,7 +186,10 @@ pub fn rewrite_base(src: &SourceBundle, id: &str) -> Result<Rewritten, BundleErr
     process.set_no_new_privileges(Some(true));
     spec.set_process(Some(process));
 
-    Ok(Rewritten { spec, plan: ConfinementPlan { seccomp } })
+    Ok(Rewritten {
+        spec,
+        plan: ConfinementPlan { seccomp },
+    })
 }
 
 fn absolute_in(base: &Path, p: &Path) -> PathBuf {
@@ -165,14 +206,23 @@ pub fn write_rewritten(dir: &Path, rw: &Rewritten) -> Result<(), BundleError> {
         let path = dir.join(name);
         fs::write(&path, data).map_err(|source| BundleError::Write { path, source })
     };
-    write("config.json", serde_json::to_vec(&rw.spec).expect("spec serializes"))?;
-    write("confine.json", serde_json::to_vec(&rw.plan).expect("plan serializes"))
+    write(
+        "config.json",
+        serde_json::to_vec(&rw.spec).expect("spec serializes"),
+    )?;
+    write(
+        "confine.json",
+        serde_json::to_vec(&rw.plan).expect("plan serializes"),
+    )
 }
 
 /// Read the plan written at `create`, for `exec`.
 pub fn load_plan(dir: &Path) -> Result<ConfinementPlan, BundleError> {
     let path = dir.join("confine.json");
-    let data = fs::read(&path).map_err(|source| BundleError::Read { path: path.clone(), source })?;
+    let data = fs::read(&path).map_err(|source| BundleError::Read {
+        path: path.clone(),
+        source,
+    })?;
     serde_json::from_slice(&data).map_err(|e| BundleError::Parse {
         path,
         line: e.line(),
@@ -184,7 +234,10 @@ pub fn load_plan(dir: &Path) -> Result<ConfinementPlan, BundleError> {
 /// Load the rewritten spec written at `create`.
 pub fn load_rewritten_spec(dir: &Path) -> Result<Spec, BundleError> {
     let path = dir.join("config.json");
-    let data = fs::read(&path).map_err(|source| BundleError::Read { path: path.clone(), source })?;
+    let data = fs::read(&path).map_err(|source| BundleError::Read {
+        path: path.clone(),
+        source,
+    })?;
     serde_json::from_slice(&data).map_err(|e| BundleError::Parse {
         path,
         line: e.line(),
@@ -212,7 +265,10 @@ mod tests {
                 let p = std::env::temp_dir().join(format!(
                     "nemo-unit-{}-{}",
                     std::process::id(),
-                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_nanos()
                 ));
                 std::fs::create_dir_all(&p).unwrap();
                 Dir(p)
@@ -259,7 +315,10 @@ mod tests {
         let rw = rewrite_base(&src, "c1").unwrap();
         assert!(rw.spec.linux().as_ref().unwrap().seccomp().is_none());
         assert!(rw.plan.seccomp.is_some());
-        assert_eq!(rw.spec.process().as_ref().unwrap().no_new_privileges(), Some(true));
+        assert_eq!(
+            rw.spec.process().as_ref().unwrap().no_new_privileges(),
+            Some(true)
+        );
         assert!(rw.spec.root().as_ref().unwrap().path().is_absolute());
         assert_eq!(
             rw.spec.linux().as_ref().unwrap().cgroups_path().as_deref(),

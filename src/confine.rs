@@ -31,7 +31,8 @@ pub fn reset_signals() -> Result<(), ConfineError> {
         .map_err(ConfineError::Signals)?;
     // SAFETY: SIG_DFL installs no handler code; nothing else runs in this single-threaded
     // process between here and execve.
-    unsafe { signal::signal(Signal::SIGPIPE, SigHandler::SigDfl) }.map_err(ConfineError::Signals)?;
+    unsafe { signal::signal(Signal::SIGPIPE, SigHandler::SigDfl) }
+        .map_err(ConfineError::Signals)?;
     Ok(())
 }
 

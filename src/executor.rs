@@ -28,15 +28,22 @@ impl ConfiningExecutor {
 }
 
 fn process_env(spec: &Spec) -> Vec<String> {
-    spec.process().as_ref().and_then(|p| p.env().clone()).unwrap_or_default()
+    spec.process()
+        .as_ref()
+        .and_then(|p| p.env().clone())
+        .unwrap_or_default()
 }
 
 /// Resolve `name` as execvp would, with the container's PATH; messages match runc's, which
 /// engines map to exit codes 126/127.
 pub fn resolve_executable(name: &str, path_var: Option<&str>) -> Result<PathBuf, String> {
     let check = |p: &Path| -> Result<PathBuf, String> {
-        let md = std::fs::metadata(p)
-            .map_err(|_| format!("exec: {name:?}: stat {}: no such file or directory", p.display()))?;
+        let md = std::fs::metadata(p).map_err(|_| {
+            format!(
+                "exec: {name:?}: stat {}: no such file or directory",
+                p.display()
+            )
+        })?;
         if md.is_dir() || md.permissions().mode() & 0o111 == 0 {
             return Err(format!("exec: {name:?}: permission denied"));
         }
@@ -53,7 +60,9 @@ pub fn resolve_executable(name: &str, path_var: Option<&str>) -> Result<PathBuf,
             }
         }
     }
-    Err(format!("exec: {name:?}: executable file not found in $PATH"))
+    Err(format!(
+        "exec: {name:?}: executable file not found in $PATH"
+    ))
 }
 
 impl Executor for ConfiningExecutor {
@@ -81,9 +90,15 @@ impl Executor for ConfiningExecutor {
     }
 
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
-        let args = spec.process().as_ref().and_then(|p| p.args().clone()).unwrap_or_default();
+        let args = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().clone())
+            .unwrap_or_default();
         let Some(name) = args.first() else {
-            return Err(ExecutorValidationError::ArgValidationError("process.args is empty".into()));
+            return Err(ExecutorValidationError::ArgValidationError(
+                "process.args is empty".into(),
+            ));
         };
         let env = process_env(spec);
         let path_var = env.iter().find_map(|e| e.strip_prefix("PATH="));
@@ -114,7 +129,10 @@ mod tests {
 
     #[test]
     fn resolves_like_execvp_with_runc_messages() {
-        assert_eq!(resolve_executable("sh", Some("/nonexistent:/bin")).unwrap(), Path::new("/bin/sh"));
+        assert_eq!(
+            resolve_executable("sh", Some("/nonexistent:/bin")).unwrap(),
+            Path::new("/bin/sh")
+        );
         let e = resolve_executable("no-such-prog-xyz", Some("/bin")).unwrap_err();
         assert!(e.contains("executable file not found in $PATH"), "{e}");
         let e = resolve_executable("/no/such", None).unwrap_err();

@@ -64,8 +64,11 @@ pub fn exit_code(status: WaitStatus) -> Option<i32> {
 /// Forward signals to `pid` until it exits; returns its exit code.
 pub fn wait_forwarding(pid: Pid) -> Result<i32, ForegroundError> {
     let pidfd = pidfd_open(pid.as_raw())?;
-    let sfd = SignalFd::with_flags(&forwarded_signals(), SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .map_err(ForegroundError::Signals)?;
+    let sfd = SignalFd::with_flags(
+        &forwarded_signals(),
+        SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+    )
+    .map_err(ForegroundError::Signals)?;
     loop {
         let mut fds = [
             PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
@@ -73,11 +76,18 @@ pub fn wait_forwarding(pid: Pid) -> Result<i32, ForegroundError> {
         ];
         match poll(&mut fds, PollTimeout::NONE) {
             Err(nix::Error::EINTR) => continue,
-            Err(source) => return Err(ForegroundError::Wait { pid: pid.as_raw(), source }),
+            Err(source) => {
+                return Err(ForegroundError::Wait {
+                    pid: pid.as_raw(),
+                    source,
+                })
+            }
             Ok(_) => {}
         }
         let exited = fds[0].revents().is_some_and(|r| !r.is_empty());
-        let signalled = fds[1].revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
+        let signalled = fds[1]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLIN));
         if signalled {
             while let Ok(Some(info)) = sfd.read_signal() {
                 if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
@@ -100,7 +110,12 @@ fn reap(pid: Pid) -> Result<i32, ForegroundError> {
                 }
             }
             Err(nix::Error::EINTR) => continue,
-            Err(source) => return Err(ForegroundError::Wait { pid: pid.as_raw(), source }),
+            Err(source) => {
+                return Err(ForegroundError::Wait {
+                    pid: pid.as_raw(),
+                    source,
+                })
+            }
         }
     }
 }
@@ -113,7 +128,10 @@ mod tests {
     fn signal_death_is_128_plus_n() {
         let p = Pid::from_raw(1);
         assert_eq!(exit_code(WaitStatus::Exited(p, 3)), Some(3));
-        assert_eq!(exit_code(WaitStatus::Signaled(p, Signal::SIGKILL, false)), Some(137));
+        assert_eq!(
+            exit_code(WaitStatus::Signaled(p, Signal::SIGKILL, false)),
+            Some(137)
+        );
     }
 
     #[test]

@@ -35,7 +35,10 @@ pub fn pidfd_open(pid: i32) -> Result<OwnedFd, HelperError> {
     // SAFETY: pidfd_open takes a pid and flags; on success it returns a new fd we own.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
-        return Err(HelperError::PidfdOpen { pid, source: nix::Error::last() });
+        return Err(HelperError::PidfdOpen {
+            pid,
+            source: nix::Error::last(),
+        });
     }
     // SAFETY: fd is a fresh descriptor returned by the kernel and owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
@@ -56,12 +59,18 @@ pub fn wait_exit(pidfd: &OwnedFd) {
 /// Detach from everything the engine may be watching: its pipes would otherwise stay open and
 /// `create` would seem never to finish.
 fn detach_stdio_and_fds(keep: i32) {
-    if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
         for target in 0..3 {
             let _ = nix::unistd::dup2(null.as_raw_fd(), target);
         }
     }
-    let Ok(rd) = std::fs::read_dir("/proc/self/fd") else { return };
+    let Ok(rd) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
     let fds: Vec<i32> = rd
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
         .filter(|fd| *fd > 2 && *fd != keep)
@@ -73,7 +82,10 @@ fn detach_stdio_and_fds(keep: i32) {
 
 /// Fork the helper for a container whose init is `init_pid`. Returns the helper's pid and its
 /// start time (for a safe kill later).
-pub fn spawn(init_pid: i32, mut services: Vec<Box<dyn HelperService>>) -> Result<(i32, Option<u64>), HelperError> {
+pub fn spawn(
+    init_pid: i32,
+    mut services: Vec<Box<dyn HelperService>>,
+) -> Result<(i32, Option<u64>), HelperError> {
     let pidfd = pidfd_open(init_pid)?;
     // SAFETY: the runtime CLI is single-threaded here; the child only makes syscalls and runs
     // the services before exiting with _exit.

@@ -62,7 +62,10 @@ pub enum SpecTemplateError {
     #[error("File {0} exists. Remove it first")]
     Exists(String),
     #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Write runc's default `config.json` into `bundle` (never over an existing one).
@@ -72,7 +75,10 @@ pub fn write_spec_template(bundle: &Path, rootless: bool) -> Result<(), SpecTemp
         return Err(SpecTemplateError::Exists(path.display().to_string()));
     }
     let spec = if rootless {
-        Spec::rootless(nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
+        Spec::rootless(
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
     } else {
         Spec::default()
     };

@@ -29,24 +29,31 @@ use crate::state::{self, effective_status, status_word, Meta, StateError, StateR
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
     #[error(transparent)]
-    State(#[from] StateError),
+    State(Box<StateError>),
     #[error(transparent)]
-    Bundle(#[from] BundleError),
+    Bundle(Box<BundleError>),
     #[error("{op} container {id:?}: {source}")]
     Libcontainer {
         op: &'static str,
         id: String,
         #[source]
-        source: LibcontainerError,
+        source: Box<LibcontainerError>,
     },
     #[error("container {id:?} is {status}: cannot {op}")]
-    WrongState { id: String, status: &'static str, op: &'static str },
+    WrongState {
+        id: String,
+        status: &'static str,
+        op: &'static str,
+    },
     #[error("cannot delete container {0:?} that is not stopped: {1}")]
     NotStopped(String, &'static str),
     #[error("--systemd-cgroup: systemd is not running on this host (no /run/systemd/system); use the cgroupfs driver")]
     NoSystemd,
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{what}: {msg}")]
     Invalid { what: String, msg: String },
     #[error(transparent)]
@@ -59,6 +66,18 @@ pub enum LifecycleError {
 
 type Result<T> = std::result::Result<T, LifecycleError>;
 
+impl From<StateError> for LifecycleError {
+    fn from(e: StateError) -> Self {
+        LifecycleError::State(Box::new(e))
+    }
+}
+
+impl From<BundleError> for LifecycleError {
+    fn from(e: BundleError) -> Self {
+        LifecycleError::Bundle(Box::new(e))
+    }
+}
+
 fn lc<'a>(op: &'static str, id: &'a str) -> impl FnOnce(LibcontainerError) -> LifecycleError + 'a {
     move |source| match source {
         LibcontainerError::IncorrectStatus(s) => LifecycleError::WrongState {
@@ -66,12 +85,19 @@ fn lc<'a>(op: &'static str, id: &'a str) -> impl FnOnce(LibcontainerError) -> Li
             status: status_word(s),
             op,
         },
-        source => LifecycleError::Libcontainer { op, id: id.to_string(), source },
+        source => LifecycleError::Libcontainer {
+            op,
+            id: id.to_string(),
+            source: Box::new(source),
+        },
     }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LifecycleError + '_ {
-    move |source| LifecycleError::Io { path: path.to_path_buf(), source }
+    move |source| LifecycleError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Options of `create` and `run`.
@@ -130,7 +156,10 @@ impl Drop for RemoveOnDrop {
 
 impl Runtime {
     pub fn new(root: impl Into<PathBuf>, systemd_cgroup: bool) -> Self {
-        Self { root: StateRoot::new(root), systemd_cgroup }
+        Self {
+            root: StateRoot::new(root),
+            systemd_cgroup,
+        }
     }
 
     fn check_systemd(&self) -> Result<()> {
@@ -165,11 +194,18 @@ impl Runtime {
         // No libcontainer state exists for this id, so anything here is a leftover of a crash.
         let _ = fs::remove_dir_all(&own);
         fs::create_dir_all(&own).map_err(io_err(&own))?;
-        let mut guard = RemoveOnDrop { path: Some(own.clone()) };
+        let mut guard = RemoveOnDrop {
+            path: Some(own.clone()),
+        };
         bundle::write_rewritten(&own, &rw)?;
         let mut meta = Meta {
             bundle: src.dir.clone(),
-            rootfs: rw.spec.root().as_ref().map(|r| r.path().clone()).unwrap_or_default(),
+            rootfs: rw
+                .spec
+                .root()
+                .as_ref()
+                .map(|r| r.path().clone())
+                .unwrap_or_default(),
             ..Meta::default()
         };
         meta.save(&self.root, id)?;
@@ -297,7 +333,10 @@ impl Runtime {
             c.set_status(ContainerStatus::Stopped);
         }
         if !force && matches!(status, ContainerStatus::Running | ContainerStatus::Paused) {
-            return Err(LifecycleError::NotStopped(id.to_string(), status_word(status)));
+            return Err(LifecycleError::NotStopped(
+                id.to_string(),
+                status_word(status),
+            ));
         }
         if status == ContainerStatus::Paused {
             // A frozen cgroup cannot be emptied: thaw it so SIGKILL is delivered.
@@ -318,7 +357,11 @@ impl Runtime {
         let meta = Meta::load(&self.root, id).ok();
         let status = effective_status(&c, meta.as_ref());
         if status == ContainerStatus::Stopped && !all {
-            return Err(LifecycleError::WrongState { id: id.into(), status: "stopped", op: "kill" });
+            return Err(LifecycleError::WrongState {
+                id: id.into(),
+                status: "stopped",
+                op: "kill",
+            });
         }
         c.kill(sig, all).map_err(lc("kill", id))
     }
@@ -355,7 +398,10 @@ impl Runtime {
             systemd_cgroup: c.systemd(),
             container_name: id.clone(),
         })
-        .map_err(|e| LifecycleError::Cgroup { id, msg: e.to_string() })
+        .map_err(|e| LifecycleError::Cgroup {
+            id,
+            msg: e.to_string(),
+        })
     }
 
     /// Pids in the container's cgroup.
@@ -364,7 +410,10 @@ impl Runtime {
         let m = self.cgroup_manager(&c)?;
         let mut pids: Vec<i32> = m
             .get_all_pids()
-            .map_err(|e| LifecycleError::Cgroup { id: id.into(), msg: e.to_string() })?
+            .map_err(|e| LifecycleError::Cgroup {
+                id: id.into(),
+                msg: e.to_string(),
+            })?
             .into_iter()
             .map(|p: Pid| p.as_raw())
             .collect();
@@ -377,7 +426,11 @@ impl Runtime {
         let c = self.load(id)?;
         let status = effective_status(&c, Meta::load(&self.root, id).ok().as_ref());
         if status == ContainerStatus::Stopped {
-            return Err(LifecycleError::WrongState { id: id.into(), status: "stopped", op: "update" });
+            return Err(LifecycleError::WrongState {
+                id: id.into(),
+                status: "stopped",
+                op: "update",
+            });
         }
         let m = self.cgroup_manager(&c)?;
         m.apply(&ControllerOpt {
@@ -386,7 +439,10 @@ impl Runtime {
             oom_score_adj: None,
             freezer_state: None,
         })
-        .map_err(|e| LifecycleError::Cgroup { id: id.into(), msg: e.to_string() })
+        .map_err(|e| LifecycleError::Cgroup {
+            id: id.into(),
+            msg: e.to_string(),
+        })
     }
 
     /// One stats sample as runc's `events` prints it.
@@ -394,10 +450,17 @@ impl Runtime {
         let c = self.load(id)?;
         let status = effective_status(&c, Meta::load(&self.root, id).ok().as_ref());
         if status == ContainerStatus::Stopped {
-            return Err(LifecycleError::WrongState { id: id.into(), status: "stopped", op: "read events of" });
+            return Err(LifecycleError::WrongState {
+                id: id.into(),
+                status: "stopped",
+                op: "read events of",
+            });
         }
         let m = self.cgroup_manager(&c)?;
-        let stats = m.stats().map_err(|e| LifecycleError::Cgroup { id: id.into(), msg: e.to_string() })?;
+        let stats = m.stats().map_err(|e| LifecycleError::Cgroup {
+            id: id.into(),
+            msg: e.to_string(),
+        })?;
         Ok(serde_json::json!({"type": "stats", "id": id, "data": stats}))
     }
 
@@ -407,9 +470,14 @@ impl Runtime {
         let c = self.load(id)?;
         let meta = Meta::load(&self.root, id).ok();
         let status = effective_status(&c, meta.as_ref());
-        let ok = status == ContainerStatus::Running || (opts.ignore_paused && status == ContainerStatus::Paused);
+        let ok = status == ContainerStatus::Running
+            || (opts.ignore_paused && status == ContainerStatus::Paused);
         if !ok {
-            return Err(LifecycleError::WrongState { id: id.into(), status: status_word(status), op: "exec in" });
+            return Err(LifecycleError::WrongState {
+                id: id.into(),
+                status: status_word(status),
+                op: "exec in",
+            });
         }
         let own = self.root.own_dir(id);
         let plan = bundle::load_plan(&own)?;
@@ -422,7 +490,11 @@ impl Runtime {
 
         for cap in &opts.caps {
             let want = normalize_cap(cap);
-            if !bounding.bounding().as_ref().is_some_and(|b| b.iter().any(|c| c.to_string() == want)) {
+            if !bounding
+                .bounding()
+                .as_ref()
+                .is_some_and(|b| b.iter().any(|c| c.to_string() == want))
+            {
                 return Err(LifecycleError::Invalid {
                     what: format!("--cap {cap}"),
                     msg: "not in the container's bounding set".into(),
@@ -435,7 +507,9 @@ impl Runtime {
             Some(path) => Some(bounded_process_copy(path, &bounding, &own)?),
             None => None,
         };
-        let _cleanup = RemoveOnDrop { path: process_copy.clone() };
+        let _cleanup = RemoveOnDrop {
+            path: process_copy.clone(),
+        };
 
         if !opts.detach {
             foreground::block_forwarded_signals()?;
@@ -443,7 +517,10 @@ impl Runtime {
         let env: HashMap<String, String> = opts
             .env
             .iter()
-            .filter_map(|e| e.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .filter_map(|e| {
+                e.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
             .collect();
         let pid = ContainerBuilder::new(id.to_string(), SyscallType::default())
             .with_executor(ConfiningExecutor::new(plan))
@@ -507,7 +584,8 @@ fn bounded_process_copy(path: &Path, container: &LinuxCapabilities, own: &Path) 
         });
     }
     if let Some(mut caps) = process.capabilities().clone() {
-        let limit = |set: &Option<oci_spec::runtime::Capabilities>, bound: &Option<oci_spec::runtime::Capabilities>| {
+        let limit = |set: &Option<oci_spec::runtime::Capabilities>,
+                     bound: &Option<oci_spec::runtime::Capabilities>| {
             set.as_ref().map(|s| {
                 s.iter()
                     .filter(|c| bound.as_ref().is_some_and(|b| b.contains(c)))
@@ -527,9 +605,16 @@ fn bounded_process_copy(path: &Path, container: &LinuxCapabilities, own: &Path) 
     let name = format!(
         "exec-{}-{}.json",
         std::process::id(),
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
     );
     let out = own.join(name);
-    fs::write(&out, serde_json::to_vec(&process).expect("process serializes")).map_err(io_err(&out))?;
+    fs::write(
+        &out,
+        serde_json::to_vec(&process).expect("process serializes"),
+    )
+    .map_err(io_err(&out))?;
     Ok(out)
 }

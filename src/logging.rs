@@ -27,7 +27,9 @@ impl std::str::FromStr for LogFormat {
         match s {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
-            other => Err(format!("unknown log-format {other:?} (expected text or json)")),
+            other => Err(format!(
+                "unknown log-format {other:?} (expected text or json)"
+            )),
         }
     }
 }
@@ -101,7 +103,9 @@ impl RuncLayer {
 impl<S: Subscriber> Layer<S> for RuncLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let level = *event.metadata().level();
-        if level > self.max || (self.own_only && !event.metadata().target().starts_with("nemosandbox")) {
+        if level > self.max
+            || (self.own_only && !event.metadata().target().starts_with("nemosandbox"))
+        {
             return;
         }
         let mut fields = Fields::default();
@@ -122,14 +126,22 @@ pub fn init(log: Option<&Path>, format: LogFormat, debug: bool) -> std::io::Resu
     let (sink, max) = match log {
         Some(path) => {
             let f = OpenOptions::new().create(true).append(true).open(path)?;
-            (Sink::File(Mutex::new(f)), if debug { Level::DEBUG } else { Level::WARN })
+            (
+                Sink::File(Mutex::new(f)),
+                if debug { Level::DEBUG } else { Level::WARN },
+            )
         }
         None => (Sink::Stderr, if debug { Level::DEBUG } else { Level::WARN }),
     };
     // libcontainer logs every failure on its way up at error level; on stderr these would be
     // noise next to the one error line the CLI prints, so stderr only gets them with --debug.
     let own_only = log.is_none() && !debug;
-    let layer = RuncLayer { sink, format, max, own_only };
+    let layer = RuncLayer {
+        sink,
+        format,
+        max,
+        own_only,
+    };
     let _ = tracing_subscriber::registry().with(layer).try_init();
     Ok(())
 }
@@ -149,7 +161,12 @@ mod tests {
 
     #[test]
     fn json_line_has_runc_shape() {
-        let line = format_line(LogFormat::Json, "error", "container \"x\" does not exist", "T");
+        let line = format_line(
+            LogFormat::Json,
+            "error",
+            "container \"x\" does not exist",
+            "T",
+        );
         let v: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
         assert_eq!(v["level"], "error");
         assert_eq!(v["msg"], "container \"x\" does not exist");

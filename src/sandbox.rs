@@ -42,7 +42,13 @@ pub fn sandbox_spec(argv: Vec<String>, mount_point: &Path) -> Spec {
         .args(argv)
         .env(env)
         .cwd(cwd)
-        .user(UserBuilder::default().uid(uid).gid(gid).build().expect("user"))
+        .user(
+            UserBuilder::default()
+                .uid(uid)
+                .gid(gid)
+                .build()
+                .expect("user"),
+        )
         .capabilities(base_process.capabilities().clone().expect("default caps"))
         .rlimits(base_process.rlimits().clone().unwrap_or_default())
         .no_new_privileges(true)
@@ -50,17 +56,54 @@ pub fn sandbox_spec(argv: Vec<String>, mount_point: &Path) -> Spec {
         .expect("sandbox process is valid");
     spec.set_process(Some(process));
     spec.set_hostname(Some("nemosandbox".into()));
-    spec.set_root(Some(RootBuilder::default().path(mount_point).readonly(true).build().expect("root")));
+    spec.set_root(Some(
+        RootBuilder::default()
+            .path(mount_point)
+            .readonly(true)
+            .build()
+            .expect("root"),
+    ));
 
     let mounts = vec![
         // Recursive read-only: every host submount comes along read-only too.
         mount("/", "bind", "/", &["rbind", "rro", "nosuid", "nodev"]),
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
-        mount("/dev", "tmpfs", "tmpfs", &["nosuid", "strictatime", "mode=755", "size=65536k"]),
-        mount("/dev/pts", "devpts", "devpts", &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]),
-        mount("/dev/shm", "tmpfs", "shm", &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]),
-        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"]),
-        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+            ],
+        ),
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        ),
         mount("/tmp", "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=1777"]),
     ];
     spec.set_mounts(Some(mounts));
@@ -73,7 +116,12 @@ pub fn sandbox_spec(argv: Vec<String>, mount_point: &Path) -> Spec {
         LinuxNamespaceType::Uts,
     ]
     .into_iter()
-    .map(|t| LinuxNamespaceBuilder::default().typ(t).build().expect("namespace"))
+    .map(|t| {
+        LinuxNamespaceBuilder::default()
+            .typ(t)
+            .build()
+            .expect("namespace")
+    })
     .collect::<Vec<_>>();
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)
@@ -116,8 +164,21 @@ mod tests {
         assert_eq!(root.readonly(), Some(true));
         let first = &spec.mounts().as_ref().unwrap()[0];
         assert_eq!(first.destination(), Path::new("/"));
-        assert!(first.options().as_ref().unwrap().contains(&"rro".to_string()));
-        let ns: Vec<_> = spec.linux().as_ref().unwrap().namespaces().clone().unwrap().iter().map(|n| n.typ()).collect();
+        assert!(first
+            .options()
+            .as_ref()
+            .unwrap()
+            .contains(&"rro".to_string()));
+        let ns: Vec<_> = spec
+            .linux()
+            .as_ref()
+            .unwrap()
+            .namespaces()
+            .clone()
+            .unwrap()
+            .iter()
+            .map(|n| n.typ())
+            .collect();
         assert!(ns.contains(&LinuxNamespaceType::Pid) && ns.contains(&LinuxNamespaceType::Mount));
         assert!(!ns.contains(&LinuxNamespaceType::Network));
     }

@@ -27,11 +27,14 @@ pub enum StateError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("{path}: {source}")]
-    Json { path: PathBuf, source: serde_json::Error },
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("container {id:?}: {source}")]
     Libcontainer {
         id: String,
-        source: libcontainer::error::LibcontainerError,
+        source: Box<libcontainer::error::LibcontainerError>,
     },
 }
 
@@ -64,7 +67,12 @@ impl StateRoot {
         let rd = match fs::read_dir(&self.root) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(StateError::Io { path: self.root.clone(), source }),
+            Err(source) => {
+                return Err(StateError::Io {
+                    path: self.root.clone(),
+                    source,
+                })
+            }
         };
         let mut ids: Vec<String> = rd
             .filter_map(|e| e.ok())
@@ -81,7 +89,7 @@ impl StateRoot {
         }
         Container::load(self.container_dir(id)).map_err(|source| StateError::Libcontainer {
             id: id.to_string(),
-            source,
+            source: Box::new(source),
         })
     }
 }
@@ -134,14 +142,20 @@ impl Meta {
     }
     pub fn load(root: &StateRoot, id: &str) -> Result<Meta, StateError> {
         let path = Self::path(root, id);
-        let data = fs::read(&path).map_err(|source| StateError::Io { path: path.clone(), source })?;
+        let data = fs::read(&path).map_err(|source| StateError::Io {
+            path: path.clone(),
+            source,
+        })?;
         serde_json::from_slice(&data).map_err(|source| StateError::Json { path, source })
     }
     pub fn save(&self, root: &StateRoot, id: &str) -> Result<(), StateError> {
         let path = Self::path(root, id);
         let tmp = path.with_extension("json.tmp");
         let data = serde_json::to_vec(self).expect("meta serializes");
-        fs::write(&tmp, data).map_err(|source| StateError::Io { path: tmp.clone(), source })?;
+        fs::write(&tmp, data).map_err(|source| StateError::Io {
+            path: tmp.clone(),
+            source,
+        })?;
         fs::rename(&tmp, &path).map_err(|source| StateError::Io { path, source })
     }
 }

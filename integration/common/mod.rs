@@ -16,7 +16,10 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// A name unique in this test process and across runs.
 pub fn unique(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     format!("{prefix}-{}-{n}-{t}", std::process::id())
 }
 
@@ -55,13 +58,20 @@ pub fn make_busybox_rootfs(rootfs: &Path) {
         std::fs::create_dir_all(rootfs.join(d)).unwrap();
     }
     std::fs::copy(busybox_path(), rootfs.join("bin/busybox")).unwrap();
-    let list = Command::new(rootfs.join("bin/busybox")).arg("--list").output().unwrap();
+    let list = Command::new(rootfs.join("bin/busybox"))
+        .arg("--list")
+        .output()
+        .unwrap();
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         if applet != "busybox" {
             let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
         }
     }
-    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n").unwrap();
+    std::fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
+    )
+    .unwrap();
     std::fs::write(rootfs.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
 }
 
@@ -74,8 +84,16 @@ impl Bundle {
     pub fn busybox(args: &[&str]) -> Bundle {
         let dir = TempDir::new("nsbundle");
         make_busybox_rootfs(&dir.path().join("rootfs"));
-        let out = Command::new(bin()).args(["spec", "--bundle"]).arg(dir.path()).output().unwrap();
-        assert!(out.status.success(), "spec: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(bin())
+            .args(["spec", "--bundle"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "spec: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let b = Bundle { dir };
         b.edit(|c| {
             c["process"]["terminal"] = false.into();
@@ -93,7 +111,11 @@ impl Bundle {
     pub fn edit(&self, f: impl FnOnce(&mut serde_json::Value)) {
         let mut c = self.config();
         f(&mut c);
-        std::fs::write(self.path().join("config.json"), serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+        std::fs::write(
+            self.path().join("config.json"),
+            serde_json::to_vec_pretty(&c).unwrap(),
+        )
+        .unwrap();
     }
     /// Add a seccomp profile that allows everything but makes mkdir/mkdirat fail with EPERM.
     pub fn with_mkdir_denying_seccomp(&self) {
@@ -120,7 +142,9 @@ impl Default for Runtime {
 
 impl Runtime {
     pub fn new() -> Self {
-        Runtime { root: TempDir::new("nsroot") }
+        Runtime {
+            root: TempDir::new("nsroot"),
+        }
     }
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
@@ -146,7 +170,10 @@ impl Runtime {
     /// Run, expect failure, return stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(!out.status.success(), "nemosandbox {args:?} unexpectedly succeeded");
+        assert!(
+            !out.status.success(),
+            "nemosandbox {args:?} unexpectedly succeeded"
+        );
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
     pub fn state(&self, id: &str) -> serde_json::Value {
@@ -171,7 +198,8 @@ impl Runtime {
 pub fn output_within(mut cmd: Command, limit: Duration) -> Output {
     let dir = TempDir::new("out");
     let (o, e) = (dir.path().join("stdout"), dir.path().join("stderr"));
-    cmd.stdout(std::fs::File::create(&o).unwrap()).stderr(std::fs::File::create(&e).unwrap());
+    cmd.stdout(std::fs::File::create(&o).unwrap())
+        .stderr(std::fs::File::create(&e).unwrap());
     let mut child = cmd.spawn().expect("spawn");
     let start = Instant::now();
     let status = loop {
@@ -185,13 +213,20 @@ pub fn output_within(mut cmd: Command, limit: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(2));
     };
-    Output { status, stdout: std::fs::read(&o).unwrap(), stderr: std::fs::read(&e).unwrap() }
+    Output {
+        status,
+        stdout: std::fs::read(&o).unwrap(),
+        stderr: std::fs::read(&e).unwrap(),
+    }
 }
 
 pub fn wait_until(mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < Duration::from_secs(20), "condition not reached in 20s");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "condition not reached in 20s"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -199,7 +234,9 @@ pub fn wait_until(mut cond: impl FnMut() -> bool) {
 /// Cgroup directories (v1 hierarchies and the v2 tree) that name this container.
 pub fn cgroup_dirs_of(id: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
-    let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") else { return found };
+    let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return found;
+    };
     for h in rd.filter_map(|e| e.ok()) {
         for parent in ["nemosandbox", ""] {
             let p = h.path().join(parent).join(id);
@@ -216,12 +253,17 @@ pub fn cgroup_dirs_of(id: &str) -> Vec<PathBuf> {
 pub fn processes_of(id: &str) -> Vec<i32> {
     let mut pids = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
         let cgroup = std::fs::read_to_string(e.path().join("cgroup")).unwrap_or_default();
         let argv = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let zombie = stat.rsplit(')').next().is_some_and(|r| r.trim_start().starts_with('Z'));
+        let zombie = stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'));
         if !zombie && (argv.split(' ').any(|a| a == id) || cgroup.contains(&format!("/{id}\n"))) {
             pids.push(pid);
         }
@@ -238,8 +280,14 @@ pub fn assert_nothing_left(rt: &Runtime, id: &str) {
         let cgroups = cgroup_dirs_of(id);
         let procs = processes_of(id);
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let mounted = mounts.lines().any(|l| l.contains(&format!("/{id}/")) || l.contains(&format!("/{id} ")));
-        let clean = !state_dir.exists() && !own_dir.exists() && cgroups.is_empty() && procs.is_empty() && !mounted;
+        let mounted = mounts
+            .lines()
+            .any(|l| l.contains(&format!("/{id}/")) || l.contains(&format!("/{id} ")));
+        let clean = !state_dir.exists()
+            && !own_dir.exists()
+            && cgroups.is_empty()
+            && procs.is_empty()
+            && !mounted;
         if clean {
             return;
         }

@@ -11,7 +11,11 @@ use nemosandbox::logging::{self, LogFormat};
 use nemosandbox::{info, sandbox, signals};
 
 #[derive(Parser, Debug)]
-#[command(name = "nemosandbox", disable_version_flag = true, about = "A runc-compatible OCI runtime that confines untrusted code")]
+#[command(
+    name = "nemosandbox",
+    disable_version_flag = true,
+    about = "A runc-compatible OCI runtime that confines untrusted code"
+)]
 struct Cli {
     /// Root directory for container state
     #[arg(long, global = true, default_value = "/run/nemosandbox")]
@@ -243,7 +247,9 @@ fn parse_interval(s: &str) -> Result<std::time::Duration> {
         .find(|c: char| c.is_ascii_alphabetic())
         .map(|i| s.split_at(i))
         .unwrap_or((s, "s"));
-    let n: f64 = num.parse().with_context(|| format!("invalid interval {s:?}"))?;
+    let n: f64 = num
+        .parse()
+        .with_context(|| format!("invalid interval {s:?}"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
@@ -262,9 +268,14 @@ fn parse_user(s: &str) -> Result<(u32, Option<u32>)> {
         Some((u, g)) => (u, Some(g)),
         None => (s, None),
     };
-    let uid = u.parse().with_context(|| format!("--user {s:?}: uid must be numeric"))?;
+    let uid = u
+        .parse()
+        .with_context(|| format!("--user {s:?}: uid must be numeric"))?;
     let gid = g
-        .map(|g| g.parse().with_context(|| format!("--user {s:?}: gid must be numeric")))
+        .map(|g| {
+            g.parse()
+                .with_context(|| format!("--user {s:?}: gid must be numeric"))
+        })
         .transpose()?;
     Ok((uid, gid))
 }
@@ -289,11 +300,14 @@ fn print_json(v: &impl serde::Serialize) -> Result<()> {
 fn read_resources(src: &str) -> Result<oci_spec::runtime::LinuxResources> {
     let mut data = Vec::new();
     if src == "-" {
-        std::io::stdin().read_to_end(&mut data).context("reading resources from stdin")?;
+        std::io::stdin()
+            .read_to_end(&mut data)
+            .context("reading resources from stdin")?;
     } else {
         data = std::fs::read(src).with_context(|| format!("reading {src}"))?;
     }
-    serde_json::from_slice(&data).map_err(|e| anyhow!("resources {src}:{}:{}: {e}", e.line(), e.column()))
+    serde_json::from_slice(&data)
+        .map_err(|e| anyhow!("resources {src}:{}:{}: {e}", e.line(), e.column()))
 }
 
 fn update_resources(a: &UpdateArgs) -> Result<oci_spec::runtime::LinuxResources> {
@@ -303,7 +317,7 @@ fn update_resources(a: &UpdateArgs) -> Result<oci_spec::runtime::LinuxResources>
         None => LinuxResources::default(),
     };
     if a.memory.is_some() || a.memory_reservation.is_some() || a.memory_swap.is_some() {
-        let mut m = r.memory().clone().unwrap_or_default();
+        let mut m = r.memory().unwrap_or_default();
         if let Some(v) = a.memory {
             m.set_limit(Some(v));
         }
@@ -315,7 +329,12 @@ fn update_resources(a: &UpdateArgs) -> Result<oci_spec::runtime::LinuxResources>
         }
         r.set_memory(Some(m));
     }
-    if a.cpu_shares.is_some() || a.cpu_period.is_some() || a.cpu_quota.is_some() || a.cpuset_cpus.is_some() || a.cpuset_mems.is_some() {
+    if a.cpu_shares.is_some()
+        || a.cpu_period.is_some()
+        || a.cpu_quota.is_some()
+        || a.cpuset_cpus.is_some()
+        || a.cpuset_mems.is_some()
+    {
         let mut c = r.cpu().clone().unwrap_or_default();
         if let Some(v) = a.cpu_shares {
             c.set_shares(Some(v));
@@ -348,7 +367,16 @@ fn update_resources(a: &UpdateArgs) -> Result<oci_spec::runtime::LinuxResources>
 fn list_table(states: &[nemosandbox::state::RuncState]) {
     let rows: Vec<[String; 6]> = states
         .iter()
-        .map(|s| [s.id.clone(), s.pid.to_string(), s.status.clone(), s.bundle.clone(), s.created.clone(), s.owner.clone()])
+        .map(|s| {
+            [
+                s.id.clone(),
+                s.pid.to_string(),
+                s.status.clone(),
+                s.bundle.clone(),
+                s.created.clone(),
+                s.owner.clone(),
+            ]
+        })
         .collect();
     let header = ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"].map(String::from);
     let mut widths = header.clone().map(|h| h.len());
@@ -358,16 +386,31 @@ fn list_table(states: &[nemosandbox::state::RuncState]) {
         }
     }
     for r in std::iter::once(&header).chain(rows.iter()) {
-        let line: Vec<String> = r.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let line: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         println!("{}", line.join("   ").trim_end());
     }
 }
 
 fn ps_table(pids: &[i32], ps_args: &[String]) -> Result<()> {
-    let args: Vec<String> = if ps_args.is_empty() { vec!["-ef".into()] } else { ps_args.to_vec() };
-    let out = std::process::Command::new("ps").args(&args).output().context("running ps")?;
+    let args: Vec<String> = if ps_args.is_empty() {
+        vec!["-ef".into()]
+    } else {
+        ps_args.to_vec()
+    };
+    let out = std::process::Command::new("ps")
+        .args(&args)
+        .output()
+        .context("running ps")?;
     if !out.status.success() {
-        bail!("ps {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ps {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lines = text.lines();
@@ -378,7 +421,10 @@ fn ps_table(pids: &[i32], ps_args: &[String]) -> Result<()> {
         .ok_or_else(|| anyhow!("ps output has no PID column"))?;
     println!("{header}");
     for line in lines {
-        let pid: Option<i32> = line.split_whitespace().nth(pid_col).and_then(|p| p.parse().ok());
+        let pid: Option<i32> = line
+            .split_whitespace()
+            .nth(pid_col)
+            .and_then(|p| p.parse().ok());
         if pid.is_some_and(|p| pids.contains(&p)) {
             println!("{line}");
         }
@@ -400,10 +446,15 @@ fn dispatch(cli: Cli) -> Result<i32> {
             rt.create(&create_options(&a, true))?;
         }
         Cmd::Start { id } => rt.start(&id)?,
-        Cmd::Run { create, detach, keep } => return Ok(rt.run(&create_options(&create, detach), keep)?),
+        Cmd::Run {
+            create,
+            detach,
+            keep,
+        } => return Ok(rt.run(&create_options(&create, detach), keep)?),
         Cmd::State { id } => print_json(&rt.state(&id)?)?,
         Cmd::Kill { all, id, signal } => {
-            let sig = signals::parse_signal(signal.as_deref().unwrap_or("SIGTERM")).map_err(|e| anyhow!(e))?;
+            let sig = signals::parse_signal(signal.as_deref().unwrap_or("SIGTERM"))
+                .map_err(|e| anyhow!(e))?;
             rt.kill(&id, sig, all)?;
         }
         Cmd::Delete { force, id } => rt.delete(&id, force)?,
@@ -440,7 +491,11 @@ fn dispatch(cli: Cli) -> Result<i32> {
             };
             return Ok(rt.exec(&opts)?);
         }
-        Cmd::Ps { format, id, ps_args } => {
+        Cmd::Ps {
+            format,
+            id,
+            ps_args,
+        } => {
             let pids = rt.pids(&id)?;
             match format.as_str() {
                 "json" => println!("{}", serde_json::to_string(&pids)?),
@@ -462,7 +517,11 @@ fn dispatch(cli: Cli) -> Result<i32> {
         }
         Cmd::Pause { id } => rt.pause(&id)?,
         Cmd::Resume { id } => rt.resume(&id)?,
-        Cmd::Events { interval, stats, id } => {
+        Cmd::Events {
+            interval,
+            stats,
+            id,
+        } => {
             let every = parse_interval(&interval)?;
             if stats {
                 println!("{}", rt.stats_event(&id)?);
@@ -471,7 +530,12 @@ fn dispatch(cli: Cli) -> Result<i32> {
                     match rt.stats_event(&id) {
                         Ok(ev) => println!("{ev}"),
                         // The container ended: runc's events stops then too.
-                        Err(_) if !rt.root.exists(&id) || rt.state(&id).is_ok_and(|s| s.status == "stopped") => break,
+                        Err(_)
+                            if !rt.root.exists(&id)
+                                || rt.state(&id).is_ok_and(|s| s.status == "stopped") =>
+                        {
+                            break
+                        }
                         Err(e) => return Err(e.into()),
                     }
                     std::thread::sleep(every);
@@ -479,15 +543,23 @@ fn dispatch(cli: Cli) -> Result<i32> {
             }
         }
         Cmd::Update(a) => rt.update(&a.id, &update_resources(&a)?)?,
-        Cmd::Spec { bundle, rootless_spec } => info::write_spec_template(&bundle, rootless_spec)?,
+        Cmd::Spec {
+            bundle,
+            rootless_spec,
+        } => info::write_spec_template(&bundle, rootless_spec)?,
         Cmd::Features => println!("{}", serde_json::to_string_pretty(&info::features())?),
         Cmd::Checkpoint { .. } | Cmd::Restore { .. } => {
             bail!("checkpoint/restore is not supported by nemosandbox")
         }
         Cmd::Sandbox { command } => {
             let id = sandbox::sandbox_id();
-            let opts = CreateOptions { id, detach: false, ..Default::default() };
-            let bundle = sandbox::sandbox_bundle(command, &cli.root).context("preparing the sandbox root")?;
+            let opts = CreateOptions {
+                id,
+                detach: false,
+                ..Default::default()
+            };
+            let bundle = sandbox::sandbox_bundle(command, &cli.root)
+                .context("preparing the sandbox root")?;
             return Ok(rt.run_from(&opts, bundle, false)?);
         }
     }
@@ -521,7 +593,12 @@ pub fn main() -> i32 {
     };
     let (log, format, debug) = (cli.log.clone(), cli.log_format, cli.debug);
     if let Err(e) = logging::init(log.as_deref(), format, debug) {
-        eprintln!("opening log {}: {e}", log.as_deref().map(|p| p.display().to_string()).unwrap_or_default());
+        eprintln!(
+            "opening log {}: {e}",
+            log.as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        );
         return 1;
     }
     match dispatch(cli) {
@@ -551,15 +628,47 @@ mod tests {
     #[test]
     fn runc_spellings_parse() {
         for argv in [
-            &["nemosandbox", "--root", "/r", "--log", "/l", "--log-format", "json", "create", "--bundle", "/b", "--pid-file", "/p", "c1"][..],
+            &[
+                "nemosandbox",
+                "--root",
+                "/r",
+                "--log",
+                "/l",
+                "--log-format",
+                "json",
+                "create",
+                "--bundle",
+                "/b",
+                "--pid-file",
+                "/p",
+                "c1",
+            ][..],
             &["nemosandbox", "kill", "c1"],
             &["nemosandbox", "kill", "--all", "c1", "KILL"],
             &["nemosandbox", "events", "--interval=5s", "c1"],
-            &["nemosandbox", "exec", "--process", "/p.json", "--detach", "--pid-file", "/pid", "c1"],
+            &[
+                "nemosandbox",
+                "exec",
+                "--process",
+                "/p.json",
+                "--detach",
+                "--pid-file",
+                "/pid",
+                "c1",
+            ],
             &["nemosandbox", "exec", "-t", "c1", "sh", "-c", "echo hi"],
             &["nemosandbox", "ps", "--format", "json", "c1"],
             &["nemosandbox", "update", "--resources", "-", "c1"],
-            &["nemosandbox", "--rootless", "false", "run", "-d", "--bundle", "/b", "c1"],
+            &[
+                "nemosandbox",
+                "--rootless",
+                "false",
+                "run",
+                "-d",
+                "--bundle",
+                "/b",
+                "c1",
+            ],
             &["nemosandbox", "sandbox", "--", "ls", "-la"],
             &["nemosandbox", "checkpoint", "--image-path", "/x", "c1"],
         ] {

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Container lifecycle benchmark: nemosandbox vs runc and crun (and youki when installed) on the
+# same busybox `true` bundle, in the same run. Prints hyperfine medians and the ratios.
+#   bash bench/lifecycle.sh [RUNS]
+# Needs root, hyperfine, runc, crun, busybox-static, and a release build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-200}
+NEMO=${NEMO:-$PWD/target/release/nemosandbox}
+bash scripts/setup.sh
+[ -x "$NEMO" ] || cargo build --release --locked
+work=$(mktemp -d /tmp/nemo-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+# Bundle: busybox-static rootfs, runc's default spec running `true`, no terminal.
+mkdir -p "$work/bundle/rootfs/bin" "$work/bundle/rootfs/"{proc,dev,sys,tmp,etc}
+cp /bin/busybox "$work/bundle/rootfs/bin/busybox"
+ln -s busybox "$work/bundle/rootfs/bin/true"
+ln -s busybox "$work/bundle/rootfs/bin/sh"
+"$NEMO" spec --bundle "$work/bundle"
+python3 - "$work/bundle/config.json" <<'PY'
+import json, sys
+p = sys.argv[1]; c = json.load(open(p))
+c["process"]["terminal"] = False
+c["process"]["args"] = ["true"]
+json.dump(c, open(p, "w"))
+PY
+
+runtimes=(nemosandbox:"$NEMO" runc:runc crun:crun)
+command -v youki >/dev/null && runtimes+=(youki:youki)
+
+cmds_run=(); cmds_cycle=(); names=()
+for rt in "${runtimes[@]}"; do
+    name=${rt%%:*}; bin=${rt#*:}; root="$work/root-$name"
+    names+=("$name")
+    cmds_run+=("$bin --root $root run --bundle $work/bundle bench-$name")
+    cmds_cycle+=("$bin --root $root create --bundle $work/bundle cyc-$name && $bin --root $root start cyc-$name && $bin --root $root delete --force cyc-$name")
+done
+
+hf() { # json-out shell-flag commands...
+    local out=$1 shell=$2; shift 2
+    local args=()
+    for i in "${!names[@]}"; do args+=(-n "${names[$i]}" "$1"); shift; done
+    hyperfine $shell --warmup 10 --runs "$RUNS" --export-json "$out" "${args[@]}" >/dev/null
+}
+
+echo "run (foreground, exit 0), $RUNS runs each"
+hf "$work/run.json" -N "${cmds_run[@]}"
+echo "create + start + delete --force, $RUNS runs each (through a shell, same cost for all)"
+hf "$work/cycle.json" "" "${cmds_cycle[@]}"
+
+python3 - "$work/run.json" "$work/cycle.json" "${names[@]}" <<'PY'
+import json, sys
+files, names = sys.argv[1:3], sys.argv[3:]
+for label, f in zip(["run", "create+start+delete"], files):
+    res = json.load(open(f))["results"]
+    med = {names[i]: r["median"] * 1000 for i, r in enumerate(res)}
+    print(f"\n{label}: median ms")
+    for n in names:
+        print(f"  {n:12s} {med[n]:8.2f}")
+    for other in names[1:]:
+        print(f"  nemosandbox/{other}: {med['nemosandbox'] / med[other]:.2f}x")
+PY

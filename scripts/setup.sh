@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# One-time machine set-up for building and testing nemosandbox on Debian 12, as root.
+# Idempotent: safe to run before every test run.
+set -euo pipefail
+
+PACKAGES=(runc crun podman docker.io containerd busybox-static libseccomp-dev pkg-config
+          hyperfine iproute2 procps tar coreutils)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# cgroup v1 hybrid hosts without systemd lack the hugetlb hierarchy that crun (and the
+# benchmarks comparing against it) expect.
+if [ -d /sys/fs/cgroup ] && ! [ -f /sys/fs/cgroup/cgroup.controllers ] \
+   && ! mountpoint -q /sys/fs/cgroup/hugetlb 2>/dev/null; then
+    mkdir -p /sys/fs/cgroup/hugetlb
+    mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb 2>/dev/null || true
+fi
+
+command -v cargo >/dev/null || { echo "setup: cargo (the Rust toolchain) is required" >&2; exit 1; }
