@@ -292,7 +292,7 @@ mod tests {
     fn missing_args_names_field() {
         let spec = serde_json::json!({
             "ociVersion": "1.0.2", "root": {"path": "rootfs"},
-            "process": {"cwd": "/", "args": []}, "linux": {}
+            "process": {"cwd": "/", "args": [], "user": {"uid": 0, "gid": 0}}, "linux": {}
         });
         let (_d, r) = bundle_with(&spec.to_string());
         let e = r.unwrap_err().to_string();

@@ -137,7 +137,11 @@ mod tests {
         assert!(e.contains("executable file not found in $PATH"), "{e}");
         let e = resolve_executable("/no/such", None).unwrap_err();
         assert!(e.contains("no such file or directory"), "{e}");
-        let e = resolve_executable("/etc/hostname", None).unwrap_err();
+        let plain = std::env::temp_dir().join(format!("nemo-noexec-{}", std::process::id()));
+        std::fs::write(&plain, "data").unwrap();
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = resolve_executable(plain.to_str().unwrap(), None).unwrap_err();
+        std::fs::remove_file(&plain).unwrap();
         assert!(e.contains("permission denied"), "{e}");
     }
 }

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use libcgroups::common::{create_cgroup_manager, CgroupConfig, CgroupManager, ControllerOpt};
 use libcontainer::container::builder::ContainerBuilder;
@@ -342,7 +343,25 @@ impl Runtime {
             // A frozen cgroup cannot be emptied: thaw it so SIGKILL is delivered.
             let _ = c.resume();
         }
-        c.delete(true).map_err(lc("delete", id))?;
+        if status != ContainerStatus::Stopped {
+            // Kill first and wait for the cgroup to empty: removing a cgroup whose processes
+            // are still dying fails, and libcontainer only retries for ~100 ms.
+            let _ = c.kill(Signal::SIGKILL, true);
+            self.wait_cgroup_empty(&c, Duration::from_secs(10));
+        }
+        let mut attempt = 0;
+        loop {
+            match c.delete(true) {
+                Ok(()) => break,
+                Err(e) if attempt < 5 => {
+                    tracing::debug!("delete {id}: {e}; retrying");
+                    attempt += 1;
+                    let _ = c.kill(Signal::SIGKILL, true);
+                    self.wait_cgroup_empty(&c, Duration::from_secs(2));
+                }
+                Err(e) => return Err(lc("delete", id)(e)),
+            }
+        }
         if let Some(m) = &meta {
             if let Some(pid) = m.helper_pid {
                 helper::kill_helper(pid, m.helper_start_time);
@@ -350,6 +369,19 @@ impl Runtime {
         }
         self.purge(id);
         Ok(())
+    }
+
+    fn wait_cgroup_empty(&self, c: &Container, limit: Duration) {
+        let Ok(m) = self.cgroup_manager(c) else {
+            return;
+        };
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            match m.get_all_pids() {
+                Ok(p) if !p.is_empty() => std::thread::sleep(Duration::from_millis(5)),
+                _ => return,
+            }
+        }
     }
 
     pub fn kill(&self, id: &str, sig: Signal, all: bool) -> Result<()> {

@@ -87,10 +87,24 @@ impl StateRoot {
         if !self.exists(id) {
             return Err(StateError::NotExist(id.to_string()));
         }
-        Container::load(self.container_dir(id)).map_err(|source| StateError::Libcontainer {
-            id: id.to_string(),
-            source: Box::new(source),
-        })
+        // libcontainer rewrites state.json in place (truncate, then write); a reader racing a
+        // writer can see it empty. Retry briefly instead of reporting a half-written file.
+        let mut attempts = 0;
+        loop {
+            match Container::load(self.container_dir(id)) {
+                Ok(c) => return Ok(c),
+                Err(_) if attempts < 50 && self.exists(id) => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                Err(source) => {
+                    return Err(StateError::Libcontainer {
+                        id: id.to_string(),
+                        source: Box::new(source),
+                    })
+                }
+            }
+        }
     }
 }
 

@@ -58,10 +58,9 @@ pub fn make_busybox_rootfs(rootfs: &Path) {
         std::fs::create_dir_all(rootfs.join(d)).unwrap();
     }
     std::fs::copy(busybox_path(), rootfs.join("bin/busybox")).unwrap();
-    let list = Command::new(rootfs.join("bin/busybox"))
-        .arg("--list")
-        .output()
-        .unwrap();
+    // List applets with the host's copy: executing the fresh copy races with other threads'
+    // forks that briefly hold its write descriptor (ETXTBSY).
+    let list = Command::new(busybox_path()).arg("--list").output().unwrap();
     for applet in String::from_utf8_lossy(&list.stdout).lines() {
         if applet != "busybox" {
             let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet));
