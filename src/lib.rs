@@ -9,6 +9,7 @@ pub mod helper;
 pub mod info;
 pub mod lifecycle;
 pub mod logging;
+pub mod policy;
 pub mod sandbox;
 pub mod signals;
 pub mod state;

@@ -24,11 +24,27 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Mount {
         .expect("static mount is valid")
 }
 
+/// Paths the sandbox mounts afresh: host content below them is not visible inside.
+const FRESH: [&str; 4] = ["/tmp", "/proc", "/dev", "/sys"];
+
+/// The caller's working directory, or `/` when it lies under a fresh mount (it would not exist
+/// inside the sandbox).
+pub fn sandbox_cwd(cwd: Option<PathBuf>) -> PathBuf {
+    match cwd {
+        Some(c) if !FRESH.iter().any(|f| c.starts_with(f)) => c,
+        Some(c) => {
+            tracing::warn!("working directory {} is not visible in the sandbox; using /", c.display());
+            PathBuf::from("/")
+        }
+        None => PathBuf::from("/"),
+    }
+}
+
 /// The spec of a sandbox running `argv` with the caller's environment and working directory.
 /// `mount_point` is an empty directory the host root is bound onto inside the container's own
 /// mount namespace (pivot_root cannot make `/` itself the new root).
 pub fn sandbox_spec(argv: Vec<String>, mount_point: &Path) -> Spec {
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let cwd = sandbox_cwd(std::env::current_dir().ok());
     let mut env: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
@@ -155,6 +171,13 @@ pub fn sandbox_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cwd_under_fresh_mounts_falls_back_to_root() {
+        assert_eq!(sandbox_cwd(Some("/work/x".into())), PathBuf::from("/work/x"));
+        assert_eq!(sandbox_cwd(Some("/tmp/build".into())), PathBuf::from("/"));
+        assert_eq!(sandbox_cwd(None), PathBuf::from("/"));
+    }
 
     #[test]
     fn sandbox_spec_is_readonly_host_root_with_private_namespaces() {

@@ -1,0 +1,200 @@
+//! Merge a baseline and presets into the effective policy of one container (SPEC §4.5).
+//! Deterministic; every entry remembers the document it came from.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::builtin::BUILTIN;
+use super::model::*;
+use super::Loaded;
+
+/// A value and the document that supplied it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct From<T> {
+    pub value: T,
+    pub from: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EffectiveFs {
+    pub include_workdir: bool,
+    pub read_only: Vec<From<String>>,
+    pub read_write: Vec<From<String>>,
+    pub permissions: BTreeMap<String, From<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EffectiveNetwork {
+    pub policy: NetworkPolicy,
+    pub from: String,
+    /// Earlier documents whose entry with this key was replaced.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaced: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EffectiveExec {
+    pub allowlist: Vec<From<ExecPattern>>,
+    pub safe_builtins: bool,
+}
+
+/// The one policy a container runs under.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Effective {
+    /// Documents in merge order (baseline first).
+    pub sources: Vec<String>,
+    pub filesystem_policy: EffectiveFs,
+    pub landlock: From<Compatibility>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<From<ProcessPolicy>>,
+    pub network_policies: BTreeMap<String, EffectiveNetwork>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec_policy: Option<EffectiveExec>,
+    pub symlink_guards: Vec<From<SymlinkGuard>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MergeError {
+    #[error("{0} is a preset, not a baseline")]
+    PresetAsBaseline(String),
+    #[error("{0} is a baseline, not a preset (it has no `preset:` header)")]
+    BaselineAsPreset(String),
+    #[error("{0}: `process` may only be set by the baseline or the node configuration")]
+    PresetSetsProcess(String),
+}
+
+fn push_unique(list: &mut Vec<From<String>>, value: &str, from: &str) {
+    if !list.iter().any(|e| e.value == value) {
+        list.push(From { value: value.to_string(), from: from.to_string() });
+    }
+}
+
+fn merge_fs(eff: &mut EffectiveFs, fs: &FilesystemPolicy, from: &str) {
+    eff.include_workdir |= fs.include_workdir.unwrap_or(false);
+    for p in &fs.read_only {
+        push_unique(&mut eff.read_only, p, from);
+    }
+    for p in &fs.read_write {
+        push_unique(&mut eff.read_write, p, from);
+    }
+    for (glob, perm) in &fs.permissions {
+        eff.permissions.insert(glob.clone(), From { value: perm.clone(), from: from.to_string() });
+    }
+}
+
+/// The filesystem layout of the built-in `default`, for baselines that have none.
+fn default_fs() -> FilesystemPolicy {
+    let text = BUILTIN.iter().find(|(n, _)| *n == "default").map(|(_, t)| *t).expect("default is shipped");
+    super::load_str("builtin:default", text)
+        .expect("the shipped default policy is valid")
+        .doc
+        .filesystem_policy
+        .expect("default has a filesystem_policy")
+}
+
+/// Merge `baseline` then `presets` in order; `node_process` (node configuration) overrides the
+/// baseline's `process`.
+pub fn merge(baseline: &Loaded, presets: &[Loaded], node_process: Option<&ProcessPolicy>) -> Result<Effective, MergeError> {
+    if baseline.is_preset() {
+        return Err(MergeError::PresetAsBaseline(baseline.origin.clone()));
+    }
+    let base = &baseline.doc;
+    let mut eff = Effective {
+        sources: vec![baseline.origin.clone()],
+        filesystem_policy: EffectiveFs::default(),
+        landlock: From {
+            value: base.landlock.as_ref().map(|l| l.compatibility).unwrap_or_default(),
+            from: baseline.origin.clone(),
+        },
+        process: base.process.clone().map(|p| From { value: p, from: baseline.origin.clone() }),
+        network_policies: BTreeMap::new(),
+        exec_policy: None,
+        symlink_guards: Vec::new(),
+    };
+    match &base.filesystem_policy {
+        Some(fs) => merge_fs(&mut eff.filesystem_policy, fs, &baseline.origin),
+        None => merge_fs(&mut eff.filesystem_policy, &default_fs(), "builtin:default"),
+    }
+    if let Some(p) = node_process {
+        eff.process = Some(From { value: p.clone(), from: "node-config".into() });
+    }
+    apply_common(&mut eff, base, &baseline.origin);
+
+    for preset in presets {
+        if !preset.is_preset() {
+            return Err(MergeError::BaselineAsPreset(preset.origin.clone()));
+        }
+        let doc = &preset.doc;
+        if doc.process.is_some() {
+            return Err(MergeError::PresetSetsProcess(preset.origin.clone()));
+        }
+        eff.sources.push(preset.origin.clone());
+        if let Some(fs) = &doc.filesystem_policy {
+            merge_fs(&mut eff.filesystem_policy, fs, &preset.origin);
+        }
+        if let Some(l) = &doc.landlock {
+            // The stricter compatibility wins.
+            if l.compatibility > eff.landlock.value {
+                eff.landlock = From { value: l.compatibility, from: preset.origin.clone() };
+            }
+        }
+        apply_common(&mut eff, doc, &preset.origin);
+    }
+    Ok(eff)
+}
+
+/// Sections merged the same way for baseline and presets.
+fn apply_common(eff: &mut Effective, doc: &PolicyDoc, from: &str) {
+    for (key, np) in &doc.network_policies {
+        let replaced = match eff.network_policies.remove(key) {
+            Some(old) => {
+                let mut r = old.replaced;
+                r.push(old.from);
+                r
+            }
+            None => Vec::new(),
+        };
+        eff.network_policies.insert(key.clone(), EffectiveNetwork { policy: np.clone(), from: from.to_string(), replaced });
+    }
+    if let Some(ex) = &doc.exec_policy {
+        let e = eff.exec_policy.get_or_insert(EffectiveExec { allowlist: Vec::new(), safe_builtins: true });
+        for p in &ex.allowlist {
+            if !e.allowlist.iter().any(|x| x.value == *p) {
+                e.allowlist.push(From { value: p.clone(), from: from.to_string() });
+            }
+        }
+        // Any document turning builtins off wins: a preset can only make this stricter.
+        if ex.safe_builtins == Some(false) {
+            e.safe_builtins = false;
+        }
+    }
+    if let Some(guards) = &doc.symlink_guards {
+        for g in guards {
+            if !eff.symlink_guards.iter().any(|x| x.value == *g) {
+                eff.symlink_guards.push(From { value: g.clone(), from: from.to_string() });
+            }
+        }
+    }
+}
+
+impl Effective {
+    /// Canonical JSON (maps are ordered) — what is stored and hashed.
+    pub fn canonical_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("effective policy serializes")
+    }
+
+    /// sha256 of the canonical JSON, lowercase hex.
+    pub fn sha256(&self) -> String {
+        let digest = Sha256::digest(self.canonical_json());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Does any endpoint run in audit mode?
+    pub fn uses_audit_mode(&self) -> bool {
+        self.network_policies
+            .values()
+            .any(|n| n.policy.endpoints.iter().any(|e| e.enforcement == Some(Enforcement::Audit)))
+    }
+}
