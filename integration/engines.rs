@@ -128,12 +128,46 @@ fn podman_runs_containers_through_the_runtime() {
         "{out}"
     );
 
-    let id = ok(podman().args(["run", "-d", "localhost/nemo-bb:test", "sleep", "300"]))
-        .trim()
-        .to_string();
+    let id = ok(podman().args([
+        "run",
+        "-d",
+        "--annotation",
+        "dev.nemosandbox.presets=npm",
+        "localhost/nemo-bb:test",
+        "sleep",
+        "300",
+    ]))
+    .trim()
+    .to_string();
     let state: serde_json::Value =
         serde_json::from_str(&ok(Command::new(bin()).args(["state", &id]))).unwrap();
     assert_eq!(state["status"], "running");
+    // The annotation selected the preset; the policy hash is visible in state.
+    assert_eq!(
+        state["annotations"]["dev.nemosandbox.policy.sources"],
+        "builtin:default,builtin:npm"
+    );
+    assert_eq!(
+        state["annotations"]["dev.nemosandbox.policy.sha256"]
+            .as_str()
+            .unwrap()
+            .len(),
+        64
+    );
+    // An unknown preset fails the engine's create with the runtime's error.
+    let (code, out, err) = sh(podman().args([
+        "run",
+        "--rm",
+        "--annotation",
+        "dev.nemosandbox.presets=no-such",
+        "localhost/nemo-bb:test",
+        "true",
+    ]));
+    assert_ne!(code, 0);
+    assert!(
+        format!("{out}{err}").contains("unknown policy \"no-such\""),
+        "{out}{err}"
+    );
     let (code, out, _) = sh(podman().args([
         "exec",
         &id,
@@ -160,7 +194,10 @@ impl Docker {
     fn start() -> Docker {
         let dir = TempDir::new("docker");
         let daemon_json = serde_json::json!({
-            "runtimes": {"nemosandbox": {"path": bin()}},
+            "runtimes": {
+                "nemosandbox": {"path": bin()},
+                "nemosandbox-telegram": {"path": bin(), "runtimeArgs": ["--preset", "telegram"]}
+            },
             "iptables": false, "ip-masq": false, "bridge": "none",
             "storage-driver": "overlay2"
         });
@@ -233,6 +270,30 @@ fn docker_runs_and_execs_through_the_runtime() {
         out.contains("Seccomp:\t2") && out.contains("NoNewPrivs:\t1"),
         "{out}"
     );
+
+    // runtimeArgs pin a preset for engines that cannot pass annotations.
+    let pinned = ok(&mut d.cli(&[
+        "run",
+        "-d",
+        "--runtime=nemosandbox-telegram",
+        "--network",
+        "none",
+        "localhost/nemo-bb:test",
+        "sleep",
+        "300",
+    ]))
+    .trim()
+    .to_string();
+    let st: serde_json::Value = serde_json::from_str(&ok(Command::new(bin())
+        .arg("--root")
+        .arg(d.runtime_root())
+        .args(["state", &pinned])))
+    .unwrap();
+    assert_eq!(
+        st["annotations"]["dev.nemosandbox.policy.sources"],
+        "builtin:default,builtin:telegram"
+    );
+    ok(&mut d.cli(&["rm", "-f", &pinned]));
 
     // Detached, exec, top, pause/unpause, update, stop, rm.
     let id = ok(&mut d.cli(&[

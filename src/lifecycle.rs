@@ -25,6 +25,8 @@ use crate::bundle::{self, BundleError, SourceBundle};
 use crate::executor::ConfiningExecutor;
 use crate::foreground::{self, ForegroundError};
 use crate::helper::{self, HelperError};
+use crate::policy::merge::Effective;
+use crate::policy::select::{self, NodeConfig};
 use crate::state::{self, effective_status, status_word, Meta, StateError, StateRoot};
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +63,8 @@ pub enum LifecycleError {
     Foreground(#[from] ForegroundError),
     #[error("starting the helper process: {0}")]
     Helper(#[from] HelperError),
+    #[error("policy: {0}")]
+    Policy(String),
     #[error("cgroup of container {id:?}: {msg}")]
     Cgroup { id: String, msg: String },
 }
@@ -138,6 +142,39 @@ pub struct ExecOptions {
 pub struct Runtime {
     pub root: StateRoot,
     pub systemd_cgroup: bool,
+    pub policy: PolicyInputs,
+}
+
+/// What the administrator set for policy selection: node configuration file and runtime flags.
+#[derive(Debug, Clone)]
+pub struct PolicyInputs {
+    pub config: PathBuf,
+    pub flag_policy: Option<String>,
+    pub flag_presets: Vec<String>,
+}
+
+impl Default for PolicyInputs {
+    fn default() -> Self {
+        PolicyInputs {
+            config: PathBuf::from(select::DEFAULT_CONFIG),
+            flag_policy: None,
+            flag_presets: Vec::new(),
+        }
+    }
+}
+
+impl PolicyInputs {
+    /// The effective policy for a spec with these annotations (SPEC §4.4, §4.5).
+    pub fn effective(&self, annotations: &HashMap<String, String>) -> Result<Effective> {
+        let node =
+            NodeConfig::load(&self.config).map_err(|e| LifecycleError::Policy(e.to_string()))?;
+        let req = select::Request {
+            flag_policy: self.flag_policy.clone(),
+            flag_presets: self.flag_presets.clone(),
+            annotations: annotations.clone(),
+        };
+        select::effective(&node, &req).map_err(|e| LifecycleError::Policy(e.to_string()))
+    }
 }
 
 /// Removes a file or directory on drop unless disarmed: a failed create leaves nothing.
@@ -160,6 +197,7 @@ impl Runtime {
         Self {
             root: StateRoot::new(root),
             systemd_cgroup,
+            policy: PolicyInputs::default(),
         }
     }
 
@@ -188,6 +226,11 @@ impl Runtime {
             return Err(StateError::Exists(id.to_string()).into());
         }
 
+        // Policy selection and merge: an unknown or disallowed preset fails here, before
+        // anything exists.
+        let annotations = src.spec.annotations().clone().unwrap_or_default();
+        let effective = self.policy.effective(&annotations)?;
+
         // Spec-rewrite stage.
         let rw = bundle::rewrite_base(&src, id)?;
 
@@ -199,6 +242,8 @@ impl Runtime {
             path: Some(own.clone()),
         };
         bundle::write_rewritten(&own, &rw)?;
+        let effective_path = own.join("effective.json");
+        fs::write(&effective_path, effective.canonical_json()).map_err(io_err(&effective_path))?;
         let mut meta = Meta {
             bundle: src.dir.clone(),
             rootfs: rw
@@ -209,6 +254,12 @@ impl Runtime {
                 .unwrap_or_default(),
             ..Meta::default()
         };
+        meta.annotations
+            .insert(state::POLICY_HASH_ANNOTATION.into(), effective.sha256());
+        meta.annotations.insert(
+            state::POLICY_SOURCES_ANNOTATION.into(),
+            effective.sources.join(","),
+        );
         meta.save(&self.root, id)?;
 
         let built = ContainerBuilder::new(id.to_string(), SyscallType::default())

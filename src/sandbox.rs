@@ -33,7 +33,10 @@ pub fn sandbox_cwd(cwd: Option<PathBuf>) -> PathBuf {
     match cwd {
         Some(c) if !FRESH.iter().any(|f| c.starts_with(f)) => c,
         Some(c) => {
-            tracing::warn!("working directory {} is not visible in the sandbox; using /", c.display());
+            tracing::warn!(
+                "working directory {} is not visible in the sandbox; using /",
+                c.display()
+            );
             PathBuf::from("/")
         }
         None => PathBuf::from("/"),
@@ -174,7 +177,10 @@ mod tests {
 
     #[test]
     fn cwd_under_fresh_mounts_falls_back_to_root() {
-        assert_eq!(sandbox_cwd(Some("/work/x".into())), PathBuf::from("/work/x"));
+        assert_eq!(
+            sandbox_cwd(Some("/work/x".into())),
+            PathBuf::from("/work/x")
+        );
         assert_eq!(sandbox_cwd(Some("/tmp/build".into())), PathBuf::from("/"));
         assert_eq!(sandbox_cwd(None), PathBuf::from("/"));
     }

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 /// The annotation that carries the effective policy's hash (§4.5).
 pub const POLICY_HASH_ANNOTATION: &str = "dev.nemosandbox.policy.sha256";
+/// The documents merged into the effective policy, in order.
+pub const POLICY_SOURCES_ANNOTATION: &str = "dev.nemosandbox.policy.sources";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use nemosandbox::lifecycle::{CreateOptions, ExecOptions, Runtime};
+use nemosandbox::lifecycle::{CreateOptions, ExecOptions, PolicyInputs, Runtime};
 use nemosandbox::logging::{self, LogFormat};
+use nemosandbox::policy::{self, render, select::NodeConfig};
 use nemosandbox::{info, sandbox, signals};
 
 #[derive(Parser, Debug)]
@@ -165,11 +166,40 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         rest: Vec<String>,
     },
+    /// Policy tools: lint, list, show, explain, schema
+    #[command(subcommand)]
+    Policy(PolicyCmd),
     /// Run a host command in a fresh sandbox (host root read-only), no image needed
     Sandbox {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCmd {
+    /// Validate policy files; exit 1 on errors (warnings keep exit 0)
+    Lint {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Built-in and installed policies with their descriptions
+    List,
+    /// The effective merged policy, each entry marked with its source
+    Show {
+        /// Take annotations from this bundle's config.json
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+        #[arg(long, default_value = "yaml")]
+        format: String,
+    },
+    /// What will be enforced for the effective policy
+    Explain {
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+    },
+    /// JSON Schema of the policy format
+    Schema,
 }
 
 #[derive(Args, Debug)]
@@ -440,7 +470,12 @@ fn dispatch(cli: Cli) -> Result<i32> {
     let Some(cmd) = cli.cmd else {
         bail!("no command given; see --help");
     };
-    let rt = Runtime::new(&cli.root, cli.systemd_cgroup);
+    let mut rt = Runtime::new(&cli.root, cli.systemd_cgroup);
+    rt.policy = PolicyInputs {
+        config: cli.config.clone(),
+        flag_policy: cli.policy.clone(),
+        flag_presets: cli.preset.clone(),
+    };
     match cmd {
         Cmd::Create(a) => {
             rt.create(&create_options(&a, true))?;
@@ -551,6 +586,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Checkpoint { .. } | Cmd::Restore { .. } => {
             bail!("checkpoint/restore is not supported by nemosandbox")
         }
+        Cmd::Policy(cmd) => return policy_cmd(&rt, cmd),
         Cmd::Sandbox { command } => {
             let id = sandbox::sandbox_id();
             let opts = CreateOptions {
@@ -564,6 +600,77 @@ fn dispatch(cli: Cli) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Annotations of a bundle's config.json (for `policy show/explain --bundle`).
+fn bundle_annotations(
+    bundle: Option<&PathBuf>,
+) -> Result<std::collections::HashMap<String, String>> {
+    match bundle {
+        None => Ok(Default::default()),
+        Some(b) => {
+            let src = nemosandbox::bundle::SourceBundle::load(b)?;
+            Ok(src.spec.annotations().clone().unwrap_or_default())
+        }
+    }
+}
+
+fn policy_cmd(rt: &Runtime, cmd: PolicyCmd) -> Result<i32> {
+    match cmd {
+        PolicyCmd::Lint { files } => {
+            let mut failed = false;
+            for f in &files {
+                match policy::load_file(f) {
+                    Ok(l) => l.warnings.iter().for_each(|w| println!("{w}")),
+                    Err(e) => {
+                        failed = true;
+                        println!("{e}");
+                    }
+                }
+            }
+            Ok(if failed { 1 } else { 0 })
+        }
+        PolicyCmd::List => {
+            let node = NodeConfig::load(&rt.policy.config).map_err(|e| anyhow!("{e}"))?;
+            let lib = node.library();
+            println!("{:<20} {:<9} {:<40} DESCRIPTION", "NAME", "KIND", "SOURCE");
+            for name in lib.names() {
+                match lib.get(&name) {
+                    Some(Ok(l)) => {
+                        let kind = if l.is_preset() { "preset" } else { "baseline" };
+                        let desc = l
+                            .doc
+                            .preset
+                            .as_ref()
+                            .and_then(|p| p.description.clone())
+                            .unwrap_or_default();
+                        println!("{name:<20} {kind:<9} {:<40} {desc}", l.origin);
+                    }
+                    Some(Err(e)) => println!("{name:<20} {:<9} {e}", "invalid"),
+                    None => {}
+                }
+            }
+            Ok(0)
+        }
+        PolicyCmd::Show { bundle, format } => {
+            let eff = rt.policy.effective(&bundle_annotations(bundle.as_ref())?)?;
+            match format.as_str() {
+                "json" => println!("{}", serde_json::to_string_pretty(&eff)?),
+                "yaml" => print!("{}", render::yaml_text(&eff)),
+                other => bail!("--format {other:?}: use yaml or json"),
+            }
+            Ok(0)
+        }
+        PolicyCmd::Explain { bundle } => {
+            let eff = rt.policy.effective(&bundle_annotations(bundle.as_ref())?)?;
+            print!("{}", render::explain(&eff));
+            Ok(0)
+        }
+        PolicyCmd::Schema => {
+            print!("{}", render::schema_json());
+            Ok(0)
+        }
+    }
 }
 
 /// The error chain on one line, without the repetitions libcontainer's nested errors carry.
@@ -670,6 +777,20 @@ mod tests {
                 "c1",
             ],
             &["nemosandbox", "sandbox", "--", "ls", "-la"],
+            &["nemosandbox", "--preset", "npm", "sandbox", "--", "true"],
+            &["nemosandbox", "policy", "lint", "a.yaml", "b.yaml"],
+            &[
+                "nemosandbox",
+                "--preset",
+                "npm",
+                "--preset",
+                "pypi",
+                "policy",
+                "show",
+                "--format",
+                "json",
+            ],
+            &["nemosandbox", "policy", "explain", "--bundle", "/b"],
             &["nemosandbox", "checkpoint", "--image-path", "/x", "c1"],
         ] {
             Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));

@@ -8,11 +8,17 @@ use super::{load_file, load_str, LoadError, Loaded};
 /// (name, YAML) of every shipped document.
 pub const BUILTIN: &[(&str, &str)] = &[
     ("default", include_str!("../../policies/default.yaml")),
-    ("openclaw-sandbox", include_str!("../../policies/openclaw-sandbox.yaml")),
+    (
+        "openclaw-sandbox",
+        include_str!("../../policies/openclaw-sandbox.yaml"),
+    ),
     ("npm", include_str!("../../policies/npm.yaml")),
     ("pypi", include_str!("../../policies/pypi.yaml")),
     ("github", include_str!("../../policies/github.yaml")),
-    ("huggingface", include_str!("../../policies/huggingface.yaml")),
+    (
+        "huggingface",
+        include_str!("../../policies/huggingface.yaml"),
+    ),
     ("telegram", include_str!("../../policies/telegram.yaml")),
     ("discord", include_str!("../../policies/discord.yaml")),
     ("slack", include_str!("../../policies/slack.yaml")),
@@ -26,7 +32,9 @@ pub const BUILTIN: &[(&str, &str)] = &[
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// Where to find documents: policy directories (searched first), then the embedded set.
@@ -41,7 +49,15 @@ impl Library {
     }
 
     fn file_for(&self, name: &str) -> Option<PathBuf> {
-        self.dirs.iter().flat_map(|d| [d.join(format!("{name}.yaml")), d.join(format!("{name}.yml"))]).find(|p| p.is_file())
+        self.dirs
+            .iter()
+            .flat_map(|d| {
+                [
+                    d.join(format!("{name}.yaml")),
+                    d.join(format!("{name}.yml")),
+                ]
+            })
+            .find(|p| p.is_file())
     }
 
     /// Load a document by name; `None` if no such document exists.
@@ -62,7 +78,9 @@ impl Library {
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = BUILTIN.iter().map(|(n, _)| n.to_string()).collect();
         for d in &self.dirs {
-            let Ok(rd) = std::fs::read_dir(d) else { continue };
+            let Ok(rd) = std::fs::read_dir(d) else {
+                continue;
+            };
             for e in rd.filter_map(|e| e.ok()) {
                 let p = e.path();
                 let ext_ok = p.extension().is_some_and(|x| x == "yaml" || x == "yml");

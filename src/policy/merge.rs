@@ -67,7 +67,10 @@ pub enum MergeError {
 
 fn push_unique(list: &mut Vec<From<String>>, value: &str, from: &str) {
     if !list.iter().any(|e| e.value == value) {
-        list.push(From { value: value.to_string(), from: from.to_string() });
+        list.push(From {
+            value: value.to_string(),
+            from: from.to_string(),
+        });
     }
 }
 
@@ -80,13 +83,23 @@ fn merge_fs(eff: &mut EffectiveFs, fs: &FilesystemPolicy, from: &str) {
         push_unique(&mut eff.read_write, p, from);
     }
     for (glob, perm) in &fs.permissions {
-        eff.permissions.insert(glob.clone(), From { value: perm.clone(), from: from.to_string() });
+        eff.permissions.insert(
+            glob.clone(),
+            From {
+                value: perm.clone(),
+                from: from.to_string(),
+            },
+        );
     }
 }
 
 /// The filesystem layout of the built-in `default`, for baselines that have none.
 fn default_fs() -> FilesystemPolicy {
-    let text = BUILTIN.iter().find(|(n, _)| *n == "default").map(|(_, t)| *t).expect("default is shipped");
+    let text = BUILTIN
+        .iter()
+        .find(|(n, _)| *n == "default")
+        .map(|(_, t)| *t)
+        .expect("default is shipped");
     super::load_str("builtin:default", text)
         .expect("the shipped default policy is valid")
         .doc
@@ -96,7 +109,11 @@ fn default_fs() -> FilesystemPolicy {
 
 /// Merge `baseline` then `presets` in order; `node_process` (node configuration) overrides the
 /// baseline's `process`.
-pub fn merge(baseline: &Loaded, presets: &[Loaded], node_process: Option<&ProcessPolicy>) -> Result<Effective, MergeError> {
+pub fn merge(
+    baseline: &Loaded,
+    presets: &[Loaded],
+    node_process: Option<&ProcessPolicy>,
+) -> Result<Effective, MergeError> {
     if baseline.is_preset() {
         return Err(MergeError::PresetAsBaseline(baseline.origin.clone()));
     }
@@ -105,10 +122,17 @@ pub fn merge(baseline: &Loaded, presets: &[Loaded], node_process: Option<&Proces
         sources: vec![baseline.origin.clone()],
         filesystem_policy: EffectiveFs::default(),
         landlock: From {
-            value: base.landlock.as_ref().map(|l| l.compatibility).unwrap_or_default(),
+            value: base
+                .landlock
+                .as_ref()
+                .map(|l| l.compatibility)
+                .unwrap_or_default(),
             from: baseline.origin.clone(),
         },
-        process: base.process.clone().map(|p| From { value: p, from: baseline.origin.clone() }),
+        process: base.process.clone().map(|p| From {
+            value: p,
+            from: baseline.origin.clone(),
+        }),
         network_policies: BTreeMap::new(),
         exec_policy: None,
         symlink_guards: Vec::new(),
@@ -118,7 +142,10 @@ pub fn merge(baseline: &Loaded, presets: &[Loaded], node_process: Option<&Proces
         None => merge_fs(&mut eff.filesystem_policy, &default_fs(), "builtin:default"),
     }
     if let Some(p) = node_process {
-        eff.process = Some(From { value: p.clone(), from: "node-config".into() });
+        eff.process = Some(From {
+            value: p.clone(),
+            from: "node-config".into(),
+        });
     }
     apply_common(&mut eff, base, &baseline.origin);
 
@@ -137,7 +164,10 @@ pub fn merge(baseline: &Loaded, presets: &[Loaded], node_process: Option<&Proces
         if let Some(l) = &doc.landlock {
             // The stricter compatibility wins.
             if l.compatibility > eff.landlock.value {
-                eff.landlock = From { value: l.compatibility, from: preset.origin.clone() };
+                eff.landlock = From {
+                    value: l.compatibility,
+                    from: preset.origin.clone(),
+                };
             }
         }
         apply_common(&mut eff, doc, &preset.origin);
@@ -156,13 +186,26 @@ fn apply_common(eff: &mut Effective, doc: &PolicyDoc, from: &str) {
             }
             None => Vec::new(),
         };
-        eff.network_policies.insert(key.clone(), EffectiveNetwork { policy: np.clone(), from: from.to_string(), replaced });
+        eff.network_policies.insert(
+            key.clone(),
+            EffectiveNetwork {
+                policy: np.clone(),
+                from: from.to_string(),
+                replaced,
+            },
+        );
     }
     if let Some(ex) = &doc.exec_policy {
-        let e = eff.exec_policy.get_or_insert(EffectiveExec { allowlist: Vec::new(), safe_builtins: true });
+        let e = eff.exec_policy.get_or_insert(EffectiveExec {
+            allowlist: Vec::new(),
+            safe_builtins: true,
+        });
         for p in &ex.allowlist {
             if !e.allowlist.iter().any(|x| x.value == *p) {
-                e.allowlist.push(From { value: p.clone(), from: from.to_string() });
+                e.allowlist.push(From {
+                    value: p.clone(),
+                    from: from.to_string(),
+                });
             }
         }
         // Any document turning builtins off wins: a preset can only make this stricter.
@@ -173,7 +216,10 @@ fn apply_common(eff: &mut Effective, doc: &PolicyDoc, from: &str) {
     if let Some(guards) = &doc.symlink_guards {
         for g in guards {
             if !eff.symlink_guards.iter().any(|x| x.value == *g) {
-                eff.symlink_guards.push(From { value: g.clone(), from: from.to_string() });
+                eff.symlink_guards.push(From {
+                    value: g.clone(),
+                    from: from.to_string(),
+                });
             }
         }
     }
@@ -193,8 +239,11 @@ impl Effective {
 
     /// Does any endpoint run in audit mode?
     pub fn uses_audit_mode(&self) -> bool {
-        self.network_policies
-            .values()
-            .any(|n| n.policy.endpoints.iter().any(|e| e.enforcement == Some(Enforcement::Audit)))
+        self.network_policies.values().any(|n| {
+            n.policy
+                .endpoints
+                .iter()
+                .any(|e| e.enforcement == Some(Enforcement::Audit))
+        })
     }
 }

@@ -4,6 +4,7 @@
 pub mod builtin;
 pub mod merge;
 pub mod model;
+pub mod render;
 pub mod select;
 pub mod validate;
 pub mod yaml;
@@ -30,7 +31,11 @@ impl fmt::Display for Diagnostic {
             Severity::Error => "",
             Severity::Warning => "warning: ",
         };
-        write!(f, "{}:{}:{}: {kind}{}", self.file, self.line, self.col, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {kind}{}",
+            self.file, self.line, self.col, self.message
+        )
     }
 }
 
@@ -78,9 +83,14 @@ pub fn load_str(origin: &str, text: &str) -> Result<Loaded, LoadError> {
         severity,
         message,
     };
-    let spanned = yaml::parse(text).map_err(|e| LoadError(vec![diag(e.pos, Severity::Error, e.msg)]))?;
+    let spanned =
+        yaml::parse(text).map_err(|e| LoadError(vec![diag(e.pos, Severity::Error, e.msg)]))?;
     if !spanned.value.is_object() {
-        return Err(LoadError(vec![diag(spanned.pos("."), Severity::Error, "a policy document must be a mapping".into())]));
+        return Err(LoadError(vec![diag(
+            spanned.pos("."),
+            Severity::Error,
+            "a policy document must be a mapping".into(),
+        )]));
     }
     let doc: PolicyDoc = serde_path_to_error::deserialize(&spanned.value).map_err(|e| {
         let path = e.path().to_string();
@@ -89,17 +99,39 @@ pub fn load_str(origin: &str, text: &str) -> Result<Loaded, LoadError> {
         let pos = message
             .strip_prefix("unknown field `")
             .and_then(|r| r.split('`').next())
-            .map(|k| spanned.pos(&if path == "." { k.to_string() } else { format!("{path}.{k}") }))
+            .map(|k| {
+                spanned.pos(&if path == "." {
+                    k.to_string()
+                } else {
+                    format!("{path}.{k}")
+                })
+            })
             .unwrap_or_else(|| spanned.pos(&path));
-        let field = if path == "." { String::new() } else { format!("{path}: ") };
-        LoadError(vec![diag(pos, Severity::Error, format!("{field}{message}"))])
+        let field = if path == "." {
+            String::new()
+        } else {
+            format!("{path}: ")
+        };
+        LoadError(vec![diag(
+            pos,
+            Severity::Error,
+            format!("{field}{message}"),
+        )])
     })?;
     let findings: Vec<Finding> = validate::validate(&doc, doc.preset.is_some());
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     for f in findings {
-        let field = if f.path == "." { String::new() } else { format!("{}: ", f.path) };
-        let d = diag(spanned.pos(&f.path), f.severity, format!("{field}{}", f.message));
+        let field = if f.path == "." {
+            String::new()
+        } else {
+            format!("{}: ", f.path)
+        };
+        let d = diag(
+            spanned.pos(&f.path),
+            f.severity,
+            format!("{field}{}", f.message),
+        );
         match f.severity {
             Severity::Error => errors.push(d),
             Severity::Warning => warnings.push(d),
@@ -109,14 +141,24 @@ pub fn load_str(origin: &str, text: &str) -> Result<Loaded, LoadError> {
         errors.sort_by_key(|d| (d.line, d.col));
         return Err(LoadError(errors));
     }
-    Ok(Loaded { origin: origin.to_string(), doc, warnings })
+    Ok(Loaded {
+        origin: origin.to_string(),
+        doc,
+        warnings,
+    })
 }
 
 /// Load a file from disk.
 pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
     let origin = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
-        LoadError(vec![Diagnostic { file: origin.clone(), line: 0, col: 0, severity: Severity::Error, message: format!("cannot read: {e}") }])
+        LoadError(vec![Diagnostic {
+            file: origin.clone(),
+            line: 0,
+            col: 0,
+            severity: Severity::Error,
+            message: format!("cannot read: {e}"),
+        }])
     })?;
     load_str(&origin, &text)
 }

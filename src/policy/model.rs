@@ -64,7 +64,9 @@ pub struct LandlockPolicy {
 }
 
 /// What a missing kernel feature means.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Compatibility {
     /// Apply what the kernel supports; log each right that could not be enforced.

@@ -85,7 +85,13 @@ impl NodeConfig {
 
     pub fn parse(origin: &str, text: &str) -> Result<NodeConfig, LoadError> {
         let err = |pos: yaml::Pos, message: String| {
-            LoadError(vec![Diagnostic { file: origin.to_string(), line: pos.line, col: pos.col, severity: super::validate::Severity::Error, message }])
+            LoadError(vec![Diagnostic {
+                file: origin.to_string(),
+                line: pos.line,
+                col: pos.col,
+                severity: super::validate::Severity::Error,
+                message,
+            }])
         };
         let spanned = yaml::parse(text).map_err(|e| err(e.pos, e.msg))?;
         if spanned.value.is_null() {
@@ -114,7 +120,9 @@ pub enum SelectError {
     FilesNotAllowed { source_name: String, name: String },
     #[error("annotation {ANNOTATION_POLICY}={0:?}: the node fixes the baseline ({1:?}); annotations cannot replace it")]
     BaselineFixed(String, String),
-    #[error("{0}: `enforcement: audit` is not allowed by the node configuration (allow_audit_mode)")]
+    #[error(
+        "{0}: `enforcement: audit` is not allowed by the node configuration (allow_audit_mode)"
+    )]
     AuditNotAllowed(String),
     #[error("{0}")]
     Merge(#[from] MergeError),
@@ -140,28 +148,48 @@ pub struct Selection {
 
 fn fetch(lib: &Library, source: &str, name: &str, files_ok: bool) -> Result<Loaded, SelectError> {
     if name.contains('/') && !files_ok {
-        return Err(SelectError::FilesNotAllowed { source_name: source.into(), name: name.into() });
+        return Err(SelectError::FilesNotAllowed {
+            source_name: source.into(),
+            name: name.into(),
+        });
     }
     if !name.contains('/') && !valid_name(name) {
-        return Err(SelectError::Unknown { source_name: source.into(), name: name.into() });
+        return Err(SelectError::Unknown {
+            source_name: source.into(),
+            name: name.into(),
+        });
     }
     match load_name_or_file(lib, name) {
         Some(Ok(l)) => Ok(l),
         Some(Err(e)) => Err(SelectError::Load(e)),
-        None => Err(SelectError::Unknown { source_name: source.into(), name: name.into() }),
+        None => Err(SelectError::Unknown {
+            source_name: source.into(),
+            name: name.into(),
+        }),
     }
 }
 
 /// Choose the baseline and presets for a container.
 pub fn select(node: &NodeConfig, req: &Request) -> Result<Selection, SelectError> {
     let lib = node.library();
-    let ann_policy = req.annotations.get(ANNOTATION_POLICY).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let ann_policy = req
+        .annotations
+        .get(ANNOTATION_POLICY)
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
     // The node (config or runtime flags, both set by the administrator) fixes the baseline.
     let fixed = req.flag_policy.clone().or_else(|| node.baseline.clone());
     let baseline = match (&fixed, &ann_policy) {
-        (Some(f), Some(a)) if f != a => return Err(SelectError::BaselineFixed(a.clone(), f.clone())),
+        (Some(f), Some(a)) if f != a => {
+            return Err(SelectError::BaselineFixed(a.clone(), f.clone()))
+        }
         (Some(f), _) => fetch(&lib, "node baseline", f, true)?,
-        (None, Some(a)) => fetch(&lib, &format!("annotation {ANNOTATION_POLICY}"), a, node.allow_policy_files)?,
+        (None, Some(a)) => fetch(
+            &lib,
+            &format!("annotation {ANNOTATION_POLICY}"),
+            a,
+            node.allow_policy_files,
+        )?,
         (None, None) => fetch(&lib, "built-in default", "default", false)?,
     };
 
@@ -176,7 +204,12 @@ pub fn select(node: &NodeConfig, req: &Request) -> Result<Selection, SelectError
     let ann_presets: Vec<String> = req
         .annotations
         .get(ANNOTATION_PRESETS)
-        .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
         .unwrap_or_default();
     let source = format!("annotation {ANNOTATION_PRESETS}");
     let mut from_annotations: Vec<Loaded> = Vec::new();
@@ -195,9 +228,14 @@ pub fn select(node: &NodeConfig, req: &Request) -> Result<Selection, SelectError
     }
     if !node.allow_audit_mode {
         let ann_baseline = fixed.is_none() && ann_policy.is_some();
-        for l in from_annotations.iter().chain(ann_baseline.then_some(&baseline)) {
+        for l in from_annotations
+            .iter()
+            .chain(ann_baseline.then_some(&baseline))
+        {
             let audit = l.doc.network_policies.values().any(|n| {
-                n.endpoints.iter().any(|e| e.enforcement == Some(super::model::Enforcement::Audit))
+                n.endpoints
+                    .iter()
+                    .any(|e| e.enforcement == Some(super::model::Enforcement::Audit))
             });
             if audit {
                 return Err(SelectError::AuditNotAllowed(l.origin.clone()));

@@ -5,15 +5,22 @@ use std::collections::HashMap;
 use super::builtin::{Library, BUILTIN};
 use super::merge::{merge, MergeError};
 use super::model::*;
-use super::select::{select, NodeConfig, Request, SelectError, ANNOTATION_POLICY, ANNOTATION_PRESETS};
+use super::select::{
+    select, NodeConfig, Request, SelectError, ANNOTATION_POLICY, ANNOTATION_PRESETS,
+};
 use super::*;
 
 const NET: &str = "version: 1\nnetwork_policies:\n  t:\n    endpoints:\n      - host: api.telegram.org\n        port: 443\n";
 
-/// (case, document, expected: Ok(()) or Err((line, substring)))
-fn table() -> Vec<(&'static str, String, Result<(), (usize, &'static str)>)> {
+/// Expected outcome: valid, or an error on this line containing this text.
+type Expect = Result<(), (usize, &'static str)>;
+
+/// (case, document, expected)
+fn table() -> Vec<(&'static str, String, Expect)> {
     let bins = "    binaries:\n      - { path: /usr/bin/node }\n";
-    let with_ep = |ep: &str| format!("version: 1\nnetwork_policies:\n  t:\n    endpoints:\n      - {ep}\n{bins}");
+    let with_ep = |ep: &str| {
+        format!("version: 1\nnetwork_policies:\n  t:\n    endpoints:\n      - {ep}\n{bins}")
+    };
     vec![
         ("minimal baseline", "version: 1\n".into(), Ok(())),
         ("empty document", "".into(), Err((1, "mapping"))),
@@ -27,7 +34,7 @@ fn table() -> Vec<(&'static str, String, Result<(), (usize, &'static str)>)> {
         ("hard_requirement", "version: 1\nlandlock: {compatibility: hard_requirement}\n".into(), Ok(())),
         ("yaml syntax error", "version: 1\nfilesystem_policy: [\n".into(), Err((3, ""))),
         ("duplicate key", "version: 1\nversion: 1\n".into(), Err((2, "duplicate"))),
-        ("entry without binaries", format!("{NET}"), Err((3, "binaries"))),
+        ("entry without binaries", NET.to_string(), Err((3, "binaries"))),
         ("entry with empty binaries", format!("{NET}    binaries: []\n"), Err((7, "at least one binary"))),
         ("valid network entry", with_ep("{ host: api.telegram.org, port: 443 }"), Ok(())),
         ("ports list", with_ep("{ host: api.telegram.org, ports: [443, 8443] }"), Ok(())),
@@ -85,11 +92,19 @@ fn conformance_table() {
         match (want, got) {
             (Ok(()), Ok(_)) => {}
             (Ok(()), Err(e)) => panic!("{name}: expected valid, got:\n{e}"),
-            (Err((line, text)), Ok(_)) => panic!("{name}: expected error at line {line} containing {text:?}, got Ok"),
+            (Err((line, text)), Ok(_)) => {
+                panic!("{name}: expected error at line {line} containing {text:?}, got Ok")
+            }
             (Err((line, text)), Err(e)) => {
                 let d = &e.0[0];
-                assert!(d.to_string().starts_with(&format!("case.yaml:{line}:")), "{name}: wrong place: {e}");
-                assert!(e.to_string().contains(text), "{name}: expected {text:?} in: {e}");
+                assert!(
+                    d.to_string().starts_with(&format!("case.yaml:{line}:")),
+                    "{name}: wrong place: {e}"
+                );
+                assert!(
+                    e.to_string().contains(text),
+                    "{name}: expected {text:?} in: {e}"
+                );
             }
         }
     }
@@ -111,7 +126,10 @@ fn warnings_do_not_fail() {
     assert_eq!(l.warnings.len(), 2);
     assert!(l.warnings[0].to_string().contains("w.yaml:5:"));
     assert!(l.warnings.iter().any(|w| w.message.contains("deprecated")));
-    assert!(l.warnings.iter().any(|w| w.message.contains("host/port/binary level")));
+    assert!(l
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("host/port/binary level")));
 }
 
 #[test]
@@ -165,7 +183,10 @@ network_policies:
 fn every_shipped_policy_parses_lints_clean_and_lists_binaries() {
     let lib = Library::default();
     for (name, _) in BUILTIN {
-        let l = lib.get(name).unwrap().unwrap_or_else(|e| panic!("{name}: {e}"));
+        let l = lib
+            .get(name)
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let l7 = |w: &Diagnostic| w.message.contains("host/port/binary level");
         assert!(l.warnings.iter().all(l7), "{name}: {:?}", l.warnings);
         for (id, np) in &l.doc.network_policies {
@@ -176,12 +197,32 @@ fn every_shipped_policy_parses_lints_clean_and_lists_binaries() {
     }
     // Interpreters behind wrapper scripts are listed.
     let npm = lib.get("npm").unwrap().unwrap();
-    let bins: Vec<&str> = npm.doc.network_policies["npm"].binaries.iter().map(|b| b.path.as_str()).collect();
+    let bins: Vec<&str> = npm.doc.network_policies["npm"]
+        .binaries
+        .iter()
+        .map(|b| b.path.as_str())
+        .collect();
     assert!(bins.contains(&"/usr/bin/node") && bins.contains(&"/usr/local/bin/node"));
     let pypi = lib.get("pypi").unwrap().unwrap();
-    let bins: Vec<&str> = pypi.doc.network_policies["pypi"].binaries.iter().map(|b| b.path.as_str()).collect();
+    let bins: Vec<&str> = pypi.doc.network_policies["pypi"]
+        .binaries
+        .iter()
+        .map(|b| b.path.as_str())
+        .collect();
     assert!(bins.contains(&"/usr/bin/python3*") && bins.contains(&"/usr/local/bin/python3*"));
-    for required in ["npm", "pypi", "github", "huggingface", "telegram", "discord", "slack", "jira", "outlook", "docker", "brew"] {
+    for required in [
+        "npm",
+        "pypi",
+        "github",
+        "huggingface",
+        "telegram",
+        "discord",
+        "slack",
+        "jira",
+        "outlook",
+        "docker",
+        "brew",
+    ] {
         assert!(lib.get(required).is_some(), "{required} not shipped");
     }
 }
@@ -200,16 +241,31 @@ fn preset(name: &str, host: &str) -> Loaded {
 #[test]
 fn merge_later_key_replaces_and_says_so() {
     let base = loaded("base", "version: 1\n");
-    let eff = merge(&base, &[preset("a", "a.example.com"), preset("b", "b.example.com")], None).unwrap();
+    let eff = merge(
+        &base,
+        &[preset("a", "a.example.com"), preset("b", "b.example.com")],
+        None,
+    )
+    .unwrap();
     let shared = &eff.network_policies["shared"];
     assert_eq!(shared.from, "b");
     assert_eq!(shared.replaced, vec!["a".to_string()]);
     assert_eq!(shared.policy.endpoints[0].host, "b.example.com");
     assert_eq!(eff.sources, vec!["base", "a", "b"]);
     // Deterministic: the same inputs give the same hash; a different order does not.
-    let again = merge(&base, &[preset("a", "a.example.com"), preset("b", "b.example.com")], None).unwrap();
+    let again = merge(
+        &base,
+        &[preset("a", "a.example.com"), preset("b", "b.example.com")],
+        None,
+    )
+    .unwrap();
     assert_eq!(eff.sha256(), again.sha256());
-    let swapped = merge(&base, &[preset("b", "b.example.com"), preset("a", "a.example.com")], None).unwrap();
+    let swapped = merge(
+        &base,
+        &[preset("b", "b.example.com"), preset("a", "a.example.com")],
+        None,
+    )
+    .unwrap();
     assert_ne!(eff.sha256(), swapped.sha256());
 }
 
@@ -217,13 +273,25 @@ fn merge_later_key_replaces_and_says_so() {
 fn merge_lists_union_permissions_later_wins_stricter_landlock() {
     let base = loaded("base", "version: 1\nfilesystem_policy:\n  read_only: [/usr]\n  permissions: {\"/x\": r--}\nlandlock: {compatibility: best_effort}\nexec_policy:\n  allowlist: [{pattern: /usr/bin/git}]\n");
     let p1 = loaded("p1", "preset: {name: p1}\nfilesystem_policy:\n  read_only: [/usr, /opt]\n  permissions: {\"/x\": rw-}\nlandlock: {compatibility: hard_requirement}\nexec_policy:\n  allowlist: [{pattern: /usr/bin/git}, {pattern: /usr/bin/make}]\n  safe_builtins: false\n");
-    let p2 = loaded("p2", "preset: {name: p2}\nlandlock: {compatibility: best_effort}\n");
+    let p2 = loaded(
+        "p2",
+        "preset: {name: p2}\nlandlock: {compatibility: best_effort}\n",
+    );
     let eff = merge(&base, &[p1, p2], None).unwrap();
-    let ro: Vec<&str> = eff.filesystem_policy.read_only.iter().map(|e| e.value.as_str()).collect();
+    let ro: Vec<&str> = eff
+        .filesystem_policy
+        .read_only
+        .iter()
+        .map(|e| e.value.as_str())
+        .collect();
     assert_eq!(ro, vec!["/usr", "/opt"]);
     assert_eq!(eff.filesystem_policy.permissions["/x"].value, "rw-");
     assert_eq!(eff.filesystem_policy.permissions["/x"].from, "p1");
-    assert_eq!(eff.landlock.value, Compatibility::HardRequirement, "a later best_effort must not weaken");
+    assert_eq!(
+        eff.landlock.value,
+        Compatibility::HardRequirement,
+        "a later best_effort must not weaken"
+    );
     let ex = eff.exec_policy.unwrap();
     assert_eq!(ex.allowlist.len(), 2);
     assert!(!ex.safe_builtins);
@@ -233,18 +301,35 @@ fn merge_lists_union_permissions_later_wins_stricter_landlock() {
 fn merge_process_only_from_baseline_or_node() {
     let base = loaded("base", "version: 1\nprocess: {run_as_user: sandbox}\n");
     let bad = loaded("p", "preset: {name: p}\nprocess: {run_as_user: other}\n");
-    assert_eq!(merge(&base, &[bad], None).unwrap_err(), MergeError::PresetSetsProcess("p".into()));
-    let node = ProcessPolicy { run_as_user: Some(IdOrName::Id(1000)), run_as_group: None };
+    assert_eq!(
+        merge(&base, &[bad], None).unwrap_err(),
+        MergeError::PresetSetsProcess("p".into())
+    );
+    let node = ProcessPolicy {
+        run_as_user: Some(IdOrName::Id(1000)),
+        run_as_group: None,
+    };
     let eff = merge(&base, &[], Some(&node)).unwrap();
     assert_eq!(eff.process.unwrap().from, "node-config");
-    assert!(matches!(merge(&preset("a", "a.example.com"), &[], None), Err(MergeError::PresetAsBaseline(_))));
-    assert!(matches!(merge(&base, &[base.clone()], None), Err(MergeError::BaselineAsPreset(_))));
+    assert!(matches!(
+        merge(&preset("a", "a.example.com"), &[], None),
+        Err(MergeError::PresetAsBaseline(_))
+    ));
+    assert!(matches!(
+        merge(&base, std::slice::from_ref(&base), None),
+        Err(MergeError::BaselineAsPreset(_))
+    ));
 }
 
 #[test]
 fn baseline_without_filesystem_gets_the_default_layout() {
     let eff = merge(&loaded("base", "version: 1\n"), &[], None).unwrap();
-    let rw: Vec<&str> = eff.filesystem_policy.read_write.iter().map(|e| e.value.as_str()).collect();
+    let rw: Vec<&str> = eff
+        .filesystem_policy
+        .read_write
+        .iter()
+        .map(|e| e.value.as_str())
+        .collect();
     assert_eq!(rw, vec!["/tmp", "/var/tmp", "/dev/shm"]);
     assert!(eff.filesystem_policy.include_workdir);
     assert_eq!(eff.filesystem_policy.permissions["/**"].value, "r-x");
@@ -252,7 +337,10 @@ fn baseline_without_filesystem_gets_the_default_layout() {
 
 fn req(annotations: &[(&str, &str)]) -> Request {
     Request {
-        annotations: annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>(),
+        annotations: annotations
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<HashMap<_, _>>(),
         ..Request::default()
     }
 }
@@ -274,14 +362,21 @@ fn selection_without_annotations_is_the_default_baseline() {
 fn selection_adds_annotation_presets_after_node_presets() {
     let n = node("presets: [github]\n");
     let s = select(&n, &req(&[(ANNOTATION_PRESETS, "npm, pypi,github")])).unwrap();
-    let names: Vec<&str> = s.presets.iter().map(|p| p.doc.preset.as_ref().unwrap().name.as_str()).collect();
+    let names: Vec<&str> = s
+        .presets
+        .iter()
+        .map(|p| p.doc.preset.as_ref().unwrap().name.as_str())
+        .collect();
     assert_eq!(names, vec!["github", "npm", "pypi"]);
 }
 
 #[test]
 fn selection_refuses_unknown_disallowed_and_files() {
     let e = select(&node(""), &req(&[(ANNOTATION_PRESETS, "npm,nosuch")])).unwrap_err();
-    assert!(matches!(&e, SelectError::Unknown { name, .. } if name == "nosuch"), "{e}");
+    assert!(
+        matches!(&e, SelectError::Unknown { name, .. } if name == "nosuch"),
+        "{e}"
+    );
     let n = node("allowed_presets: [npm]\n");
     let e = select(&n, &req(&[(ANNOTATION_PRESETS, "pypi")])).unwrap_err();
     assert_eq!(e, SelectError::NotAllowed("pypi".into()));
@@ -303,8 +398,14 @@ fn annotations_cannot_replace_a_fixed_baseline() {
     let s = select(&node(""), &req(&[(ANNOTATION_POLICY, "openclaw-sandbox")])).unwrap();
     assert_eq!(s.baseline.origin, "builtin:openclaw-sandbox");
     // A runtime flag fixes it too.
-    let r = Request { flag_policy: Some("default".into()), ..req(&[(ANNOTATION_POLICY, "openclaw-sandbox")]) };
-    assert!(matches!(select(&node(""), &r), Err(SelectError::BaselineFixed(..))));
+    let r = Request {
+        flag_policy: Some("default".into()),
+        ..req(&[(ANNOTATION_POLICY, "openclaw-sandbox")])
+    };
+    assert!(matches!(
+        select(&node(""), &r),
+        Err(SelectError::BaselineFixed(..))
+    ));
 }
 
 #[test]
@@ -323,15 +424,35 @@ fn audit_mode_from_annotations_needs_the_node_gate() {
     n.allow_audit_mode = true;
     assert!(select(&n, &req(&[(ANNOTATION_PRESETS, "loose")])).is_ok());
     // A policy directory overrides a built-in of the same name.
-    std::fs::write(dir.join("npm.yaml"), "preset: {name: npm, description: local}\n").unwrap();
+    std::fs::write(
+        dir.join("npm.yaml"),
+        "preset: {name: npm, description: local}\n",
+    )
+    .unwrap();
     let s = select(&n, &req(&[(ANNOTATION_PRESETS, "npm")])).unwrap();
-    assert_eq!(s.presets[0].doc.preset.as_ref().unwrap().description.as_deref(), Some("local"));
+    assert_eq!(
+        s.presets[0]
+            .doc
+            .preset
+            .as_ref()
+            .unwrap()
+            .description
+            .as_deref(),
+        Some("local")
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn node_config_is_strict() {
-    let e = NodeConfig::parse("config.yaml", "allowed_presets: [npm]\nallow_everything: true\n").unwrap_err();
+    let e = NodeConfig::parse(
+        "config.yaml",
+        "allowed_presets: [npm]\nallow_everything: true\n",
+    )
+    .unwrap_err();
     assert!(e.to_string().starts_with("config.yaml:2:"), "{e}");
-    assert_eq!(NodeConfig::parse("config.yaml", "").unwrap(), NodeConfig::default());
+    assert_eq!(
+        NodeConfig::parse("config.yaml", "").unwrap(),
+        NodeConfig::default()
+    );
 }

@@ -24,17 +24,28 @@ struct Findings(Vec<Finding>);
 
 impl Findings {
     fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Finding { severity: Severity::Error, path: path.into(), message: message.into() });
+        self.0.push(Finding {
+            severity: Severity::Error,
+            path: path.into(),
+            message: message.into(),
+        });
     }
     fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Finding { severity: Severity::Warning, path: path.into(), message: message.into() });
+        self.0.push(Finding {
+            severity: Severity::Warning,
+            path: path.into(),
+            message: message.into(),
+        });
     }
 }
 
 /// Is this a well-formed permission string: exactly `[r-][w-][x-]`?
 pub fn valid_permission(s: &str) -> bool {
     let b = s.as_bytes();
-    b.len() == 3 && matches!(b[0], b'r' | b'-') && matches!(b[1], b'w' | b'-') && matches!(b[2], b'x' | b'-')
+    b.len() == 3
+        && matches!(b[0], b'r' | b'-')
+        && matches!(b[1], b'w' | b'-')
+        && matches!(b[2], b'x' | b'-')
 }
 
 /// Absolute (or `~`-relative), no `..` component, no NUL.
@@ -44,7 +55,10 @@ fn check_path(f: &mut Findings, path: &str, value: &str) {
         return;
     }
     if !(value.starts_with('/') || value == "~" || value.starts_with("~/")) {
-        f.error(path, format!("path {value:?} must be absolute (or start with ~/)"));
+        f.error(
+            path,
+            format!("path {value:?} must be absolute (or start with ~/)"),
+        );
     }
     if value.split('/').any(|c| c == "..") {
         f.error(path, format!("path {value:?} must not contain '..'"));
@@ -78,21 +92,33 @@ pub fn check_host(host: &str) -> Result<(), String> {
         if l.contains('*') {
             return Err(format!("host {host:?}: wildcards are only allowed as the whole first label (*.x.com or **.x.com)"));
         }
-        if !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        if !l
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
             return Err(format!("host {host:?} has invalid characters"));
         }
     }
     if wild && labels.len() < 2 {
-        return Err(format!("host {host:?} is a top-level wildcard; name at least two labels after it"));
+        return Err(format!(
+            "host {host:?} is a top-level wildcard; name at least two labels after it"
+        ));
     }
     Ok(())
 }
 
 fn check_cidr(s: &str) -> Result<(), String> {
     let (addr, len) = s.split_once('/').unwrap_or((s, ""));
-    let ip: IpAddr = addr.parse().map_err(|_| format!("{s:?} is not a CIDR (address/length)"))?;
+    let ip: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{s:?} is not a CIDR (address/length)"))?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
-    let n: u32 = if len.is_empty() { max } else { len.parse().map_err(|_| format!("{s:?}: bad prefix length"))? };
+    let n: u32 = if len.is_empty() {
+        max
+    } else {
+        len.parse()
+            .map_err(|_| format!("{s:?}: bad prefix length"))?
+    };
     if n > max {
         return Err(format!("{s:?}: prefix length {n} exceeds {max}"));
     }
@@ -117,13 +143,22 @@ pub fn validate(doc: &PolicyDoc, is_preset: bool) -> Vec<Finding> {
         validate_fs(&mut f, fs);
     }
     if let Some(pr) = &doc.process {
-        for (key, v) in [("run_as_user", &pr.run_as_user), ("run_as_group", &pr.run_as_group)] {
+        for (key, v) in [
+            ("run_as_user", &pr.run_as_user),
+            ("run_as_group", &pr.run_as_group),
+        ] {
             match v {
-                Some(IdOrName::Id(0)) => f.error(format!("process.{key}"), format!("{key}: 0 (root) is refused")),
-                Some(IdOrName::Name(n)) if n == "root" || n == "0" => {
-                    f.error(format!("process.{key}"), format!("{key}: {n:?} (root) is refused"))
+                Some(IdOrName::Id(0)) => f.error(
+                    format!("process.{key}"),
+                    format!("{key}: 0 (root) is refused"),
+                ),
+                Some(IdOrName::Name(n)) if n == "root" || n == "0" => f.error(
+                    format!("process.{key}"),
+                    format!("{key}: {n:?} (root) is refused"),
+                ),
+                Some(IdOrName::Name(n)) if n.is_empty() => {
+                    f.error(format!("process.{key}"), format!("{key} is empty"))
                 }
-                Some(IdOrName::Name(n)) if n.is_empty() => f.error(format!("process.{key}"), format!("{key} is empty")),
                 _ => {}
             }
         }
@@ -134,7 +169,10 @@ pub fn validate(doc: &PolicyDoc, is_preset: bool) -> Vec<Finding> {
     if let Some(ex) = &doc.exec_policy {
         for (i, p) in ex.allowlist.iter().enumerate() {
             if p.pattern.trim().is_empty() {
-                f.error(format!("exec_policy.allowlist[{i}].pattern"), "empty pattern");
+                f.error(
+                    format!("exec_policy.allowlist[{i}].pattern"),
+                    "empty pattern",
+                );
             } else if !(p.pattern.starts_with('/') || p.pattern.starts_with("**")) {
                 f.error(
                     format!("exec_policy.allowlist[{i}].pattern"),
@@ -146,9 +184,16 @@ pub fn validate(doc: &PolicyDoc, is_preset: bool) -> Vec<Finding> {
     if let Some(guards) = &doc.symlink_guards {
         for (i, g) in guards.iter().enumerate() {
             check_path(&mut f, &format!("symlink_guards[{i}].dir"), &g.dir);
-            check_path(&mut f, &format!("symlink_guards[{i}].target_dir"), &g.target_dir);
+            check_path(
+                &mut f,
+                &format!("symlink_guards[{i}].target_dir"),
+                &g.target_dir,
+            );
             if g.dir.trim_end_matches('/') == g.target_dir.trim_end_matches('/') {
-                f.error(format!("symlink_guards[{i}]"), "dir and target_dir are the same");
+                f.error(
+                    format!("symlink_guards[{i}]"),
+                    "dir and target_dir are the same",
+                );
             }
         }
     }
@@ -169,22 +214,34 @@ fn validate_fs(f: &mut Findings, fs: &FilesystemPolicy) {
         let path = format!("filesystem_policy.permissions.{glob}");
         check_path(f, &path, glob);
         if !valid_permission(perm) {
-            f.error(&path, format!("permission {perm:?} for {glob:?} must be three characters [r-][w-][x-]"));
+            f.error(
+                &path,
+                format!("permission {perm:?} for {glob:?} must be three characters [r-][w-][x-]"),
+            );
         }
     }
 }
 
 fn validate_network(f: &mut Findings, base: &str, np: &NetworkPolicy) {
     if np.binaries.is_empty() {
-        f.error(format!("{base}.binaries"), "a network policy needs at least one binary (egress is per executable)");
+        f.error(
+            format!("{base}.binaries"),
+            "a network policy needs at least one binary (egress is per executable)",
+        );
     }
     if np.endpoints.is_empty() {
-        f.error(format!("{base}.endpoints"), "a network policy needs at least one endpoint");
+        f.error(
+            format!("{base}.endpoints"),
+            "a network policy needs at least one endpoint",
+        );
     }
     for (i, b) in np.binaries.iter().enumerate() {
         let p = format!("{base}.binaries[{i}].path");
         if !b.path.starts_with('/') {
-            f.error(&p, format!("binary {:?} must be an absolute path or glob", b.path));
+            f.error(
+                &p,
+                format!("binary {:?} must be an absolute path or glob", b.path),
+            );
         }
         if b.path.split('/').any(|c| c == "..") {
             f.error(&p, format!("binary {:?} must not contain '..'", b.path));
@@ -203,7 +260,10 @@ fn validate_network(f: &mut Findings, base: &str, np: &NetworkPolicy) {
             (None, Some(ps)) => {
                 for (j, p) in ps.iter().enumerate() {
                     if *p == 0 {
-                        f.error(format!("{e}.ports[{j}]"), "port 0 is out of range (1-65535)");
+                        f.error(
+                            format!("{e}.ports[{j}]"),
+                            "port 0 is out of range (1-65535)",
+                        );
                     }
                 }
             }
@@ -211,17 +271,26 @@ fn validate_network(f: &mut Findings, base: &str, np: &NetworkPolicy) {
         }
         if let Some(rules) = &ep.rules {
             if rules.is_empty() {
-                f.error(format!("{e}.rules"), "`rules: []` allows nothing; remove it or list rules");
+                f.error(
+                    format!("{e}.rules"),
+                    "`rules: []` allows nothing; remove it or list rules",
+                );
             }
             if ep.access.is_some() {
-                f.error(format!("{e}.rules"), "`rules` and `access` cannot be used together");
+                f.error(
+                    format!("{e}.rules"),
+                    "`rules` and `access` cannot be used together",
+                );
             }
             if ep.protocol.is_none() {
                 f.error(format!("{e}.rules"), "`rules` need `protocol`");
             }
             for (j, r) in rules.iter().enumerate() {
                 if r.allow.is_some() == r.deny.is_some() {
-                    f.error(format!("{e}.rules[{j}]"), "each rule has exactly one of `allow` or `deny`");
+                    f.error(
+                        format!("{e}.rules[{j}]"),
+                        "each rule has exactly one of `allow` or `deny`",
+                    );
                 }
             }
             if !rules.is_empty() && ep.protocol.is_some() {
@@ -232,7 +301,10 @@ fn validate_network(f: &mut Findings, base: &str, np: &NetworkPolicy) {
             }
         }
         if matches!(ep.tls, Some(Tls::Terminate) | Some(Tls::Passthrough)) {
-            f.warn(format!("{e}.tls"), "`tls: terminate`/`passthrough` is deprecated and has no effect");
+            f.warn(
+                format!("{e}.tls"),
+                "`tls: terminate`/`passthrough` is deprecated and has no effect",
+            );
         }
         if let Some(ips) = &ep.allowed_ips {
             for (j, c) in ips.iter().enumerate() {
@@ -260,10 +332,25 @@ mod tests {
 
     #[test]
     fn hosts() {
-        for ok in ["api.telegram.org", "*.cdn.telegram.org", "**.x.com", "10.0.0.1", "::1"] {
+        for ok in [
+            "api.telegram.org",
+            "*.cdn.telegram.org",
+            "**.x.com",
+            "10.0.0.1",
+            "::1",
+        ] {
             assert!(check_host(ok).is_ok(), "{ok}");
         }
-        for bad in ["*", "**", "*.com", "**.org", "a.*.com", "x..com", "", "bad host.com"] {
+        for bad in [
+            "*",
+            "**",
+            "*.com",
+            "**.org",
+            "a.*.com",
+            "x..com",
+            "",
+            "bad host.com",
+        ] {
             assert!(check_host(bad).is_err(), "{bad}");
         }
     }

@@ -16,7 +16,10 @@ pub struct Pos {
 
 impl From<Marker> for Pos {
     fn from(m: Marker) -> Self {
-        Pos { line: m.line(), col: m.col() + 1 }
+        Pos {
+            line: m.line(),
+            col: m.col() + 1,
+        }
     }
 }
 
@@ -37,7 +40,13 @@ impl Spanned {
                 return *pos;
             }
             match p.rfind(['.', '[']) {
-                Some(0) | None => return self.positions.get(".").copied().unwrap_or(Pos { line: 1, col: 1 }),
+                Some(0) | None => {
+                    return self
+                        .positions
+                        .get(".")
+                        .copied()
+                        .unwrap_or(Pos { line: 1, col: 1 })
+                }
                 Some(i) => p.truncate(i),
             }
         }
@@ -52,8 +61,17 @@ pub struct YamlError {
 }
 
 enum Frame {
-    Seq { path: String, items: Vec<Value>, anchor: usize },
-    Map { path: String, map: Map<String, Value>, key: Option<(String, Pos)>, anchor: usize },
+    Seq {
+        path: String,
+        items: Vec<Value>,
+        anchor: usize,
+    },
+    Map {
+        path: String,
+        map: Map<String, Value>,
+        key: Option<(String, Pos)>,
+        anchor: usize,
+    },
 }
 
 struct Builder {
@@ -102,15 +120,24 @@ impl Builder {
     fn next_path(&self) -> String {
         match self.stack.last() {
             None => ".".to_string(),
-            Some(Frame::Seq { path, items, .. }) => format!("{}[{}]", if path == "." { "" } else { path }, items.len()),
-            Some(Frame::Map { path, key: Some((k, _)), .. }) => join(path, k),
+            Some(Frame::Seq { path, items, .. }) => {
+                format!("{}[{}]", if path == "." { "" } else { path }, items.len())
+            }
+            Some(Frame::Map {
+                path,
+                key: Some((k, _)),
+                ..
+            }) => join(path, k),
             Some(Frame::Map { path, .. }) => path.clone(),
         }
     }
 
     fn fail(&mut self, pos: Pos, msg: impl Into<String>) {
         if self.error.is_none() {
-            self.error = Some(YamlError { pos, msg: msg.into() });
+            self.error = Some(YamlError {
+                pos,
+                msg: msg.into(),
+            });
         }
     }
 
@@ -159,7 +186,11 @@ impl MarkedEventReceiver for Builder {
             }
             Event::Scalar(s, style, anchor, _) => {
                 let key_position = self.is_key_position();
-                let v = if key_position { Value::String(s) } else { scalar(s, style) };
+                let v = if key_position {
+                    Value::String(s)
+                } else {
+                    scalar(s, style)
+                };
                 if !key_position {
                     let path = self.next_path();
                     self.positions.entry(path).or_insert(pos);
@@ -176,7 +207,11 @@ impl MarkedEventReceiver for Builder {
             Event::SequenceStart(anchor, _) => {
                 let path = self.next_path();
                 self.positions.entry(path.clone()).or_insert(pos);
-                self.stack.push(Frame::Seq { path, items: Vec::new(), anchor });
+                self.stack.push(Frame::Seq {
+                    path,
+                    items: Vec::new(),
+                    anchor,
+                });
             }
             Event::MappingStart(anchor, _) => {
                 if self.is_key_position() {
@@ -185,7 +220,12 @@ impl MarkedEventReceiver for Builder {
                 }
                 let path = self.next_path();
                 self.positions.entry(path.clone()).or_insert(pos);
-                self.stack.push(Frame::Map { path, map: Map::new(), key: None, anchor });
+                self.stack.push(Frame::Map {
+                    path,
+                    map: Map::new(),
+                    key: None,
+                    anchor,
+                });
             }
             Event::SequenceEnd => {
                 if let Some(Frame::Seq { items, anchor, .. }) = self.stack.pop() {
@@ -227,13 +267,21 @@ pub fn parse(text: &str) -> Result<Spanned, YamlError> {
     let mut parser = Parser::new_from_str(text);
     if let Err(e) = parser.load(&mut b, true) {
         let m = *e.marker();
-        return Err(YamlError { pos: Pos::from(m), msg: e.info().to_string() });
+        return Err(YamlError {
+            pos: Pos::from(m),
+            msg: e.info().to_string(),
+        });
     }
     if let Some(e) = b.error {
         return Err(e);
     }
-    b.positions.entry(".".into()).or_insert(Pos { line: 1, col: 1 });
-    Ok(Spanned { value: b.root.unwrap_or(Value::Null), positions: b.positions })
+    b.positions
+        .entry(".".into())
+        .or_insert(Pos { line: 1, col: 1 });
+    Ok(Spanned {
+        value: b.root.unwrap_or(Value::Null),
+        positions: b.positions,
+    })
 }
 
 #[cfg(test)]
@@ -243,7 +291,10 @@ mod tests {
     #[test]
     fn values_and_positions() {
         let s = parse("a: 1\nb:\n  - x\n  - \"2\"\nc: {d: true, e: ~}\n").unwrap();
-        assert_eq!(s.value, serde_json::json!({"a": 1, "b": ["x", "2"], "c": {"d": true, "e": null}}));
+        assert_eq!(
+            s.value,
+            serde_json::json!({"a": 1, "b": ["x", "2"], "c": {"d": true, "e": null}})
+        );
         assert_eq!(s.pos("a"), Pos { line: 1, col: 1 });
         assert_eq!(s.pos("b[1]"), Pos { line: 4, col: 5 });
         assert_eq!(s.pos("c.d"), Pos { line: 5, col: 5 });

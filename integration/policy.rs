@@ -1,0 +1,274 @@
+//! Policy selection end to end: annotations on a real bundle, node configuration gates, and
+//! the `policy` commands through the binary.
+
+mod common;
+
+use common::*;
+
+fn with_annotations(b: &Bundle, pairs: &[(&str, &str)]) {
+    b.edit(|c| {
+        let mut ann = serde_json::Map::new();
+        for (k, v) in pairs {
+            ann.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+        }
+        c["annotations"] = serde_json::Value::Object(ann);
+    });
+}
+
+#[test]
+fn annotation_presets_are_merged_stored_and_hashed_in_state() {
+    let rt = Runtime::new();
+    let cfg = rt.root.path().join("no-config.yaml");
+    let b = Bundle::busybox(&["sleep", "1000"]);
+    with_annotations(&b, &[("dev.nemosandbox.presets", "npm,pypi")]);
+    let id = unique("pol");
+    rt.ok(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "create",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    let st = rt.state(&id);
+    let hash = st["annotations"]["dev.nemosandbox.policy.sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(hash.len(), 64);
+    assert_eq!(
+        st["annotations"]["dev.nemosandbox.policy.sources"],
+        "builtin:default,builtin:npm,builtin:pypi"
+    );
+    // The user's own annotation is still there too.
+    assert_eq!(st["annotations"]["dev.nemosandbox.presets"], "npm,pypi");
+    // The stored effective policy is what `policy show` computes for the same bundle.
+    let stored: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            rt.root
+                .path()
+                .join(".nemosandbox")
+                .join(&id)
+                .join("effective.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&rt.ok(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "policy",
+        "show",
+        "--format",
+        "json",
+        "--bundle",
+        b.path().to_str().unwrap(),
+    ]))
+    .unwrap();
+    assert_eq!(stored, shown);
+    assert!(
+        stored["network_policies"]["npm"]["policy"]["binaries"]
+            .as_array()
+            .unwrap()
+            .len()
+            > 1
+    );
+    assert!(stored["network_policies"]["pypi"].is_object());
+    let explain = rt.ok(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "policy",
+        "explain",
+        "--bundle",
+        b.path().to_str().unwrap(),
+    ]);
+    assert!(explain.contains(&hash), "{explain}");
+    rt.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&rt, &id);
+
+    // Without annotations the default baseline applies, with a different hash.
+    let plain = Bundle::busybox(&["true"]);
+    let id2 = unique("pol");
+    rt.ok(&[
+        "--config",
+        cfg.to_str().unwrap(),
+        "create",
+        "--bundle",
+        plain.path().to_str().unwrap(),
+        &id2,
+    ]);
+    let st2 = rt.state(&id2);
+    assert_eq!(
+        st2["annotations"]["dev.nemosandbox.policy.sources"],
+        "builtin:default"
+    );
+    assert_ne!(
+        st2["annotations"]["dev.nemosandbox.policy.sha256"],
+        hash.as_str()
+    );
+    rt.ok(&["delete", "--force", &id2]);
+    assert_nothing_left(&rt, &id2);
+}
+
+#[test]
+fn unknown_or_disallowed_presets_fail_create_and_leave_nothing() {
+    let rt = Runtime::new();
+    let b = Bundle::busybox(&["true"]);
+    let id = unique("polbad");
+    let cfg = rt.root.path().join("config.yaml");
+    std::fs::write(&cfg, "allowed_presets: [npm]\npolicy_dirs: []\n").unwrap();
+    let cfg = cfg.to_str().unwrap();
+    with_annotations(&b, &[("dev.nemosandbox.presets", "npm,no-such-preset")]);
+    let e = rt.fails(&[
+        "--config",
+        cfg,
+        "create",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert!(e.contains("unknown policy \"no-such-preset\""), "{e}");
+    assert_nothing_left(&rt, &id);
+    with_annotations(&b, &[("dev.nemosandbox.presets", "pypi")]);
+    let e = rt.fails(&[
+        "--config",
+        cfg,
+        "create",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert!(e.contains("not in the node's allowed_presets"), "{e}");
+    assert_nothing_left(&rt, &id);
+    with_annotations(&b, &[("dev.nemosandbox.policy", "/etc/passwd")]);
+    let e = rt.fails(&[
+        "--config",
+        cfg,
+        "create",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert!(e.contains("allow_policy_files"), "{e}");
+    assert_nothing_left(&rt, &id);
+    // The allowed twin works.
+    with_annotations(&b, &[("dev.nemosandbox.presets", "npm")]);
+    rt.ok(&[
+        "--config",
+        cfg,
+        "create",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    rt.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&rt, &id);
+    // A broken node configuration fails closed, naming the place.
+    let bad = rt.root.path().join("bad.yaml");
+    std::fs::write(&bad, "allowed_presets: [npm]\nallow_all: true\n").unwrap();
+    let e = rt.fails(&[
+        "--config",
+        bad.to_str().unwrap(),
+        "create",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert!(e.contains("bad.yaml:2:"), "{e}");
+    assert_nothing_left(&rt, &id);
+}
+
+#[test]
+fn runtime_flags_pin_presets_for_engines_without_annotations() {
+    let rt = Runtime::new();
+    let b = Bundle::busybox(&["true"]);
+    let id = unique("polflag");
+    rt.ok(&[
+        "--config",
+        "/nonexistent.yaml",
+        "--preset",
+        "telegram",
+        "run",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    let b2 = Bundle::busybox(&["sleep", "100"]);
+    rt.ok(&[
+        "--config",
+        "/nonexistent.yaml",
+        "--policy",
+        "openclaw-sandbox",
+        "--preset",
+        "github",
+        "create",
+        "--bundle",
+        b2.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert_eq!(
+        rt.state(&id)["annotations"]["dev.nemosandbox.policy.sources"],
+        "builtin:openclaw-sandbox,builtin:github"
+    );
+    rt.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&rt, &id);
+}
+
+#[test]
+fn lint_reports_file_line_column_and_exit_codes() {
+    let rt = Runtime::new();
+    let dir = TempDir::new("lint");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "version: 1\nnetwork_policies:\n  x:\n    endpoints:\n      - { host: \"*.com\", port: 443 }\n    binaries: []\n").unwrap();
+    let out = rt.run(&["policy", "lint", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with(&format!("{}:5:", bad.display())),
+        "{text}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{}:6:", bad.display())),
+        "{text}"
+    );
+    let warn = dir.path().join("warn.yaml");
+    std::fs::write(&warn, "version: 1\nnetwork_policies:\n  x:\n    endpoints:\n      - { host: a.example.com, port: 443, tls: terminate }\n    binaries: [{path: /bin/x}]\n").unwrap();
+    let out = rt.run(&["policy", "lint", warn.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(":5:"));
+    // Every shipped file lints clean through the CLI too.
+    let shipped: Vec<String> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/policies"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(shipped.len() >= 13);
+    let mut args = vec!["policy", "lint"];
+    args.extend(shipped.iter().map(|s| s.as_str()));
+    rt.ok(&args);
+    let list = rt.ok(&["--config", "/nonexistent.yaml", "policy", "list"]);
+    for name in [
+        "default",
+        "openclaw-sandbox",
+        "npm",
+        "pypi",
+        "github",
+        "huggingface",
+        "telegram",
+        "discord",
+        "slack",
+        "jira",
+        "outlook",
+        "docker",
+        "brew",
+    ] {
+        assert!(
+            list.lines().any(|l| l.starts_with(&format!("{name} "))),
+            "{name} missing:\n{list}"
+        );
+    }
+}
