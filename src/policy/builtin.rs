@@ -3,30 +3,104 @@
 
 use std::path::{Path, PathBuf};
 
+use super::model::PolicyDoc;
+use super::validate::validate;
 use super::{load_file, load_str, LoadError, Loaded};
 
-/// (name, YAML) of every shipped document.
-pub const BUILTIN: &[(&str, &str)] = &[
-    ("default", include_str!("../../policies/default.yaml")),
+/// (name, YAML text, the same document as JSON converted at build time) of every shipped
+/// document.
+pub const BUILTIN: &[(&str, &str, &str)] = &[
+    (
+        "default",
+        include_str!("../../policies/default.yaml"),
+        include_str!(concat!(env!("OUT_DIR"), "/default.json")),
+    ),
     (
         "openclaw-sandbox",
         include_str!("../../policies/openclaw-sandbox.yaml"),
+        include_str!(concat!(env!("OUT_DIR"), "/openclaw-sandbox.json")),
     ),
-    ("npm", include_str!("../../policies/npm.yaml")),
-    ("pypi", include_str!("../../policies/pypi.yaml")),
-    ("github", include_str!("../../policies/github.yaml")),
+    (
+        "npm",
+        include_str!("../../policies/npm.yaml"),
+        include_str!(concat!(env!("OUT_DIR"), "/npm.json")),
+    ),
+    (
+        "pypi",
+        include_str!("../../policies/pypi.yaml"),
+        include_str!(concat!(env!("OUT_DIR"), "/pypi.json")),
+    ),
+    (
+        "github",
+        include_str!("../../policies/github.yaml"),
+        include_str!(concat!(env!("OUT_DIR"), "/github.json")),
+    ),
     (
         "huggingface",
         include_str!("../../policies/huggingface.yaml"),
+        include_str!(concat!(env!("OUT_DIR"), "/huggingface.json")),
     ),
-    ("telegram", include_str!("../../policies/telegram.yaml")),
-    ("discord", include_str!("../../policies/discord.yaml")),
-    ("slack", include_str!("../../policies/slack.yaml")),
-    ("jira", include_str!("../../policies/jira.yaml")),
-    ("outlook", include_str!("../../policies/outlook.yaml")),
-    ("docker", include_str!("../../policies/docker.yaml")),
-    ("brew", include_str!("../../policies/brew.yaml")),
+    (
+        "telegram",
+        include_str!("../../policies/telegram.yaml"),
+        include_str!(concat!(env!("OUT_DIR"), "/telegram.json")),
+    ),
+    (
+        "discord",
+        include_str!("../../policies/discord.yaml"),
+        include_str!(concat!(env!("OUT_DIR"), "/discord.json")),
+    ),
+    (
+        "slack",
+        include_str!("../../policies/slack.yaml"),
+        include_str!(concat!(env!("OUT_DIR"), "/slack.json")),
+    ),
+    (
+        "jira",
+        include_str!("../../policies/jira.yaml"),
+        include_str!(concat!(env!("OUT_DIR"), "/jira.json")),
+    ),
+    (
+        "outlook",
+        include_str!("../../policies/outlook.yaml"),
+        include_str!(concat!(env!("OUT_DIR"), "/outlook.json")),
+    ),
+    (
+        "docker",
+        include_str!("../../policies/docker.yaml"),
+        include_str!(concat!(env!("OUT_DIR"), "/docker.json")),
+    ),
+    (
+        "brew",
+        include_str!("../../policies/brew.yaml"),
+        include_str!(concat!(env!("OUT_DIR"), "/brew.json")),
+    ),
 ];
+
+/// A shipped document: from its build-time JSON when it validates without findings (the
+/// common case, no YAML parsing at `create`), else through the YAML loader for positions.
+fn load_builtin(name: &str, text: &str, json: &str) -> Result<Loaded, LoadError> {
+    let origin = format!("builtin:{name}");
+    if let Ok(doc) = serde_json::from_str::<PolicyDoc>(json) {
+        if validate(&doc, doc.preset.is_some()).is_empty() {
+            return Ok(Loaded {
+                origin,
+                doc,
+                warnings: Vec::new(),
+            });
+        }
+    }
+    load_str(&origin, text)
+}
+
+/// A shipped document by name (the embedded one, never a directory's override).
+pub fn load_builtin_named(name: &str) -> Loaded {
+    let (n, text, json) = BUILTIN
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .expect("shipped policy");
+    load_builtin(n, text, json).expect("shipped policies are valid")
+}
 
 /// A policy name: letters, digits, `-`, `_`, `.`; never a path.
 pub fn valid_name(name: &str) -> bool {
@@ -70,13 +144,13 @@ impl Library {
         }
         BUILTIN
             .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(n, text)| load_str(&format!("builtin:{n}"), text))
+            .find(|(n, _, _)| *n == name)
+            .map(|(n, text, json)| load_builtin(n, text, json))
     }
 
     /// Every known name (directories and embedded), sorted, without duplicates.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = BUILTIN.iter().map(|(n, _)| n.to_string()).collect();
+        let mut names: Vec<String> = BUILTIN.iter().map(|(n, _, _)| n.to_string()).collect();
         for d in &self.dirs {
             let Ok(rd) = std::fs::read_dir(d) else {
                 continue;

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::builtin::BUILTIN;
 use super::model::*;
 use super::Loaded;
 
@@ -95,13 +94,7 @@ fn merge_fs(eff: &mut EffectiveFs, fs: &FilesystemPolicy, from: &str) {
 
 /// The filesystem layout of the built-in `default`, for baselines that have none.
 fn default_fs() -> FilesystemPolicy {
-    let text = BUILTIN
-        .iter()
-        .find(|(n, _)| *n == "default")
-        .map(|(_, t)| *t)
-        .expect("default is shipped");
-    super::load_str("builtin:default", text)
-        .expect("the shipped default policy is valid")
+    super::builtin::load_builtin_named("default")
         .doc
         .filesystem_policy
         .expect("default has a filesystem_policy")

@@ -12,6 +12,8 @@ pub mod yaml;
 use std::fmt;
 use std::path::Path;
 
+use serde::Deserialize;
+
 pub use model::PolicyDoc;
 use validate::{Finding, Severity};
 
@@ -92,32 +94,36 @@ pub fn load_str(origin: &str, text: &str) -> Result<Loaded, LoadError> {
             "a policy document must be a mapping".into(),
         )]));
     }
-    let doc: PolicyDoc = serde_path_to_error::deserialize(&spanned.value).map_err(|e| {
-        let path = e.path().to_string();
-        let message = serde_message(e.inner());
-        // For an unknown key, point at the key itself.
-        let pos = message
-            .strip_prefix("unknown field `")
-            .and_then(|r| r.split('`').next())
-            .map(|k| {
-                spanned.pos(&if path == "." {
-                    k.to_string()
-                } else {
-                    format!("{path}.{k}")
+    // Path tracking costs; only the failing case needs it.
+    let fast: Result<PolicyDoc, _> = PolicyDoc::deserialize(&spanned.value);
+    let doc: PolicyDoc = fast
+        .or_else(|_| serde_path_to_error::deserialize(&spanned.value))
+        .map_err(|e| {
+            let path = e.path().to_string();
+            let message = serde_message(e.inner());
+            // For an unknown key, point at the key itself.
+            let pos = message
+                .strip_prefix("unknown field `")
+                .and_then(|r| r.split('`').next())
+                .map(|k| {
+                    spanned.pos(&if path == "." {
+                        k.to_string()
+                    } else {
+                        format!("{path}.{k}")
+                    })
                 })
-            })
-            .unwrap_or_else(|| spanned.pos(&path));
-        let field = if path == "." {
-            String::new()
-        } else {
-            format!("{path}: ")
-        };
-        LoadError(vec![diag(
-            pos,
-            Severity::Error,
-            format!("{field}{message}"),
-        )])
-    })?;
+                .unwrap_or_else(|| spanned.pos(&path));
+            let field = if path == "." {
+                String::new()
+            } else {
+                format!("{path}: ")
+            };
+            LoadError(vec![diag(
+                pos,
+                Severity::Error,
+                format!("{field}{message}"),
+            )])
+        })?;
     let findings: Vec<Finding> = validate::validate(&doc, doc.preset.is_some());
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
@@ -161,6 +167,18 @@ pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
         }])
     })?;
     load_str(&origin, &text)
+}
+
+/// One fuzzing input: load it as a policy and as a node configuration. Must not panic; used
+/// by the cargo-fuzz target and by the in-tree mutation test.
+pub fn fuzz_one(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(l) = load_str("fuzz.yaml", text) {
+            // Whatever loads must also merge (as a baseline or preset) and render.
+            let _ = merge::merge(&l, &[], None).map(|e| render::explain(&e));
+        }
+        let _ = select::NodeConfig::parse("fuzz.yaml", text);
+    }
 }
 
 #[cfg(test)]

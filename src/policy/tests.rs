@@ -182,7 +182,7 @@ network_policies:
 #[test]
 fn every_shipped_policy_parses_lints_clean_and_lists_binaries() {
     let lib = Library::default();
-    for (name, _) in BUILTIN {
+    for (name, _, _) in BUILTIN {
         let l = lib
             .get(name)
             .unwrap()
@@ -192,6 +192,13 @@ fn every_shipped_policy_parses_lints_clean_and_lists_binaries() {
         for (id, np) in &l.doc.network_policies {
             assert!(!np.binaries.is_empty(), "{name}/{id} has no binaries");
         }
+        // The build-time JSON and the YAML text are the same document.
+        let (_, text, _) = BUILTIN.iter().find(|(n, _, _)| n == name).unwrap();
+        assert_eq!(
+            load_str("yaml", text).unwrap().doc,
+            l.doc,
+            "{name}: JSON and YAML differ"
+        );
         let is_baseline = *name == "default" || *name == "openclaw-sandbox";
         assert_eq!(l.is_preset(), !is_baseline, "{name}");
     }
@@ -455,4 +462,45 @@ fn node_config_is_strict() {
         NodeConfig::parse("config.yaml", "").unwrap(),
         NodeConfig::default()
     );
+}
+
+/// A deterministic mutation run over the shipped policies and the conformance documents (the
+/// cargo-fuzz target explores further): truncations, byte flips and splices never panic.
+#[test]
+fn loader_survives_mutations() {
+    let mut seeds: Vec<Vec<u8>> = BUILTIN
+        .iter()
+        .map(|(_, t, _)| t.as_bytes().to_vec())
+        .collect();
+    seeds.extend(table().into_iter().map(|(_, d, _)| d.into_bytes()));
+    let mut state: u64 = 0x9e3779b97f4a7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let specials: &[u8] = b":-[]{}&*!|>'\"#%@`,?\n\t ";
+    for seed in &seeds {
+        for _ in 0..60 {
+            let mut d = seed.clone();
+            for _ in 0..(1 + next() % 4) {
+                if d.is_empty() {
+                    break;
+                }
+                let i = (next() as usize) % d.len();
+                match next() % 4 {
+                    0 => d[i] = specials[(next() as usize) % specials.len()],
+                    1 => d.truncate(i),
+                    2 => d.insert(i, specials[(next() as usize) % specials.len()]),
+                    _ => {
+                        let j = (next() as usize) % d.len();
+                        let chunk: Vec<u8> = d[i.min(j)..i.max(j)].to_vec();
+                        d.splice(i..i, chunk);
+                    }
+                }
+            }
+            fuzz_one(&d);
+        }
+    }
 }
