@@ -9,18 +9,14 @@ use nemosandbox::policy::load_str;
 use nemosandbox::policy::merge::merge;
 use nemosandbox::policy::select::{effective, NodeConfig, Request, ANNOTATION_PRESETS};
 
-const PRESETS: [&str; 10] = [
-    "npm",
-    "pypi",
-    "github",
-    "huggingface",
-    "telegram",
-    "discord",
-    "slack",
-    "jira",
-    "outlook",
-    "docker",
-];
+/// Ten shipped presets.
+fn presets() -> Vec<&'static str> {
+    BUILTIN
+        .iter()
+        .map(|(n, _, _)| *n)
+        .filter(|n| !matches!(*n, "default" | "openclaw-sandbox" | "brew"))
+        .collect()
+}
 
 fn text(name: &str) -> &'static str {
     BUILTIN
@@ -31,11 +27,12 @@ fn text(name: &str) -> &'static str {
 }
 
 fn bench(c: &mut Criterion) {
+    assert_eq!(presets().len(), 10);
     c.bench_function("load+merge baseline + 10 presets from YAML", |b| {
         b.iter(|| {
             // From YAML text: what a policy directory's files cost.
             let base = load_str("builtin:openclaw-sandbox", text("openclaw-sandbox")).unwrap();
-            let presets: Vec<_> = PRESETS
+            let presets: Vec<_> = presets()
                 .iter()
                 .map(|p| load_str(p, text(p)).unwrap())
                 .collect();
@@ -47,7 +44,7 @@ fn bench(c: &mut Criterion) {
     let mut node = NodeConfig::default();
     node.policy_dirs.clear();
     let req = Request {
-        annotations: [(ANNOTATION_PRESETS.to_string(), PRESETS.join(","))]
+        annotations: [(ANNOTATION_PRESETS.to_string(), presets().join(","))]
             .into_iter()
             .collect(),
         ..Request::default()

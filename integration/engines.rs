@@ -185,6 +185,15 @@ fn podman_runs_containers_through_the_runtime() {
     let _ = sh(podman().args(["rmi", "-f", "localhost/nemo-bb:test"]));
 }
 
+/// `state` of a container under a runtime root, as JSON.
+fn state_in(root: &Path, id: &str) -> serde_json::Value {
+    serde_json::from_str(&ok(Command::new(bin())
+        .arg("--root")
+        .arg(root)
+        .args(["state", id])))
+    .unwrap()
+}
+
 struct Docker {
     dir: TempDir,
     _daemon: Daemon,
@@ -242,6 +251,22 @@ impl Docker {
     fn runtime_root(&self) -> PathBuf {
         self.dir.path().join("exec/runtime-runc/moby")
     }
+    /// `docker run -d --runtime=RUNTIME --network none IMAGE sleep 300`, returning the id.
+    fn run_sleeper(&self, runtime: &str) -> String {
+        let rt = format!("--runtime={runtime}");
+        ok(&mut self.cli(&[
+            "run",
+            "-d",
+            &rt,
+            "--network",
+            "none",
+            "localhost/nemo-bb:test",
+            "sleep",
+            "300",
+        ]))
+        .trim()
+        .to_string()
+    }
 }
 
 #[test]
@@ -272,23 +297,8 @@ fn docker_runs_and_execs_through_the_runtime() {
     );
 
     // runtimeArgs pin a preset for engines that cannot pass annotations.
-    let pinned = ok(&mut d.cli(&[
-        "run",
-        "-d",
-        "--runtime=nemosandbox-telegram",
-        "--network",
-        "none",
-        "localhost/nemo-bb:test",
-        "sleep",
-        "300",
-    ]))
-    .trim()
-    .to_string();
-    let st: serde_json::Value = serde_json::from_str(&ok(Command::new(bin())
-        .arg("--root")
-        .arg(d.runtime_root())
-        .args(["state", &pinned])))
-    .unwrap();
+    let pinned = d.run_sleeper("nemosandbox-telegram");
+    let st = state_in(&d.runtime_root(), &pinned);
     assert_eq!(
         st["annotations"]["dev.nemosandbox.policy.sources"],
         "builtin:default,builtin:telegram"
@@ -296,23 +306,8 @@ fn docker_runs_and_execs_through_the_runtime() {
     ok(&mut d.cli(&["rm", "-f", &pinned]));
 
     // Detached, exec, top, pause/unpause, update, stop, rm.
-    let id = ok(&mut d.cli(&[
-        "run",
-        "-d",
-        "--runtime=nemosandbox",
-        "--network",
-        "none",
-        "localhost/nemo-bb:test",
-        "sleep",
-        "300",
-    ]))
-    .trim()
-    .to_string();
-    let st: serde_json::Value = serde_json::from_str(&ok(Command::new(bin())
-        .arg("--root")
-        .arg(d.runtime_root())
-        .args(["state", &id])))
-    .unwrap();
+    let id = d.run_sleeper("nemosandbox");
+    let st = state_in(&d.runtime_root(), &id);
     assert_eq!(st["status"], "running");
     let (code, out, _) = sh(&mut d.cli(&[
         "exec",

@@ -110,6 +110,18 @@ fn annotation_presets_are_merged_stored_and_hashed_in_state() {
     assert_nothing_left(&rt, &id2);
 }
 
+/// `nemosandbox --config CFG create --bundle B ID`.
+fn create_args<'a>(cfg: &'a str, b: &'a Bundle, id: &'a str) -> [&'a str; 6] {
+    [
+        "--config",
+        cfg,
+        "create",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        id,
+    ]
+}
+
 #[test]
 fn unknown_or_disallowed_presets_fail_create_and_leave_nothing() {
     let rt = Runtime::new();
@@ -119,48 +131,20 @@ fn unknown_or_disallowed_presets_fail_create_and_leave_nothing() {
     std::fs::write(&cfg, "allowed_presets: [npm]\npolicy_dirs: []\n").unwrap();
     let cfg = cfg.to_str().unwrap();
     with_annotations(&b, &[("dev.nemosandbox.presets", "npm,no-such-preset")]);
-    let e = rt.fails(&[
-        "--config",
-        cfg,
-        "create",
-        "--bundle",
-        b.path().to_str().unwrap(),
-        &id,
-    ]);
+    let e = rt.fails(&create_args(cfg, &b, &id));
     assert!(e.contains("unknown policy \"no-such-preset\""), "{e}");
     assert_nothing_left(&rt, &id);
     with_annotations(&b, &[("dev.nemosandbox.presets", "pypi")]);
-    let e = rt.fails(&[
-        "--config",
-        cfg,
-        "create",
-        "--bundle",
-        b.path().to_str().unwrap(),
-        &id,
-    ]);
+    let e = rt.fails(&create_args(cfg, &b, &id));
     assert!(e.contains("not in the node's allowed_presets"), "{e}");
     assert_nothing_left(&rt, &id);
     with_annotations(&b, &[("dev.nemosandbox.policy", "/etc/passwd")]);
-    let e = rt.fails(&[
-        "--config",
-        cfg,
-        "create",
-        "--bundle",
-        b.path().to_str().unwrap(),
-        &id,
-    ]);
+    let e = rt.fails(&create_args(cfg, &b, &id));
     assert!(e.contains("allow_policy_files"), "{e}");
     assert_nothing_left(&rt, &id);
     // The allowed twin works.
     with_annotations(&b, &[("dev.nemosandbox.presets", "npm")]);
-    rt.ok(&[
-        "--config",
-        cfg,
-        "create",
-        "--bundle",
-        b.path().to_str().unwrap(),
-        &id,
-    ]);
+    rt.ok(&create_args(cfg, &b, &id));
     rt.ok(&["delete", "--force", &id]);
     assert_nothing_left(&rt, &id);
     // A broken node configuration fails closed, naming the place.
@@ -251,21 +235,7 @@ fn lint_reports_file_line_column_and_exit_codes() {
     args.extend(shipped.iter().map(|s| s.as_str()));
     rt.ok(&args);
     let list = rt.ok(&["--config", "/nonexistent.yaml", "policy", "list"]);
-    for name in [
-        "default",
-        "openclaw-sandbox",
-        "npm",
-        "pypi",
-        "github",
-        "huggingface",
-        "telegram",
-        "discord",
-        "slack",
-        "jira",
-        "outlook",
-        "docker",
-        "brew",
-    ] {
+    for (name, _, _) in nemosandbox::policy::builtin::BUILTIN {
         assert!(
             list.lines().any(|l| l.starts_with(&format!("{name} "))),
             "{name} missing:\n{list}"
