@@ -309,6 +309,23 @@ fn docker_runs_and_execs_through_the_runtime() {
     let id = d.run_sleeper("nemosandbox");
     let st = state_in(&d.runtime_root(), &id);
     assert_eq!(st["status"], "running");
+    // Terminals go through the console socket: `run -t` and `exec -t` get a pty.
+    let (code, out, err) = sh(&mut d.cli(&[
+        "run",
+        "--rm",
+        "-t",
+        "--runtime=nemosandbox",
+        "--network",
+        "none",
+        "localhost/nemo-bb:test",
+        "sh",
+        "-c",
+        "tty; exit 3",
+    ]));
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(out.contains("/dev/pts/"), "{out}");
+    let tty = ok(&mut d.cli(&["exec", "-t", &id, "tty"]));
+    assert!(tty.contains("/dev/pts/"), "{tty}");
     let (code, out, _) = sh(&mut d.cli(&[
         "exec",
         &id,

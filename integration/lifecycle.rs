@@ -542,3 +542,30 @@ fn version_features_and_spec() {
     let e = rt.fails(&["checkpoint", "x"]);
     assert!(e.contains("not supported"), "{e}");
 }
+
+#[test]
+fn doctor_reports_the_kernel_features() {
+    let rt = Runtime::new();
+    let table = rt.ok(&["doctor"]);
+    assert!(table.starts_with("FEATURE"), "{table}");
+    let checks: Vec<serde_json::Value> =
+        serde_json::from_str(&rt.ok(&["doctor", "--format", "json"])).unwrap();
+    let get = |f: &str| {
+        checks
+            .iter()
+            .find(|c| c["feature"] == f)
+            .unwrap_or_else(|| panic!("no {f}"))
+            .clone()
+    };
+    // This machine (and CI) has Landlock, seccomp notification and pidfd_getfd: a missing one
+    // is a failure here, never a skip.
+    let ll = get("landlock");
+    assert_eq!(ll["ok"], true, "{ll}");
+    assert!(ll["status"].as_str().unwrap().starts_with("ABI "), "{ll}");
+    assert_eq!(get("seccomp user notification")["ok"], true);
+    assert_eq!(get("pidfd_getfd")["ok"], true);
+    assert!(get("cgroup mode")["status"]
+        .as_str()
+        .unwrap()
+        .starts_with('v'));
+}

@@ -3,6 +3,7 @@
 
 pub mod bundle;
 pub mod confine;
+pub mod doctor;
 pub mod executor;
 pub mod foreground;
 pub mod helper;

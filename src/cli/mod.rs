@@ -166,6 +166,11 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         rest: Vec<String>,
     },
+    /// Kernel features relevant to enforcement, and what degrades without them
+    Doctor {
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
     /// Policy tools: lint, list, show, explain, schema
     #[command(subcommand)]
     Policy(PolicyCmd),
@@ -587,6 +592,14 @@ fn dispatch(cli: Cli) -> Result<i32> {
             bail!("checkpoint/restore is not supported by nemosandbox")
         }
         Cmd::Policy(cmd) => return policy_cmd(&rt, cmd),
+        Cmd::Doctor { format } => {
+            let checks = nemosandbox::doctor::checks();
+            match format.as_str() {
+                "json" => println!("{}", serde_json::to_string_pretty(&checks)?),
+                "table" => print!("{}", nemosandbox::doctor::table(&checks)),
+                other => bail!("--format {other:?}: use table or json"),
+            }
+        }
         Cmd::Sandbox { command } => {
             let id = sandbox::sandbox_id();
             let opts = CreateOptions {

@@ -1,0 +1,201 @@
+//! `nemosandbox doctor`: the kernel features enforcement relies on, probed directly (a syscall
+//! with arguments that cannot succeed tells "exists" from ENOSYS), and what degrades without.
+
+use std::path::Path;
+
+/// One probed feature.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Check {
+    pub feature: &'static str,
+    pub status: String,
+    pub ok: bool,
+    /// What is weaker when the feature is missing (empty when present).
+    pub degrades: String,
+}
+
+const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+
+/// The Landlock ABI the kernel offers, or the errno that says why not.
+pub fn landlock_abi() -> Result<i64, nix::Error> {
+    // SAFETY: with a NULL attr, size 0 and the VERSION flag the call only returns the ABI.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if rc < 0 {
+        Err(nix::Error::last())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Does the syscall exist? Called with arguments that fail before doing anything.
+fn syscall_exists(nr: libc::c_long, a: libc::c_long, b: libc::c_long, c: libc::c_long) -> bool {
+    // SAFETY: every probe passes invalid descriptors or NULL pointers, which the kernel rejects
+    // (EBADF/EFAULT/EINVAL) without side effects; only ENOSYS means "missing".
+    let rc = unsafe { libc::syscall(nr, a, b, c, 0 as libc::c_long) };
+    !(rc < 0 && nix::Error::last() == nix::Error::ENOSYS)
+}
+
+/// The rights each Landlock ABI adds, and what is lost without it.
+const LANDLOCK_ABIS: [(i64, &str); 7] = [
+    (1, "filesystem read/write/execute rules"),
+    (2, "refer (cross-directory rename/link) control"),
+    (3, "truncate control"),
+    (4, "TCP connect/bind port rules"),
+    (5, "ioctl on device files"),
+    (6, "signal and abstract unix socket scoping"),
+    (7, "audit logging of denials"),
+];
+
+pub fn cgroup_mode() -> &'static str {
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "v2 (unified)"
+    } else if Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists() {
+        "v1 hybrid (v2 at /sys/fs/cgroup/unified)"
+    } else if Path::new("/sys/fs/cgroup").exists() {
+        "v1 (legacy)"
+    } else {
+        "none"
+    }
+}
+
+pub fn checks() -> Vec<Check> {
+    let mut out = Vec::new();
+    match landlock_abi() {
+        Ok(abi) => {
+            let missing: Vec<&str> = LANDLOCK_ABIS
+                .iter()
+                .filter(|(v, _)| *v > abi)
+                .map(|(_, d)| *d)
+                .collect();
+            out.push(Check {
+                feature: "landlock",
+                status: format!("ABI {abi}"),
+                ok: true,
+                degrades: if missing.is_empty() {
+                    String::new()
+                } else {
+                    format!("not enforceable: {}", missing.join(", "))
+                },
+            });
+        }
+        Err(e) => out.push(Check {
+            feature: "landlock",
+            status: format!("unavailable ({e})"),
+            ok: false,
+            degrades:
+                "no filesystem rights beyond the mount layout; hard_requirement policies fail"
+                    .into(),
+        }),
+    }
+    let actions =
+        std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
+    let notif = actions.split_whitespace().any(|a| a == "user_notif");
+    out.push(Check {
+        feature: "seccomp user notification",
+        status: if notif {
+            "available".into()
+        } else {
+            "unavailable".into()
+        },
+        ok: notif,
+        degrades: if notif {
+            String::new()
+        } else {
+            "no per-binary network guard: network calls are refused".into()
+        },
+    });
+    let getfd = syscall_exists(libc::SYS_pidfd_getfd, -1, -1, 0);
+    out.push(Check {
+        feature: "pidfd_getfd",
+        status: if getfd {
+            "available".into()
+        } else {
+            "unavailable".into()
+        },
+        ok: getfd,
+        degrades: if getfd {
+            String::new()
+        } else {
+            "the guard cannot act on the caller's socket: network calls are refused".into()
+        },
+    });
+    let openat2 = syscall_exists(libc::SYS_openat2, -1, 0, 0);
+    out.push(Check {
+        feature: "openat2 (RESOLVE_IN_ROOT)",
+        status: if openat2 {
+            "available".into()
+        } else {
+            "unavailable".into()
+        },
+        ok: openat2,
+        degrades: if openat2 {
+            String::new()
+        } else {
+            "symlink guards resolve component by component (slower)".into()
+        },
+    });
+    let mode = cgroup_mode();
+    out.push(Check {
+        feature: "cgroup mode",
+        status: mode.into(),
+        ok: mode != "none",
+        degrades: String::new(),
+    });
+    let userns: i64 = std::fs::read_to_string("/proc/sys/user/max_user_namespaces")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    out.push(Check {
+        feature: "user namespaces",
+        status: if userns > 0 {
+            format!("enabled (max {userns})")
+        } else {
+            "disabled".into()
+        },
+        ok: true,
+        degrades: if userns > 0 {
+            String::new()
+        } else {
+            "rootless containers and user-namespaced specs are refused".into()
+        },
+    });
+    let systemd = Path::new("/run/systemd/system").is_dir();
+    out.push(Check {
+        feature: "systemd",
+        status: if systemd {
+            "running".into()
+        } else {
+            "not running".into()
+        },
+        ok: true,
+        degrades: if systemd {
+            String::new()
+        } else {
+            "--systemd-cgroup is refused; use cgroupfs".into()
+        },
+    });
+    out
+}
+
+/// The table `doctor` prints.
+pub fn table(checks: &[Check]) -> String {
+    let mut s = format!("{:<28} {:<44} {}\n", "FEATURE", "STATUS", "WHAT DEGRADES");
+    for c in checks {
+        let degrades = if c.degrades.is_empty() {
+            "-"
+        } else {
+            &c.degrades
+        };
+        s.push_str(&format!(
+            "{:<28} {:<44} {}\n",
+            c.feature, c.status, degrades
+        ));
+    }
+    s
+}
