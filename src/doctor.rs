@@ -64,6 +64,20 @@ pub fn cgroup_mode() -> &'static str {
     }
 }
 
+/// A feature that is either there or not; `degrades` is what is lost without it.
+fn presence(feature: &'static str, ok: bool, degrades: &str) -> Check {
+    Check {
+        feature,
+        status: if ok {
+            "available".into()
+        } else {
+            "unavailable".into()
+        },
+        ok,
+        degrades: if ok { String::new() } else { degrades.into() },
+    }
+}
+
 pub fn checks() -> Vec<Check> {
     let mut out = Vec::new();
     match landlock_abi() {
@@ -96,50 +110,23 @@ pub fn checks() -> Vec<Check> {
     let actions =
         std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail").unwrap_or_default();
     let notif = actions.split_whitespace().any(|a| a == "user_notif");
-    out.push(Check {
-        feature: "seccomp user notification",
-        status: if notif {
-            "available".into()
-        } else {
-            "unavailable".into()
-        },
-        ok: notif,
-        degrades: if notif {
-            String::new()
-        } else {
-            "no per-binary network guard: network calls are refused".into()
-        },
-    });
+    out.push(presence(
+        "seccomp user notification",
+        notif,
+        "no per-binary network guard: network calls are refused",
+    ));
     let getfd = syscall_exists(libc::SYS_pidfd_getfd, -1, -1, 0);
-    out.push(Check {
-        feature: "pidfd_getfd",
-        status: if getfd {
-            "available".into()
-        } else {
-            "unavailable".into()
-        },
-        ok: getfd,
-        degrades: if getfd {
-            String::new()
-        } else {
-            "the guard cannot act on the caller's socket: network calls are refused".into()
-        },
-    });
+    out.push(presence(
+        "pidfd_getfd",
+        getfd,
+        "the guard cannot act on the caller's socket: network calls are refused",
+    ));
     let openat2 = syscall_exists(libc::SYS_openat2, -1, 0, 0);
-    out.push(Check {
-        feature: "openat2 (RESOLVE_IN_ROOT)",
-        status: if openat2 {
-            "available".into()
-        } else {
-            "unavailable".into()
-        },
-        ok: openat2,
-        degrades: if openat2 {
-            String::new()
-        } else {
-            "symlink guards resolve component by component (slower)".into()
-        },
-    });
+    out.push(presence(
+        "openat2 (RESOLVE_IN_ROOT)",
+        openat2,
+        "symlink guards resolve component by component (slower)",
+    ));
     let mode = cgroup_mode();
     out.push(Check {
         feature: "cgroup mode",

@@ -260,7 +260,7 @@ impl Runtime {
             state::POLICY_SOURCES_ANNOTATION.into(),
             effective.sources.join(","),
         );
-        meta.save(&self.root, id)?;
+        // Saved once, by the between-create-and-start stage, when the init pid is known.
 
         let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
             .with_executor(ConfiningExecutor::new(rw.plan.clone()))
