@@ -44,6 +44,14 @@ fn rootfs_tar(dir: &Path) -> PathBuf {
     tar
 }
 
+/// The engine's container printed its /proc status lines: seccomp filter and no_new_privs on.
+fn assert_confined(status: &str) {
+    assert!(
+        status.contains("Seccomp:\t2") && status.contains("NoNewPrivs:\t1"),
+        "{status}"
+    );
+}
+
 fn wait_for_socket(sock: &Path, daemon: &mut Child, log: &Path) {
     let start = Instant::now();
     while !sock.exists() {
@@ -123,10 +131,7 @@ fn podman_runs_containers_through_the_runtime() {
         "grep -E 'Seccomp|NoNewPrivs' /proc/self/status; exit 4",
     ]));
     assert_eq!(code, 4, "{out}{err}");
-    assert!(
-        out.contains("Seccomp:\t2") && out.contains("NoNewPrivs:\t1"),
-        "{out}"
-    );
+    assert_confined(&out);
 
     let id = ok(podman().args([
         "run",
@@ -291,10 +296,7 @@ fn docker_runs_and_execs_through_the_runtime() {
         "grep -E 'Seccomp|NoNewPrivs' /proc/self/status; exit 5",
     ]));
     assert_eq!(code, 5, "{out}{err}");
-    assert!(
-        out.contains("Seccomp:\t2") && out.contains("NoNewPrivs:\t1"),
-        "{out}"
-    );
+    assert_confined(&out);
 
     // runtimeArgs pin a preset for engines that cannot pass annotations.
     let pinned = d.run_sleeper("nemosandbox-telegram");

@@ -48,16 +48,7 @@ impl SourceBundle {
             source,
         })?;
         let path = dir.join("config.json");
-        let data = fs::read(&path).map_err(|source| BundleError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let spec: Spec = serde_json::from_slice(&data).map_err(|e| BundleError::Parse {
-            path: path.clone(),
-            line: e.line(),
-            column: e.column(),
-            msg: e.to_string(),
-        })?;
+        let spec: Spec = read_json(&path)?;
         check_spec(&path, &spec)?;
         Ok(SourceBundle { dir, spec })
     }
@@ -216,34 +207,28 @@ pub fn write_rewritten(dir: &Path, rw: &Rewritten) -> Result<(), BundleError> {
     )
 }
 
-/// Read the plan written at `create`, for `exec`.
-pub fn load_plan(dir: &Path) -> Result<ConfinementPlan, BundleError> {
-    let path = dir.join("confine.json");
-    let data = fs::read(&path).map_err(|source| BundleError::Read {
-        path: path.clone(),
+/// Read and parse a JSON file; errors name the file and the line/column.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, BundleError> {
+    let data = fs::read(path).map_err(|source| BundleError::Read {
+        path: path.to_path_buf(),
         source,
     })?;
     serde_json::from_slice(&data).map_err(|e| BundleError::Parse {
-        path,
+        path: path.to_path_buf(),
         line: e.line(),
         column: e.column(),
         msg: e.to_string(),
     })
 }
 
+/// Read the plan written at `create`, for `exec`.
+pub fn load_plan(dir: &Path) -> Result<ConfinementPlan, BundleError> {
+    read_json(&dir.join("confine.json"))
+}
+
 /// Load the rewritten spec written at `create`.
 pub fn load_rewritten_spec(dir: &Path) -> Result<Spec, BundleError> {
-    let path = dir.join("config.json");
-    let data = fs::read(&path).map_err(|source| BundleError::Read {
-        path: path.clone(),
-        source,
-    })?;
-    serde_json::from_slice(&data).map_err(|e| BundleError::Parse {
-        path,
-        line: e.line(),
-        column: e.column(),
-        msg: e.to_string(),
-    })
+    read_json(&dir.join("config.json"))
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -25,7 +24,7 @@ use crate::bundle::{self, BundleError, SourceBundle};
 use crate::executor::ConfiningExecutor;
 use crate::foreground::{self, ForegroundError};
 use crate::helper::{self, HelperError};
-use crate::policy::merge::Effective;
+use crate::policy::merge::{sha256_hex, Effective};
 use crate::policy::select::{self, NodeConfig};
 use crate::state::{self, effective_status, status_word, Meta, StateError, StateRoot};
 
@@ -95,6 +94,13 @@ fn lc<'a>(op: &'static str, id: &'a str) -> impl FnOnce(LibcontainerError) -> Li
             id: id.to_string(),
             source: Box::new(source),
         },
+    }
+}
+
+fn cgroup_err<E: std::fmt::Display>(id: &str) -> impl FnOnce(E) -> LifecycleError + '_ {
+    move |e| LifecycleError::Cgroup {
+        id: id.to_string(),
+        msg: e.to_string(),
     }
 }
 
@@ -243,7 +249,8 @@ impl Runtime {
         };
         bundle::write_rewritten(&own, &rw)?;
         let effective_path = own.join("effective.json");
-        fs::write(&effective_path, effective.canonical_json()).map_err(io_err(&effective_path))?;
+        let canonical = effective.canonical_json();
+        fs::write(&effective_path, &canonical).map_err(io_err(&effective_path))?;
         let mut meta = Meta {
             bundle: src.dir.clone(),
             rootfs: rw
@@ -255,7 +262,7 @@ impl Runtime {
             ..Meta::default()
         };
         meta.annotations
-            .insert(state::POLICY_HASH_ANNOTATION.into(), effective.sha256());
+            .insert(state::POLICY_HASH_ANNOTATION.into(), sha256_hex(&canonical));
         meta.annotations.insert(
             state::POLICY_SOURCES_ANNOTATION.into(),
             effective.sources.join(","),
@@ -325,17 +332,34 @@ impl Runtime {
         Ok(self.root.load(id)?)
     }
 
-    pub fn start(&self, id: &str) -> Result<()> {
-        let mut c = self.load(id)?;
+    /// The container, its metadata and its status corrected for a reused pid.
+    fn load_with_status(&self, id: &str) -> Result<(Container, Option<Meta>, ContainerStatus)> {
+        let c = self.load(id)?;
         let meta = Meta::load(&self.root, id).ok();
         let status = effective_status(&c, meta.as_ref());
-        if status != ContainerStatus::Created {
+        Ok((c, meta, status))
+    }
+
+    /// Load a container whose status `allowed` accepts; otherwise a wrong-state error for `op`.
+    fn load_for(
+        &self,
+        id: &str,
+        op: &'static str,
+        allowed: impl Fn(ContainerStatus) -> bool,
+    ) -> Result<Container> {
+        let (c, _, status) = self.load_with_status(id)?;
+        if !allowed(status) {
             return Err(LifecycleError::WrongState {
                 id: id.into(),
                 status: status_word(status),
-                op: "start",
+                op,
             });
         }
+        Ok(c)
+    }
+
+    pub fn start(&self, id: &str) -> Result<()> {
+        let mut c = self.load_for(id, "start", |s| s == ContainerStatus::Created)?;
         c.start().map_err(lc("start", id))
     }
 
@@ -377,12 +401,13 @@ impl Runtime {
             }
             return Err(StateError::NotExist(id.to_string()).into());
         }
-        let mut c = self.load(id)?;
-        let meta = Meta::load(&self.root, id).ok();
-        let status = effective_status(&c, meta.as_ref());
-        if status == ContainerStatus::Stopped && c.status() != ContainerStatus::Stopped {
-            // The recorded pid now belongs to someone else: never signal it.
+        let (mut c, meta, status) = self.load_with_status(id)?;
+        if status == ContainerStatus::Stopped && c.pid().is_some() {
+            // The recorded pid may now belong to someone else, and libcontainer's delete
+            // re-reads liveness from it and kills it: forget the pid first.
+            c.state.pid = None;
             c.set_status(ContainerStatus::Stopped);
+            c.save().map_err(lc("delete", id))?;
         }
         if !force && matches!(status, ContainerStatus::Running | ContainerStatus::Paused) {
             return Err(LifecycleError::NotStopped(
@@ -436,16 +461,7 @@ impl Runtime {
     }
 
     pub fn kill(&self, id: &str, sig: Signal, all: bool) -> Result<()> {
-        let mut c = self.load(id)?;
-        let meta = Meta::load(&self.root, id).ok();
-        let status = effective_status(&c, meta.as_ref());
-        if status == ContainerStatus::Stopped && !all {
-            return Err(LifecycleError::WrongState {
-                id: id.into(),
-                status: "stopped",
-                op: "kill",
-            });
-        }
+        let mut c = self.load_for(id, "kill", |s| all || s != ContainerStatus::Stopped)?;
         c.kill(sig, all).map_err(lc("kill", id))
     }
 
@@ -481,10 +497,7 @@ impl Runtime {
             systemd_cgroup: c.systemd(),
             container_name: id.clone(),
         })
-        .map_err(|e| LifecycleError::Cgroup {
-            id,
-            msg: e.to_string(),
-        })
+        .map_err(cgroup_err(&id))
     }
 
     /// Pids in the container's cgroup.
@@ -493,10 +506,7 @@ impl Runtime {
         let m = self.cgroup_manager(&c)?;
         let mut pids: Vec<i32> = m
             .get_all_pids()
-            .map_err(|e| LifecycleError::Cgroup {
-                id: id.into(),
-                msg: e.to_string(),
-            })?
+            .map_err(cgroup_err(id))?
             .into_iter()
             .map(|p: Pid| p.as_raw())
             .collect();
@@ -506,15 +516,7 @@ impl Runtime {
 
     /// Apply new resource limits (runc's `update --resources`).
     pub fn update(&self, id: &str, resources: &LinuxResources) -> Result<()> {
-        let c = self.load(id)?;
-        let status = effective_status(&c, Meta::load(&self.root, id).ok().as_ref());
-        if status == ContainerStatus::Stopped {
-            return Err(LifecycleError::WrongState {
-                id: id.into(),
-                status: "stopped",
-                op: "update",
-            });
-        }
+        let c = self.load_for(id, "update", |s| s != ContainerStatus::Stopped)?;
         let m = self.cgroup_manager(&c)?;
         m.apply(&ControllerOpt {
             resources,
@@ -522,46 +524,23 @@ impl Runtime {
             oom_score_adj: None,
             freezer_state: None,
         })
-        .map_err(|e| LifecycleError::Cgroup {
-            id: id.into(),
-            msg: e.to_string(),
-        })
+        .map_err(cgroup_err(id))
     }
 
     /// One stats sample as runc's `events` prints it.
     pub fn stats_event(&self, id: &str) -> Result<serde_json::Value> {
-        let c = self.load(id)?;
-        let status = effective_status(&c, Meta::load(&self.root, id).ok().as_ref());
-        if status == ContainerStatus::Stopped {
-            return Err(LifecycleError::WrongState {
-                id: id.into(),
-                status: "stopped",
-                op: "read events of",
-            });
-        }
+        let c = self.load_for(id, "read events of", |s| s != ContainerStatus::Stopped)?;
         let m = self.cgroup_manager(&c)?;
-        let stats = m.stats().map_err(|e| LifecycleError::Cgroup {
-            id: id.into(),
-            msg: e.to_string(),
-        })?;
+        let stats = m.stats().map_err(cgroup_err(id))?;
         Ok(serde_json::json!({"type": "stats", "id": id, "data": stats}))
     }
 
     /// `exec`: start a process in a running container under the container's confinement.
     pub fn exec(&self, opts: &ExecOptions) -> Result<i32> {
         let id = opts.id.as_str();
-        let c = self.load(id)?;
-        let meta = Meta::load(&self.root, id).ok();
-        let status = effective_status(&c, meta.as_ref());
-        let ok = status == ContainerStatus::Running
-            || (opts.ignore_paused && status == ContainerStatus::Paused);
-        if !ok {
-            return Err(LifecycleError::WrongState {
-                id: id.into(),
-                status: status_word(status),
-                op: "exec in",
-            });
-        }
+        self.load_for(id, "exec in", |s| {
+            s == ContainerStatus::Running || (opts.ignore_paused && s == ContainerStatus::Paused)
+        })?;
         let own = self.root.own_dir(id);
         let plan = bundle::load_plan(&own)?;
         let spec = bundle::load_rewritten_spec(&own)?;
@@ -650,16 +629,7 @@ fn normalize_cap(cap: &str) -> String {
 /// Copy of an exec process.json with capabilities limited to the container's and
 /// no_new_privs set; written into our state dir, removed after the exec.
 fn bounded_process_copy(path: &Path, container: &LinuxCapabilities, own: &Path) -> Result<PathBuf> {
-    let mut data = Vec::new();
-    fs::File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut data))
-        .map_err(io_err(path))?;
-    let mut process: Process = serde_json::from_slice(&data).map_err(|e| BundleError::Parse {
-        path: path.to_path_buf(),
-        line: e.line(),
-        column: e.column(),
-        msg: e.to_string(),
-    })?;
+    let mut process: Process = bundle::read_json(path)?;
     if process.args().as_ref().is_none_or(|a| a.is_empty()) {
         return Err(LifecycleError::Invalid {
             what: format!("{}: process.args", path.display()),

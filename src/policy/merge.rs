@@ -218,6 +218,14 @@ fn apply_common(eff: &mut Effective, doc: &PolicyDoc, from: &str) {
     }
 }
 
+/// sha256 of bytes, lowercase hex (the form of `dev.nemosandbox.policy.sha256`).
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 impl Effective {
     /// Canonical JSON (maps are ordered) — what is stored and hashed.
     pub fn canonical_json(&self) -> Vec<u8> {
@@ -226,8 +234,7 @@ impl Effective {
 
     /// sha256 of the canonical JSON, lowercase hex.
     pub fn sha256(&self) -> String {
-        let digest = Sha256::digest(self.canonical_json());
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        sha256_hex(&self.canonical_json())
     }
 
     /// Does any endpoint run in audit mode?
