@@ -8,6 +8,7 @@ pub mod executor;
 pub mod foreground;
 pub mod helper;
 pub mod info;
+pub mod layout;
 pub mod lifecycle;
 pub mod logging;
 pub mod policy;
