@@ -115,6 +115,15 @@ pub struct ConfinementPlan {
     /// The container's seccomp profile, applied by the in-container stage to the init process
     /// and to every exec'd process (libcontainer gives exec'd processes none).
     pub seccomp: Option<LinuxSeccomp>,
+    /// Landlock grants, ports and scoping; `None` only for plans written before policy
+    /// enforcement existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub landlock: Option<crate::confine::landlock::LandlockPlan>,
+    #[serde(default)]
+    pub compatibility: crate::policy::model::Compatibility,
+    /// uid and gid from the policy's run_as_user/group: exec'd processes run as them too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<(u32, u32)>,
 }
 
 /// The spec that will run, with the plan for the in-container stage.
@@ -179,7 +188,10 @@ pub fn rewrite_base(src: &SourceBundle, id: &str) -> Result<Rewritten, BundleErr
 
     Ok(Rewritten {
         spec,
-        plan: ConfinementPlan { seccomp },
+        plan: ConfinementPlan {
+            seccomp,
+            ..ConfinementPlan::default()
+        },
     })
 }
 

@@ -19,11 +19,13 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 #[derive(Clone)]
 pub struct ConfiningExecutor {
     plan: ConfinementPlan,
+    /// Runs an exec'd process rather than the container's init.
+    exec: bool,
 }
 
 impl ConfiningExecutor {
-    pub fn new(plan: ConfinementPlan) -> Self {
-        Self { plan }
+    pub fn new(plan: ConfinementPlan, exec: bool) -> Self {
+        Self { plan, exec }
     }
 }
 
@@ -83,7 +85,7 @@ impl Executor for ConfiningExecutor {
             .map(|a| CString::new(a.as_bytes()).map_err(|_| ExecutorError::InvalidArg))
             .collect::<Result<_, _>>()?;
 
-        confine::apply(&self.plan).map_err(|e| ExecutorError::Other(e.to_string()))?;
+        confine::apply(&self.plan, self.exec).map_err(|e| ExecutorError::Other(e.to_string()))?;
 
         let err = nix::unistd::execv(&program, &argv).unwrap_err();
         Err(ExecutorError::Other(format!("exec {:?}: {err}", args[0])))

@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod executor;
 pub mod foreground;
 pub mod helper;
+pub mod identity;
 pub mod info;
 pub mod layout;
 pub mod lifecycle;

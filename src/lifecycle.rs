@@ -21,6 +21,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxCapabilities, LinuxResources, Process};
 
 use crate::bundle::{self, BundleError, SourceBundle};
+use crate::confine;
 use crate::executor::ConfiningExecutor;
 use crate::foreground::{self, ForegroundError};
 use crate::helper::{self, HelperError};
@@ -64,6 +65,8 @@ pub enum LifecycleError {
     Helper(#[from] HelperError),
     #[error("policy: {0}")]
     Policy(String),
+    #[error("policy: {0}")]
+    Prepare(#[from] crate::confine::prepare::PrepareError),
     #[error("cgroup of container {id:?}: {msg}")]
     Cgroup { id: String, msg: String },
 }
@@ -238,7 +241,7 @@ impl Runtime {
         let effective = self.policy.effective(&annotations)?;
 
         // Spec-rewrite stage.
-        let rw = bundle::rewrite_base(&src, id)?;
+        let mut rw = bundle::rewrite_base(&src, id)?;
 
         let own = self.root.own_dir(id);
         // No libcontainer state exists for this id, so anything here is a leftover of a crash.
@@ -247,6 +250,10 @@ impl Runtime {
         let mut guard = RemoveOnDrop {
             path: Some(own.clone()),
         };
+        let layout = confine::prepare::prepare(&mut rw, &effective, &own)?;
+        for note in &layout.notes {
+            tracing::debug!("container {id:?} layout: {note}");
+        }
         bundle::write_rewritten(&own, &rw)?;
         let effective_path = own.join("effective.json");
         let canonical = effective.canonical_json();
@@ -270,7 +277,7 @@ impl Runtime {
         // Saved once, by the between-create-and-start stage, when the init pid is known.
 
         let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
-            .with_executor(ConfiningExecutor::new(rw.plan.clone()))
+            .with_executor(ConfiningExecutor::new(rw.plan.clone(), false))
             .with_root_path(self.root.path())
             .and_then(|b| b.with_pid_file(opts.pid_file.as_ref()))
             .map(|b| {
@@ -542,8 +549,15 @@ impl Runtime {
             s == ContainerStatus::Running || (opts.ignore_paused && s == ContainerStatus::Paused)
         })?;
         let own = self.root.own_dir(id);
-        let plan = bundle::load_plan(&own)?;
+        let mut plan = bundle::load_plan(&own)?;
         let spec = bundle::load_rewritten_spec(&own)?;
+        if let Some(l) = plan.landlock.as_mut() {
+            // The kernel cannot have changed, but the ABI cap may have: decide again.
+            let (abi, cap) = confine::landlock::available_abi();
+            l.abi = l.abi.min(abi);
+            confine::landlock::check(plan.compatibility, l.abi, cap)
+                .map_err(|e| LifecycleError::Prepare(e.into()))?;
+        }
         let bounding = spec
             .process()
             .as_ref()
@@ -566,7 +580,7 @@ impl Runtime {
 
         // The engine's process.json is not ours to change: bound it into a copy.
         let process_copy = match &opts.process {
-            Some(path) => Some(bounded_process_copy(path, &bounding, &own)?),
+            Some(path) => Some(bounded_process_copy(path, &bounding, plan.run_as, &own)?),
             None => None,
         };
         let _cleanup = RemoveOnDrop {
@@ -584,8 +598,12 @@ impl Runtime {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
             })
             .collect();
+        let (user, group) = match plan.run_as {
+            Some((u, g)) => (Some(u), Some(g)),
+            None => (opts.user, opts.group),
+        };
         let pid = ContainerBuilder::new(id.to_string(), SyscallType::default())
-            .with_executor(ConfiningExecutor::new(plan))
+            .with_executor(ConfiningExecutor::new(plan, true))
             .with_root_path(self.root.path())
             .and_then(|b| b.with_pid_file(opts.pid_file.as_ref()))
             .map(|b| {
@@ -603,8 +621,8 @@ impl Runtime {
                     .with_container_args(opts.args.clone())
                     .with_capabilities(opts.caps.iter().map(|c| normalize_cap(c)).collect())
                     .with_additional_gids(opts.additional_gids.clone())
-                    .with_user(opts.user)
-                    .with_group(opts.group)
+                    .with_user(user)
+                    .with_group(group)
                     .with_ignore_paused(opts.ignore_paused)
                     .with_sub_cgroup(opts.sub_cgroup.clone())
                     .build()
@@ -628,7 +646,12 @@ fn normalize_cap(cap: &str) -> String {
 
 /// Copy of an exec process.json with capabilities limited to the container's and
 /// no_new_privs set; written into our state dir, removed after the exec.
-fn bounded_process_copy(path: &Path, container: &LinuxCapabilities, own: &Path) -> Result<PathBuf> {
+fn bounded_process_copy(
+    path: &Path,
+    container: &LinuxCapabilities,
+    run_as: Option<(u32, u32)>,
+    own: &Path,
+) -> Result<PathBuf> {
     let mut process: Process = bundle::read_json(path)?;
     if process.args().as_ref().is_none_or(|a| a.is_empty()) {
         return Err(LifecycleError::Invalid {
@@ -653,6 +676,22 @@ fn bounded_process_copy(path: &Path, container: &LinuxCapabilities, own: &Path) 
         caps.set_inheritable(limit(caps.inheritable(), bounding));
         caps.set_ambient(limit(caps.ambient(), bounding));
         process.set_capabilities(Some(caps));
+    }
+    if let Some((uid, gid)) = run_as {
+        // The policy's identity holds for every process; a non-root identity keeps only the
+        // bounding set, as at create.
+        let mut user = process.user().clone();
+        user.set_uid(uid);
+        user.set_gid(gid);
+        user.set_additional_gids(None);
+        process.set_user(user);
+        if let Some(mut caps) = process.capabilities().clone() {
+            caps.set_effective(None);
+            caps.set_permitted(None);
+            caps.set_inheritable(None);
+            caps.set_ambient(None);
+            process.set_capabilities(Some(caps));
+        }
     }
     process.set_no_new_privileges(Some(true));
     let name = format!(

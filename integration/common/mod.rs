@@ -52,12 +52,21 @@ fn busybox_path() -> PathBuf {
     panic!("busybox-static is not installed (apt-get install busybox-static)");
 }
 
+/// Put a host binary into a rootfs as a hard link, not a copy: a copy's write descriptor is
+/// briefly inherited by processes other test threads fork, and executing the file meanwhile
+/// fails with ETXTBSY. Tests never write to it.
+pub fn install_binary(src: &Path, dst: &Path) {
+    if std::fs::hard_link(src, dst).is_err() {
+        std::fs::copy(src, dst).unwrap();
+    }
+}
+
 /// Populate `rootfs` with busybox-static and a symlink per applet.
 pub fn make_busybox_rootfs(rootfs: &Path) {
     for d in ["bin", "proc", "dev", "sys", "tmp", "etc", "root", "var/tmp"] {
         std::fs::create_dir_all(rootfs.join(d)).unwrap();
     }
-    std::fs::copy(busybox_path(), rootfs.join("bin/busybox")).unwrap();
+    install_binary(&busybox_path(), &rootfs.join("bin/busybox"));
     // List applets with the host's copy: executing the fresh copy races with other threads'
     // forks that briefly hold its write descriptor (ETXTBSY).
     let list = Command::new(busybox_path()).arg("--list").output().unwrap();

@@ -356,6 +356,9 @@ impl Planner<'_> {
         if let Some((extra, _)) = implicit(p) {
             d = d.union(extra);
         }
+        if self.tmp_tmpfs && p == Path::new("/tmp") {
+            d = d.union(Rights::RW);
+        }
         let relaxed = match self.states.get(p) {
             Some(State::Masked) | Some(State::Absent) => Rights::ALL,
             Some(State::Ro) => d.union(Rights::W),
@@ -373,6 +376,9 @@ impl Planner<'_> {
             .collect();
         for (p, _, _) in IMPLICIT {
             nodes.insert(PathBuf::from(p));
+        }
+        if self.tmp_tmpfs {
+            nodes.insert(PathBuf::from("/tmp"));
         }
         let mut out = Vec::new();
         let root = Path::new("/");
@@ -401,7 +407,11 @@ impl Planner<'_> {
             .fold(Rights::ALL, |acc, n| acc.inter(self.desire(n).1));
         let conflict = need.minus(allowed_by_all);
         let here = need.minus(conflict);
-        let kind = self.tree.kind(p).or(implicit(p).map(|(_, k)| k));
+        let kind = self
+            .tree
+            .kind(p)
+            .or(implicit(p).map(|(_, k)| k))
+            .or((self.tmp_tmpfs && p == Path::new("/tmp")).then_some(Kind::Dir));
         if !here.is_empty() && kind.is_some() {
             self.push_grant(out, p, here, kind)?;
         }

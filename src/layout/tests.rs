@@ -132,6 +132,7 @@ fn case01_read_only_everything() {
     assert_eq!(steps(&p), vec![s("/tmp", "tmpfs")]);
     assert_eq!(landlock(&p, "/etc/passwd"), Rights::R);
     assert_eq!(landlock(&p, "/dev/null"), Rights::RW);
+    assert_eq!(landlock(&p, "/tmp/x"), Rights::RW);
     let mut spec = Spec::default();
     let mut root = spec.root().clone().unwrap();
     root.set_path(img.0.clone());

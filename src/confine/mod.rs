@@ -9,6 +9,10 @@
 //! network notification filter) plug in here, before seccomp, because the profile may deny the
 //! syscalls they need.
 
+pub mod landlock;
+pub mod prepare;
+pub mod seccomp;
+
 use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
 
 use crate::bundle::ConfinementPlan;
@@ -19,6 +23,8 @@ pub enum ConfineError {
     NoNewPrivs(nix::Error),
     #[error("loading the container's seccomp profile: {0}")]
     Seccomp(String),
+    #[error(transparent)]
+    Landlock(#[from] landlock::LandlockError),
     #[error("resetting the signal mask: {0}")]
     Signals(nix::Error),
 }
@@ -45,19 +51,29 @@ pub fn set_no_new_privs() -> Result<(), ConfineError> {
     Ok(())
 }
 
-/// Apply the plan to the calling process. Order matters: everything that needs syscalls the
-/// profile may deny comes before seccomp, which is last.
-pub fn apply(plan: &ConfinementPlan) -> Result<(), ConfineError> {
+fn load_seccomp(profile: &oci_spec::runtime::LinuxSeccomp) -> Result<(), ConfineError> {
+    let notify = libcontainer::seccomp::initialize_seccomp(profile)
+        .map_err(|e| ConfineError::Seccomp(e.to_string()))?;
+    if let Some(fd) = notify {
+        // Profiles with SCMP_ACT_NOTIFY and no listener are refused at create; a stray
+        // listener fd closed here makes those syscalls fail, never succeed.
+        let _ = nix::unistd::close(fd);
+    }
+    Ok(())
+}
+
+/// Apply the plan to the calling process (`exec`: an exec'd process, not init). Order
+/// matters: Landlock needs syscalls a profile may deny, so seccomp comes last; the
+/// always-denied filter goes first so a profile that forbids `seccomp` itself cannot skip it.
+pub fn apply(plan: &ConfinementPlan, exec: bool) -> Result<(), ConfineError> {
     reset_signals()?;
     set_no_new_privs()?;
+    if let Some(l) = &plan.landlock {
+        landlock::apply(l, exec)?;
+    }
+    load_seccomp(&seccomp::always_denied())?;
     if let Some(profile) = &plan.seccomp {
-        let notify = libcontainer::seccomp::initialize_seccomp(profile)
-            .map_err(|e| ConfineError::Seccomp(e.to_string()))?;
-        if let Some(fd) = notify {
-            // Profiles with SCMP_ACT_NOTIFY and no listener are refused at create; a stray
-            // listener fd closed here makes those syscalls fail, never succeed.
-            let _ = nix::unistd::close(fd);
-        }
+        load_seccomp(profile)?;
     }
     Ok(())
 }

@@ -1,0 +1,657 @@
+//! Filesystem and process confinement from inside real containers (SPEC §5, §6): each denial
+//! beside its allowed twin, in the init process and in exec'd processes, with a static probe
+//! doing what an attacker would.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::*;
+
+/// The probe, compiled once per test run.
+fn probe() -> &'static Path {
+    static PROBE: OnceLock<PathBuf> = OnceLock::new();
+    PROBE.get_or_init(|| {
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("probe");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/probe.c");
+        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+        let st = Command::new("gcc")
+            .args(["-static", "-O2", "-o"])
+            .arg(&tmp)
+            .arg(&src)
+            .status()
+            .expect("gcc (apt-get install gcc libc6-dev)");
+        assert!(st.success(), "building the probe failed");
+        std::fs::rename(&tmp, &out).unwrap();
+        out
+    })
+}
+
+/// A busybox bundle with the probe and the files the conformance cases talk about.
+fn bundle(args: &[&str]) -> Bundle {
+    let b = Bundle::busybox(args);
+    let r = b.path().join("rootfs");
+    install_binary(probe(), &r.join("bin/probe"));
+    for d in [
+        "sandbox/.ssh",
+        "var/log",
+        "home/a/.config",
+        "h/.ssh",
+        "d/secret",
+        "w",
+        "t",
+    ] {
+        std::fs::create_dir_all(r.join(d)).unwrap();
+    }
+    for (f, content) in [
+        ("sandbox/.ssh/id_rsa", "secret"),
+        ("etc/shadow", "secret"),
+        ("var/log/secret1", "secret"),
+        ("var/log/other", "data"),
+        ("home/a/.config/c", "secret"),
+        ("home/a/other", "data"),
+        ("h/.ssh/k.json", "secret"),
+        ("h/a.json", "data"),
+        ("d/secret/s", "data"),
+        ("w/f", "data"),
+        ("t/tool", "#!/bin/sh\necho tool-ran\n"),
+    ] {
+        std::fs::write(r.join(f), content).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(r.join("t/tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    b
+}
+
+/// Share the host's network namespace: a new one has its loopback down, and only Landlock
+/// should decide whether a loopback connect goes through.
+fn host_network(b: &Bundle) {
+    b.edit(|c| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "network");
+    });
+}
+
+/// Write a policy document next to the runtime root and return its path.
+fn policy(rt: &Runtime, yaml: &str) -> String {
+    let p = rt.root.path().join(format!("{}.yaml", unique("policy")));
+    std::fs::write(&p, yaml).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+/// A baseline with just a permission map (plus x on /bin so the probe and sh can run).
+fn map_policy(rt: &Runtime, map: &[(&str, &str)]) -> String {
+    let mut y =
+        String::from("version: 1\nfilesystem_policy:\n  permissions:\n    \"/bin/**\": \"r-x\"\n");
+    for (k, v) in map {
+        y.push_str(&format!("    \"{k}\": \"{v}\"\n"));
+    }
+    policy(rt, &y)
+}
+
+/// `run` a shell script in a fresh container under `policy` (None = built-in default).
+fn run_script(rt: &Runtime, policy: Option<&str>, script: &str) -> String {
+    let b = bundle(&["sh", "-c", script]);
+    run_bundle(rt, policy, &b, &[])
+}
+
+fn run_bundle(rt: &Runtime, policy: Option<&str>, b: &Bundle, env: &[(&str, &str)]) -> String {
+    let id = unique("conf");
+    let mut args: Vec<&str> = Vec::new();
+    if let Some(p) = policy {
+        args.extend(["--policy", p]);
+    }
+    args.extend(["run", "--bundle", b.path().to_str().unwrap(), &id]);
+    let mut cmd = rt.command(&args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = output_within(cmd, Duration::from_secs(60));
+    assert_nothing_left(rt, &id);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "run failed ({:?}): {stdout}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Lines `key: value` printed by scripts built with `probe_line`.
+fn results(out: &str) -> std::collections::HashMap<String, String> {
+    out.lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// Shell for one labelled probe: `label: <result>`.
+fn p(label: &str, cmd: &str) -> String {
+    format!("echo \"{label}: $({cmd} 2>&1)\"; ")
+}
+
+fn expect(out: &str, want: &[(&str, &str)]) {
+    let r = results(out);
+    for (k, v) in want {
+        assert_eq!(
+            r.get(*k).map(String::as_str),
+            Some(*v),
+            "{k}: want {v:?}; full output:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn conformance_cases_inside_containers() {
+    let rt = Runtime::new();
+
+    // 1: root read-only, fresh writable /tmp.
+    let pol = map_policy(&rt, &[("/**", "r--")]);
+    let out = run_script(
+        &rt,
+        Some(&pol),
+        &[
+            p("tmp", "probe write /tmp/a"),
+            p("etc", "probe write /etc/x"),
+            p("read", "probe read /etc/passwd | cut -c1-2"),
+            p("tmpfs", "grep -c ' /tmp tmpfs' /proc/mounts"),
+        ]
+        .concat(),
+    );
+    expect(
+        &out,
+        &[
+            ("tmp", "ok"),
+            ("etc", "EROFS"),
+            ("read", "ok"),
+            ("tmpfs", "1"),
+        ],
+    );
+
+    // 2: restrictive: only system dirs, no /tmp, nothing else of the image.
+    let pol = map_policy(&rt, &[]);
+    let out = run_script(
+        &rt,
+        Some(&pol),
+        &[
+            p("etc", "test -d /etc && echo visible"),
+            p("etc-read", "probe read /etc/passwd"),
+            p("tmp", "test -e /tmp && echo present || echo absent"),
+            p("sandbox", "test -e /sandbox && echo present || echo absent"),
+        ]
+        .concat(),
+    );
+    expect(
+        &out,
+        &[
+            ("etc", "visible"),
+            ("etc-read", "EACCES"),
+            ("tmp", "absent"),
+            ("sandbox", "absent"),
+        ],
+    );
+
+    // 3: /tmp named read-only: no tmpfs, not writable.
+    let pol = map_policy(&rt, &[("/**", "r--"), ("/tmp/**", "r--")]);
+    let out = run_script(
+        &rt,
+        Some(&pol),
+        &[
+            p("tmpfs", "grep -c ' /tmp tmpfs' /proc/mounts"),
+            p("tmp", "probe write /tmp/a"),
+        ]
+        .concat(),
+    );
+    expect(&out, &[("tmpfs", "0"), ("tmp", "EROFS")]);
+
+    // 4: /tmp read-write is the image's /tmp, bound.
+    let pol = map_policy(&rt, &[("/**", "r--"), ("/tmp/**", "rw-")]);
+    let b = bundle(&[
+        "sh",
+        "-c",
+        &[
+            p("tmp", "probe write /tmp/from-inside"),
+            p("tmpfs", "grep -c ' /tmp tmpfs' /proc/mounts"),
+        ]
+        .concat(),
+    ]);
+    let out = run_bundle(&rt, Some(&pol), &b, &[]);
+    expect(&out, &[("tmp", "ok"), ("tmpfs", "0")]);
+    assert!(b.path().join("rootfs/tmp/from-inside").exists());
+
+    // 5: masked directory under a writable root.
+    let pol = map_policy(&rt, &[("/**", "rwx"), ("/sandbox/.ssh/", "---")]);
+    let out = run_script(
+        &rt,
+        Some(&pol),
+        &[
+            p("key", "probe read /sandbox/.ssh/id_rsa"),
+            p("list", "ls -A /sandbox/.ssh | wc -l"),
+            p("plant", "probe write /sandbox/.ssh/authorized_keys"),
+            p("sandbox", "probe write /sandbox/ok"),
+        ]
+        .concat(),
+    );
+    expect(
+        &out,
+        &[
+            ("key", "ENOENT"),
+            ("list", "0"),
+            ("plant", "EROFS"),
+            ("sandbox", "ok"),
+        ],
+    );
+
+    // 6: masked file: an empty file over it.
+    let pol = map_policy(&rt, &[("/**", "r--"), ("/etc/shadow", "---")]);
+    let out = run_script(
+        &rt,
+        Some(&pol),
+        &[
+            p("shadow", "probe read /etc/shadow"),
+            p("shadow-write", "probe append /etc/shadow"),
+            p("passwd", "probe read /etc/passwd | cut -c1-2"),
+        ]
+        .concat(),
+    );
+    expect(
+        &out,
+        &[
+            ("shadow", "ok 0"),
+            ("shadow-write", "EACCES"),
+            ("passwd", "ok"),
+        ],
+    );
+
+    // 7: last-component glob: each match masked, the directory readable.
+    let pol = map_policy(&rt, &[("/**", "r--"), ("/var/log/secret*", "---")]);
+    let out = run_script(
+        &rt,
+        Some(&pol),
+        &[
+            p("secret", "probe read /var/log/secret1"),
+            p("other", "probe read /var/log/other"),
+            p("dir", "ls /var/log | wc -l"),
+        ]
+        .concat(),
+    );
+    expect(&out, &[("secret", "ok 0"), ("other", "ok 4"), ("dir", "2")]);
+
+    // 8: the deeper literal prefix wins over a broader glob.
+    let pol = map_policy(
+        &rt,
+        &[
+            ("/h/**", "rwx"),
+            ("/h/**/*.json", "rwx"),
+            ("/h/.ssh/**", "---"),
+        ],
+    );
+    let out = run_script(
+        &rt,
+        Some(&pol),
+        &[
+            p("ssh-json", "probe read /h/.ssh/k.json"),
+            p("json", "probe read /h/a.json"),
+        ]
+        .concat(),
+    );
+    expect(&out, &[("ssh-json", "ENOENT"), ("json", "ok 4")]);
+
+    // 9: read-only child under a read-write parent.
+    let pol = map_policy(&rt, &[("/d/**", "rw-"), ("/d/secret/**", "r--")]);
+    let out = run_script(
+        &rt,
+        Some(&pol),
+        &[
+            p("parent", "probe write /d/new"),
+            p("child", "probe write /d/secret/s"),
+            p("child-read", "probe read /d/secret/s"),
+        ]
+        .concat(),
+    );
+    expect(
+        &out,
+        &[("parent", "ok"), ("child", "EROFS"), ("child-read", "ok 4")],
+    );
+
+    // 10: mid-path glob: every existing match masked.
+    let pol = map_policy(&rt, &[("/**", "r--"), ("/home/*/.config/**", "---")]);
+    let out = run_script(
+        &rt,
+        Some(&pol),
+        &[
+            p("config", "probe read /home/a/.config/c"),
+            p("home", "probe read /home/a/other"),
+        ]
+        .concat(),
+    );
+    expect(&out, &[("config", "ENOENT"), ("home", "ok 4")]);
+
+    // 11: write without read.
+    let pol = map_policy(&rt, &[("/**", "r--"), ("/w/**", "-w-")]);
+    let out = run_script(
+        &rt,
+        Some(&pol),
+        &[
+            p("write", "probe write /w/new"),
+            p("read", "probe read /w/f"),
+            p("elsewhere", "probe read /var/log/other"),
+        ]
+        .concat(),
+    );
+    expect(
+        &out,
+        &[("write", "ok"), ("read", "EACCES"), ("elsewhere", "ok 4")],
+    );
+
+    // 12: execute only with x.
+    let pol = map_policy(&rt, &[("/**", "r--"), ("/t/**", "r-x")]);
+    let out = run_script(&rt, Some(&pol), &p("tool", "/t/tool"));
+    expect(&out, &[("tool", "tool-ran")]);
+    let pol = map_policy(&rt, &[("/**", "r--"), ("/t/**", "r--")]);
+    let out = run_script(&rt, Some(&pol), &p("tool", "probe exec /t/tool"));
+    expect(&out, &[("tool", "EACCES")]);
+
+    // 13: a malformed permission string: lint error, no container.
+    let pol = policy(
+        &rt,
+        "version: 1\nfilesystem_policy:\n  permissions:\n    \"/x\": \"rwxoops\"\n",
+    );
+    let b = bundle(&["true"]);
+    let id = unique("bad");
+    let err = rt.fails(&[
+        "--policy",
+        &pol,
+        "run",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert!(err.contains(".yaml:4:"), "{err}");
+    assert_nothing_left(&rt, &id);
+}
+
+/// The checks every process of a default-policy container must pass.
+fn default_checks() -> String {
+    [
+        p("root", "probe write /etc/x"),
+        p("tmp", "probe write /tmp/x"),
+        p("io_uring", "probe io_uring"),
+        p("bpf", "probe bpf"),
+        p("userfaultfd", "probe userfaultfd"),
+        p("userns", "probe userns"),
+        p("rawsock", "probe rawsock"),
+        p("ptrace", "probe ptrace 1"),
+        p("memfd", "probe memfd"),
+        p("fork", "probe fork"),
+        p("tcp", "probe connect 8080"),
+        p(
+            "filters",
+            "grep Seccomp_filters /proc/self/status | cut -f2",
+        ),
+    ]
+    .concat()
+}
+
+const DEFAULT_EXPECT: &[(&str, &str)] = &[
+    ("root", "EROFS"),
+    ("tmp", "ok"),
+    ("io_uring", "EPERM"),
+    ("bpf", "EPERM"),
+    ("userfaultfd", "EPERM"),
+    ("userns", "EPERM"),
+    ("rawsock", "EPERM"),
+    ("ptrace", "EPERM"),
+    ("memfd", "ok"),
+    ("fork", "ok"),
+    ("tcp", "EACCES"),
+    ("filters", "2"),
+];
+
+#[test]
+fn default_policy_confines_init_and_exec_alike() {
+    let rt = Runtime::new();
+    let out = run_script(&rt, None, &default_checks());
+    expect(&out, DEFAULT_EXPECT);
+
+    let b = bundle(&["sleep", "1000"]);
+    let id = unique("confexec");
+    rt.start_sleeper(&b, &id);
+    let out = rt.ok(&["exec", &id, "sh", "-c", &default_checks()]);
+    expect(&out, DEFAULT_EXPECT);
+    // An exec'd process without a shell in between, too.
+    assert_eq!(
+        rt.ok(&["exec", &id, "probe", "write", "/etc/y"]).trim(),
+        "EROFS"
+    );
+    assert_eq!(rt.ok(&["exec", &id, "probe", "io_uring"]).trim(), "EPERM");
+    rt.remove(&id);
+    assert_nothing_left(&rt, &id);
+}
+
+#[test]
+fn tcp_connect_is_limited_to_the_policy_ports() {
+    let rt = Runtime::new();
+    let pol = policy(
+        &rt,
+        "version: 1\nfilesystem_policy:\n  permissions:\n    \"/**\": \"r-x\"\n\
+         network_policies:\n  local:\n    endpoints:\n      - host: 127.0.0.1\n        port: 18443\n\
+         \x20   binaries:\n      - { path: /bin/probe }\n",
+    );
+    let b = bundle(&[
+        "sh",
+        "-c",
+        &[
+            p("listed", "probe connect 18443"),
+            p("other", "probe connect 18444"),
+        ]
+        .concat(),
+    ]);
+    host_network(&b);
+    let out = run_bundle(&rt, Some(&pol), &b, &[]);
+    expect(&out, &[("listed", "ok"), ("other", "EACCES")]);
+}
+
+#[test]
+fn signals_cannot_leave_the_containers_domain() {
+    let rt = Runtime::new();
+    let mut host = Command::new("sleep").arg("1000").spawn().unwrap();
+    let host_pid = host.id().to_string();
+    // Share the host's pid namespace, so only Landlock stands between the two.
+    let b = bundle(&[
+        "sh",
+        "-c",
+        &[
+            p("host", &format!("probe kill {host_pid}")),
+            "sleep 100 & ".to_string(),
+            p("own", "probe kill $!"),
+        ]
+        .concat(),
+    ]);
+    b.edit(|c| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "pid");
+    });
+    let out = run_bundle(&rt, None, &b, &[]);
+    expect(&out, &[("host", "EPERM"), ("own", "ok")]);
+    assert!(
+        host.try_wait().unwrap().is_none(),
+        "the host process was killed"
+    );
+
+    // An exec'd process of a container sharing the host pid namespace is scoped too.
+    let b = bundle(&["sleep", "1000"]);
+    b.edit(|c| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "pid");
+    });
+    let id = unique("sig");
+    rt.start_sleeper(&b, &id);
+    assert_eq!(
+        rt.ok(&["exec", &id, "probe", "kill", &host_pid]).trim(),
+        "EPERM"
+    );
+    rt.remove(&id);
+    assert_nothing_left(&rt, &id);
+    assert!(
+        host.try_wait().unwrap().is_none(),
+        "the host process was killed"
+    );
+    host.kill().unwrap();
+    host.wait().unwrap();
+}
+
+#[test]
+fn exec_can_signal_the_containers_own_processes() {
+    let rt = Runtime::new();
+    let b = bundle(&["sleep", "1000"]);
+    let id = unique("sigown");
+    rt.start_sleeper(&b, &id);
+    // Pid 1 of the container's own pid namespace: an exec'd process may signal it.
+    assert_eq!(rt.ok(&["exec", &id, "probe", "kill", "1"]).trim(), "ok");
+    rt.remove(&id);
+    assert_nothing_left(&rt, &id);
+}
+
+#[test]
+fn hard_requirement_refuses_a_kernel_without_the_needed_abi() {
+    let rt = Runtime::new();
+    let pol = policy(
+        &rt,
+        "version: 1\nfilesystem_policy:\n  permissions:\n    \"/**\": \"r-x\"\n\
+         landlock:\n  compatibility: hard_requirement\n",
+    );
+    let b = bundle(&["true"]);
+    let id = unique("hard");
+    let mut cmd = rt.command(&[
+        "--policy",
+        &pol,
+        "create",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    cmd.env("NEMOSANDBOX_LANDLOCK_ABI_MAX", "5");
+    let out = output_within(cmd, Duration::from_secs(60));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("hard_requirement") && err.contains("scope_signal (ABI 6)"),
+        "{err}"
+    );
+    assert_nothing_left(&rt, &id);
+    // The same policy on the full ABI runs.
+    run_bundle(
+        &rt,
+        Some(&pol),
+        &b,
+        &[("NEMOSANDBOX_LANDLOCK_ABI_MAX", "7")],
+    );
+}
+
+#[test]
+fn best_effort_degrades_with_the_abi_and_says_so() {
+    let rt = Runtime::new();
+    let script = [
+        p("tcp", "probe connect 18080"),
+        p("tmp", "probe write /tmp/x"),
+        p("etc", "probe read /etc/passwd | cut -c1-2"),
+    ]
+    .concat();
+    let b = bundle(&["sh", "-c", &script]);
+    host_network(&b);
+    // ABI 3 has no TCP rules: the connect goes through, the rest still holds.
+    let id = unique("abi3");
+    let mut cmd = rt.command(&["run", "--bundle", b.path().to_str().unwrap(), &id]);
+    cmd.env("NEMOSANDBOX_LANDLOCK_ABI_MAX", "3");
+    let out = output_within(cmd, Duration::from_secs(60));
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    expect(&stdout, &[("tcp", "ok"), ("tmp", "ok"), ("etc", "ok")]);
+    assert!(stderr.contains("tcp_connect not enforced"), "{stderr}");
+    assert_nothing_left(&rt, &id);
+    let out = run_bundle(&rt, None, &b, &[]);
+    expect(&out, &[("tcp", "EACCES")]);
+}
+
+#[test]
+fn run_as_user_from_the_containers_passwd() {
+    let rt = Runtime::new();
+    let pol = policy(
+        &rt,
+        "version: 1\nfilesystem_policy:\n  permissions:\n    \"/**\": \"r-x\"\n\
+         process:\n  run_as_user: agent\n  run_as_group: agents\n",
+    );
+    let b = bundle(&["sleep", "1000"]);
+    let r = b.path().join("rootfs");
+    std::fs::write(
+        r.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nagent:x:1500:1500::/home/a:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(r.join("etc/group"), "root:x:0:\nagents:x:1600:\n").unwrap();
+    let id = unique("user");
+    rt.ok(&[
+        "--policy",
+        &pol,
+        "create",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    rt.ok(&["start", &id]);
+    let status_path = format!("/proc/{}/status", rt.state(&id)["pid"]);
+    wait_until(|| std::fs::read_to_string(&status_path).is_ok_and(|s| s.contains("Name:\tsleep")));
+    let status = std::fs::read_to_string(&status_path).unwrap();
+    assert!(status.contains("Uid:\t1500\t1500"), "{status}");
+    assert!(status.contains("Gid:\t1600\t1600"), "{status}");
+    assert!(status.contains("CapEff:\t0000000000000000"), "{status}");
+    // exec'd processes run as the policy's user, whatever the engine asked for.
+    let out = rt.ok(&["exec", "--user", "0:0", &id, "sh", "-c", "id -u; id -g"]);
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["1500", "1600"]);
+    let env = std::fs::read_to_string(format!("/proc/{}/environ", rt.state(&id)["pid"])).unwrap();
+    assert!(env.split('\0').any(|e| e == "HOME=/home/a"), "{env}");
+    rt.remove(&id);
+    assert_nothing_left(&rt, &id);
+
+    // A name the container does not know fails create, naming the file.
+    let pol = policy(&rt, "version: 1\nprocess:\n  run_as_user: ghost\n");
+    let id = unique("ghost");
+    let err = rt.fails(&[
+        "--policy",
+        &pol,
+        "create",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    assert!(
+        err.contains("\"ghost\"") && err.contains("/etc/passwd"),
+        "{err}"
+    );
+    assert_nothing_left(&rt, &id);
+}
+
+#[test]
+fn node_runs_under_the_default_profile_via_sandbox() {
+    let Ok(out) = Command::new("sh").args(["-c", "command -v node"]).output() else {
+        return;
+    };
+    if !out.status.success() {
+        eprintln!("node is not installed on this host: skipped");
+        return;
+    }
+    let rt = Runtime::new();
+    let out = rt.run(&["sandbox", "--", "node", "--version"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with('v'));
+}

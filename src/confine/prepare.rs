@@ -1,0 +1,131 @@
+//! The policy part of the spec-rewrite stage, at `create`: identity, mount layout, Landlock
+//! plan (refused here under `hard_requirement` when the kernel lacks something), seccomp
+//! profile. Everything lands in the rewritten spec and the confinement plan; nothing is
+//! written outside the container's state directory.
+
+use std::path::Path;
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use super::landlock::{self, LandlockPlan};
+use super::seccomp;
+use crate::bundle::Rewritten;
+use crate::identity::{self, Identity};
+use crate::layout::{self, Plan};
+use crate::policy::merge::Effective;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    #[error(transparent)]
+    Layout(#[from] layout::LayoutError),
+    #[error(transparent)]
+    Landlock(#[from] landlock::LandlockError),
+}
+
+/// Ports of every endpoint of the effective network policy.
+pub fn tcp_ports(eff: &Effective) -> Vec<u16> {
+    let mut ports: Vec<u16> = eff
+        .network_policies
+        .values()
+        .flat_map(|n| n.policy.endpoints.iter())
+        .flat_map(|e| {
+            e.port
+                .into_iter()
+                .chain(e.ports.clone().unwrap_or_default())
+        })
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    ports
+}
+
+fn has_namespace(spec: &Spec, typ: LinuxNamespaceType) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| ns.iter().any(|n| n.typ() == typ && n.path().is_none()))
+}
+
+/// Set the process's user from the policy; a non-root identity keeps only the bounding set
+/// of capabilities, as it would have logging in.
+fn apply_identity(spec: &mut Spec, id: &Identity) {
+    if !id.from_policy {
+        return;
+    }
+    let mut process = spec.process().clone().unwrap_or_default();
+    let mut user = process.user().clone();
+    user.set_uid(id.uid);
+    user.set_gid(id.gid);
+    user.set_additional_gids(None);
+    process.set_user(user);
+    if let Some(mut caps) = process.capabilities().clone() {
+        caps.set_effective(None);
+        caps.set_permitted(None);
+        caps.set_inheritable(None);
+        caps.set_ambient(None);
+        process.set_capabilities(Some(caps));
+    }
+    if let Some(home) = &id.home {
+        let mut env = process.env().clone().unwrap_or_default();
+        let has_home = env
+            .iter()
+            .any(|e| e.starts_with("HOME=") && e != "HOME=/root");
+        if !has_home {
+            env.retain(|e| !e.starts_with("HOME="));
+            env.push(format!("HOME={}", home.display()));
+        }
+        process.set_env(Some(env));
+    }
+    spec.set_process(Some(process));
+}
+
+/// Rewrite `rw` to carry the effective policy; returns the layout plan (for logs, explain).
+pub fn prepare(rw: &mut Rewritten, eff: &Effective, own: &Path) -> Result<Plan, PrepareError> {
+    let spec = &mut rw.spec;
+    let rootfs = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_default();
+    let user = spec
+        .process()
+        .as_ref()
+        .map(|p| p.user().clone())
+        .unwrap_or_default();
+    let id = identity::resolve(
+        &rootfs,
+        eff.process.as_ref().map(|p| &p.value),
+        user.uid(),
+        user.gid(),
+    )?;
+    apply_identity(spec, &id);
+
+    let plan = layout::plan_for_spec(&eff.filesystem_policy, spec, id.home.as_deref(), &id.label)?;
+
+    let (abi, cap) = landlock::available_abi();
+    landlock::check(eff.landlock.value, abi, cap)?;
+    layout::apply(&plan, spec, own)?;
+
+    let bounding: Vec<String> = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.capabilities().as_ref())
+        .and_then(|c| c.bounding().clone())
+        .map(|b| b.iter().map(|c| c.to_string()).collect())
+        .unwrap_or_default();
+    if rw.plan.seccomp.is_none() {
+        rw.plan.seccomp = Some(seccomp::default_profile(&bounding));
+    }
+    rw.plan.landlock = Some(LandlockPlan {
+        abi,
+        grants: plan.grants.clone(),
+        tcp_ports: tcp_ports(eff),
+        exec_scope_signal: !has_namespace(spec, LinuxNamespaceType::Pid),
+        exec_scope_abstract_unix: !has_namespace(spec, LinuxNamespaceType::Network),
+    });
+    rw.plan.compatibility = eff.landlock.value;
+    rw.plan.run_as = id.from_policy.then_some((id.uid, id.gid));
+    Ok(plan)
+}
