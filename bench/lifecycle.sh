@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Container lifecycle benchmark: nemosandbox vs runc and crun (and youki when installed) on the
 # same busybox `true` bundle, in the same run. Prints hyperfine medians and the ratios.
+# Two nemosandbox rows: the built-in default policy (what every container gets when nothing is
+# selected) and a full policy (openclaw-sandbox baseline + npm, pypi, github presets: restrictive
+# layout, masks, run_as_user, Landlock ports).
 #   bash bench/lifecycle.sh [RUNS]
 # Needs root, hyperfine, runc, crun, busybox-static, and a release build.
 set -euo pipefail
@@ -17,6 +20,10 @@ mkdir -p "$work/bundle/rootfs/bin" "$work/bundle/rootfs/"{proc,dev,sys,tmp,etc}
 cp /bin/busybox "$work/bundle/rootfs/bin/busybox"
 ln -s busybox "$work/bundle/rootfs/bin/true"
 ln -s busybox "$work/bundle/rootfs/bin/sh"
+# What openclaw-sandbox expects of its image: the sandbox user and its home.
+mkdir -p "$work/bundle/rootfs/sandbox/"{.openclaw,.openclaw-data/credentials,.ssh} "$work/bundle/rootfs/var/tmp"
+echo 'sandbox:x:1000:1000::/sandbox:/bin/sh' > "$work/bundle/rootfs/etc/passwd"
+echo 'sandbox:x:1000:' > "$work/bundle/rootfs/etc/group"
 "$NEMO" spec --bundle "$work/bundle"
 python3 - "$work/bundle/config.json" <<'PY'
 import json, sys
@@ -26,7 +33,8 @@ c["process"]["args"] = ["true"]
 json.dump(c, open(p, "w"))
 PY
 
-runtimes=(nemosandbox:"$NEMO" runc:runc crun:crun)
+FULL="--policy openclaw-sandbox --preset npm --preset pypi --preset github"
+runtimes=(nemosandbox:"$NEMO" nemosandbox-full:"$NEMO $FULL" runc:runc crun:crun)
 command -v youki >/dev/null && runtimes+=(youki:youki)
 
 cmds_run=(); cmds_cycle=(); names=()
@@ -58,6 +66,8 @@ for label, f in zip(["run", "create+start+delete"], files):
     print(f"\n{label}: median ms")
     for n in names:
         print(f"  {n:12s} {med[n]:8.2f}")
-    for other in names[1:]:
+    for other in names[2:]:
         print(f"  nemosandbox/{other}: {med['nemosandbox'] / med[other]:.2f}x")
+        print(f"  nemosandbox-full/{other}: {med['nemosandbox-full'] / med[other]:.2f}x")
+    print(f"  nemosandbox-full/nemosandbox (default policy): {med['nemosandbox-full'] / med['nemosandbox']:.2f}x")
 PY

@@ -178,10 +178,15 @@ fn podman_runs_containers_through_the_runtime() {
         &id,
         "sh",
         "-c",
-        "grep Seccomp: /proc/self/status; exit 6",
+        "grep Seccomp: /proc/self/status; touch /etc/nemo 2>&1; touch /tmp/ok && echo tmp-ok; exit 6",
     ]));
     assert_eq!(code, 6);
     assert!(out.contains("Seccomp:\t2"), "{out}");
+    // The default policy holds for the engine's exec: read-only root, writable /tmp.
+    assert!(
+        out.contains("Read-only file system") && out.contains("tmp-ok"),
+        "{out}"
+    );
     let top = ok(podman().args(["top", &id]));
     assert!(top.contains("sleep 300"), "{top}");
     ok(podman().args(["stop", "-t", "1", &id]));
@@ -333,10 +338,15 @@ fn docker_runs_and_execs_through_the_runtime() {
         &id,
         "sh",
         "-c",
-        "grep Seccomp: /proc/self/status; exit 9",
+        "grep Seccomp: /proc/self/status; touch /etc/nemo 2>&1; touch /tmp/ok && echo tmp-ok; exit 9",
     ]));
     assert_eq!(code, 9);
     assert!(out.contains("Seccomp:\t2"), "{out}");
+    // The default policy holds for the engine's exec: read-only root, writable /tmp.
+    assert!(
+        out.contains("Read-only file system") && out.contains("tmp-ok"),
+        "{out}"
+    );
     let (code, out, err) = sh(&mut d.cli(&["exec", &id, "no-such-command"]));
     assert_ne!(code, 0);
     // The docker CLI prints the daemon's error on stdout or stderr depending on its version.

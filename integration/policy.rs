@@ -178,6 +178,17 @@ fn runtime_flags_pin_presets_for_engines_without_annotations() {
         &id,
     ]);
     let b2 = Bundle::busybox(&["sleep", "100"]);
+    // openclaw-sandbox runs as `sandbox`, which the image must define.
+    std::fs::write(
+        b2.path().join("rootfs/etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nsandbox:x:1000:1000::/sandbox:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(
+        b2.path().join("rootfs/etc/group"),
+        "root:x:0:\nsandbox:x:1000:\n",
+    )
+    .unwrap();
     rt.ok(&[
         "--config",
         "/nonexistent.yaml",

@@ -4,7 +4,8 @@
 set -euo pipefail
 
 PACKAGES=(runc crun podman docker.io containerd busybox-static libseccomp-dev pkg-config
-          hyperfine iproute2 procps tar coreutils)
+          hyperfine iproute2 procps tar coreutils
+          gcc libc6-dev nodejs)  # gcc + libc6-dev: the static test probe; nodejs: SPEC §6 check
 
 missing=()
 for p in "${PACKAGES[@]}"; do

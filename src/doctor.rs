@@ -41,17 +41,6 @@ fn syscall_exists(nr: libc::c_long, a: libc::c_long, b: libc::c_long, c: libc::c
     !(rc < 0 && nix::Error::last() == nix::Error::ENOSYS)
 }
 
-/// The rights each Landlock ABI adds, and what is lost without it.
-const LANDLOCK_ABIS: [(i64, &str); 7] = [
-    (1, "filesystem read/write/execute rules"),
-    (2, "refer (cross-directory rename/link) control"),
-    (3, "truncate control"),
-    (4, "TCP connect/bind port rules"),
-    (5, "ioctl on device files"),
-    (6, "signal and abstract unix socket scoping"),
-    (7, "audit logging of denials"),
-];
-
 pub fn cgroup_mode() -> &'static str {
     if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
         "v2 (unified)"
@@ -81,20 +70,21 @@ fn presence(feature: &'static str, ok: bool, degrades: &str) -> Check {
 pub fn checks() -> Vec<Check> {
     let mut out = Vec::new();
     match landlock_abi() {
-        Ok(abi) => {
-            let missing: Vec<&str> = LANDLOCK_ABIS
+        Ok(_) => {
+            let (abi, cap) = crate::confine::landlock::available_abi();
+            let missing: Vec<String> = crate::confine::landlock::missing(abi)
                 .iter()
-                .filter(|(v, _)| *v > abi)
-                .map(|(_, d)| *d)
+                .map(|f| format!("{} (ABI {}): {}", f.name, f.abi, f.lost))
                 .collect();
+            let capped = cap.map_or(String::new(), |c| format!(" (capped to {c})"));
             out.push(Check {
                 feature: "landlock",
-                status: format!("ABI {abi}"),
+                status: format!("ABI {abi}{capped}"),
                 ok: true,
                 degrades: if missing.is_empty() {
                     String::new()
                 } else {
-                    format!("not enforceable: {}", missing.join(", "))
+                    format!("not enforced: {}", missing.join("; "))
                 },
             });
         }

@@ -677,6 +677,12 @@ fn policy_cmd(rt: &Runtime, cmd: PolicyCmd) -> Result<i32> {
         PolicyCmd::Explain { bundle } => {
             let eff = rt.policy.effective(&bundle_annotations(bundle.as_ref())?)?;
             print!("{}", render::explain(&eff));
+            if let Some(b) = &bundle {
+                let src = nemosandbox::bundle::SourceBundle::load(b)?;
+                let plan = nemosandbox::confine::prepare::plan_only(&src, &eff)?;
+                println!("\nfilesystem plan for {}:", src.dir.display());
+                print!("{}", nemosandbox::layout::bwrap::describe(&plan));
+            }
             Ok(0)
         }
         PolicyCmd::Schema => {

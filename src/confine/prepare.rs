@@ -9,7 +9,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use super::landlock::{self, LandlockPlan};
 use super::seccomp;
-use crate::bundle::Rewritten;
+use crate::bundle::{BundleError, Rewritten, SourceBundle};
 use crate::identity::{self, Identity};
 use crate::layout::{self, Plan};
 use crate::policy::merge::Effective;
@@ -22,6 +22,8 @@ pub enum PrepareError {
     Layout(#[from] layout::LayoutError),
     #[error(transparent)]
     Landlock(#[from] landlock::LandlockError),
+    #[error(transparent)]
+    Bundle(Box<BundleError>),
 }
 
 /// Ports of every endpoint of the effective network policy.
@@ -79,6 +81,35 @@ fn apply_identity(spec: &mut Spec, id: &Identity) {
         process.set_env(Some(env));
     }
     spec.set_process(Some(process));
+}
+
+/// The layout plan a bundle would get, without creating anything (`policy explain`).
+pub fn plan_only(src: &SourceBundle, eff: &Effective) -> Result<Plan, PrepareError> {
+    let rw = crate::bundle::rewrite_base(src, "explain")
+        .map_err(|e| PrepareError::Bundle(Box::new(e)))?;
+    let spec = &rw.spec;
+    let rootfs = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_default();
+    let user = spec
+        .process()
+        .as_ref()
+        .map(|p| p.user().clone())
+        .unwrap_or_default();
+    let id = identity::resolve(
+        &rootfs,
+        eff.process.as_ref().map(|p| &p.value),
+        user.uid(),
+        user.gid(),
+    )?;
+    Ok(layout::plan_for_spec(
+        &eff.filesystem_policy,
+        spec,
+        id.home.as_deref(),
+        &id.label,
+    )?)
 }
 
 /// Rewrite `rw` to carry the effective policy; returns the layout plan (for logs, explain).

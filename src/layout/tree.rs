@@ -32,7 +32,7 @@ impl SpecMount {
         SpecMount {
             dest: m.destination().clone(),
             bind_source: if is_bind { m.source().clone() } else { None },
-            readonly: opts.iter().any(|o| o == "ro"),
+            readonly: opts.iter().any(|o| o == "ro" || o == "rro"),
         }
     }
 }

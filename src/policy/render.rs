@@ -88,7 +88,10 @@ pub fn explain(eff: &Effective) -> String {
     if fs.include_workdir {
         let _ = writeln!(o, "  {:<40} rwx  include_workdir", "<process.cwd>");
     }
-    let _ = writeln!(o, "  enforcement: not yet — mount plan and Landlock land with the filesystem confinement work (SPEC §5, §6)");
+    let _ = writeln!(
+        o,
+        "  enforcement: mount layout + Landlock (the plan for a bundle: `policy explain --bundle DIR`)"
+    );
 
     let _ = writeln!(
         o,
@@ -148,7 +151,7 @@ pub fn explain(eff: &Effective) -> String {
     }
     let _ = writeln!(
         o,
-        "  enforcement: not yet — the network guard lands with SPEC §7"
+        "  enforcement: Landlock limits TCP connect to these ports; per-destination and per-binary checks land with the network guard (SPEC §7)"
     );
 
     if let Some(ex) = &eff.exec_policy {
