@@ -434,6 +434,55 @@ fn default_policy_confines_init_and_exec_alike() {
 }
 
 #[test]
+fn exec_processes_get_the_same_layout_and_landlock_rights() {
+    let rt = Runtime::new();
+    let pol = map_policy(
+        &rt,
+        &[
+            ("/**", "r--"),
+            ("/etc/shadow", "---"),
+            ("/w/**", "-w-"),
+            ("/t/**", "r--"),
+        ],
+    );
+    let b = bundle(&["sleep", "1000"]);
+    let id = unique("execfs");
+    rt.ok(&[
+        "--policy",
+        &pol,
+        "create",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    rt.ok(&["start", &id]);
+    let script = [
+        p("shadow", "probe read /etc/shadow"),
+        p("passwd", "probe read /etc/passwd | cut -c1-2"),
+        p("w-read", "probe read /w/f"),
+        p("w-write", "probe write /w/new"),
+        p("t-exec", "probe exec /t/tool"),
+        p("root", "probe write /etc/x"),
+    ]
+    .concat();
+    // The exec'd process does not even need the policy flags: the plan is the container's.
+    let out = rt.ok(&["exec", &id, "sh", "-c", &script]);
+    expect(
+        &out,
+        &[
+            ("shadow", "ok 0"),
+            ("passwd", "ok"),
+            ("w-read", "EACCES"),
+            ("w-write", "ok"),
+            ("t-exec", "EACCES"),
+            ("root", "EROFS"),
+        ],
+    );
+    rt.remove(&id);
+    assert_nothing_left(&rt, &id);
+}
+
+#[test]
 fn tcp_connect_is_limited_to_the_policy_ports() {
     let rt = Runtime::new();
     let pol = policy(
@@ -522,7 +571,7 @@ fn hard_requirement_refuses_a_kernel_without_the_needed_abi() {
     let rt = Runtime::new();
     let pol = policy(
         &rt,
-        "version: 1\nfilesystem_policy:\n  permissions:\n    \"/**\": \"r-x\"\n\
+        "version: 1\nfilesystem_policy:\n  permissions:\n    \"/**\": \"r-x\"\n    \"/w/**\": \"rwx\"\n\
          landlock:\n  compatibility: hard_requirement\n",
     );
     let b = bundle(&["true"]);

@@ -253,3 +253,48 @@ fn lint_reports_file_line_column_and_exit_codes() {
         );
     }
 }
+
+#[test]
+fn explain_prints_the_mount_plan_glob_matches_and_bwrap_arguments() {
+    let rt = Runtime::new();
+    let b = Bundle::busybox(&["true"]);
+    let r = b.path().join("rootfs");
+    std::fs::create_dir_all(r.join("var/log")).unwrap();
+    for f in ["var/log/secret1", "var/log/secret2", "etc/shadow"] {
+        std::fs::write(r.join(f), "x").unwrap();
+    }
+    let pol = rt.root.path().join("explain.yaml");
+    std::fs::write(
+        &pol,
+        "version: 1\nfilesystem_policy:\n  permissions:\n    \"/**\": \"r-x\"\n    \"/etc/shadow\": \"---\"\n    \"/var/log/secret*\": \"---\"\n",
+    )
+    .unwrap();
+    let out = rt.ok(&[
+        "--policy",
+        pol.to_str().unwrap(),
+        "policy",
+        "explain",
+        "--bundle",
+        b.path().to_str().unwrap(),
+    ]);
+    assert!(out.contains("base: permissive"), "{out}");
+    assert!(
+        out.contains("/etc/shadow") && out.contains("masked: empty read-only file"),
+        "{out}"
+    );
+    assert!(
+        out.contains("glob \"/var/log/secret*\" matched 2 path(s)"),
+        "{out}"
+    );
+    assert!(out.contains("/var/log/secret2"), "{out}");
+    assert!(
+        out.contains("bwrap --ro-bind / / --proc /proc --dev /dev --tmpfs /tmp"),
+        "{out}"
+    );
+    assert!(out.contains("--ro-bind-data 3 /etc/shadow"), "{out}");
+    // Nothing was created for an explain.
+    assert!(std::fs::read_dir(rt.root.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .all(|e| e.path().extension().is_some_and(|x| x == "yaml")));
+}

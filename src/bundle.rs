@@ -124,6 +124,24 @@ pub struct ConfinementPlan {
     /// uid and gid from the policy's run_as_user/group: exec'd processes run as them too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_as: Option<(u32, u32)>,
+    /// Compiled seccomp programs in load order (the always-denied filter, then the profile
+    /// when it compiled); files in the state directory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<FilterFile>,
+    /// `seccomp` is one of `filters` (else libcontainer loads it).
+    #[serde(default)]
+    pub seccomp_compiled: bool,
+}
+
+/// A compiled seccomp program stored beside the rewritten spec.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct FilterFile {
+    pub file: String,
+    /// seccomp(2) filter flags.
+    pub flags: u32,
+    /// The program, read by the runtime before it forks (the container cannot see the file).
+    #[serde(skip)]
+    pub bpf: Vec<u8>,
 }
 
 /// The spec that will run, with the plan for the in-container stage.
@@ -233,9 +251,14 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Bundl
     })
 }
 
-/// Read the plan written at `create`, for `exec`.
+/// Read the plan written at `create`, with its compiled filters, for `exec`.
 pub fn load_plan(dir: &Path) -> Result<ConfinementPlan, BundleError> {
-    read_json(&dir.join("confine.json"))
+    let mut plan: ConfinementPlan = read_json(&dir.join("confine.json"))?;
+    for f in &mut plan.filters {
+        let path = dir.join(&f.file);
+        f.bpf = fs::read(&path).map_err(|source| BundleError::Read { path, source })?;
+    }
+    Ok(plan)
 }
 
 /// Load the rewritten spec written at `create`.

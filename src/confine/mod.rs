@@ -9,6 +9,7 @@
 //! network notification filter) plug in here, before seccomp, because the profile may deny the
 //! syscalls they need.
 
+pub mod bpf;
 pub mod landlock;
 pub mod prepare;
 pub mod seccomp;
@@ -71,8 +72,14 @@ pub fn apply(plan: &ConfinementPlan, exec: bool) -> Result<(), ConfineError> {
     if let Some(l) = &plan.landlock {
         landlock::apply(l, exec)?;
     }
-    load_seccomp(&seccomp::always_denied())?;
-    if let Some(profile) = &plan.seccomp {
+    if plan.filters.is_empty() {
+        load_seccomp(&seccomp::always_denied())?;
+    }
+    for f in &plan.filters {
+        bpf::load(&f.bpf, f.flags)
+            .map_err(|e| ConfineError::Seccomp(format!("loading {}: {e}", f.file)))?;
+    }
+    if let Some(profile) = plan.seccomp.as_ref().filter(|_| !plan.seccomp_compiled) {
         load_seccomp(profile)?;
     }
     Ok(())

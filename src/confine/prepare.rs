@@ -24,6 +24,8 @@ pub enum PrepareError {
     Landlock(#[from] landlock::LandlockError),
     #[error(transparent)]
     Bundle(Box<BundleError>),
+    #[error(transparent)]
+    Bpf(#[from] super::bpf::BpfError),
 }
 
 /// Ports of every endpoint of the effective network policy.
@@ -81,6 +83,37 @@ fn apply_identity(spec: &mut Spec, id: &Identity) {
         process.set_env(Some(env));
     }
     spec.set_process(Some(process));
+}
+
+/// Compile the always-denied filter and the profile (cached across containers under the
+/// runtime root) into files in the state directory.
+fn compile_filters(
+    plan: &mut crate::bundle::ConfinementPlan,
+    own: &Path,
+) -> Result<(), PrepareError> {
+    let cache = own
+        .parent()
+        .map(|p| p.join(".bpf-cache"))
+        .unwrap_or_else(|| own.join(".bpf-cache"));
+    let mut profiles = vec![seccomp::always_denied()];
+    plan.seccomp_compiled = false;
+    if let Some(p) = plan.seccomp.as_ref().filter(|p| super::bpf::compilable(p)) {
+        profiles.push(p.clone());
+        plan.seccomp_compiled = true;
+    }
+    plan.filters.clear();
+    for (i, p) in profiles.iter().enumerate() {
+        let bpf = super::bpf::compile_cached(&cache, p)?;
+        let file = format!("filter-{i}.bpf");
+        let path = own.join(&file);
+        std::fs::write(&path, &bpf).map_err(|source| super::bpf::BpfError::Io { path, source })?;
+        plan.filters.push(crate::bundle::FilterFile {
+            file,
+            flags: super::bpf::flags(p),
+            bpf,
+        });
+    }
+    Ok(())
 }
 
 /// The layout plan a bundle would get, without creating anything (`policy explain`).
@@ -149,6 +182,7 @@ pub fn prepare(rw: &mut Rewritten, eff: &Effective, own: &Path) -> Result<Plan, 
     if rw.plan.seccomp.is_none() {
         rw.plan.seccomp = Some(seccomp::default_profile(&bounding));
     }
+    compile_filters(&mut rw.plan, own)?;
     rw.plan.landlock = Some(LandlockPlan {
         abi,
         grants: plan.grants.clone(),
