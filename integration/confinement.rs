@@ -145,217 +145,154 @@ fn expect(out: &str, want: &[(&str, &str)]) {
     }
 }
 
+/// One conformance case: run `probes` (label, shell command, expected result) in a container
+/// under the permission `map`.
+fn check_case(rt: &Runtime, map: &[(&str, &str)], probes: &[(&str, &str, &str)]) {
+    let pol = map_policy(rt, map);
+    let script: String = probes.iter().map(|(l, cmd, _)| p(l, cmd)).collect();
+    let out = run_script(rt, Some(&pol), &script);
+    let want: Vec<(&str, &str)> = probes.iter().map(|(l, _, w)| (*l, *w)).collect();
+    expect(&out, &want);
+}
+
 #[test]
 fn conformance_cases_inside_containers() {
     let rt = Runtime::new();
-
+    let tmpfs = "grep -c ' /tmp tmpfs' /proc/mounts";
     // 1: root read-only, fresh writable /tmp.
-    let pol = map_policy(&rt, &[("/**", "r--")]);
-    let out = run_script(
+    check_case(
         &rt,
-        Some(&pol),
+        &[("/**", "r--")],
         &[
-            p("tmp", "probe write /tmp/a"),
-            p("etc", "probe write /etc/x"),
-            p("read", "probe read /etc/passwd | cut -c1-2"),
-            p("tmpfs", "grep -c ' /tmp tmpfs' /proc/mounts"),
-        ]
-        .concat(),
-    );
-    expect(
-        &out,
-        &[
-            ("tmp", "ok"),
-            ("etc", "EROFS"),
-            ("read", "ok"),
-            ("tmpfs", "1"),
+            ("tmp", "probe write /tmp/a", "ok"),
+            ("etc", "probe write /etc/x", "EROFS"),
+            ("read", "probe read /etc/passwd | cut -c1-2", "ok"),
+            ("tmpfs", tmpfs, "1"),
         ],
     );
-
     // 2: restrictive: only system dirs, no /tmp, nothing else of the image.
-    let pol = map_policy(&rt, &[]);
-    let out = run_script(
+    check_case(
         &rt,
-        Some(&pol),
+        &[],
         &[
-            p("etc", "test -d /etc && echo visible"),
-            p("etc-read", "probe read /etc/passwd"),
-            p("tmp", "test -e /tmp && echo present || echo absent"),
-            p("sandbox", "test -e /sandbox && echo present || echo absent"),
-        ]
-        .concat(),
-    );
-    expect(
-        &out,
-        &[
-            ("etc", "visible"),
-            ("etc-read", "EACCES"),
-            ("tmp", "absent"),
-            ("sandbox", "absent"),
+            ("etc", "test -d /etc && echo visible", "visible"),
+            ("etc-read", "probe read /etc/passwd", "EACCES"),
+            (
+                "tmp",
+                "test -e /tmp && echo present || echo absent",
+                "absent",
+            ),
+            (
+                "sandbox",
+                "test -e /sandbox && echo present || echo absent",
+                "absent",
+            ),
         ],
     );
-
     // 3: /tmp named read-only: no tmpfs, not writable.
-    let pol = map_policy(&rt, &[("/**", "r--"), ("/tmp/**", "r--")]);
-    let out = run_script(
+    check_case(
         &rt,
-        Some(&pol),
+        &[("/**", "r--"), ("/tmp/**", "r--")],
         &[
-            p("tmpfs", "grep -c ' /tmp tmpfs' /proc/mounts"),
-            p("tmp", "probe write /tmp/a"),
-        ]
-        .concat(),
+            ("tmpfs", tmpfs, "0"),
+            ("tmp", "probe write /tmp/a", "EROFS"),
+        ],
     );
-    expect(&out, &[("tmpfs", "0"), ("tmp", "EROFS")]);
-
-    // 4: /tmp read-write is the image's /tmp, bound.
+    // 4: /tmp read-write is the image's /tmp, bound (the file shows up in the image).
     let pol = map_policy(&rt, &[("/**", "r--"), ("/tmp/**", "rw-")]);
-    let b = bundle(&[
-        "sh",
-        "-c",
-        &[
-            p("tmp", "probe write /tmp/from-inside"),
-            p("tmpfs", "grep -c ' /tmp tmpfs' /proc/mounts"),
-        ]
-        .concat(),
-    ]);
+    let script = [p("tmp", "probe write /tmp/from-inside"), p("tmpfs", tmpfs)].concat();
+    let b = bundle(&["sh", "-c", &script]);
     let out = run_bundle(&rt, Some(&pol), &b, &[]);
     expect(&out, &[("tmp", "ok"), ("tmpfs", "0")]);
     assert!(b.path().join("rootfs/tmp/from-inside").exists());
-
     // 5: masked directory under a writable root.
-    let pol = map_policy(&rt, &[("/**", "rwx"), ("/sandbox/.ssh/", "---")]);
-    let out = run_script(
+    check_case(
         &rt,
-        Some(&pol),
+        &[("/**", "rwx"), ("/sandbox/.ssh/", "---")],
         &[
-            p("key", "probe read /sandbox/.ssh/id_rsa"),
-            p("list", "ls -A /sandbox/.ssh | wc -l"),
-            p("plant", "probe write /sandbox/.ssh/authorized_keys"),
-            p("sandbox", "probe write /sandbox/ok"),
-        ]
-        .concat(),
-    );
-    expect(
-        &out,
-        &[
-            ("key", "ENOENT"),
-            ("list", "0"),
-            ("plant", "EROFS"),
-            ("sandbox", "ok"),
+            ("key", "probe read /sandbox/.ssh/id_rsa", "ENOENT"),
+            ("list", "ls -A /sandbox/.ssh | wc -l", "0"),
+            (
+                "plant",
+                "probe write /sandbox/.ssh/authorized_keys",
+                "EROFS",
+            ),
+            ("sandbox", "probe write /sandbox/ok", "ok"),
         ],
     );
-
-    // 6: masked file: an empty file over it.
-    let pol = map_policy(&rt, &[("/**", "r--"), ("/etc/shadow", "---")]);
-    let out = run_script(
+    // 6: masked file: an empty read-only file over it.
+    check_case(
         &rt,
-        Some(&pol),
+        &[("/**", "r--"), ("/etc/shadow", "---")],
         &[
-            p("shadow", "probe read /etc/shadow"),
-            p("shadow-write", "probe append /etc/shadow"),
-            p("passwd", "probe read /etc/passwd | cut -c1-2"),
-        ]
-        .concat(),
-    );
-    expect(
-        &out,
-        &[
-            ("shadow", "ok 0"),
-            ("shadow-write", "EACCES"),
-            ("passwd", "ok"),
+            ("shadow", "probe read /etc/shadow", "ok 0"),
+            ("shadow-write", "probe append /etc/shadow", "EACCES"),
+            ("passwd", "probe read /etc/passwd | cut -c1-2", "ok"),
         ],
     );
-
     // 7: last-component glob: each match masked, the directory readable.
-    let pol = map_policy(&rt, &[("/**", "r--"), ("/var/log/secret*", "---")]);
-    let out = run_script(
+    check_case(
         &rt,
-        Some(&pol),
+        &[("/**", "r--"), ("/var/log/secret*", "---")],
         &[
-            p("secret", "probe read /var/log/secret1"),
-            p("other", "probe read /var/log/other"),
-            p("dir", "ls /var/log | wc -l"),
-        ]
-        .concat(),
+            ("secret", "probe read /var/log/secret1", "ok 0"),
+            ("other", "probe read /var/log/other", "ok 4"),
+            ("dir", "ls /var/log | wc -l", "2"),
+        ],
     );
-    expect(&out, &[("secret", "ok 0"), ("other", "ok 4"), ("dir", "2")]);
-
     // 8: the deeper literal prefix wins over a broader glob.
-    let pol = map_policy(
+    check_case(
         &rt,
         &[
             ("/h/**", "rwx"),
             ("/h/**/*.json", "rwx"),
             ("/h/.ssh/**", "---"),
         ],
-    );
-    let out = run_script(
-        &rt,
-        Some(&pol),
         &[
-            p("ssh-json", "probe read /h/.ssh/k.json"),
-            p("json", "probe read /h/a.json"),
-        ]
-        .concat(),
+            ("ssh-json", "probe read /h/.ssh/k.json", "ENOENT"),
+            ("json", "probe read /h/a.json", "ok 4"),
+        ],
     );
-    expect(&out, &[("ssh-json", "ENOENT"), ("json", "ok 4")]);
-
     // 9: read-only child under a read-write parent.
-    let pol = map_policy(&rt, &[("/d/**", "rw-"), ("/d/secret/**", "r--")]);
-    let out = run_script(
+    check_case(
         &rt,
-        Some(&pol),
+        &[("/d/**", "rw-"), ("/d/secret/**", "r--")],
         &[
-            p("parent", "probe write /d/new"),
-            p("child", "probe write /d/secret/s"),
-            p("child-read", "probe read /d/secret/s"),
-        ]
-        .concat(),
+            ("parent", "probe write /d/new", "ok"),
+            ("child", "probe write /d/secret/s", "EROFS"),
+            ("child-read", "probe read /d/secret/s", "ok 4"),
+        ],
     );
-    expect(
-        &out,
-        &[("parent", "ok"), ("child", "EROFS"), ("child-read", "ok 4")],
-    );
-
     // 10: mid-path glob: every existing match masked.
-    let pol = map_policy(&rt, &[("/**", "r--"), ("/home/*/.config/**", "---")]);
-    let out = run_script(
+    check_case(
         &rt,
-        Some(&pol),
+        &[("/**", "r--"), ("/home/*/.config/**", "---")],
         &[
-            p("config", "probe read /home/a/.config/c"),
-            p("home", "probe read /home/a/other"),
-        ]
-        .concat(),
+            ("config", "probe read /home/a/.config/c", "ENOENT"),
+            ("home", "probe read /home/a/other", "ok 4"),
+        ],
     );
-    expect(&out, &[("config", "ENOENT"), ("home", "ok 4")]);
-
     // 11: write without read.
-    let pol = map_policy(&rt, &[("/**", "r--"), ("/w/**", "-w-")]);
-    let out = run_script(
+    check_case(
         &rt,
-        Some(&pol),
+        &[("/**", "r--"), ("/w/**", "-w-")],
         &[
-            p("write", "probe write /w/new"),
-            p("read", "probe read /w/f"),
-            p("elsewhere", "probe read /var/log/other"),
-        ]
-        .concat(),
+            ("write", "probe write /w/new", "ok"),
+            ("read", "probe read /w/f", "EACCES"),
+            ("elsewhere", "probe read /var/log/other", "ok 4"),
+        ],
     );
-    expect(
-        &out,
-        &[("write", "ok"), ("read", "EACCES"), ("elsewhere", "ok 4")],
-    );
-
     // 12: execute only with x.
-    let pol = map_policy(&rt, &[("/**", "r--"), ("/t/**", "r-x")]);
-    let out = run_script(&rt, Some(&pol), &p("tool", "/t/tool"));
-    expect(&out, &[("tool", "tool-ran")]);
-    let pol = map_policy(&rt, &[("/**", "r--"), ("/t/**", "r--")]);
-    let out = run_script(&rt, Some(&pol), &p("tool", "probe exec /t/tool"));
-    expect(&out, &[("tool", "EACCES")]);
-
+    check_case(
+        &rt,
+        &[("/**", "r--"), ("/t/**", "r-x")],
+        &[("tool", "/t/tool", "tool-ran")],
+    );
+    check_case(
+        &rt,
+        &[("/**", "r--"), ("/t/**", "r--")],
+        &[("tool", "probe exec /t/tool", "EACCES")],
+    );
     // 13: a malformed permission string: lint error, no container.
     let pol = policy(
         &rt,
@@ -386,6 +323,7 @@ fn default_checks() -> String {
         p("userns", "probe userns"),
         p("rawsock", "probe rawsock"),
         p("ptrace", "probe ptrace 1"),
+        p("procmem", "probe append /proc/1/mem"),
         p("memfd", "probe memfd"),
         p("fork", "probe fork"),
         p("tcp", "probe connect 8080"),
@@ -406,6 +344,7 @@ const DEFAULT_EXPECT: &[(&str, &str)] = &[
     ("userns", "EPERM"),
     ("rawsock", "EPERM"),
     ("ptrace", "EPERM"),
+    ("procmem", "EACCES"),
     ("memfd", "ok"),
     ("fork", "ok"),
     ("tcp", "EACCES"),

@@ -149,6 +149,28 @@ pub fn resolve(
     })
 }
 
+/// A non-root identity keeps only the bounding set of capabilities, as a login of that user
+/// would: effective, permitted, inheritable and ambient are emptied.
+pub fn drop_to_bounding(caps: &mut oci_spec::runtime::LinuxCapabilities) {
+    caps.set_effective(None);
+    caps.set_permitted(None);
+    caps.set_inheritable(None);
+    caps.set_ambient(None);
+}
+
+/// Run `process` as `uid:gid`, without supplementary groups or more than bounding caps.
+pub fn impose(process: &mut oci_spec::runtime::Process, uid: u32, gid: u32) {
+    let mut user = process.user().clone();
+    user.set_uid(uid);
+    user.set_gid(gid);
+    user.set_additional_gids(None);
+    process.set_user(user);
+    if let Some(mut caps) = process.capabilities().clone() {
+        drop_to_bounding(&mut caps);
+        process.set_capabilities(Some(caps));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

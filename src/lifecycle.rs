@@ -678,20 +678,8 @@ fn bounded_process_copy(
         process.set_capabilities(Some(caps));
     }
     if let Some((uid, gid)) = run_as {
-        // The policy's identity holds for every process; a non-root identity keeps only the
-        // bounding set, as at create.
-        let mut user = process.user().clone();
-        user.set_uid(uid);
-        user.set_gid(gid);
-        user.set_additional_gids(None);
-        process.set_user(user);
-        if let Some(mut caps) = process.capabilities().clone() {
-            caps.set_effective(None);
-            caps.set_permitted(None);
-            caps.set_inheritable(None);
-            caps.set_ambient(None);
-            process.set_capabilities(Some(caps));
-        }
+        // The policy's identity holds for every process.
+        crate::identity::impose(&mut process, uid, gid);
     }
     process.set_no_new_privileges(Some(true));
     let name = format!(

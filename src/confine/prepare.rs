@@ -59,18 +59,7 @@ fn apply_identity(spec: &mut Spec, id: &Identity) {
         return;
     }
     let mut process = spec.process().clone().unwrap_or_default();
-    let mut user = process.user().clone();
-    user.set_uid(id.uid);
-    user.set_gid(id.gid);
-    user.set_additional_gids(None);
-    process.set_user(user);
-    if let Some(mut caps) = process.capabilities().clone() {
-        caps.set_effective(None);
-        caps.set_permitted(None);
-        caps.set_inheritable(None);
-        caps.set_ambient(None);
-        process.set_capabilities(Some(caps));
-    }
+    identity::impose(&mut process, id.uid, id.gid);
     if let Some(home) = &id.home {
         let mut env = process.env().clone().unwrap_or_default();
         let has_home = env
@@ -116,11 +105,8 @@ fn compile_filters(
     Ok(())
 }
 
-/// The layout plan a bundle would get, without creating anything (`policy explain`).
-pub fn plan_only(src: &SourceBundle, eff: &Effective) -> Result<Plan, PrepareError> {
-    let rw = crate::bundle::rewrite_base(src, "explain")
-        .map_err(|e| PrepareError::Bundle(Box::new(e)))?;
-    let spec = &rw.spec;
+/// Who the processes of a (base-rewritten) spec run as under `eff`.
+fn identity_of(spec: &Spec, eff: &Effective) -> Result<Identity, PrepareError> {
     let rootfs = spec
         .root()
         .as_ref()
@@ -131,15 +117,22 @@ pub fn plan_only(src: &SourceBundle, eff: &Effective) -> Result<Plan, PrepareErr
         .as_ref()
         .map(|p| p.user().clone())
         .unwrap_or_default();
-    let id = identity::resolve(
+    Ok(identity::resolve(
         &rootfs,
         eff.process.as_ref().map(|p| &p.value),
         user.uid(),
         user.gid(),
-    )?;
+    )?)
+}
+
+/// The layout plan a bundle would get, without creating anything (`policy explain`).
+pub fn plan_only(src: &SourceBundle, eff: &Effective) -> Result<Plan, PrepareError> {
+    let rw = crate::bundle::rewrite_base(src, "explain")
+        .map_err(|e| PrepareError::Bundle(Box::new(e)))?;
+    let id = identity_of(&rw.spec, eff)?;
     Ok(layout::plan_for_spec(
         &eff.filesystem_policy,
-        spec,
+        &rw.spec,
         id.home.as_deref(),
         &id.label,
     )?)
@@ -147,23 +140,8 @@ pub fn plan_only(src: &SourceBundle, eff: &Effective) -> Result<Plan, PrepareErr
 
 /// Rewrite `rw` to carry the effective policy; returns the layout plan (for logs, explain).
 pub fn prepare(rw: &mut Rewritten, eff: &Effective, own: &Path) -> Result<Plan, PrepareError> {
+    let id = identity_of(&rw.spec, eff)?;
     let spec = &mut rw.spec;
-    let rootfs = spec
-        .root()
-        .as_ref()
-        .map(|r| r.path().clone())
-        .unwrap_or_default();
-    let user = spec
-        .process()
-        .as_ref()
-        .map(|p| p.user().clone())
-        .unwrap_or_default();
-    let id = identity::resolve(
-        &rootfs,
-        eff.process.as_ref().map(|p| &p.value),
-        user.uid(),
-        user.gid(),
-    )?;
     apply_identity(spec, &id);
 
     let plan = layout::plan_for_spec(&eff.filesystem_policy, spec, id.home.as_deref(), &id.label)?;
