@@ -1,6 +1,7 @@
 //! nemosandbox: a runc-compatible OCI runtime on libcontainer that confines untrusted code with
 //! kernel-enforced policies. The CLI (`src/main.rs`, `src/cli/`) is a thin layer over this crate.
 
+pub mod audit;
 pub mod bundle;
 pub mod confine;
 pub mod doctor;
@@ -16,3 +17,4 @@ pub mod policy;
 pub mod sandbox;
 pub mod signals;
 pub mod state;
+pub mod symlinks;

@@ -26,8 +26,10 @@ use crate::executor::ConfiningExecutor;
 use crate::foreground::{self, ForegroundError};
 use crate::helper::{self, HelperError};
 use crate::policy::merge::{sha256_hex, Effective};
+use crate::policy::model::SymlinkGuard;
 use crate::policy::select::{self, NodeConfig};
 use crate::state::{self, effective_status, status_word, Meta, StateError, StateRoot};
+use crate::{audit, symlinks};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -69,6 +71,17 @@ pub enum LifecycleError {
     Prepare(#[from] crate::confine::prepare::PrepareError),
     #[error("cgroup of container {id:?}: {msg}")]
     Cgroup { id: String, msg: String },
+    #[error(transparent)]
+    Guard(#[from] symlinks::GuardError),
+}
+
+/// Clear the immutable attributes symlink guards set, so engines can remove the files.
+fn undo_guards(outcomes: &[symlinks::Outcome]) {
+    for o in outcomes {
+        if let Some((path, dev, ino)) = &o.immutable {
+            symlinks::clear_immutable(path, *dev, *ino);
+        }
+    }
 }
 
 type Result<T> = std::result::Result<T, LifecycleError>;
@@ -250,6 +263,13 @@ impl Runtime {
         let mut guard = RemoveOnDrop {
             path: Some(own.clone()),
         };
+        // The image root, before a restrictive layout swaps in its skeleton.
+        let image_root = rw
+            .spec
+            .root()
+            .as_ref()
+            .map(|r| r.path().clone())
+            .unwrap_or_default();
         let layout = confine::prepare::prepare(&mut rw, &effective, &own)?;
         for note in &layout.notes {
             tracing::debug!("container {id:?} layout: {note}");
@@ -260,12 +280,7 @@ impl Runtime {
         fs::write(&effective_path, &canonical).map_err(io_err(&effective_path))?;
         let mut meta = Meta {
             bundle: src.dir.clone(),
-            rootfs: rw
-                .spec
-                .root()
-                .as_ref()
-                .map(|r| r.path().clone())
-                .unwrap_or_default(),
+            rootfs: image_root,
             ..Meta::default()
         };
         meta.annotations
@@ -301,7 +316,12 @@ impl Runtime {
             }
         };
 
-        if let Err(e) = self.between_create_and_start(&mut container, &mut meta) {
+        let guards: Vec<SymlinkGuard> = effective
+            .symlink_guards
+            .iter()
+            .map(|g| g.value.clone())
+            .collect();
+        if let Err(e) = self.between_create_and_start(&mut container, &mut meta, &guards) {
             let _ = container.delete(true);
             if let Some(pid) = meta.helper_pid {
                 helper::kill_helper(pid, meta.helper_start_time);
@@ -315,7 +335,12 @@ impl Runtime {
 
     /// The stage between `create` and `start`: the container's mounts exist and its init
     /// process waits for `start`.
-    fn between_create_and_start(&self, container: &mut Container, meta: &mut Meta) -> Result<()> {
+    fn between_create_and_start(
+        &self,
+        container: &mut Container,
+        meta: &mut Meta,
+        guards: &[SymlinkGuard],
+    ) -> Result<()> {
         let id = container.id().to_string();
         let pid = container.pid().ok_or_else(|| LifecycleError::Invalid {
             what: format!("container {id:?}"),
@@ -325,7 +350,52 @@ impl Runtime {
         let (hpid, hstart) = helper::spawn(pid.as_raw(), Vec::new())?;
         meta.helper_pid = Some(hpid);
         meta.helper_start_time = hstart;
+        self.symlink_guards(&id, pid.as_raw(), guards, meta)?;
         meta.save(&self.root, &id)?;
+        Ok(())
+    }
+
+    /// Validate and freeze each symlink guard (SPEC §8); on a mismatch undo what earlier
+    /// guards set and fail.
+    fn symlink_guards(
+        &self,
+        id: &str,
+        pid: i32,
+        guards: &[SymlinkGuard],
+        meta: &mut Meta,
+    ) -> Result<()> {
+        let container_root = PathBuf::from(format!("/proc/{pid}/root"));
+        let dir = self.root.container_dir(id);
+        for g in guards {
+            match symlinks::harden(g, &container_root, &meta.rootfs) {
+                Ok(o) => {
+                    let line = format!("symlink guard {}: {}", o.dir, o.annotation_value());
+                    if o.outcome == "hardened" {
+                        tracing::info!("{line}");
+                    } else {
+                        tracing::warn!("{line}");
+                    }
+                    let mut ev =
+                        audit::Event::new(id, "symlink", &o.outcome, "symlink_guards", &o.detail);
+                    ev.request = serde_json::json!({"dir": o.dir, "target_dir": g.target_dir});
+                    audit::record(&dir, &ev);
+                    meta.annotations.insert(
+                        format!("{}{}", state::GUARD_ANNOTATION_PREFIX, o.dir),
+                        o.annotation_value(),
+                    );
+                    meta.guards.push(o);
+                }
+                Err(e) => {
+                    undo_guards(&meta.guards);
+                    let msg = e.to_string();
+                    let mut ev =
+                        audit::Event::new(id, "symlink", "refused", "symlink_guards", &msg);
+                    ev.request = serde_json::json!({"dir": g.dir, "target_dir": g.target_dir});
+                    audit::record(&dir, &ev);
+                    return Err(LifecycleError::Guard(e));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -449,6 +519,7 @@ impl Runtime {
             if let Some(pid) = m.helper_pid {
                 helper::kill_helper(pid, m.helper_start_time);
             }
+            undo_guards(&m.guards);
         }
         self.purge(id);
         Ok(())

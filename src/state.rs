@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 /// The annotation that carries the effective policy's hash (§4.5).
 pub const POLICY_HASH_ANNOTATION: &str = "dev.nemosandbox.policy.sha256";
 /// The documents merged into the effective policy, in order.
+/// Prefix of the per-guard outcome annotations (`…symlink-guard./sandbox/.openclaw`).
+pub const GUARD_ANNOTATION_PREFIX: &str = "dev.nemosandbox.symlink-guard.";
 pub const POLICY_SOURCES_ANNOTATION: &str = "dev.nemosandbox.policy.sources";
 
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +152,9 @@ pub struct Meta {
     /// Annotations the runtime adds to `state` (policy hash, stage outcomes).
     #[serde(default)]
     pub annotations: HashMap<String, String>,
+    /// Symlink guard outcomes (what `delete` must undo).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guards: Vec<crate::symlinks::Outcome>,
 }
 
 impl Meta {

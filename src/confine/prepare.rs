@@ -105,6 +105,14 @@ fn compile_filters(
     Ok(())
 }
 
+/// Directories of the symlink guards: the layout takes `w` away from them.
+fn guard_dirs(eff: &Effective) -> Vec<String> {
+    eff.symlink_guards
+        .iter()
+        .map(|g| g.value.dir.clone())
+        .collect()
+}
+
 /// Who the processes of a (base-rewritten) spec run as under `eff`.
 fn identity_of(spec: &Spec, eff: &Effective) -> Result<Identity, PrepareError> {
     let rootfs = spec
@@ -132,6 +140,7 @@ pub fn plan_only(src: &SourceBundle, eff: &Effective) -> Result<Plan, PrepareErr
     let id = identity_of(&rw.spec, eff)?;
     Ok(layout::plan_for_spec(
         &eff.filesystem_policy,
+        &guard_dirs(eff),
         &rw.spec,
         id.home.as_deref(),
         &id.label,
@@ -144,7 +153,13 @@ pub fn prepare(rw: &mut Rewritten, eff: &Effective, own: &Path) -> Result<Plan, 
     let spec = &mut rw.spec;
     apply_identity(spec, &id);
 
-    let plan = layout::plan_for_spec(&eff.filesystem_policy, spec, id.home.as_deref(), &id.label)?;
+    let plan = layout::plan_for_spec(
+        &eff.filesystem_policy,
+        &guard_dirs(eff),
+        spec,
+        id.home.as_deref(),
+        &id.label,
+    )?;
 
     let (abi, cap) = landlock::available_abi();
     landlock::check(eff.landlock.value, abi, cap)?;

@@ -38,6 +38,7 @@ pub enum LayoutError {
 /// Plan the layout of a spec whose root and mounts are final (after the base rewrite).
 pub fn plan_for_spec(
     fs: &EffectiveFs,
+    frozen: &[String],
     spec: &Spec,
     home: Option<&Path>,
     user: &str,
@@ -47,7 +48,8 @@ pub fn plan_for_spec(
         .as_ref()
         .map(|p| p.cwd().clone())
         .unwrap_or_else(|| PathBuf::from("/"));
-    let rules = RuleSet::from_policy(fs, &cwd, home, user)?;
+    let mut rules = RuleSet::from_policy(fs, &cwd, home, user)?;
+    rules.freeze(frozen)?;
     let rootfs = spec
         .root()
         .as_ref()

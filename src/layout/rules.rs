@@ -287,6 +287,17 @@ impl RuleSet {
         Decision { rights, by }
     }
 
+    /// Take `w` away from each of `dirs` (symlink guards, SPEC §8), whatever rule grants it:
+    /// a rule at the directory's own depth, so the tie keeps the intersection.
+    pub fn freeze(&mut self, dirs: &[String]) -> Result<(), RuleError> {
+        for d in dirs {
+            let rights = self.decide(Path::new(d)).rights.minus(Rights::W);
+            self.rules
+                .push(Rule::new(d, rights, "symlink_guards", None, "")?);
+        }
+        Ok(())
+    }
+
     /// Whether `/` itself is readable: the permissive base.
     pub fn permissive(&self) -> bool {
         self.decide(Path::new("/")).rights.has(Rights::R)
