@@ -471,3 +471,89 @@ pub fn oci_archive(dir: &Path, name: &str) -> PathBuf {
         .arg("."));
     archive
 }
+
+/// On podman's overlay root: a guarded directory is hardened (or `partial`, saying why), cannot
+/// be changed through `podman exec`, and `podman rm` still removes the container's files.
+#[test]
+fn podman_overlay_symlink_guard_and_removal() {
+    let work = TempDir::new("podman-guard");
+    let conf = work.path().join("containers.conf");
+    std::fs::write(
+        &conf,
+        "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n",
+    )
+    .unwrap();
+    let policy = work.path().join("guard.yaml");
+    std::fs::write(
+        &policy,
+        "version: 1\nfilesystem_policy:\n  read_write: [/sandbox]\n  permissions:\n    \"/**\": \"r-x\"\n\
+         symlink_guards:\n  - dir: /sandbox/.openclaw\n    target_dir: /sandbox/.openclaw-data\n",
+    )
+    .unwrap();
+    let podman = || {
+        let mut c = Command::new("podman");
+        c.env("CONTAINERS_CONF", &conf)
+            .arg("--root")
+            .arg(work.path().join("storage"))
+            .arg("--runroot")
+            .arg(work.path().join("run"))
+            .arg("--runtime")
+            .arg(bin())
+            .arg("--runtime-flag")
+            .arg(format!("policy={}", policy.display()))
+            .stdin(Stdio::null());
+        c
+    };
+    let rootfs = work.path().join("rootfs");
+    make_busybox_rootfs(&rootfs);
+    std::fs::create_dir_all(rootfs.join("sandbox/.openclaw")).unwrap();
+    std::fs::create_dir_all(rootfs.join("sandbox/.openclaw-data")).unwrap();
+    std::fs::write(
+        rootfs.join("sandbox/.openclaw-data/config.json"),
+        "cfg-data",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        "/sandbox/.openclaw-data/config.json",
+        rootfs.join("sandbox/.openclaw/config.json"),
+    )
+    .unwrap();
+    let tar = work.path().join("guard.tar");
+    ok(Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."));
+    ok(podman().args(["import", tar.to_str().unwrap(), "localhost/nemo-guard:test"]));
+
+    let id = ok(podman().args(["run", "-d", "localhost/nemo-guard:test", "sleep", "300"]))
+        .trim()
+        .to_string();
+    let state: serde_json::Value =
+        serde_json::from_str(&ok(Command::new(bin()).args(["state", &id]))).unwrap();
+    let outcome = state["annotations"]["dev.nemosandbox.symlink-guard./sandbox/.openclaw"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    eprintln!("podman overlay guard outcome: {outcome}");
+    assert!(
+        outcome == "hardened" || outcome.starts_with("partial: "),
+        "{outcome}"
+    );
+    let (_, out, _) = sh(podman().args([
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "cat /sandbox/.openclaw/config.json; echo; rm -f /sandbox/.openclaw/config.json 2>/dev/null && echo REMOVED; \
+         ln -s /etc/shadow /sandbox/.openclaw/new 2>/dev/null && echo ADDED; true",
+    ]));
+    assert!(
+        out.contains("cfg-data") && !out.contains("REMOVED") && !out.contains("ADDED"),
+        "{out}"
+    );
+    ok(podman().args(["rm", "-f", "-t", "1", &id]));
+    no_state_left(Path::new("/run/nemosandbox"), &id);
+    ok(podman().args(["rmi", "-f", "localhost/nemo-guard:test"]));
+}

@@ -178,7 +178,9 @@ fn runtime_flags_pin_presets_for_engines_without_annotations() {
         &id,
     ]);
     let b2 = Bundle::busybox(&["sleep", "100"]);
-    // openclaw-sandbox runs as `sandbox`, which the image must define.
+    // openclaw-sandbox runs as `sandbox`, which the image must define, and guards its
+    // configuration directory, which must exist.
+    std::fs::create_dir_all(b2.path().join("rootfs/sandbox/.openclaw")).unwrap();
     std::fs::write(
         b2.path().join("rootfs/etc/passwd"),
         "root:x:0:0:root:/root:/bin/sh\nsandbox:x:1000:1000::/sandbox:/bin/sh\n",

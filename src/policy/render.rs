@@ -170,7 +170,10 @@ pub fn explain(eff: &Effective) -> String {
                 g.value.dir, g.value.target_dir, g.from
             );
         }
-        let _ = writeln!(o, "  enforcement: not yet (SPEC §8)");
+        let _ = writeln!(
+            o,
+            "  enforcement: validated and frozen between create and start (read-only bind, no Landlock write, immutable attribute)"
+        );
     }
     o
 }
