@@ -386,14 +386,7 @@ fn exec_processes_get_the_same_layout_and_landlock_rights() {
     );
     let b = bundle(&["sleep", "1000"]);
     let id = unique("execfs");
-    rt.ok(&[
-        "--policy",
-        &pol,
-        "create",
-        "--bundle",
-        b.path().to_str().unwrap(),
-        &id,
-    ]);
+    rt.ok(&create_args(&pol, &b, &id));
     rt.ok(&["start", &id]);
     let script = [
         p("shadow", "probe read /etc/shadow"),
@@ -515,14 +508,7 @@ fn hard_requirement_refuses_a_kernel_without_the_needed_abi() {
     );
     let b = bundle(&["true"]);
     let id = unique("hard");
-    let mut cmd = rt.command(&[
-        "--policy",
-        &pol,
-        "create",
-        "--bundle",
-        b.path().to_str().unwrap(),
-        &id,
-    ]);
+    let mut cmd = rt.command(&create_args(&pol, &b, &id));
     cmd.env("NEMOSANDBOX_LANDLOCK_ABI_MAX", "5");
     let out = output_within(cmd, Duration::from_secs(60));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -584,14 +570,7 @@ fn run_as_user_from_the_containers_passwd() {
     .unwrap();
     std::fs::write(r.join("etc/group"), "root:x:0:\nagents:x:1600:\n").unwrap();
     let id = unique("user");
-    rt.ok(&[
-        "--policy",
-        &pol,
-        "create",
-        "--bundle",
-        b.path().to_str().unwrap(),
-        &id,
-    ]);
+    rt.ok(&create_args(&pol, &b, &id));
     rt.ok(&["start", &id]);
     let status_path = format!("/proc/{}/status", rt.state(&id)["pid"]);
     wait_until(|| std::fs::read_to_string(&status_path).is_ok_and(|s| s.contains("Name:\tsleep")));
@@ -610,14 +589,7 @@ fn run_as_user_from_the_containers_passwd() {
     // A name the container does not know fails create, naming the file.
     let pol = policy(&rt, "version: 1\nprocess:\n  run_as_user: ghost\n");
     let id = unique("ghost");
-    let err = rt.fails(&[
-        "--policy",
-        &pol,
-        "create",
-        "--bundle",
-        b.path().to_str().unwrap(),
-        &id,
-    ]);
+    let err = rt.fails(&create_args(&pol, &b, &id));
     assert!(
         err.contains("\"ghost\"") && err.contains("/etc/passwd"),
         "{err}"

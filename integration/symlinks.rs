@@ -87,14 +87,7 @@ fn valid_layout_is_hardened_and_cannot_be_changed_from_inside() {
         let pol = policy(&rt, extra);
         let b = guarded_bundle(&["sleep", "1000"]);
         let id = unique("guard");
-        rt.ok(&[
-            "--policy",
-            &pol,
-            "create",
-            "--bundle",
-            b.path().to_str().unwrap(),
-            &id,
-        ]);
+        rt.ok(&create_args(&pol, &b, &id));
         assert_eq!(guard_annotation(&rt, &id), "hardened", "{who}");
         rt.ok(&["start", &id]);
         let out = rt.ok(&["exec", &id, "sh", "-c", TAMPER]);
@@ -159,14 +152,7 @@ fn invalid_layouts_fail_create_and_leave_nothing() {
         let b = guarded_bundle(&["true"]);
         breaker(&b.path().join("rootfs"));
         let id = unique("badguard");
-        let err = rt.fails(&[
-            "--policy",
-            &pol,
-            "create",
-            "--bundle",
-            b.path().to_str().unwrap(),
-            &id,
-        ]);
+        let err = rt.fails(&create_args(&pol, &b, &id));
         assert!(err.contains(want), "{what}: {err}");
         assert_nothing_left(&rt, &id);
         // No attribute left behind on a failed create.
@@ -180,14 +166,7 @@ fn invalid_layouts_fail_create_and_leave_nothing() {
     let b = guarded_bundle(&["sleep", "1000"]);
     std::fs::remove_dir_all(b.path().join("rootfs/sandbox/.openclaw")).unwrap();
     let id = unique("skip");
-    rt.ok(&[
-        "--policy",
-        &pol,
-        "create",
-        "--bundle",
-        b.path().to_str().unwrap(),
-        &id,
-    ]);
+    rt.ok(&create_args(&pol, &b, &id));
     assert!(
         guard_annotation(&rt, &id).starts_with("skipped"),
         "{}",
@@ -228,14 +207,7 @@ fn a_link_swapped_during_create_never_reaches_a_started_container() {
     let (mut started, mut refused) = (0, 0);
     for _ in 0..30 {
         let id = unique("race");
-        let out = rt.run(&[
-            "--policy",
-            &pol,
-            "create",
-            "--bundle",
-            b.path().to_str().unwrap(),
-            &id,
-        ]);
+        let out = rt.run(&create_args(&pol, &b, &id));
         if out.status.success() {
             rt.ok(&["start", &id]);
             let seen = rt.ok(&["exec", &id, "readlink", "/sandbox/.openclaw/config.json"]);
@@ -281,14 +253,7 @@ fn tmpfs_root_and_volume_outcomes() {
     assert!(copy.success());
     b.edit(|c| c["root"]["path"] = tmpfs.path().to_string_lossy().into_owned().into());
     let id = unique("tmpfsguard");
-    rt.ok(&[
-        "--policy",
-        &pol,
-        "create",
-        "--bundle",
-        b.path().to_str().unwrap(),
-        &id,
-    ]);
+    rt.ok(&create_args(&pol, &b, &id));
     assert_eq!(guard_annotation(&rt, &id), "hardened");
     rt.ok(&["start", &id]);
     assert_untampered(&rt.ok(&["exec", &id, "sh", "-c", TAMPER]));
@@ -320,14 +285,7 @@ fn tmpfs_root_and_volume_outcomes() {
         }))
     });
     let id = unique("volguard");
-    rt.ok(&[
-        "--policy",
-        &pol,
-        "create",
-        "--bundle",
-        b.path().to_str().unwrap(),
-        &id,
-    ]);
+    rt.ok(&create_args(&pol, &b, &id));
     let ann = guard_annotation(&rt, &id);
     assert!(ann.starts_with("partial: immutable"), "{ann}");
     rt.ok(&["start", &id]);

@@ -137,6 +137,18 @@ impl Bundle {
     }
 }
 
+/// Arguments of `--policy POLICY create --bundle B ID`.
+pub fn create_args<'a>(policy: &'a str, bundle: &'a Bundle, id: &'a str) -> [&'a str; 6] {
+    [
+        "--policy",
+        policy,
+        "create",
+        "--bundle",
+        bundle.path().to_str().unwrap(),
+        id,
+    ]
+}
+
 /// The runtime with its own `--root`, so tests never see each other's containers.
 pub struct Runtime {
     pub root: TempDir,
