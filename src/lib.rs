@@ -13,6 +13,7 @@ pub mod info;
 pub mod layout;
 pub mod lifecycle;
 pub mod logging;
+pub mod netguard;
 pub mod policy;
 pub mod sandbox;
 pub mod signals;
