@@ -473,7 +473,8 @@ pub fn oci_archive(dir: &Path, name: &str) -> PathBuf {
 }
 
 /// On podman's overlay root: a guarded directory is hardened (or `partial`, saying why), cannot
-/// be changed through `podman exec`, and `podman rm` still removes the container's files.
+/// be changed through `podman exec`, `podman exec` goes through the exec gate, and `podman rm`
+/// still removes the container's files.
 #[test]
 fn podman_overlay_symlink_guard_and_removal() {
     let work = TempDir::new("podman-guard");
@@ -487,7 +488,8 @@ fn podman_overlay_symlink_guard_and_removal() {
     std::fs::write(
         &policy,
         "version: 1\nfilesystem_policy:\n  read_write: [/sandbox]\n  permissions:\n    \"/**\": \"r-x\"\n\
-         symlink_guards:\n  - dir: /sandbox/.openclaw\n    target_dir: /sandbox/.openclaw-data\n",
+         symlink_guards:\n  - dir: /sandbox/.openclaw\n    target_dir: /sandbox/.openclaw-data\n\
+         exec_policy:\n  allowlist:\n    - { pattern: /bin/busybox }\n  safe_builtins: true\n",
     )
     .unwrap();
     let podman = || {
@@ -546,12 +548,21 @@ fn podman_overlay_symlink_guard_and_removal() {
         &id,
         "sh",
         "-c",
-        "cat /sandbox/.openclaw/config.json; echo; rm -f /sandbox/.openclaw/config.json 2>/dev/null && echo REMOVED; \
-         ln -s /etc/shadow /sandbox/.openclaw/new 2>/dev/null && echo ADDED; true",
+        "cat /sandbox/.openclaw/config.json; echo; rm -f /sandbox/.openclaw/config.json && echo REMOVED; \
+         ln -s /etc/shadow /sandbox/.openclaw/new && echo ADDED; true",
     ]));
     assert!(
         out.contains("cfg-data") && !out.contains("REMOVED") && !out.contains("ADDED"),
         "{out}"
+    );
+    // The exec gate through `podman exec`: a refused construct is reported to the caller and
+    // starts nothing.
+    let (code, out, err) = sh(podman().args(["exec", &id, "sh", "-c", "echo \"$(id)\""]));
+    assert_ne!(code, 0);
+    assert!(
+        format!("{out}{err}").contains("exec denied by policy")
+            && format!("{out}{err}").contains("command substitution"),
+        "{out}{err}"
     );
     ok(podman().args(["rm", "-f", "-t", "1", &id]));
     no_state_left(Path::new("/run/nemosandbox"), &id);

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod bundle;
 pub mod confine;
 pub mod doctor;
+pub mod execgate;
 pub mod executor;
 pub mod foreground;
 pub mod helper;

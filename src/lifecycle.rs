@@ -73,6 +73,8 @@ pub enum LifecycleError {
     Cgroup { id: String, msg: String },
     #[error(transparent)]
     Guard(#[from] symlinks::GuardError),
+    #[error(transparent)]
+    ExecDenied(#[from] crate::execgate::eval::Denied),
 }
 
 /// Clear the immutable attributes symlink guards set, so engines can remove the files.
@@ -540,7 +542,12 @@ impl Runtime {
 
     pub fn kill(&self, id: &str, sig: Signal, all: bool) -> Result<()> {
         let mut c = self.load_for(id, "kill", |s| all || s != ContainerStatus::Stopped)?;
-        c.kill(sig, all).map_err(lc("kill", id))
+        match c.kill(sig, all) {
+            // libcontainer saves the state after signalling; a foreground `run` (or the
+            // engine) may already have deleted the container the signal just killed.
+            Err(_) if !self.root.exists(id) => Ok(()),
+            r => r.map_err(lc("kill", id)),
+        }
     }
 
     pub fn pause(&self, id: &str) -> Result<()> {
@@ -657,6 +664,7 @@ impl Runtime {
         let _cleanup = RemoveOnDrop {
             path: process_copy.clone(),
         };
+        self.exec_gate(opts, &spec, process_copy.as_deref(), &mut plan)?;
 
         if !opts.detach {
             foreground::block_forwarded_signals()?;
@@ -703,6 +711,94 @@ impl Runtime {
             return Ok(0);
         }
         Ok(foreground::wait_forwarding(pid)?)
+    }
+}
+
+impl Runtime {
+    /// SPEC §9: when the policy has `exec_policy`, decide before anything starts; an allowed
+    /// process gets execute rights only on what was allowed.
+    fn exec_gate(
+        &self,
+        opts: &ExecOptions,
+        spec: &oci_spec::runtime::Spec,
+        process_file: Option<&Path>,
+        plan: &mut bundle::ConfinementPlan,
+    ) -> Result<()> {
+        let id = opts.id.as_str();
+        let own = self.root.own_dir(id);
+        let effective: Effective = bundle::read_json(&own.join("effective.json"))?;
+        let Some(policy) = &effective.exec_policy else {
+            return Ok(());
+        };
+        let base = spec.process().clone().unwrap_or_default();
+        let process: Process = match process_file {
+            Some(p) => bundle::read_json(p)?,
+            None => base.clone(),
+        };
+        let argv = if process_file.is_some() {
+            process.args().clone().unwrap_or_default()
+        } else {
+            opts.args.clone()
+        };
+        let mut env = process.env().clone().unwrap_or_default();
+        if process_file.is_none() {
+            env.extend(opts.env.iter().cloned());
+        }
+        let path_var = env
+            .iter()
+            .rev()
+            .find_map(|e| e.strip_prefix("PATH="))
+            .map(str::to_string);
+        let cwd = match (&opts.cwd, process_file) {
+            (Some(c), _) => c.clone(),
+            (None, _) => process.cwd().clone(),
+        };
+        let meta = Meta::load(&self.root, id)?;
+        let uid = plan
+            .run_as
+            .map_or(opts.user.unwrap_or(process.user().uid()), |r| r.0);
+        let home = crate::identity::resolve(&meta.rootfs, None, uid, 0)
+            .ok()
+            .and_then(|i| i.home)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let init = self
+            .load(id)?
+            .pid()
+            .ok_or_else(|| LifecycleError::Invalid {
+                what: format!("container {id:?}"),
+                msg: "no init pid".into(),
+            })?;
+        let fs = crate::execgate::eval::PrefixFs {
+            prefix: PathBuf::from(format!("/proc/{}/root", init.as_raw())),
+        };
+        let allowlist: Vec<String> = policy
+            .allowlist
+            .iter()
+            .map(|p| p.value.pattern.clone())
+            .collect();
+        let ctx = crate::execgate::eval::Context {
+            allowlist: &allowlist,
+            safe_builtins: policy.safe_builtins,
+            path_var: path_var.as_deref(),
+            cwd,
+            home,
+        };
+        let request = serde_json::json!({"command": argv});
+        match crate::execgate::eval::evaluate(&argv, &ctx, &fs) {
+            Ok(allowed) => {
+                if let Some(l) = plan.landlock.as_mut() {
+                    let files = crate::execgate::execute_set(&allowed, &fs);
+                    crate::execgate::restrict_execute(l, &files);
+                }
+                Ok(())
+            }
+            Err(denied) => {
+                let mut ev = audit::Event::new(id, "exec", "denied", "exec_policy", &denied.reason);
+                ev.request = request;
+                audit::record(&self.root.container_dir(id), &ev);
+                Err(denied.into())
+            }
+        }
     }
 }
 

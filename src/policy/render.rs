@@ -159,7 +159,10 @@ pub fn explain(eff: &Effective) -> String {
         for p in &ex.allowlist {
             let _ = writeln!(o, "  {}  {}", p.value.pattern, p.from);
         }
-        let _ = writeln!(o, "  enforcement: not yet (SPEC §9)");
+        let _ = writeln!(
+            o,
+            "  enforcement: every `exec` is checked (shell chains parsed); allowed ones run with execute rights only on what was allowed"
+        );
     }
     if !eff.symlink_guards.is_empty() {
         let _ = writeln!(o, "\nsymlink guards:");

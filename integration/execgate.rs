@@ -1,0 +1,134 @@
+//! The exec gate end to end (SPEC §9): refused chains print the reason, write an audit event
+//! and start nothing; allowed chains run; and an allowed process cannot start a program
+//! outside the list even when the parser never saw it (Landlock execute rights).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::*;
+
+fn probe() -> &'static Path {
+    static PROBE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PROBE.get_or_init(|| {
+        let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gate-probe");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/probe.c");
+        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+        let st = std::process::Command::new("gcc")
+            .args(["-static", "-O2", "-o"])
+            .arg(&tmp)
+            .arg(&src)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::rename(&tmp, &out).unwrap();
+        out
+    })
+}
+
+/// An image with an allowlisted `tool` (a script that tries to run `other`) and `other`, a
+/// program that is not on the list.
+fn bundle() -> Bundle {
+    let b = Bundle::busybox(&["sleep", "1000"]);
+    let r = b.path().join("rootfs");
+    std::fs::create_dir_all(r.join("usr/bin")).unwrap();
+    install_binary(probe(), &r.join("usr/bin/other"));
+    std::fs::write(
+        r.join("usr/bin/tool"),
+        "#!/bin/sh\necho tool-ran\n/usr/bin/other memfd\necho other-rc=$?\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        r.join("usr/bin/tool"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    b
+}
+
+fn policy(rt: &Runtime, exec_policy: bool) -> String {
+    let p = rt.root.path().join(format!("{}.yaml", unique("gate")));
+    let gate = if exec_policy {
+        "exec_policy:\n  allowlist:\n    - { pattern: /usr/bin/tool }\n  safe_builtins: true\n"
+    } else {
+        ""
+    };
+    std::fs::write(
+        &p,
+        format!("version: 1\nfilesystem_policy:\n  permissions:\n    \"/**\": \"r-x\"\n{gate}"),
+    )
+    .unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+fn started(rt: &Runtime, pol: &str, b: &Bundle) -> String {
+    let id = unique("gate");
+    rt.ok(&create_args(pol, b, &id));
+    rt.ok(&["start", &id]);
+    id
+}
+
+#[test]
+fn refused_execs_start_nothing_and_say_why() {
+    let rt = Runtime::new();
+    let pol = policy(&rt, true);
+    let b = bundle();
+    let id = started(&rt, &pol, &b);
+    let before = processes_of(&id);
+    for (script, want) in [
+        ("cd /tmp && other memfd", "exec denied by policy: other memfd: other (/usr/bin/other) is not in the exec allowlist"),
+        ("echo \"$(id)\"", "exec denied by policy: echo \"$(id)\": command substitution"),
+        ("FOO=1 tool", "exec denied by policy: FOO=1 tool: assignment"),
+        ("cd $HOME && tool", "dynamic cd"),
+        ("tool > /tmp/x", "redirection"),
+    ] {
+        let out = rt.run(&["exec", &id, "sh", "-c", script]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{script}");
+        assert!(err.contains(want), "{script}: {err}");
+        assert_eq!(processes_of(&id), before, "{script}: a process was started");
+    }
+    // Direct argv: builtins do not count, the program must be on the list.
+    let err = rt.fails(&["exec", &id, "/usr/bin/other", "memfd"]);
+    assert!(err.contains("is not in the exec allowlist"), "{err}");
+    let audit = std::fs::read_to_string(rt.root.path().join(&id).join("audit.jsonl")).unwrap();
+    assert!(
+        audit
+            .lines()
+            .filter(|l| l.contains("\"kind\":\"exec\"") && l.contains("\"denied\""))
+            .count()
+            >= 6,
+        "{audit}"
+    );
+    rt.remove(&id);
+    assert_nothing_left(&rt, &id);
+}
+
+#[test]
+fn allowed_chains_run_but_cannot_start_other_programs() {
+    let rt = Runtime::new();
+    let b = bundle();
+    // Without exec_policy, the tool's helper program runs.
+    let pol = policy(&rt, false);
+    let id = started(&rt, &pol, &b);
+    let out = rt.ok(&["exec", &id, "sh", "-c", "cd /tmp && tool"]);
+    assert!(
+        out.contains("tool-ran") && out.contains("other-rc=0"),
+        "{out}"
+    );
+    rt.remove(&id);
+    assert_nothing_left(&rt, &id);
+
+    // With it: the chain is allowed, and the program the parser never saw is refused by
+    // the kernel (execute rights only on the tool, its interpreter and the wrapping shell).
+    let pol = policy(&rt, true);
+    let id = started(&rt, &pol, &b);
+    let out = rt.ok(&["exec", &id, "sh", "-c", "cd /tmp && [ -d /tmp ] && tool"]);
+    assert!(out.contains("tool-ran"), "{out}");
+    assert!(out.contains("other-rc=126"), "{out}");
+    let out = rt.ok(&["exec", &id, "ash", "-lc", "true"]);
+    assert!(out.is_empty(), "{out}");
+    rt.remove(&id);
+    assert_nothing_left(&rt, &id);
+}

@@ -1,0 +1,78 @@
+//! Exec gate (SPEC §9): what `exec` may start when the effective policy has `exec_policy`.
+
+pub mod eval;
+pub mod shell;
+
+use std::path::{Path, PathBuf};
+
+use eval::{Allowed, ContainerFs, PrefixFs};
+
+use crate::confine::landlock::LandlockPlan;
+use crate::layout::{Grant, Rights};
+
+/// The ELF interpreter (dynamic loader) a binary names, if any.
+pub fn elf_interpreter(bytes: &[u8]) -> Option<String> {
+    let elf = goblin::elf::Elf::parse(bytes).ok()?;
+    elf.interpreter.map(str::to_string)
+}
+
+/// The `#!` interpreter of a script, if it is one.
+pub fn script_interpreter(bytes: &[u8]) -> Option<String> {
+    let rest = bytes.strip_prefix(b"#!")?;
+    let line = rest.split(|b| *b == b'\n').next()?;
+    let line = String::from_utf8_lossy(line);
+    line.split_whitespace().next().map(str::to_string)
+}
+
+/// Every file an allowed exec needs execute rights on: the allowed programs, the shells that
+/// wrap them, and what the kernel loads to run those (ELF loader, script interpreter).
+pub fn execute_set(allowed: &Allowed, fs: &PrefixFs) -> Vec<PathBuf> {
+    let mut todo: Vec<PathBuf> = allowed
+        .executables
+        .iter()
+        .chain(allowed.shells.iter())
+        .cloned()
+        .collect();
+    let mut out: Vec<PathBuf> = Vec::new();
+    while let Some(p) = todo.pop() {
+        if out.contains(&p) || out.len() > 64 {
+            continue;
+        }
+        let host = fs.prefix.join(p.strip_prefix("/").unwrap_or(&p));
+        let head = read_capped(&host);
+        for next in elf_interpreter(&head)
+            .into_iter()
+            .chain(script_interpreter(&head))
+        {
+            if let Some(r) = fs.resolve(Path::new(&next)) {
+                todo.push(r);
+            }
+        }
+        out.push(p);
+    }
+    out.sort();
+    out
+}
+
+/// The file, if it is small enough to parse (ELF headers may sit at its end).
+fn read_capped(p: &Path) -> Vec<u8> {
+    const CAP: u64 = 256 << 20;
+    match std::fs::metadata(p) {
+        Ok(m) if m.len() <= CAP => std::fs::read(p).unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// Hold an exec'd process to `files`: execute rights nowhere else.
+pub fn restrict_execute(plan: &mut LandlockPlan, files: &[PathBuf]) {
+    for g in &mut plan.grants {
+        g.rights = g.rights.minus(Rights::X);
+    }
+    for f in files {
+        plan.grants.push(Grant {
+            path: f.clone(),
+            rights: Rights::RX,
+            dir: false,
+        });
+    }
+}

@@ -1,0 +1,423 @@
+//! The shell subset the exec gate accepts (SPEC §9): simple commands joined by `&&`, `||`,
+//! `;`, `|` and newlines, with quoting, escapes and comments. Everything else a POSIX shell
+//! would do — substitutions, redirections, subshells, groups, functions, loops, conditionals,
+//! background jobs, assignments — is refused, naming the construct. The grammar is small on
+//! purpose: accepting only what it fully understands is what makes the gate sound.
+
+/// A word after quote removal, and whether the shell would still expand it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Word {
+    pub text: String,
+    /// Contains an unquoted or double-quoted `$…`, or an unquoted glob character: its value is
+    /// only known at run time.
+    pub dynamic: bool,
+    /// Starts with an unquoted `~` (home-relative, known statically).
+    pub tilde: bool,
+}
+
+/// One simple command of a chain, as written (for messages) and as words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub source: String,
+    pub words: Vec<Word>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{construct}")]
+pub struct Refusal {
+    /// The construct, named as an operator would look it up: `command substitution`, …
+    pub construct: String,
+    /// The text where it was found.
+    pub at: String,
+}
+
+fn refuse(construct: &str, at: &str) -> Refusal {
+    Refusal {
+        construct: construct.into(),
+        at: at.trim().into(),
+    }
+}
+
+const KEYWORDS: &[(&str, &str)] = &[
+    ("if", "conditional (if)"),
+    ("then", "conditional (if)"),
+    ("elif", "conditional (if)"),
+    ("else", "conditional (if)"),
+    ("fi", "conditional (if)"),
+    ("case", "case statement"),
+    ("esac", "case statement"),
+    ("for", "loop (for)"),
+    ("select", "loop (select)"),
+    ("while", "loop (while)"),
+    ("until", "loop (until)"),
+    ("do", "loop"),
+    ("done", "loop"),
+    ("function", "function definition"),
+    ("{", "command group"),
+    ("}", "command group"),
+    ("!", "pipeline negation"),
+    ("[[", "conditional expression ([[)"),
+    ("]]", "conditional expression ([[)"),
+    ("coproc", "coprocess"),
+    ("time", "time keyword"),
+];
+
+struct Lexer<'a> {
+    chars: Vec<char>,
+    pos: usize,
+    src: &'a str,
+}
+
+/// Parse `script` into its simple commands, or the first construct it refuses.
+pub fn parse(script: &str) -> Result<Vec<Command>, Refusal> {
+    let mut lx = Lexer {
+        chars: script.chars().collect(),
+        pos: 0,
+        src: script,
+    };
+    let mut commands = Vec::new();
+    let mut words: Vec<Word> = Vec::new();
+    let mut start = 0usize;
+    let mut after_operator = false;
+    loop {
+        lx.skip_blanks();
+        let Some(c) = lx.peek() else { break };
+        match c {
+            '#' => lx.skip_comment(),
+            '\n' | ';' | '&' | '|' => {
+                let op_start = lx.pos;
+                let op = lx.operator()?;
+                let text: String = lx.chars[start..op_start].iter().collect();
+                if words.is_empty() {
+                    if op == "\n" || (op == ";" && !after_operator && commands.is_empty()) {
+                        // Blank lines and a leading `;`-free start are fine; an empty command
+                        // between two operators is not.
+                        if op != "\n" {
+                            return Err(refuse("syntax error (empty command)", &text));
+                        }
+                        start = lx.pos;
+                        continue;
+                    }
+                    if op != "\n" {
+                        return Err(refuse("syntax error (empty command)", op));
+                    }
+                    start = lx.pos;
+                    continue;
+                }
+                commands.push(Command {
+                    source: text.trim().to_string(),
+                    words: std::mem::take(&mut words),
+                });
+                start = lx.pos;
+                after_operator = op != "\n" && op != ";";
+            }
+            '(' | ')' => {
+                if words.len() == 1 && c == '(' && lx.peek_at(1) == Some(')') {
+                    return Err(refuse("function definition", lx.src));
+                }
+                return Err(refuse("subshell", lx.src));
+            }
+            '<' | '>' => {
+                if lx.peek_at(1) == Some('(') {
+                    return Err(refuse("process substitution", lx.src));
+                }
+                if c == '<' && lx.peek_at(1) == Some('<') {
+                    return Err(refuse("heredoc", lx.src));
+                }
+                return Err(refuse("redirection", lx.src));
+            }
+            _ => {
+                let w = lx.word()?;
+                if words.is_empty() && !w.dynamic {
+                    if let Some((_, name)) = KEYWORDS.iter().find(|(k, _)| *k == w.text) {
+                        return Err(refuse(name, lx.src));
+                    }
+                }
+                // A digit-only word directly followed by `<`/`>` is a redirection (`2>x`).
+                if matches!(lx.peek(), Some('<') | Some('>')) {
+                    return Err(refuse("redirection", lx.src));
+                }
+                if lx.peek() == Some('(') {
+                    if lx.peek_at(1) == Some(')') {
+                        return Err(refuse("function definition", lx.src));
+                    }
+                    return Err(refuse("subshell", lx.src));
+                }
+                words.push(w);
+            }
+        }
+    }
+    if words.is_empty() {
+        if after_operator {
+            return Err(refuse("syntax error (chain ends in an operator)", lx.src));
+        }
+    } else {
+        let text: String = lx.chars[start..].iter().collect();
+        commands.push(Command {
+            source: text.trim().to_string(),
+            words,
+        });
+    }
+    Ok(commands)
+}
+
+impl Lexer<'_> {
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.pos).copied()
+    }
+    fn peek_at(&self, n: usize) -> Option<char> {
+        self.chars.get(self.pos + n).copied()
+    }
+
+    fn skip_blanks(&mut self) {
+        while let Some(c) = self.peek() {
+            if c == ' ' || c == '\t' {
+                self.pos += 1;
+            } else if c == '\\' && self.peek_at(1) == Some('\n') {
+                self.pos += 2;
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn skip_comment(&mut self) {
+        while let Some(c) = self.peek() {
+            if c == '\n' {
+                break;
+            }
+            self.pos += 1;
+        }
+    }
+
+    /// `&&`, `||`, `;`, `|`, newline; refuses `&`, `;;`, `|&`.
+    fn operator(&mut self) -> Result<&'static str, Refusal> {
+        let c = self.peek().expect("caller peeked");
+        let next = self.peek_at(1);
+        let (op, len) = match (c, next) {
+            ('&', Some('&')) => ("&&", 2),
+            ('|', Some('|')) => ("||", 2),
+            ('|', Some('&')) => return Err(refuse("redirection (|&)", self.src)),
+            ('|', _) => ("|", 1),
+            (';', Some(';')) => return Err(refuse("case statement (;;)", self.src)),
+            (';', _) => (";", 1),
+            ('\n', _) => ("\n", 1),
+            ('&', _) => return Err(refuse("background job (&)", self.src)),
+            _ => unreachable!("operator() called on {c:?}"),
+        };
+        self.pos += len;
+        Ok(op)
+    }
+
+    /// One word up to an unquoted blank or operator character.
+    fn word(&mut self) -> Result<Word, Refusal> {
+        let mut text = String::new();
+        let mut dynamic = false;
+        let tilde = self.peek() == Some('~');
+        while let Some(c) = self.peek() {
+            match c {
+                ' ' | '\t' | '\n' | ';' | '&' | '|' | '(' | ')' | '<' | '>' => break,
+                '\\' => {
+                    match self.peek_at(1) {
+                        Some('\n') => {}
+                        Some(n) => text.push(n),
+                        None => return Err(refuse("syntax error (trailing backslash)", self.src)),
+                    }
+                    self.pos += 2;
+                }
+                '\'' => {
+                    self.pos += 1;
+                    loop {
+                        match self.peek() {
+                            None => {
+                                return Err(refuse("syntax error (unterminated quote)", self.src))
+                            }
+                            Some('\'') => {
+                                self.pos += 1;
+                                break;
+                            }
+                            Some(ch) => {
+                                text.push(ch);
+                                self.pos += 1;
+                            }
+                        }
+                    }
+                }
+                '"' => {
+                    self.pos += 1;
+                    loop {
+                        match self.peek() {
+                            None => {
+                                return Err(refuse("syntax error (unterminated quote)", self.src))
+                            }
+                            Some('"') => {
+                                self.pos += 1;
+                                break;
+                            }
+                            Some('\\') => {
+                                match self.peek_at(1) {
+                                    Some(n @ ('$' | '`' | '"' | '\\')) => text.push(n),
+                                    Some('\n') => {}
+                                    Some(n) => {
+                                        text.push('\\');
+                                        text.push(n);
+                                    }
+                                    None => {
+                                        return Err(refuse(
+                                            "syntax error (unterminated quote)",
+                                            self.src,
+                                        ))
+                                    }
+                                }
+                                self.pos += 2;
+                            }
+                            Some('`') => return Err(refuse("command substitution", self.src)),
+                            Some('$') => {
+                                self.dollar()?;
+                                dynamic = true;
+                                text.push('$');
+                                self.pos += 1;
+                            }
+                            Some(ch) => {
+                                text.push(ch);
+                                self.pos += 1;
+                            }
+                        }
+                    }
+                }
+                '`' => return Err(refuse("command substitution", self.src)),
+                '$' => {
+                    self.dollar()?;
+                    dynamic = true;
+                    text.push('$');
+                    self.pos += 1;
+                }
+                '*' | '?' | '[' => {
+                    // `[` alone is the test builtin; inside a word it is a glob class.
+                    let lone_bracket = c == '['
+                        && text.is_empty()
+                        && matches!(
+                            self.peek_at(1),
+                            None | Some(' ' | '\t' | '\n' | ';' | '&' | '|')
+                        );
+                    if !lone_bracket {
+                        dynamic = true;
+                    }
+                    text.push(c);
+                    self.pos += 1;
+                }
+                '{' if self
+                    .peek_at(1)
+                    .is_some_and(|n| n != ' ' && n != '\t' && n != '\n')
+                    && !text.is_empty() =>
+                {
+                    // `a{b,c}`: brace expansion.
+                    dynamic = true;
+                    text.push(c);
+                    self.pos += 1;
+                }
+                _ => {
+                    text.push(c);
+                    self.pos += 1;
+                }
+            }
+        }
+        Ok(Word {
+            text,
+            dynamic,
+            tilde,
+        })
+    }
+
+    /// At a `$`: command and arithmetic substitution are refused; parameters are dynamic.
+    fn dollar(&self) -> Result<(), Refusal> {
+        match self.peek_at(1) {
+            Some('(') if self.peek_at(2) == Some('(') => {
+                Err(refuse("arithmetic expansion", self.src))
+            }
+            Some('(') => Err(refuse("command substitution", self.src)),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(script: &str) -> Vec<Vec<String>> {
+        parse(script)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.words.into_iter().map(|w| w.text).collect())
+            .collect()
+    }
+
+    fn refused(script: &str) -> String {
+        parse(script).unwrap_err().construct
+    }
+
+    #[test]
+    fn chains_quotes_escapes_comments() {
+        assert_eq!(
+            words("cd /tmp && git status"),
+            [vec!["cd", "/tmp"], vec!["git", "status"]]
+        );
+        assert_eq!(
+            words("a || b; c | d\ne"),
+            [vec!["a"], vec!["b"], vec!["c"], vec!["d"], vec!["e"]]
+        );
+        assert_eq!(
+            words("git commit -m 'a && b; c'"),
+            [vec!["git", "commit", "-m", "a && b; c"]]
+        );
+        assert_eq!(words("echo \"x y\" z\\ w"), [vec!["echo", "x y", "z w"]]);
+        assert_eq!(words("git status # && curl evil"), [vec!["git", "status"]]);
+        assert_eq!(words("git \\\n status"), [vec!["git", "status"]]);
+        assert_eq!(words("echo a\\&\\&b"), [vec!["echo", "a&&b"]]);
+        assert_eq!(
+            words("[ -d /tmp ] && git status"),
+            [vec!["[", "-d", "/tmp", "]"], vec!["git", "status"]]
+        );
+        assert_eq!(words("echo '$(not run)'"), [vec!["echo", "$(not run)"]]);
+        assert_eq!(words(""), Vec::<Vec<String>>::new());
+        assert_eq!(words("\n\ngit status\n"), [vec!["git", "status"]]);
+    }
+
+    #[test]
+    fn dynamic_words_are_marked() {
+        let c = parse("cd $HOME && ./x \"$Y\" *.txt ~/a").unwrap();
+        assert!(c[0].words[1].dynamic);
+        assert!(c[1].words[1].dynamic && c[1].words[2].dynamic);
+        assert!(c[1].words[3].tilde && !c[1].words[3].dynamic);
+        assert!(!parse("[ x ]").unwrap()[0].words[0].dynamic);
+    }
+
+    #[test]
+    fn refused_constructs_are_named() {
+        for (script, construct) in [
+            ("echo \"$(whoami)\"", "command substitution"),
+            ("echo `id`", "command substitution"),
+            ("echo $((1+2))", "arithmetic expansion"),
+            ("diff <(ls) x", "process substitution"),
+            ("git status > /tmp/x", "redirection"),
+            ("git status 2>/dev/null", "redirection"),
+            ("cat <<EOF\nx\nEOF", "heredoc"),
+            ("(git status)", "subshell"),
+            ("f() { git; }", "function definition"),
+            ("function f { git; }", "function definition"),
+            ("for i in 1; do git; done", "loop (for)"),
+            ("while true; do git; done", "loop (while)"),
+            ("if true; then git; fi", "conditional (if)"),
+            ("{ git status; }", "command group"),
+            ("git status &", "background job (&)"),
+            ("git status |& cat", "redirection (|&)"),
+            ("git &&", "syntax error (chain ends in an operator)"),
+            ("&& git", "syntax error (empty command)"),
+            ("git 'x", "syntax error (unterminated quote)"),
+            ("! git status", "pipeline negation"),
+        ] {
+            assert_eq!(refused(script), construct, "{script}");
+        }
+    }
+}
