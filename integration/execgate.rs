@@ -132,3 +132,126 @@ fn allowed_chains_run_but_cannot_start_other_programs() {
     rt.remove(&id);
     assert_nothing_left(&rt, &id);
 }
+
+/// Scripts built at random from words, quotes, substitutions and operators: every script the
+/// gate accepts is then run by a real shell with only logging stand-ins on PATH, and must not
+/// have started anything off the list. Deterministic (fixed seed); prints how many it ran.
+#[test]
+fn accepted_scripts_run_only_allowlisted_programs_under_a_real_shell() {
+    let dir = TempDir::new("gate-prop");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = dir.path().join("log");
+    for name in ["ok1", "ok2", "bad1", "bad2", "echo", "cat"] {
+        let p = bin.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\necho {name} >> \"$LOG\"\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // The wrapping shell, found on PATH like any command.
+    std::os::unix::fs::symlink("/bin/sh", bin.join("sh")).unwrap();
+    let allowlist = vec![
+        bin.join("ok1").to_string_lossy().into_owned(),
+        bin.join("ok2").to_string_lossy().into_owned(),
+    ];
+    let path_var = bin.to_string_lossy().into_owned();
+    let ctx = nemosandbox::execgate::eval::Context {
+        allowlist: &allowlist,
+        safe_builtins: true,
+        path_var: Some(&path_var),
+        cwd: "/tmp".into(),
+        home: "/tmp".into(),
+    };
+    let fs = nemosandbox::execgate::eval::PrefixFs { prefix: "/".into() };
+    const CMDS: &[&str] = &[
+        "ok1",
+        "ok2",
+        "bad1",
+        "bad2",
+        "echo",
+        "cat",
+        "true",
+        "false",
+        ":",
+        "pwd",
+        "cd /tmp",
+        "cd",
+        "test -n x",
+        "[ x ]",
+        "'ok1'",
+        "o'k'1",
+        "ok\\1",
+        "\"bad1\"",
+        "$X",
+        "`bad1`",
+        "$(bad1)",
+        "ok1 $(bad2)",
+        "X=1 ok1",
+        "eval bad1",
+        "ok1 > x",
+        "(bad1)",
+        "{ bad1; }",
+        "ok*",
+        "b?d1",
+        "cd $HOME",
+        "export X=1",
+        "ok1 'a;bad1'",
+        "ok1 \"b|bad2\"",
+        "ok1 \\;bad1",
+        "ok1 #; bad1",
+        "sh -c 'bad1'",
+        "sh -c 'ok1'",
+        "sh -c \"ok2 && bad1\"",
+        "TRUE",
+        "Ok1",
+    ];
+    const OPS: &[&str] = &[" && ", " || ", "; ", " | ", "\n", " & ", " ", "\\\n", " # "];
+    let mut seed: u64 = 0x5eed_1234_abcd_0001;
+    let mut next = |n: usize| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((seed >> 33) as usize) % n
+    };
+    let (mut accepted, mut refused) = (0, 0);
+    for _ in 0..1500 {
+        let mut script = String::new();
+        for i in 0..1 + next(5) {
+            if i > 0 {
+                script.push_str(OPS[next(OPS.len())]);
+            }
+            script.push_str(CMDS[next(CMDS.len())]);
+        }
+        let argv = vec!["sh".to_string(), "-c".to_string(), script.clone()];
+        if nemosandbox::execgate::eval::evaluate(&argv, &ctx, &fs).is_err() {
+            refused += 1;
+            continue;
+        }
+        accepted += 1;
+        let _ = std::fs::remove_file(&log);
+        let out = output_within(
+            {
+                let mut c = std::process::Command::new("/bin/sh");
+                c.args(["-c", &script])
+                    .env_clear()
+                    .env("PATH", &path_var)
+                    .env("LOG", &log)
+                    .current_dir("/tmp")
+                    .stdin(std::process::Stdio::null());
+                c
+            },
+            std::time::Duration::from_secs(10),
+        );
+        let ran = std::fs::read_to_string(&log).unwrap_or_default();
+        for name in ran.lines() {
+            assert!(
+                name == "ok1" || name == "ok2",
+                "accepted {script:?} ran {name} ({out:?})"
+            );
+        }
+    }
+    eprintln!("gate property: {accepted} scripts accepted and run, {refused} refused");
+    assert!(
+        accepted > 100 && refused > 100,
+        "{accepted} accepted, {refused} refused"
+    );
+}

@@ -1,0 +1,29 @@
+//! Exec gate decision time for a 10-segment chain (parse, resolve each program inside the
+//! root, match the allowlist). Target (issue 7): under 200 µs.
+//!   cargo bench --bench execgate
+
+use criterion::{criterion_group, criterion_main, Criterion};
+
+use nemosandbox::execgate::eval::{evaluate, Context, PrefixFs};
+
+fn bench(c: &mut Criterion) {
+    // The host's own tree stands for a container root: /usr/bin has ls, cat, env.
+    let allowlist = vec!["/usr/bin/*".to_string()];
+    let ctx = Context {
+        allowlist: &allowlist,
+        safe_builtins: true,
+        path_var: Some("/usr/local/bin:/usr/bin:/bin"),
+        cwd: "/tmp".into(),
+        home: "/root".into(),
+    };
+    let fs = PrefixFs { prefix: "/".into() };
+    let script = "cd /tmp && ls -l && cat x | sort && true && test -n a && [ a ] && pwd && cd / && ls 'a b' ; env";
+    let argv = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
+    assert!(evaluate(&argv, &ctx, &fs).is_ok());
+    c.bench_function("exec gate: 10-segment chain", |b| {
+        b.iter(|| std::hint::black_box(evaluate(&argv, &ctx, &fs).unwrap()))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
