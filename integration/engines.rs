@@ -212,10 +212,18 @@ struct Docker {
 impl Docker {
     fn start() -> Docker {
         let dir = TempDir::new("docker");
+        let gate = dir.path().join("gate.yaml");
+        std::fs::write(
+            &gate,
+            "version: 1\nfilesystem_policy:\n  permissions:\n    \"/**\": \"r-x\"\n\
+             exec_policy:\n  allowlist:\n    - { pattern: /bin/busybox }\n  safe_builtins: true\n",
+        )
+        .unwrap();
         let daemon_json = serde_json::json!({
             "runtimes": {
                 "nemosandbox": {"path": bin()},
-                "nemosandbox-telegram": {"path": bin(), "runtimeArgs": ["--preset", "telegram"]}
+                "nemosandbox-telegram": {"path": bin(), "runtimeArgs": ["--preset", "telegram"]},
+                "nemosandbox-gate": {"path": bin(), "runtimeArgs": ["--policy", gate]}
             },
             "iptables": false, "ip-masq": false, "bridge": "none",
             "storage-driver": "overlay2"
@@ -311,6 +319,19 @@ fn docker_runs_and_execs_through_the_runtime() {
         "builtin:default,builtin:telegram"
     );
     ok(&mut d.cli(&["rm", "-f", &pinned]));
+
+    // The exec gate through `docker exec`: allowed chains run, refused ones say why.
+    let gated = d.run_sleeper("nemosandbox-gate");
+    let (code, out, err) = sh(&mut d.cli(&["exec", &gated, "sh", "-c", "cd /tmp && pwd"]));
+    assert_eq!((code, out.trim()), (0, "/tmp"), "{err}");
+    let (code, out, err) = sh(&mut d.cli(&["exec", &gated, "sh", "-c", "echo \"$(id)\""]));
+    assert_ne!(code, 0);
+    assert!(
+        format!("{out}{err}").contains("exec denied by policy")
+            && format!("{out}{err}").contains("command substitution"),
+        "{out}{err}"
+    );
+    ok(&mut d.cli(&["rm", "-f", &gated]));
 
     // Detached, exec, top, pause/unpause, update, stop, rm.
     let id = d.run_sleeper("nemosandbox");
