@@ -44,6 +44,30 @@ fn rootfs_tar(dir: &Path) -> PathBuf {
     tar
 }
 
+/// podman with private storage under `work`, this host's ulimits (SPEC §12) and nemosandbox as
+/// the runtime; `extra` global flags before the verb.
+fn podman_in(work: &Path, extra: &[&str]) -> Command {
+    let conf = work.join("containers.conf");
+    if !conf.exists() {
+        std::fs::write(
+            &conf,
+            "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n",
+        )
+        .unwrap();
+    }
+    let mut c = Command::new("podman");
+    c.env("CONTAINERS_CONF", &conf)
+        .arg("--root")
+        .arg(work.join("storage"))
+        .arg("--runroot")
+        .arg(work.join("run"))
+        .arg("--runtime")
+        .arg(bin())
+        .args(extra)
+        .stdin(Stdio::null());
+    c
+}
+
 /// The engine's container printed its /proc status lines: seccomp filter and no_new_privs on.
 fn assert_confined(status: &str) {
     assert!(
@@ -101,24 +125,7 @@ fn no_state_left(root: &Path, id: &str) {
 #[test]
 fn podman_runs_containers_through_the_runtime() {
     let work = TempDir::new("podman");
-    let conf = work.path().join("containers.conf");
-    std::fs::write(
-        &conf,
-        "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n",
-    )
-    .unwrap();
-    let podman = || {
-        let mut c = Command::new("podman");
-        c.env("CONTAINERS_CONF", &conf)
-            .arg("--root")
-            .arg(work.path().join("storage"))
-            .arg("--runroot")
-            .arg(work.path().join("run"))
-            .arg("--runtime")
-            .arg(bin())
-            .stdin(Stdio::null());
-        c
-    };
+    let podman = || podman_in(work.path(), &[]);
     let tar = rootfs_tar(work.path());
     ok(podman().args(["import", tar.to_str().unwrap(), "localhost/nemo-bb:test"]));
 
@@ -499,12 +506,6 @@ pub fn oci_archive(dir: &Path, name: &str) -> PathBuf {
 #[test]
 fn podman_overlay_symlink_guard_and_removal() {
     let work = TempDir::new("podman-guard");
-    let conf = work.path().join("containers.conf");
-    std::fs::write(
-        &conf,
-        "[containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n",
-    )
-    .unwrap();
     let policy = work.path().join("guard.yaml");
     std::fs::write(
         &policy,
@@ -513,20 +514,8 @@ fn podman_overlay_symlink_guard_and_removal() {
          exec_policy:\n  allowlist:\n    - { pattern: /bin/busybox }\n  safe_builtins: true\n",
     )
     .unwrap();
-    let podman = || {
-        let mut c = Command::new("podman");
-        c.env("CONTAINERS_CONF", &conf)
-            .arg("--root")
-            .arg(work.path().join("storage"))
-            .arg("--runroot")
-            .arg(work.path().join("run"))
-            .arg("--runtime")
-            .arg(bin())
-            .arg("--runtime-flag")
-            .arg(format!("policy={}", policy.display()))
-            .stdin(Stdio::null());
-        c
-    };
+    let flag = format!("policy={}", policy.display());
+    let podman = || podman_in(work.path(), &["--runtime-flag", &flag]);
     let rootfs = work.path().join("rootfs");
     make_busybox_rootfs(&rootfs);
     std::fs::create_dir_all(rootfs.join("sandbox/.openclaw")).unwrap();

@@ -269,36 +269,14 @@ pub fn load_rewritten_spec(dir: &Path) -> Result<Spec, BundleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::TempDir;
 
-    fn bundle_with(config: &str) -> (tempdir::Dir, Result<SourceBundle, BundleError>) {
-        let d = tempdir::Dir::new();
+    fn bundle_with(config: &str) -> (TempDir, Result<SourceBundle, BundleError>) {
+        let d = TempDir::new("nemo-unit");
         fs::create_dir(d.0.join("rootfs")).unwrap();
         fs::write(d.0.join("config.json"), config).unwrap();
         let r = SourceBundle::load(&d.0);
         (d, r)
-    }
-
-    mod tempdir {
-        pub struct Dir(pub std::path::PathBuf);
-        impl Dir {
-            pub fn new() -> Self {
-                let p = std::env::temp_dir().join(format!(
-                    "nemo-unit-{}-{}",
-                    std::process::id(),
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap()
-                        .as_nanos()
-                ));
-                std::fs::create_dir_all(&p).unwrap();
-                Dir(p)
-            }
-        }
-        impl Drop for Dir {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
     }
 
     #[test]

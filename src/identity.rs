@@ -174,24 +174,18 @@ pub fn impose(process: &mut oci_spec::runtime::Process, uid: u32, gid: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::TempDir;
 
-    fn rootfs() -> PathBuf {
-        let d = std::env::temp_dir().join(format!(
-            "nemo-id-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
-        std::fs::create_dir_all(d.join("etc")).unwrap();
+    fn rootfs() -> TempDir {
+        let d = TempDir::new("nemo-id");
+        std::fs::create_dir_all(d.0.join("etc")).unwrap();
         std::fs::write(
-            d.join("etc/passwd"),
+            d.0.join("etc/passwd"),
             "root:x:0:0:root:/root:/bin/sh\nsandbox:x:1000:1000::/sandbox:/bin/sh\n",
         )
         .unwrap();
         std::fs::write(
-            d.join("etc/group"),
+            d.0.join("etc/group"),
             "root:x:0:\nsandbox:x:1000:\nwheel:x:10:\n",
         )
         .unwrap();
@@ -207,29 +201,29 @@ mod tests {
 
     #[test]
     fn names_resolve_in_the_container() {
-        let r = rootfs();
+        let d = rootfs();
+        let r = d.path();
         let p = policy(Some(IdOrName::Name("sandbox".into())), None);
-        let id = resolve(&r, Some(&p), 0, 0).unwrap();
+        let id = resolve(r, Some(&p), 0, 0).unwrap();
         assert_eq!((id.uid, id.gid), (1000, 1000));
         assert_eq!(id.home.as_deref(), Some(Path::new("/sandbox")));
         let p = policy(
             Some(IdOrName::Name("sandbox".into())),
             Some(IdOrName::Name("wheel".into())),
         );
-        assert_eq!(resolve(&r, Some(&p), 0, 0).unwrap().gid, 10);
+        assert_eq!(resolve(r, Some(&p), 0, 0).unwrap().gid, 10);
         let p = policy(Some(IdOrName::Name("nobody-here".into())), None);
-        let e = resolve(&r, Some(&p), 0, 0).unwrap_err().to_string();
+        let e = resolve(r, Some(&p), 0, 0).unwrap_err().to_string();
         assert!(
             e.contains("run_as_user") && e.contains("/etc/passwd"),
             "{e}"
         );
         let p = policy(Some(IdOrName::Name("root".into())), None);
         assert!(matches!(
-            resolve(&r, Some(&p), 0, 0),
+            resolve(r, Some(&p), 0, 0),
             Err(IdentityError::Root { .. })
         ));
-        let id = resolve(&r, None, 0, 0).unwrap();
+        let id = resolve(r, None, 0, 0).unwrap();
         assert_eq!(id.home.as_deref(), Some(Path::new("/root")));
-        std::fs::remove_dir_all(r).unwrap();
     }
 }

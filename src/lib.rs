@@ -20,3 +20,5 @@ pub mod sandbox;
 pub mod signals;
 pub mod state;
 pub mod symlinks;
+#[cfg(test)]
+mod testutil;

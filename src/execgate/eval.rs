@@ -348,25 +348,15 @@ impl ContainerFs for PrefixFs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::TempDir;
     use std::os::unix::fs::{symlink, PermissionsExt};
 
-    struct Root(PathBuf);
-    impl Drop for Root {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    type Root = TempDir;
 
     /// A container tree: busybox-style multi-call binary, git, curl, a tool dir, a home.
     fn root() -> Root {
-        let r = std::env::temp_dir().join(format!(
-            "nemo-gate-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos()
-        ));
+        let root = TempDir::new("nemo-gate");
+        let r = root.0.clone();
         for d in [
             "bin",
             "usr/bin",
@@ -395,7 +385,7 @@ mod tests {
         }
         symlink("/usr/bin/git", r.join("usr/bin/git-link")).unwrap();
         symlink("../../../../../usr/bin/curl", r.join("tmp/bin/escape")).unwrap();
-        Root(r)
+        root
     }
 
     fn run(r: &Root, allow: &[&str], argv: &[&str]) -> Result<Allowed, Denied> {

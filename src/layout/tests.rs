@@ -2,31 +2,20 @@
 //! directory (the same cases run from inside containers in `integration/confinement.rs`).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use oci_spec::runtime::{MountBuilder, Spec};
 
 use super::plan::{plan, Action, Base, Plan};
 use super::rules::{Rights, RuleSet};
 use super::tree::ContainerTree;
+use crate::testutil::TempDir;
 
-struct Image(PathBuf);
-
-impl Drop for Image {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
+type Image = TempDir;
 
 fn image() -> Image {
-    let root = std::env::temp_dir().join(format!(
-        "nemo-layout-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
+    let img = TempDir::new("nemo-layout");
+    let root = img.0.clone();
     for d in [
         "bin",
         "usr/bin",
@@ -66,7 +55,7 @@ fn image() -> Image {
         fs::write(root.join(f), "data").unwrap();
     }
     std::os::unix::fs::symlink("usr/bin", root.join("sbin")).unwrap();
-    Image(root)
+    img
 }
 
 fn tree(img: &Image) -> ContainerTree {
