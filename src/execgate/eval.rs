@@ -609,4 +609,18 @@ mod tests {
         let ok = run(&r, GIT, &["sh", "-c", "git status"]).unwrap();
         assert_eq!(ok.shells, [PathBuf::from("/bin/busybox")]);
     }
+
+    #[test]
+    fn one_applet_of_a_multi_call_binary() {
+        // The documented way: give the applet its own file at its own path, allowlist that.
+        let r = root();
+        std::fs::create_dir_all(r.0.join("usr/local/bin")).unwrap();
+        std::fs::copy(r.0.join("bin/busybox"), r.0.join("usr/local/bin/ls")).unwrap();
+        let only_ls = &["/usr/local/bin/ls"];
+        let path = Some("/usr/local/bin:/bin");
+        assert!(run_in(&r, only_ls, &["ls", "-l"], "/", true, path).is_ok());
+        assert!(run_in(&r, only_ls, &["cat", "/etc/x"], "/", true, path).is_err());
+        assert!(run_in(&r, only_ls, &["/bin/ls"], "/", true, path).is_err());
+        assert!(run_in(&r, only_ls, &["busybox", "ls"], "/", true, path).is_err());
+    }
 }
