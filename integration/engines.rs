@@ -34,14 +34,18 @@ fn ok(cmd: &mut Command) -> String {
 fn rootfs_tar(dir: &Path) -> PathBuf {
     let rootfs = dir.join("rootfs");
     make_busybox_rootfs(&rootfs);
-    let tar = dir.join("rootfs.tar");
+    tar_of(&rootfs, &dir.join("rootfs.tar"))
+}
+
+/// `rootfs` as a tar file at `tar` (what `podman import`/`docker import` take).
+fn tar_of(rootfs: &Path, tar: &Path) -> PathBuf {
     ok(Command::new("tar")
         .arg("-C")
-        .arg(&rootfs)
+        .arg(rootfs)
         .arg("-cf")
-        .arg(&tar)
+        .arg(tar)
         .arg("."));
-    tar
+    tar.to_path_buf()
 }
 
 /// podman with private storage under `work`, this host's ulimits (SPEC §12) and nemosandbox as
@@ -530,13 +534,7 @@ fn podman_overlay_symlink_guard_and_removal() {
         rootfs.join("sandbox/.openclaw/config.json"),
     )
     .unwrap();
-    let tar = work.path().join("guard.tar");
-    ok(Command::new("tar")
-        .arg("-C")
-        .arg(&rootfs)
-        .arg("-cf")
-        .arg(&tar)
-        .arg("."));
+    let tar = tar_of(&rootfs, &work.path().join("guard.tar"));
     ok(podman().args(["import", tar.to_str().unwrap(), "localhost/nemo-guard:test"]));
 
     let id = ok(podman().args(["run", "-d", "localhost/nemo-guard:test", "sleep", "300"]))

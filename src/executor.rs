@@ -14,7 +14,7 @@ use crate::bundle::ConfinementPlan;
 use crate::confine;
 
 /// runc's PATH when the process environment has none.
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 #[derive(Clone)]
 pub struct ConfiningExecutor {

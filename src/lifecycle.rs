@@ -749,10 +749,7 @@ impl Runtime {
             .rev()
             .find_map(|e| e.strip_prefix("PATH="))
             .map(str::to_string);
-        let cwd = match (&opts.cwd, process_file) {
-            (Some(c), _) => c.clone(),
-            (None, _) => process.cwd().clone(),
-        };
+        let cwd = opts.cwd.clone().unwrap_or_else(|| process.cwd().clone());
         let meta = Meta::load(&self.root, id)?;
         let uid = plan
             .run_as

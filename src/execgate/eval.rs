@@ -8,8 +8,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
 use super::shell::{self, Command};
 
-/// runc's PATH when the process environment has none.
-pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+use crate::executor::DEFAULT_PATH;
 const SHELLS: [&str; 4] = ["sh", "bash", "dash", "ash"];
 const SAFE_BUILTINS: [&str; 7] = [":", "true", "false", "pwd", "cd", "test", "["];
 const REFUSED_BUILTINS: [&str; 7] = ["eval", "source", ".", "export", "unset", "alias", "exec"];

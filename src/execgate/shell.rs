@@ -89,15 +89,7 @@ pub fn parse(script: &str) -> Result<Vec<Command>, Refusal> {
                 let op = lx.operator()?;
                 let text: String = lx.chars[start..op_start].iter().collect();
                 if words.is_empty() {
-                    if op == "\n" || (op == ";" && !after_operator && commands.is_empty()) {
-                        // Blank lines and a leading `;`-free start are fine; an empty command
-                        // between two operators is not.
-                        if op != "\n" {
-                            return Err(refuse("syntax error (empty command)", &text));
-                        }
-                        start = lx.pos;
-                        continue;
-                    }
+                    // Blank lines are fine; an empty command before an operator is not.
                     if op != "\n" {
                         return Err(refuse("syntax error (empty command)", op));
                     }
