@@ -131,6 +131,10 @@ pub struct ConfinementPlan {
     /// `seccomp` is one of `filters` (else libcontainer loads it).
     #[serde(default)]
     pub seccomp_compiled: bool,
+    /// The network guard: its notification filter, loaded after the always-denied filter,
+    /// and the channel its listener goes over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netguard: Option<crate::netguard::NetPlan>,
 }
 
 /// A compiled seccomp program stored beside the rewritten spec.
@@ -254,7 +258,11 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Bundl
 /// Read the plan written at `create`, with its compiled filters, for `exec`.
 pub fn load_plan(dir: &Path) -> Result<ConfinementPlan, BundleError> {
     let mut plan: ConfinementPlan = read_json(&dir.join("confine.json"))?;
-    for f in &mut plan.filters {
+    for f in plan
+        .filters
+        .iter_mut()
+        .chain(plan.netguard.as_mut().map(|n| &mut n.filter))
+    {
         let path = dir.join(&f.file);
         f.bpf = fs::read(&path).map_err(|source| BundleError::Read { path, source })?;
     }

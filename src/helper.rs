@@ -27,6 +27,10 @@ pub enum HelperError {
 /// Something that runs inside the helper for the container's lifetime.
 pub trait HelperService: Send {
     fn name(&self) -> &'static str;
+    /// Descriptors the service needs in the helper (the rest are closed).
+    fn keep_fds(&self) -> Vec<i32> {
+        Vec::new()
+    }
     /// Run until the container's init exits; `init_exit` becomes readable then.
     fn run(&mut self, init_exit: &OwnedFd);
 }
@@ -58,7 +62,7 @@ pub fn wait_exit(pidfd: &OwnedFd) {
 
 /// Detach from everything the engine may be watching: its pipes would otherwise stay open and
 /// `create` would seem never to finish.
-fn detach_stdio_and_fds(keep: i32) {
+fn detach_stdio_and_fds(keep: &[i32]) {
     if let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -73,7 +77,7 @@ fn detach_stdio_and_fds(keep: i32) {
     };
     let fds: Vec<i32> = rd
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|fd| *fd > 2 && *fd != keep)
+        .filter(|fd| *fd > 2 && !keep.contains(fd))
         .collect();
     for fd in fds {
         let _ = nix::unistd::close(fd);
@@ -97,7 +101,9 @@ pub fn spawn(
         ForkResult::Child => {
             let _ = setsid();
             let _ = nix::sys::prctl::set_name(&std::ffi::CString::new(HELPER_COMM).unwrap());
-            detach_stdio_and_fds(pidfd.as_raw_fd());
+            let mut keep: Vec<i32> = services.iter().flat_map(|s| s.keep_fds()).collect();
+            keep.push(pidfd.as_raw_fd());
+            detach_stdio_and_fds(&keep);
             for svc in services.iter_mut() {
                 svc.run(&pidfd);
             }

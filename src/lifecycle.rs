@@ -8,6 +8,8 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -29,7 +31,7 @@ use crate::policy::merge::{sha256_hex, Effective};
 use crate::policy::model::SymlinkGuard;
 use crate::policy::select::{self, NodeConfig};
 use crate::state::{self, effective_status, status_word, Meta, StateError, StateRoot};
-use crate::{audit, symlinks};
+use crate::{audit, netguard, symlinks};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
@@ -75,6 +77,8 @@ pub enum LifecycleError {
     Guard(#[from] symlinks::GuardError),
     #[error(transparent)]
     ExecDenied(#[from] crate::execgate::eval::Denied),
+    #[error(transparent)]
+    NetGuard(#[from] crate::netguard::control::ControlError),
 }
 
 /// Clear the immutable attributes symlink guards set, so engines can remove the files.
@@ -272,7 +276,7 @@ impl Runtime {
             .as_ref()
             .map(|r| r.path().clone())
             .unwrap_or_default();
-        let layout = confine::prepare::prepare(&mut rw, &effective, &own)?;
+        let layout = confine::prepare::prepare(&mut rw, &effective, &own, id)?;
         for note in &layout.notes {
             tracing::debug!("container {id:?} layout: {note}");
         }
@@ -293,6 +297,13 @@ impl Runtime {
         );
         // Saved once, by the between-create-and-start stage, when the init pid is known.
 
+        // The guard's socket exists before the init process, which inherits a connection
+        // to it and hands its notification listener over at `start`.
+        let control = netguard::control::bind(&own)?;
+        let channel = netguard::control::connect(&own)?;
+        if let Some(n) = rw.plan.netguard.as_mut() {
+            n.channel = Some(channel.as_raw_fd());
+        }
         let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
             .with_executor(ConfiningExecutor::new(rw.plan.clone(), false))
             .with_root_path(self.root.path())
@@ -309,6 +320,7 @@ impl Runtime {
                     .with_no_pivot(opts.no_pivot)
                     .build()
             });
+        drop(channel);
         let mut container = match built {
             Ok(c) => c,
             Err(e) => {
@@ -323,7 +335,21 @@ impl Runtime {
             .iter()
             .map(|g| g.value.clone())
             .collect();
-        if let Err(e) = self.between_create_and_start(&mut container, &mut meta, &guards) {
+        let guard_service = rw.plan.netguard.as_ref().map(|n| {
+            (
+                control,
+                netguard::guard::GuardConfigBase {
+                    id: id.to_string(),
+                    audit_dir: self.root.container_dir(id),
+                    own: own.clone(),
+                    resolver: n.resolver,
+                    upstream: n.upstream.clone(),
+                },
+            )
+        });
+        if let Err(e) =
+            self.between_create_and_start(&mut container, &mut meta, &guards, guard_service)
+        {
             let _ = container.delete(true);
             if let Some(pid) = meta.helper_pid {
                 helper::kill_helper(pid, meta.helper_start_time);
@@ -342,6 +368,7 @@ impl Runtime {
         container: &mut Container,
         meta: &mut Meta,
         guards: &[SymlinkGuard],
+        net: Option<(UnixListener, netguard::guard::GuardConfigBase)>,
     ) -> Result<()> {
         let id = container.id().to_string();
         let pid = container.pid().ok_or_else(|| LifecycleError::Invalid {
@@ -349,7 +376,13 @@ impl Runtime {
             msg: "no init pid after create".into(),
         })?;
         meta.init_start_time = state::process_start_time(pid.as_raw());
-        let (hpid, hstart) = helper::spawn(pid.as_raw(), Vec::new())?;
+        let mut services: Vec<Box<dyn helper::HelperService>> = Vec::new();
+        if let Some((control, base)) = net {
+            services.push(Box::new(netguard::guard::Guard::new(
+                base.with(pid.as_raw(), control),
+            )));
+        }
+        let (hpid, hstart) = helper::spawn(pid.as_raw(), services)?;
         meta.helper_pid = Some(hpid);
         meta.helper_start_time = hstart;
         self.symlink_guards(&id, pid.as_raw(), guards, meta)?;
@@ -666,6 +699,16 @@ impl Runtime {
         };
         self.exec_gate(opts, &spec, process_copy.as_deref(), &mut plan)?;
 
+        // A process of a guarded container hands its listener to the running guard; with no
+        // guard there is no exec (fail closed).
+        let channel = match plan.netguard.as_mut() {
+            Some(n) => {
+                let c = netguard::control::connect(&own)?;
+                n.channel = Some(c.as_raw_fd());
+                Some(c)
+            }
+            None => None,
+        };
         if !opts.detach {
             foreground::block_forwarded_signals()?;
         }
@@ -707,6 +750,7 @@ impl Runtime {
                     .build()
             })
             .map_err(lc("exec in", id))?;
+        drop(channel);
         if opts.detach {
             return Ok(0);
         }

@@ -168,6 +168,16 @@ pub fn compile_cached(cache: &Path, p: &LinuxSeccomp) -> Result<Vec<u8>, BpfErro
 
 /// Install a compiled program in the calling thread (no_new_privs already set).
 pub fn load(bpf: &[u8], flags: u32) -> Result<(), nix::Error> {
+    install(bpf, flags).map(drop)
+}
+
+/// Install a program whose `SCMP_ACT_NOTIFY` rules go to a new listener, returned.
+pub fn load_listener(bpf: &[u8]) -> Result<std::os::fd::OwnedFd, nix::Error> {
+    let fd = install(bpf, libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as u32)?;
+    Ok(crate::netguard::filter::owned(fd as i32))
+}
+
+fn install(bpf: &[u8], flags: u32) -> Result<libc::c_long, nix::Error> {
     if bpf.is_empty() || bpf.len() % 8 != 0 || bpf.len() / 8 > u16::MAX as usize {
         return Err(nix::Error::EINVAL);
     }
@@ -184,8 +194,8 @@ pub fn load(bpf: &[u8], flags: u32) -> Result<(), nix::Error> {
             &prog as *const libc::sock_fprog,
         )
     };
-    if rc != 0 {
+    if rc < 0 {
         return Err(nix::Error::last());
     }
-    Ok(())
+    Ok(rc)
 }

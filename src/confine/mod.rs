@@ -28,6 +28,8 @@ pub enum ConfineError {
     Landlock(#[from] landlock::LandlockError),
     #[error("resetting the signal mask: {0}")]
     Signals(nix::Error),
+    #[error(transparent)]
+    NetGuard(#[from] crate::netguard::filter::HandOverError),
 }
 
 /// Undo what the runtime process did to its own signal state: `run` blocks signals to forward
@@ -63,6 +65,19 @@ fn load_seccomp(profile: &oci_spec::runtime::LinuxSeccomp) -> Result<(), Confine
     Ok(())
 }
 
+/// The network guard's notification filter, with its listener handed to the guard. A plan
+/// with a guard but no channel is refused: the process would run unguarded.
+fn load_netguard(plan: &ConfinementPlan) -> Result<(), ConfineError> {
+    let Some(n) = &plan.netguard else {
+        return Ok(());
+    };
+    let channel = n.channel.ok_or_else(|| {
+        crate::netguard::filter::HandOverError::Refused("no channel to the network guard".into())
+    })?;
+    crate::netguard::filter::load_and_hand_over(&n.filter.bpf, channel)?;
+    Ok(())
+}
+
 /// Apply the plan to the calling process (`exec`: an exec'd process, not init). Order
 /// matters: Landlock needs syscalls a profile may deny, so seccomp comes last; the
 /// always-denied filter goes first so a profile that forbids `seccomp` itself cannot skip it.
@@ -75,9 +90,16 @@ pub fn apply(plan: &ConfinementPlan, exec: bool) -> Result<(), ConfineError> {
     if plan.filters.is_empty() {
         load_seccomp(&seccomp::always_denied())?;
     }
-    for f in &plan.filters {
+    for (i, f) in plan.filters.iter().enumerate() {
         bpf::load(&f.bpf, f.flags)
             .map_err(|e| ConfineError::Seccomp(format!("loading {}: {e}", f.file)))?;
+        if i == 0 {
+            // Before the profile, which may deny seccomp(2) itself.
+            load_netguard(plan)?;
+        }
+    }
+    if plan.filters.is_empty() {
+        load_netguard(plan)?;
     }
     if let Some(profile) = plan.seccomp.as_ref().filter(|_| !plan.seccomp_compiled) {
         load_seccomp(profile)?;

@@ -26,6 +26,8 @@ pub enum PrepareError {
     Bundle(Box<BundleError>),
     #[error(transparent)]
     Bpf(#[from] super::bpf::BpfError),
+    #[error(transparent)]
+    NetGuard(#[from] crate::netguard::prepare::NetPrepareError),
 }
 
 /// Ports of every endpoint of the effective network policy.
@@ -76,14 +78,17 @@ fn apply_identity(spec: &mut Spec, id: &Identity) {
 
 /// Compile the always-denied filter and the profile (cached across containers under the
 /// runtime root) into files in the state directory.
+fn bpf_cache(own: &Path) -> std::path::PathBuf {
+    own.parent()
+        .map(|p| p.join(".bpf-cache"))
+        .unwrap_or_else(|| own.join(".bpf-cache"))
+}
+
 fn compile_filters(
     plan: &mut crate::bundle::ConfinementPlan,
     own: &Path,
 ) -> Result<(), PrepareError> {
-    let cache = own
-        .parent()
-        .map(|p| p.join(".bpf-cache"))
-        .unwrap_or_else(|| own.join(".bpf-cache"));
+    let cache = bpf_cache(own);
     let mut profiles = vec![seccomp::always_denied()];
     plan.seccomp_compiled = false;
     if let Some(p) = plan.seccomp.as_ref().filter(|p| super::bpf::compilable(p)) {
@@ -148,7 +153,12 @@ pub fn plan_only(src: &SourceBundle, eff: &Effective) -> Result<Plan, PrepareErr
 }
 
 /// Rewrite `rw` to carry the effective policy; returns the layout plan (for logs, explain).
-pub fn prepare(rw: &mut Rewritten, eff: &Effective, own: &Path) -> Result<Plan, PrepareError> {
+pub fn prepare(
+    rw: &mut Rewritten,
+    eff: &Effective,
+    own: &Path,
+    container_id: &str,
+) -> Result<Plan, PrepareError> {
     let id = identity_of(&rw.spec, eff)?;
     let spec = &mut rw.spec;
     apply_identity(spec, &id);
@@ -163,6 +173,12 @@ pub fn prepare(rw: &mut Rewritten, eff: &Effective, own: &Path) -> Result<Plan, 
 
     let (abi, cap) = landlock::available_abi();
     landlock::check(eff.landlock.value, abi, cap)?;
+    // The image's root, before a restrictive layout swaps in its skeleton.
+    let rootfs = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_default();
     layout::apply(&plan, spec, own)?;
 
     let bounding: Vec<String> = spec
@@ -176,10 +192,20 @@ pub fn prepare(rw: &mut Rewritten, eff: &Effective, own: &Path) -> Result<Plan, 
         rw.plan.seccomp = Some(seccomp::default_profile(&bounding));
     }
     compile_filters(&mut rw.plan, own)?;
+    rw.plan.netguard = Some(crate::netguard::prepare::prepare(
+        spec,
+        &rootfs,
+        own,
+        container_id,
+        &bpf_cache(own),
+    )?);
     rw.plan.landlock = Some(LandlockPlan {
         abi,
         grants: plan.grants.clone(),
-        tcp_ports: tcp_ports(eff),
+        // The guard makes every TCP connection on the workload's behalf; the workload's own
+        // connect is refused, so a socket swapped under a call the guard let continue (unix
+        // sockets) cannot reach the network by itself.
+        tcp_ports: Vec::new(),
         exec_scope_signal: !has_namespace(spec, LinuxNamespaceType::Pid),
         exec_scope_abstract_unix: !has_namespace(spec, LinuxNamespaceType::Network),
     });

@@ -1,5 +1,38 @@
-//! Network guard (SPEC §7): egress allowed per destination and per executable. This module
-//! holds the decision (`decide`), pure and unit-tested; the seccomp user-notification guard,
-//! the resolver and live update build on it (issue 5).
+//! Network guard (SPEC §7): egress allowed per destination and per executable.
+//!
+//! - `decide`: the §7.1 rule, pure.
+//! - `prepare`: at `create`, the resolver address, the rewritten `/etc/resolv.conf` and the
+//!   compiled notification filter.
+//! - `filter`: the notification filter and the hand-over of its listener (in the container).
+//! - `guard`: the per-container guard (in the helper process): takes listeners, decides each
+//!   notified call and performs allowed ones itself on the caller's socket.
+//! - `identity`: which policies' binaries a process is (§7.2).
+//! - `resolver`: the policy-aware DNS resolver (§7.4).
+//! - `control`: the guard's control socket (listener hand-over, live update).
 
+pub mod calls;
+pub mod control;
 pub mod decide;
+pub mod filter;
+pub mod guard;
+pub mod identity;
+pub mod prepare;
+pub mod resolver;
+pub mod sockaddr;
+
+use std::net::{IpAddr, Ipv4Addr};
+
+/// What the runtime needs to start the guard and what every container process needs to hand
+/// its listener over; stored in the confinement plan.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct NetPlan {
+    pub filter: crate::bundle::FilterFile,
+    /// The resolver's address in the container's network namespace (port 53).
+    pub resolver: Ipv4Addr,
+    /// The nameservers the container would have used.
+    pub upstream: Vec<IpAddr>,
+    /// The runtime's end of the channel to the guard, inherited by the container process;
+    /// set just before the process is created.
+    #[serde(skip)]
+    pub channel: Option<i32>,
+}

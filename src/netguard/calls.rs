@@ -1,0 +1,187 @@
+//! The guard's side of a notified socket call: read the caller's arguments out of its memory
+//! once, and perform the call on the caller's socket with that copy. What the caller's threads
+//! write to their memory afterwards changes nothing.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::errno::Errno;
+use nix::sys::uio::{process_vm_readv, process_vm_writev, RemoteIoVec};
+use nix::unistd::Pid;
+
+use super::sockaddr::MAX_LEN;
+
+/// The most payload one notified send carries through the guard; more is a partial send
+/// for stream sockets, and no datagram is larger.
+pub const MAX_DATA: usize = 1 << 20;
+/// The kernel's UIO_MAXIOV.
+const MAX_IOV: u64 = 1024;
+
+/// The caller's memory.
+pub struct Mem(pub Pid);
+
+impl Mem {
+    pub fn read(&self, addr: u64, len: usize) -> Result<Vec<u8>, Errno> {
+        let mut buf = vec![0u8; len];
+        if len == 0 {
+            return Ok(buf);
+        }
+        let n = process_vm_readv(
+            self.0,
+            &mut [std::io::IoSliceMut::new(&mut buf)],
+            &[RemoteIoVec {
+                base: addr as usize,
+                len,
+            }],
+        )
+        .map_err(|_| Errno::EFAULT)?;
+        if n != len {
+            return Err(Errno::EFAULT);
+        }
+        Ok(buf)
+    }
+
+    pub fn write(&self, addr: u64, data: &[u8]) -> Result<(), Errno> {
+        process_vm_writev(
+            self.0,
+            &[std::io::IoSlice::new(data)],
+            &[RemoteIoVec {
+                base: addr as usize,
+                len: data.len(),
+            }],
+        )
+        .map(drop)
+        .map_err(|_| Errno::EFAULT)
+    }
+
+    pub fn u64_at(&self, addr: u64) -> Result<u64, Errno> {
+        let b = self.read(addr, 8)?;
+        Ok(u64::from_ne_bytes(b.try_into().expect("8 bytes")))
+    }
+}
+
+/// A sockaddr argument: at most what the kernel would read.
+pub fn read_sockaddr(mem: &Mem, addr: u64, len: u64) -> Result<Vec<u8>, Errno> {
+    if len as usize > MAX_LEN {
+        return Err(Errno::EINVAL);
+    }
+    mem.read(addr, len as usize)
+}
+
+/// A `struct msghdr` copied out of the caller.
+#[derive(Debug, Default, Clone)]
+pub struct Message {
+    pub name: Option<Vec<u8>>,
+    pub data: Vec<u8>,
+    pub control: Vec<u8>,
+}
+
+/// x86_64 `struct msghdr`: name, namelen(+pad), iov, iovlen, control, controllen, flags(+pad).
+pub const MSGHDR_LEN: usize = 56;
+/// `struct mmsghdr`: a msghdr and the `msg_len` the kernel fills in.
+pub const MMSGHDR_LEN: usize = 64;
+
+pub fn read_msghdr(mem: &Mem, addr: u64) -> Result<Message, Errno> {
+    let h = mem.read(addr, MSGHDR_LEN)?;
+    let word = |o: usize| u64::from_ne_bytes(h[o..o + 8].try_into().expect("8 bytes"));
+    let name_ptr = word(0);
+    let name_len = u32::from_ne_bytes(h[8..12].try_into().expect("4 bytes")) as u64;
+    let (iov, iovlen) = (word(16), word(24));
+    let (control, controllen) = (word(32), word(40));
+    let name = if name_ptr == 0 || name_len == 0 {
+        None
+    } else {
+        Some(read_sockaddr(mem, name_ptr, name_len)?)
+    };
+    if iovlen > MAX_IOV {
+        return Err(Errno::EMSGSIZE);
+    }
+    let vec = mem.read(iov, iovlen as usize * 16)?;
+    let mut data = Vec::new();
+    for v in vec.chunks_exact(16) {
+        let base = u64::from_ne_bytes(v[..8].try_into().expect("8 bytes"));
+        let len = u64::from_ne_bytes(v[8..].try_into().expect("8 bytes")) as usize;
+        let room = MAX_DATA - data.len();
+        if room == 0 {
+            break;
+        }
+        data.extend(mem.read(base, len.min(room))?);
+    }
+    if controllen as usize > 64 * 1024 {
+        return Err(Errno::ENOBUFS);
+    }
+    let control = if control == 0 {
+        Vec::new()
+    } else {
+        mem.read(control, controllen as usize)?
+    };
+    Ok(Message {
+        name,
+        data,
+        control,
+    })
+}
+
+fn rc(r: isize) -> Result<usize, Errno> {
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+pub fn connect(sock: &OwnedFd, addr: &[u8]) -> Result<usize, Errno> {
+    // SAFETY: `addr` is a buffer we own, of the length given.
+    let r = unsafe {
+        libc::connect(
+            sock.as_raw_fd(),
+            addr.as_ptr() as *const libc::sockaddr,
+            addr.len() as libc::socklen_t,
+        )
+    };
+    rc(r as isize)
+}
+
+pub fn sendto(sock: &OwnedFd, data: &[u8], flags: i32, addr: &[u8]) -> Result<usize, Errno> {
+    // SAFETY: both buffers are ours and outlive the call.
+    let r = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            data.as_ptr() as *const libc::c_void,
+            data.len(),
+            flags,
+            addr.as_ptr() as *const libc::sockaddr,
+            addr.len() as libc::socklen_t,
+        )
+    };
+    rc(r)
+}
+
+pub fn sendmsg(sock: &OwnedFd, m: &Message, flags: i32) -> Result<usize, Errno> {
+    let mut iov = libc::iovec {
+        iov_base: m.data.as_ptr() as *mut libc::c_void,
+        iov_len: m.data.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid; the fields set below point at buffers we own.
+    let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+    if let Some(n) = &m.name {
+        h.msg_name = n.as_ptr() as *mut libc::c_void;
+        h.msg_namelen = n.len() as libc::socklen_t;
+    }
+    h.msg_iov = &mut iov;
+    h.msg_iovlen = 1;
+    if !m.control.is_empty() {
+        h.msg_control = m.control.as_ptr() as *mut libc::c_void;
+        h.msg_controllen = m.control.len();
+    }
+    // SAFETY: `h` and everything it points at live until the call returns.
+    let r = unsafe { libc::sendmsg(sock.as_raw_fd(), &h, flags) };
+    rc(r)
+}
+
+/// Whether a call on this socket may wait (blocking socket, no MSG_DONTWAIT): such calls run
+/// on a thread of their own so one slow peer does not stall every other caller.
+pub fn may_block(sock: &OwnedFd, flags: i32) -> bool {
+    // SAFETY: F_GETFL on a descriptor we own.
+    let fl = unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_GETFL) };
+    fl >= 0 && fl & libc::O_NONBLOCK == 0 && flags & libc::MSG_DONTWAIT == 0
+}

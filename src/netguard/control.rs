@@ -1,0 +1,78 @@
+//! The guard's control socket, `<state>/guard.sock`: container processes hand their
+//! notification listener over on it, and `policy update` asks the guard to load a new
+//! generation of the network policies.
+//!
+//! Requests are one line: `L <fd>` (from a container process, whose pid the kernel attaches),
+//! `R` (reload `effective.json`), `P` (status). Replies are one line.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::time::Duration;
+
+pub const SOCKET: &str = "guard.sock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("network guard socket in {dir}: {source}")]
+    Io { dir: String, source: std::io::Error },
+    #[error("the network guard of this container is not running ({0})")]
+    NotRunning(std::io::Error),
+    #[error("the network guard answered {0:?}")]
+    Reply(String),
+}
+
+/// The socket's path through a directory fd: state directories under an engine's root can be
+/// longer than a unix socket path may be.
+fn short_path(dir: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}/{SOCKET}", dir.as_raw_fd())
+}
+
+fn open_dir(dir: &Path) -> Result<OwnedFd, ControlError> {
+    std::fs::File::open(dir)
+        .map(OwnedFd::from)
+        .map_err(|source| ControlError::Io {
+            dir: dir.display().to_string(),
+            source,
+        })
+}
+
+/// Create the listening socket (at `create`, before the container process exists).
+pub fn bind(dir: &Path) -> Result<UnixListener, ControlError> {
+    let d = open_dir(dir)?;
+    let _ = std::fs::remove_file(dir.join(SOCKET));
+    UnixListener::bind(short_path(&d)).map_err(|source| ControlError::Io {
+        dir: dir.display().to_string(),
+        source,
+    })
+}
+
+pub fn connect(dir: &Path) -> Result<UnixStream, ControlError> {
+    let d = open_dir(dir)?;
+    UnixStream::connect(short_path(&d)).map_err(ControlError::NotRunning)
+}
+
+/// Send one request and read the one-line reply.
+pub fn request(dir: &Path, line: &str, timeout: Duration) -> Result<String, ControlError> {
+    let mut s = connect(dir)?;
+    let io = |source| ControlError::Io {
+        dir: dir.display().to_string(),
+        source,
+    };
+    s.set_read_timeout(Some(timeout)).map_err(io)?;
+    s.write_all(format!("{line}\n").as_bytes()).map_err(io)?;
+    let mut reply = String::new();
+    BufReader::new(&s).read_line(&mut reply).map_err(io)?;
+    Ok(reply.trim_end().to_string())
+}
+
+/// Ask the guard to load the network policies now in `effective.json`; returns the generation
+/// it confirms.
+pub fn reload(dir: &Path) -> Result<u64, ControlError> {
+    let reply = request(dir, "R", Duration::from_secs(10))?;
+    reply
+        .strip_prefix("gen ")
+        .and_then(|n| n.split_whitespace().next()?.parse().ok())
+        .ok_or(ControlError::Reply(reply))
+}

@@ -1,0 +1,104 @@
+//! The user-notification filter of the network guard (SPEC §7.3) and the hand-over of its
+//! listener to the guard.
+//!
+//! The filter sends `connect`, `sendmsg`, `sendmmsg` and `sendto` with a destination to the
+//! guard; `sendto` without one (`send`) is decided in BPF, since its destination pointer is a
+//! register the workload cannot change after the check. The program is compiled once on the
+//! host, like the other filters.
+//!
+//! Hand-over: after loading, the process holds the only listener fd. It writes the fd's number
+//! on a unix socket the runtime opened to the guard before the container process was cloned;
+//! the kernel attaches the writer's pid (SO_PASSCRED), and the guard takes the fd with
+//! `pidfd_getfd`. Only `write` and `read` are used after the filter is in place, because a
+//! `sendmsg` would wait on a guard that has no listener yet.
+
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use oci_spec::runtime::{
+    Arch, LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompBuilder, LinuxSeccompOperator,
+    LinuxSyscallBuilder,
+};
+
+use crate::confine::bpf::{self, BpfError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandOverError {
+    #[error("loading the network guard's notification filter: {0}")]
+    Load(nix::Error),
+    #[error("handing the notification listener to the network guard: {0}")]
+    Channel(std::io::Error),
+    #[error("the network guard refused the notification listener: {0}")]
+    Refused(String),
+}
+
+/// The notification filter as a profile (compiled by the same code as the others).
+pub fn profile() -> oci_spec::runtime::LinuxSeccomp {
+    let notify = |names: &[&str]| {
+        LinuxSyscallBuilder::default()
+            .names(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .action(LinuxSeccompAction::ScmpActNotify)
+            .build()
+            .expect("static rule")
+    };
+    let sendto = LinuxSyscallBuilder::default()
+        .names(vec!["sendto".to_string()])
+        .action(LinuxSeccompAction::ScmpActNotify)
+        .args(vec![LinuxSeccompArgBuilder::default()
+            .index(4usize)
+            .value(0u64)
+            .op(LinuxSeccompOperator::ScmpCmpNe)
+            .build()
+            .expect("static arg")])
+        .build()
+        .expect("static rule");
+    LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActAllow)
+        // 32-bit processes must not slip past on another syscall table; the guard refuses
+        // their notifications (their structures differ), see docs/threat-model.md.
+        .architectures(vec![
+            Arch::ScmpArchX86_64,
+            Arch::ScmpArchX86,
+            Arch::ScmpArchX32,
+        ])
+        .syscalls(vec![notify(&["connect", "sendmsg", "sendmmsg"]), sendto])
+        .build()
+        .expect("static profile")
+}
+
+pub fn compile(cache: &std::path::Path) -> Result<Vec<u8>, BpfError> {
+    bpf::compile_cached(cache, &profile())
+}
+
+/// In the container process: load the filter, give its listener to the guard over `channel`
+/// and wait for the guard to confirm. The channel and the listener are closed either way.
+pub fn load_and_hand_over(program: &[u8], channel: RawFd) -> Result<(), HandOverError> {
+    // SAFETY: the runtime opened `channel` for this process and nothing else uses it; it is
+    // consumed here.
+    let mut chan = unsafe { UnixStream::from_raw_fd(channel) };
+    let listener = bpf::load_listener(program).map_err(HandOverError::Load)?;
+    // The guard learns our pid from the credentials the kernel attaches.
+    nix::sys::socket::setsockopt(&chan, nix::sys::socket::sockopt::PassCred, &true)
+        .map_err(|e| HandOverError::Channel(e.into()))?;
+    let line = format!("L {}\n", std::os::fd::AsRawFd::as_raw_fd(&listener));
+    chan.write_all(line.as_bytes())
+        .map_err(HandOverError::Channel)?;
+    let mut reply = [0u8; 256];
+    let n = chan.read(&mut reply).map_err(HandOverError::Channel)?;
+    drop(listener);
+    let reply = String::from_utf8_lossy(&reply[..n]);
+    match reply.trim_end() {
+        "ok" => Ok(()),
+        "" => Err(HandOverError::Refused(
+            "the guard closed the channel".into(),
+        )),
+        other => Err(HandOverError::Refused(other.to_string())),
+    }
+}
+
+/// Wrap a raw listener fd returned by seccomp(2).
+pub(crate) fn owned(fd: RawFd) -> OwnedFd {
+    // SAFETY: `fd` was just returned by the kernel to this process and is owned by nobody.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}

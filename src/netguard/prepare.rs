@@ -1,0 +1,165 @@
+//! The network guard's part of the spec-rewrite stage (SPEC §7.4): the container's
+//! `/etc/resolv.conf` is replaced by one naming the guard's resolver, and the nameservers it
+//! would otherwise have used become the resolver's upstream.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{Mount, MountBuilder, Spec};
+use sha2::{Digest, Sha256};
+
+use super::NetPlan;
+use crate::bundle::FilterFile;
+use crate::confine::bpf::BpfError;
+
+const RESOLV: &str = "/etc/resolv.conf";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetPrepareError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Bpf(#[from] BpfError),
+}
+
+/// A loopback address for the resolver, from the container id: containers sharing the host's
+/// network namespace each get their own, and none is a well-known one (127.0.0.1, .53, .11).
+pub fn resolver_address(id: &str) -> Ipv4Addr {
+    let h = Sha256::digest(id.as_bytes());
+    Ipv4Addr::new(127, 100 + h[0] % 100, h[1], 1 + h[2] % 254)
+}
+
+/// The `resolv.conf` the container would have seen: an engine's bind mount, else the image's,
+/// else the host's.
+fn original_resolv_conf(spec: &Spec, rootfs: &Path) -> String {
+    let mounted = spec
+        .mounts()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .rev()
+        .find(|m| {
+            m.destination() == Path::new(RESOLV)
+                && m.typ()
+                    .as_deref()
+                    .is_none_or(|t| t == "bind" || t == "none")
+        });
+    if let Some(src) = mounted.and_then(|m| m.source().clone()) {
+        if let Ok(s) = std::fs::read_to_string(src) {
+            return s;
+        }
+    }
+    if let Some(p) = crate::layout::tree::resolve_in(rootfs, Path::new("etc/resolv.conf")) {
+        if let Ok(s) = std::fs::read_to_string(p) {
+            return s;
+        }
+    }
+    std::fs::read_to_string(RESOLV).unwrap_or_default()
+}
+
+/// Split a resolv.conf into its nameservers and the lines to keep (search, options, domain).
+pub fn parse_resolv_conf(text: &str) -> (Vec<IpAddr>, Vec<String>) {
+    let mut servers = Vec::new();
+    let mut keep = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("nameserver") => {
+                if let Some(ip) = words.next().and_then(|w| w.split('%').next()?.parse().ok()) {
+                    servers.push(ip);
+                }
+            }
+            Some("search" | "domain" | "options") => keep.push(line.trim().to_string()),
+            _ => {}
+        }
+    }
+    (servers, keep)
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NetPrepareError + '_ {
+    move |source| NetPrepareError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Write the container's resolv.conf and filter into `own`, mount the former over
+/// `/etc/resolv.conf` (after every other mount, so nothing hides it).
+pub fn prepare(
+    spec: &mut Spec,
+    rootfs: &Path,
+    own: &Path,
+    id: &str,
+    cache: &Path,
+) -> Result<NetPlan, NetPrepareError> {
+    let resolver = resolver_address(id);
+    let (mut upstream, keep) = parse_resolv_conf(&original_resolv_conf(spec, rootfs));
+    upstream.retain(|ip| *ip != IpAddr::V4(resolver));
+
+    let mut text = format!(
+        "# nemosandbox: names resolve through the network guard (SPEC 7.4)\nnameserver {resolver}\n"
+    );
+    for line in keep {
+        text.push_str(&line);
+        text.push('\n');
+    }
+    let conf = own.join("resolv.conf");
+    std::fs::write(&conf, text).map_err(io_err(&conf))?;
+    let mount: Mount = MountBuilder::default()
+        .destination(RESOLV)
+        .typ("bind")
+        .source(&conf)
+        .options(vec!["rbind".to_string(), "ro".to_string()])
+        .build()
+        .expect("static mount");
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.push(mount);
+    spec.set_mounts(Some(mounts));
+
+    let bpf = super::filter::compile(cache)?;
+    let file = "filter-net.bpf".to_string();
+    let path = own.join(&file);
+    std::fs::write(&path, &bpf).map_err(io_err(&path))?;
+    Ok(NetPlan {
+        filter: FilterFile {
+            file,
+            flags: 0,
+            bpf,
+        },
+        resolver,
+        upstream,
+        channel: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolver_address_is_loopback_and_stable() {
+        let a = resolver_address("c1");
+        assert!(a.is_loopback());
+        assert_eq!(a, resolver_address("c1"));
+        assert_ne!(a, resolver_address("c2"));
+        assert!(a.octets()[1] >= 100 && a.octets()[3] != 0 && a.octets()[3] != 255);
+    }
+
+    #[test]
+    fn resolv_conf_keeps_search_and_options() {
+        let (s, k) = parse_resolv_conf(
+            "# x\nnameserver 10.0.0.2\nnameserver fe80::1%eth0\nsearch a.b\noptions ndots:5\nnameserver bogus\n",
+        );
+        assert_eq!(
+            s,
+            vec![
+                "10.0.0.2".parse::<IpAddr>().unwrap(),
+                "fe80::1".parse().unwrap()
+            ]
+        );
+        assert_eq!(k, vec!["search a.b", "options ndots:5"]);
+    }
+}

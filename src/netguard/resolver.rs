@@ -1,0 +1,284 @@
+//! The container's resolver (SPEC §7.4): listens on the guard's loopback address in the
+//! container's network namespace, answers A and AAAA only for names some endpoint's host
+//! matches by asking the nameservers the container would have used, refuses every other name,
+//! and records the addresses it returned (with their TTL) for the allow decision.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sched::CloneFlags;
+use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
+use simple_dns::rdata::RData;
+use simple_dns::{Packet, PacketFlag, QTYPE, RCODE, TYPE};
+
+use super::decide;
+use super::guard::Shared;
+use crate::audit;
+
+/// Answers with a shorter TTL still count this long: clients connect right after resolving.
+const MIN_TTL: Duration = Duration::from_secs(10);
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Addresses the resolver returned, with the names asked and when each stops counting.
+#[derive(Default)]
+pub struct Answers {
+    by_ip: Mutex<HashMap<IpAddr, Vec<(String, Instant)>>>,
+}
+
+impl Answers {
+    pub fn record(&self, name: &str, ip: IpAddr, ttl: Duration) {
+        let until = Instant::now() + ttl.max(MIN_TTL);
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let mut m = self.by_ip.lock().expect("not poisoned");
+        let v = m.entry(ip).or_default();
+        v.retain(|(n, t)| *n != name && *t > Instant::now());
+        v.push((name, until));
+    }
+
+    pub fn names_for(&self, ip: IpAddr) -> Vec<String> {
+        let now = Instant::now();
+        self.by_ip
+            .lock()
+            .expect("not poisoned")
+            .get(&ip)
+            .map(|v| {
+                v.iter()
+                    .filter(|(_, t)| *t > now)
+                    .map(|(n, _)| n.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolverError {
+    #[error("entering the container's network namespace: {0}")]
+    Netns(String),
+    #[error("binding {0}:53: {1}")]
+    Bind(Ipv4Addr, nix::Error),
+}
+
+/// Run `f` on a thread inside the network namespace `ns` (sockets made there stay there).
+fn in_netns<T: Send + 'static>(
+    ns: &Arc<OwnedFd>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ResolverError> {
+    let ns = ns.clone();
+    std::thread::spawn(move || {
+        nix::sched::setns(ns.as_fd(), CloneFlags::CLONE_NEWNET)
+            .map_err(|e| ResolverError::Netns(e.to_string()))?;
+        Ok(f())
+    })
+    .join()
+    .map_err(|_| ResolverError::Netns("thread panicked".into()))?
+}
+
+fn bound(addr: Ipv4Addr, ty: SockType) -> Result<OwnedFd, ResolverError> {
+    let fd = socket::socket(AddressFamily::Inet, ty, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(|e| ResolverError::Bind(addr, e))?;
+    // The loopback interface may come up after `create` (engines configure it in hooks).
+    let _ = socket::setsockopt(&fd, sockopt::IpFreebind, &true);
+    let _ = socket::setsockopt(&fd, sockopt::ReuseAddr, &true);
+    socket::bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::from(std::net::SocketAddrV4::new(addr, 53)),
+    )
+    .map_err(|e| ResolverError::Bind(addr, e))?;
+    if ty == SockType::Stream {
+        socket::listen(&fd, socket::Backlog::new(64).expect("valid backlog"))
+            .map_err(|e| ResolverError::Bind(addr, e))?;
+    }
+    Ok(fd)
+}
+
+/// Start the UDP and TCP servers for the container of `shared`.
+pub fn start(shared: Arc<Shared>, upstream: Vec<IpAddr>) -> Result<(), ResolverError> {
+    let ns = std::fs::File::open(format!("/proc/{}/ns/net", shared.init_pid))
+        .map_err(|e| ResolverError::Netns(e.to_string()))?;
+    let ns = Arc::new(OwnedFd::from(ns));
+    let addr = shared.resolver;
+    let (udp, tcp) = in_netns(&ns, move || -> Result<_, ResolverError> {
+        Ok((
+            bound(addr, SockType::Datagram)?,
+            bound(addr, SockType::Stream)?,
+        ))
+    })??;
+    let udp = Arc::new(UdpSocket::from(udp));
+    let tcp = TcpListener::from(tcp);
+    let up = Arc::new(Upstream {
+        ns,
+        servers: upstream,
+    });
+
+    let (s, u, q) = (shared.clone(), udp.clone(), up.clone());
+    std::thread::spawn(move || udp_loop(s, u, q));
+    std::thread::spawn(move || tcp_loop(shared, tcp, up));
+    Ok(())
+}
+
+struct Upstream {
+    ns: Arc<OwnedFd>,
+    servers: Vec<IpAddr>,
+}
+
+impl Upstream {
+    /// Ask each nameserver in turn, from inside the container's network namespace.
+    fn ask(&self, query: Vec<u8>, tcp: bool) -> Option<Vec<u8>> {
+        let servers = self.servers.clone();
+        in_netns(&self.ns, move || {
+            servers.iter().find_map(|s| {
+                let to = SocketAddr::new(*s, 53);
+                if tcp {
+                    ask_tcp(to, &query)
+                } else {
+                    ask_udp(to, &query)
+                }
+            })
+        })
+        .ok()
+        .flatten()
+    }
+}
+
+fn ask_udp(to: SocketAddr, query: &[u8]) -> Option<Vec<u8>> {
+    let local: SocketAddr = match to {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let s = UdpSocket::bind(local).ok()?;
+    s.set_read_timeout(Some(UPSTREAM_TIMEOUT)).ok()?;
+    s.connect(to).ok()?;
+    s.send(query).ok()?;
+    let mut buf = vec![0u8; 4096];
+    let n = s.recv(&mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+fn ask_tcp(to: SocketAddr, query: &[u8]) -> Option<Vec<u8>> {
+    let mut s = TcpStream::connect_timeout(&to, UPSTREAM_TIMEOUT).ok()?;
+    s.set_read_timeout(Some(UPSTREAM_TIMEOUT)).ok()?;
+    s.write_all(&(query.len() as u16).to_be_bytes()).ok()?;
+    s.write_all(query).ok()?;
+    read_framed(&mut s)
+}
+
+fn read_framed(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).ok()?;
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    s.read_exact(&mut buf).ok()?;
+    Some(buf)
+}
+
+fn udp_loop(shared: Arc<Shared>, sock: Arc<UdpSocket>, up: Arc<Upstream>) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        let query = buf[..n].to_vec();
+        let (s, u, q) = (shared.clone(), sock.clone(), up.clone());
+        std::thread::spawn(move || {
+            if let Some(reply) = answer(&s, &q, &query, false) {
+                let _ = u.send_to(&reply, from);
+            }
+        });
+    }
+}
+
+fn tcp_loop(shared: Arc<Shared>, listener: TcpListener, up: Arc<Upstream>) {
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let (s, q) = (shared.clone(), up.clone());
+        std::thread::spawn(move || {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+            while let Some(query) = read_framed(&mut conn) {
+                let Some(reply) = answer(&s, &q, &query, true) else {
+                    return;
+                };
+                let framed = [&(reply.len() as u16).to_be_bytes()[..], &reply].concat();
+                if conn.write_all(&framed).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// A reply with `rcode` and the query's question, no answers.
+fn bare_reply(q: &Packet, rcode: RCODE) -> Option<Vec<u8>> {
+    let mut r = Packet::new_reply(q.id());
+    r.set_flags(PacketFlag::RECURSION_AVAILABLE);
+    if q.has_flags(PacketFlag::RECURSION_DESIRED) {
+        r.set_flags(PacketFlag::RECURSION_DESIRED);
+    }
+    r.questions = q.questions.clone();
+    *r.rcode_mut() = rcode;
+    r.build_bytes_vec().ok()
+}
+
+/// The reply to one query (`None`: drop it).
+fn answer(shared: &Shared, up: &Upstream, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
+    let q = Packet::parse(query).ok()?;
+    let question = q.questions.first()?;
+    let name = question.qname.to_string();
+    let policies = shared.current();
+    if !decide::name_allowed(&policies.policies, &name) {
+        let mut ev = audit::Event::new(
+            &shared.id,
+            "dns",
+            "refused",
+            "network_policies",
+            "no endpoint's host matches this name",
+        );
+        ev.request = serde_json::json!({"name": name});
+        shared.audit(ev);
+        return bare_reply(&q, RCODE::Refused);
+    }
+    let wanted = matches!(
+        question.qtype,
+        QTYPE::TYPE(TYPE::A) | QTYPE::TYPE(TYPE::AAAA)
+    );
+    if !wanted {
+        // Allowed name, other record type: no data, so clients fall back to A/AAAA.
+        return bare_reply(&q, RCODE::NoError);
+    }
+    let Some(reply) = up.ask(query.to_vec(), tcp) else {
+        return bare_reply(&q, RCODE::ServerFailure);
+    };
+    if let Ok(r) = Packet::parse(&reply) {
+        for rr in &r.answers {
+            let ip = match &rr.rdata {
+                RData::A(a) => IpAddr::V4(Ipv4Addr::from(a.address)),
+                RData::AAAA(a) => IpAddr::V6(Ipv6Addr::from(a.address)),
+                _ => continue,
+            };
+            shared
+                .answers
+                .record(&name, ip, Duration::from_secs(rr.ttl.into()));
+        }
+    }
+    Some(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_expire_and_keep_a_floor() {
+        let a = Answers::default();
+        let ip: IpAddr = "203.0.113.7".parse().unwrap();
+        a.record("API.Example.com.", ip, Duration::ZERO);
+        assert_eq!(a.names_for(ip), vec!["api.example.com".to_string()]);
+        a.record("api.example.com", ip, Duration::from_secs(60));
+        assert_eq!(a.names_for(ip).len(), 1, "one entry per name");
+        assert!(a.names_for("203.0.113.8".parse().unwrap()).is_empty());
+    }
+}
