@@ -348,7 +348,7 @@ const DEFAULT_EXPECT: &[(&str, &str)] = &[
     ("memfd", "ok"),
     ("fork", "ok"),
     ("tcp", "EACCES"),
-    ("filters", "2"),
+    ("filters", "3"),
 ];
 
 #[test]
@@ -538,7 +538,7 @@ fn best_effort_degrades_with_the_abi_and_says_so() {
     .concat();
     let b = bundle(&["sh", "-c", &script]);
     host_network(&b);
-    // ABI 3 has no TCP rules: the connect goes through, the rest still holds.
+    // ABI 3 has no TCP rules; the network guard still refuses the connect, the rest holds.
     let id = unique("abi3");
     let mut cmd = rt.command(&["run", "--bundle", b.path().to_str().unwrap(), &id]);
     cmd.env("NEMOSANDBOX_LANDLOCK_ABI_MAX", "3");
@@ -546,7 +546,7 @@ fn best_effort_degrades_with_the_abi_and_says_so() {
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    expect(&stdout, &[("tcp", "ok"), ("tmp", "ok"), ("etc", "ok")]);
+    expect(&stdout, &[("tcp", "EACCES"), ("tmp", "ok"), ("etc", "ok")]);
     assert!(stderr.contains("tcp_connect not enforced"), "{stderr}");
     assert_nothing_left(&rt, &id);
     let out = run_bundle(&rt, None, &b, &[]);
@@ -614,4 +614,138 @@ fn node_runs_under_the_default_profile_via_sandbox() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with('v'));
+}
+
+/// A policy allowing `/bin/probe` (and only it) to reach loopback ports `allowed`.
+fn net_policy(rt: &Runtime, allowed: &[u16]) -> String {
+    let ports: Vec<String> = allowed.iter().map(u16::to_string).collect();
+    policy(
+        rt,
+        &format!(
+            "version: 1\nfilesystem_policy:\n  permissions:\n    \"/**\": \"r-x\"\n    \"/tmp/**\": \"rwx\"\n\
+             network_policies:\n  local:\n    endpoints:\n      - host: 127.0.0.1\n        ports: [{}]\n\
+             \x20   binaries:\n      - {{ path: /bin/probe }}\n",
+            ports.join(", ")
+        ),
+    )
+}
+
+#[test]
+fn network_guard_allows_listed_binary_and_destination_only() {
+    let rt = Runtime::new();
+    let pol = net_policy(&rt, &[18451, 18453, 18455, 18457, 18459]);
+    let script = [
+        p("listed", "probe connect 18451"),
+        p("port", "probe connect 18452"),
+        "cp /bin/probe /tmp/copy; ln -s /bin/probe /tmp/link; ".to_string(),
+        p("copy", "/tmp/copy connect 18451"),
+        p("link", "/tmp/link connect 18451"),
+        p("tfo", "probe tfo 18453"),
+        p("tfo-port", "probe tfo 18454"),
+        p("mmsg", "probe mmsg 18455"),
+        p("mmsg-port", "probe mmsg 18456"),
+        p("nb", "probe nbconnect 18457"),
+        p("nb-port", "probe nbconnect 18458"),
+        p("dns", "probe udp 127.0.0.1 53"),
+        p("unix", "probe unix"),
+        p("race", "probe race 18459 18460 2000 | cut -d' ' -f1"),
+        p("sh", "/tmp/copy udp 127.0.0.1 18455"),
+    ]
+    .concat();
+    let b = bundle(&["sh", "-c", &script]);
+    host_network(&b);
+    let out = run_bundle(&rt, Some(&pol), &b, &[]);
+    expect(
+        &out,
+        &[
+            ("listed", "ok"),
+            ("port", "EACCES"),
+            ("copy", "EACCES"),
+            ("link", "ok"),
+            ("tfo", "ok"),
+            ("tfo-port", "EACCES"),
+            ("mmsg", "ok 2 1"),
+            ("mmsg-port", "EACCES"),
+            ("nb", "ok"),
+            ("nb-port", "EACCES"),
+            ("dns", "EACCES"),
+            ("unix", "ok"),
+            ("race", "ok"),
+            ("sh", "EACCES"),
+        ],
+    );
+}
+
+fn helper_of(id: &str) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.find_map(|e| {
+        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        (comm.trim() == "nemosandbox-hlp" && String::from_utf8_lossy(&cmd).contains(id))
+            .then_some(pid)
+    })
+}
+
+#[test]
+fn network_guard_holds_for_exec_and_fails_closed_without_the_guard() {
+    let rt = Runtime::new();
+    let pol = net_policy(&rt, &[18461]);
+    // Init keeps trying the allowed port, so its result after the guard dies can be read.
+    let b = bundle(&[
+        "sh",
+        "-c",
+        "while true; do probe connect 18463 > /tmp/last.new; mv /tmp/last.new /tmp/last; sleep 0.2; done",
+    ]);
+    host_network(&b);
+    let pol = {
+        let text = std::fs::read_to_string(&pol)
+            .unwrap()
+            .replace("ports: [18461]", "ports: [18461, 18463]");
+        std::fs::write(&pol, text).unwrap();
+        pol
+    };
+    let id = unique("guard");
+    rt.ok(&create_args(&pol, &b, &id));
+    rt.ok(&["start", &id]);
+    wait_until(|| rt.status(&id) == "running");
+    let exec = |args: &[&str]| {
+        let mut a = vec!["exec", id.as_str()];
+        a.extend_from_slice(args);
+        rt.run(&a)
+    };
+    let ok = exec(&["probe", "connect", "18461"]);
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "ok");
+    let denied = exec(&["probe", "connect", "18462"]);
+    assert_eq!(String::from_utf8_lossy(&denied.stdout).trim(), "EACCES");
+    let audit =
+        std::fs::read_to_string(rt.root.path().join(&id).join("audit.jsonl")).unwrap_or_default();
+    assert!(
+        audit.contains("127.0.0.1:18462") && audit.contains("\"denied\""),
+        "{audit}"
+    );
+    let init: i32 = rt.state(&id)["pid"].as_i64().unwrap() as i32;
+    let last = format!("/proc/{init}/root/tmp/last");
+    wait_until(|| std::fs::read_to_string(&last).is_ok_and(|s| s.trim() == "ok"));
+
+    let helper = helper_of(&id).expect("the guard runs in the helper process");
+    nix_kill(helper);
+    wait_until(|| !std::path::Path::new(&format!("/proc/{helper}")).exists());
+    // The running container keeps running, and its connects now fail.
+    wait_until(|| std::fs::read_to_string(&last).is_ok_and(|s| s.trim() == "ENOSYS"));
+    assert_eq!(rt.status(&id), "running");
+    // A new process cannot start unguarded.
+    let out = exec(&["probe", "connect", "18461"]);
+    assert!(!out.status.success(), "exec without a guard must fail");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("network guard"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rt.remove(&id);
+    assert_nothing_left(&rt, &id);
+}
+
+fn nix_kill(pid: i32) {
+    // SAFETY: kill(2) with a pid and a signal number.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
 }

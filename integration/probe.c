@@ -8,6 +8,10 @@
 #include <linux/bpf.h>
 #include <linux/io_uring.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/un.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -27,6 +31,41 @@ static int report(long rc) {
     const char *n = strerrorname_np(errno);
     puts(n ? n : "errno?");
     return 0;
+}
+
+
+static struct sockaddr_in loop_addr(int port) {
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return a;
+}
+
+static int listener(int port, int fastopen) {
+    struct sockaddr_in a = loop_addr(port);
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), one = 1, q = 8;
+    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fastopen) setsockopt(l, IPPROTO_TCP, TCP_FASTOPEN, &q, sizeof q);
+    if (bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 64) < 0) return -1;
+    return l;
+}
+
+static int accepted(int l) {
+    int n = 0, c;
+    while ((c = accept(l, NULL, NULL)) >= 0) { n++; close(c); }
+    return n;
+}
+
+/* The race: one thread flips the destination port between an allowed and a refused one
+ * while the main thread connects; no connection may reach the refused port's listener. */
+static struct sockaddr_in race_addr;
+static volatile int race_stop;
+static int race_ports[2];
+static void *flipper(void *unused) {
+    (void)unused;
+    unsigned i = 0;
+    volatile unsigned short *port = &race_addr.sin_port;
+    while (!race_stop) *port = htons(race_ports[i++ & 1]);
+    return NULL;
 }
 
 int main(int argc, char **argv) {
@@ -94,6 +133,97 @@ int main(int argc, char **argv) {
         pid_t p = fork();
         if (p == 0) _exit(0);
         return report(p);
+    }
+    if (!strcmp(cmd, "udp")) {
+        /* udp IP PORT: one datagram with a destination (sendto). */
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[3]))};
+        inet_pton(AF_INET, arg, &a.sin_addr);
+        int s = socket(AF_INET, SOCK_DGRAM, 0);
+        return report(sendto(s, "x", 1, 0, (struct sockaddr *)&a, sizeof a));
+    }
+    if (!strcmp(cmd, "mmsg")) {
+        /* mmsg PORT: two datagrams to loopback in one sendmmsg; prints how many went. */
+        struct sockaddr_in a = loop_addr(atoi(arg));
+        int s = socket(AF_INET, SOCK_DGRAM, 0);
+        struct iovec iov = {.iov_base = "x", .iov_len = 1};
+        struct mmsghdr m[2];
+        memset(m, 0, sizeof m);
+        for (int i = 0; i < 2; i++) {
+            m[i].msg_hdr.msg_name = &a;
+            m[i].msg_hdr.msg_namelen = sizeof a;
+            m[i].msg_hdr.msg_iov = &iov;
+            m[i].msg_hdr.msg_iovlen = 1;
+        }
+        int n = sendmmsg(s, m, 2, 0);
+        if (n < 0) return report(-1);
+        printf("ok %d %u\n", n, m[1].msg_len);
+        return 0;
+    }
+    if (!strcmp(cmd, "tfo")) {
+        /* tfo PORT: TCP fast open (sendto with MSG_FASTOPEN) to a loopback listener. */
+        int l = listener(atoi(arg), 1);
+        if (l < 0) { printf("setup-failed "); return report(-1); }
+        struct sockaddr_in a = loop_addr(atoi(arg));
+        int c = socket(AF_INET, SOCK_STREAM, 0);
+        return report(sendto(c, "x", 1, MSG_FASTOPEN, (struct sockaddr *)&a, sizeof a));
+    }
+    if (!strcmp(cmd, "nbconnect")) {
+        /* nbconnect PORT: non-blocking connect, poll, SO_ERROR. */
+        int l = listener(atoi(arg), 0);
+        if (l < 0) { printf("setup-failed "); return report(-1); }
+        struct sockaddr_in a = loop_addr(atoi(arg));
+        int c = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        if (connect(c, (struct sockaddr *)&a, sizeof a) < 0 && errno != EINPROGRESS)
+            return report(-1);
+        struct pollfd p = {.fd = c, .events = POLLOUT};
+        poll(&p, 1, 5000);
+        int err = 0;
+        socklen_t len = sizeof err;
+        getsockopt(c, SOL_SOCKET, SO_ERROR, &err, &len);
+        errno = err;
+        return report(err ? -1 : 0);
+    }
+    if (!strcmp(cmd, "unix")) {
+        /* unix: a unix stream socket in /tmp, connected to (untouched by the guard). */
+        struct sockaddr_un a = {.sun_family = AF_UNIX};
+        snprintf(a.sun_path, sizeof a.sun_path, "/tmp/probe-%d.sock", getpid());
+        int l = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 1) < 0) {
+            printf("setup-failed ");
+            return report(-1);
+        }
+        int c = socket(AF_UNIX, SOCK_STREAM, 0);
+        int rc = connect(c, (struct sockaddr *)&a, sizeof a);
+        unlink(a.sun_path);
+        return report(rc);
+    }
+    if (!strcmp(cmd, "race")) {
+        /* race ALLOWED REFUSED N */
+        race_ports[0] = atoi(arg);
+        race_ports[1] = atoi(argv[3]);
+        int n = atoi(argv[4]);
+        int la = listener(race_ports[0], 0), lr = listener(race_ports[1], 0);
+        if (la < 0 || lr < 0) { printf("setup-failed "); return report(-1); }
+        race_addr = loop_addr(race_ports[0]);
+        pthread_t t;
+        pthread_create(&t, NULL, flipper, NULL);
+        int ok = 0, reached = 0;
+        for (int i = 0; i < n; i++) {
+            int c = socket(AF_INET, SOCK_STREAM, 0);
+            if (connect(c, (struct sockaddr *)&race_addr, sizeof race_addr) == 0) ok++;
+            close(c);
+            reached += accepted(lr);
+            accepted(la);
+        }
+        race_stop = 1;
+        pthread_join(t, NULL);
+        usleep(100000);
+        reached += accepted(lr);
+        accepted(la);
+        /* Both outcomes must have happened, or the race was not run. */
+        printf("%s allowed=%d refused=%d refused-reached=%d\n",
+               reached ? "BREACH" : (ok > 0 && ok < n ? "ok" : "no-race"), ok, n - ok, reached);
+        return 0;
     }
     fprintf(stderr, "unknown probe %s\n", cmd);
     return 2;

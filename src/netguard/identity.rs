@@ -69,6 +69,12 @@ impl Caller {
     }
 }
 
+/// The container's root through `/proc/PID/root` (a magic link pathrs will not open itself).
+fn open_root(root: &Path) -> Option<pathrs::Root> {
+    let dir = std::fs::File::open(root).ok()?;
+    Some(pathrs::Root::from_fd(dir))
+}
+
 fn has_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
@@ -173,7 +179,7 @@ fn interpreter_of(root: &pathrs::Root, head: &[u8]) -> Option<FileId> {
 impl Binaries {
     /// Resolve every policy's binaries inside `root` (the container's `/proc/PID/root`).
     pub fn resolve(root: &Path, policies: &BTreeMap<String, EffectiveNetwork>) -> Binaries {
-        let Ok(root) = pathrs::Root::open(root) else {
+        let Some(root) = open_root(root) else {
             return Binaries::default();
         };
         let mut by_policy = BTreeMap::new();
@@ -298,7 +304,7 @@ pub fn matches(set: &BinarySet, caller: &Caller, root: &Path) -> Result<bool, St
         return Ok(false);
     };
     let path = view.cwd.join(arg);
-    let Ok(r) = pathrs::Root::open(root) else {
+    let Some(r) = open_root(root) else {
         return Ok(false);
     };
     let Some((id, _)) = stat_in(&r, &path) else {
@@ -345,5 +351,32 @@ mod tests {
             Some("app.py")
         );
         assert_eq!(script_argument(&view(&["python3"], &[])), None);
+    }
+}
+
+#[cfg(test)]
+mod resolve_tests {
+    use super::*;
+    use crate::policy::model::{Binary, NetworkPolicy};
+
+    #[test]
+    fn resolves_binaries_through_proc_root() {
+        let mut policies = BTreeMap::new();
+        policies.insert(
+            "p".to_string(),
+            EffectiveNetwork {
+                policy: NetworkPolicy {
+                    binaries: vec![Binary {
+                        path: "/bin/sh".into(),
+                    }],
+                    ..NetworkPolicy::default()
+                },
+                from: "t".into(),
+                replaced: Vec::new(),
+            },
+        );
+        let b = Binaries::resolve(Path::new("/proc/self/root"), &policies);
+        let md = std::fs::metadata("/bin/sh").unwrap();
+        assert!(b.knows((md.dev(), md.ino())), "{b:?}");
     }
 }

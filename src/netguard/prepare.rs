@@ -108,6 +108,11 @@ pub fn prepare(
     }
     let conf = own.join("resolv.conf");
     std::fs::write(&conf, text).map_err(io_err(&conf))?;
+    if !has_resolv_conf(spec, rootfs) {
+        // Nothing to replace (and no file to mount over in a read-only tree): the container
+        // has no resolver configuration; its DNS is still refused except through the guard.
+        return finish(own, cache, resolver, upstream);
+    }
     let mount: Mount = MountBuilder::default()
         .destination(RESOLV)
         .typ("bind")
@@ -118,7 +123,27 @@ pub fn prepare(
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     mounts.push(mount);
     spec.set_mounts(Some(mounts));
+    finish(own, cache, resolver, upstream)
+}
 
+/// Whether the container has an `/etc/resolv.conf` to replace: mounted by the engine or in
+/// the image.
+fn has_resolv_conf(spec: &Spec, rootfs: &Path) -> bool {
+    spec.mounts()
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .any(|m| m.destination() == Path::new(RESOLV))
+        || crate::layout::tree::resolve_in(rootfs, Path::new("etc/resolv.conf"))
+            .is_some_and(|p| p.is_file())
+}
+
+fn finish(
+    own: &Path,
+    cache: &Path,
+    resolver: Ipv4Addr,
+    upstream: Vec<IpAddr>,
+) -> Result<NetPlan, NetPrepareError> {
     let bpf = super::filter::compile(cache)?;
     let file = "filter-net.bpf".to_string();
     let path = own.join(&file);
