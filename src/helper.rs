@@ -36,13 +36,15 @@ pub trait HelperService: Send {
 }
 
 pub fn pidfd_open(pid: i32) -> Result<OwnedFd, HelperError> {
+    pidfd_open_flags(pid, 0).map_err(|source| HelperError::PidfdOpen { pid, source })
+}
+
+/// pidfd_open(2) with flags (PIDFD_THREAD for a thread).
+pub fn pidfd_open_flags(pid: i32, flags: u32) -> Result<OwnedFd, nix::Error> {
     // SAFETY: pidfd_open takes a pid and flags; on success it returns a new fd we own.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
     if fd < 0 {
-        return Err(HelperError::PidfdOpen {
-            pid,
-            source: nix::Error::last(),
-        });
+        return Err(nix::Error::last());
     }
     // SAFETY: fd is a fresh descriptor returned by the kernel and owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })

@@ -252,16 +252,6 @@ fn serve_control(shared: &Arc<Shared>, mut conn: UnixStream) -> std::io::Result<
     conn.write_all(format!("{reply}\n").as_bytes())
 }
 
-fn pidfd_open(pid: i32, flags: u32) -> Result<OwnedFd, Errno> {
-    // SAFETY: pidfd_open takes a pid and flags; a non-negative result is a new fd we own.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, flags) };
-    if fd < 0 {
-        return Err(Errno::last());
-    }
-    // SAFETY: as above.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
 /// The descriptor `fd` of the process (or thread) behind `pidfd`.
 fn pidfd_getfd(pidfd: &OwnedFd, fd: i32) -> Result<OwnedFd, Errno> {
     // SAFETY: pidfd_getfd duplicates a descriptor of another process into ours.
@@ -274,13 +264,13 @@ fn pidfd_getfd(pidfd: &OwnedFd, fd: i32) -> Result<OwnedFd, Errno> {
 }
 
 fn take_listener(pid: i32, fd: i32) -> Result<OwnedFd, Errno> {
-    let pidfd = pidfd_open(pid, 0)?;
+    let pidfd = helper::pidfd_open_flags(pid, 0)?;
     pidfd_getfd(&pidfd, fd)
 }
 
 /// A pidfd for the notifying thread: PIDFD_THREAD (Linux 6.9) where the kernel has it.
 fn pidfd_of_thread(tid: i32) -> Result<OwnedFd, Errno> {
-    pidfd_open(tid, libc::O_EXCL as u32).or_else(|_| {
+    helper::pidfd_open_flags(tid, libc::O_EXCL as u32).or_else(|_| {
         let status =
             std::fs::read_to_string(format!("/proc/{tid}/status")).map_err(|_| Errno::ESRCH)?;
         let tgid = status
@@ -288,7 +278,7 @@ fn pidfd_of_thread(tid: i32) -> Result<OwnedFd, Errno> {
             .find_map(|l| l.strip_prefix("Tgid:"))
             .and_then(|v| v.trim().parse().ok())
             .ok_or(Errno::ESRCH)?;
-        pidfd_open(tgid, 0)
+        helper::pidfd_open_flags(tgid, 0)
     })
 }
 
@@ -624,9 +614,10 @@ impl CallCtx {
     }
 
     fn event(&self, decision: &str, by: &str, why: &str, dest: SocketAddr, names: &[String]) {
+        let exe = self.caller.exe_path();
         let mut ev = audit::Event::new(&self.shared.id, "network", decision, by, why);
         ev.pid = Some(self.caller.pid);
-        ev.executable = Some(&self.caller.exe_path);
+        ev.executable = Some(&exe);
         ev.request = serde_json::json!({
             "syscall": self.syscall,
             "destination": dest.to_string(),

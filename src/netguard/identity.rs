@@ -52,20 +52,22 @@ pub struct Binaries {
 pub struct Caller {
     pub pid: i32,
     pub exe: FileId,
-    pub exe_path: String,
 }
 
 impl Caller {
     pub fn of(pid: i32) -> Option<Caller> {
         let md = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
-        let exe_path = std::fs::read_link(format!("/proc/{pid}/exe"))
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
         Some(Caller {
             pid,
             exe: (md.dev(), md.ino()),
-            exe_path,
         })
+    }
+
+    /// The executable's path, for audit events only (identity is `exe`).
+    pub fn exe_path(&self) -> String {
+        std::fs::read_link(format!("/proc/{}/exe", self.pid))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
     }
 }
 

@@ -32,32 +32,23 @@ pub fn resolver_address(id: &str) -> Ipv4Addr {
     Ipv4Addr::new(127, 100 + h[0] % 100, h[1], 1 + h[2] % 254)
 }
 
-/// The `resolv.conf` the container would have seen: an engine's bind mount, else the image's,
-/// else the host's.
-fn original_resolv_conf(spec: &Spec, rootfs: &Path) -> String {
+/// The `resolv.conf` the container would have seen: an engine's mount, else the image's.
+/// `None` when it has none.
+fn original_resolv_conf(spec: &Spec, rootfs: &Path) -> Option<String> {
     let mounted = spec
         .mounts()
         .as_deref()
         .unwrap_or_default()
         .iter()
         .rev()
-        .find(|m| {
-            m.destination() == Path::new(RESOLV)
-                && m.typ()
-                    .as_deref()
-                    .is_none_or(|t| t == "bind" || t == "none")
-        });
-    if let Some(src) = mounted.and_then(|m| m.source().clone()) {
-        if let Ok(s) = std::fs::read_to_string(src) {
-            return s;
-        }
+        .find(|m| m.destination() == Path::new(RESOLV));
+    if let Some(m) = mounted {
+        let src = m.source().clone().unwrap_or_default();
+        return Some(std::fs::read_to_string(src).unwrap_or_default());
     }
-    if let Some(p) = crate::layout::tree::resolve_in(rootfs, Path::new("etc/resolv.conf")) {
-        if let Ok(s) = std::fs::read_to_string(p) {
-            return s;
-        }
-    }
-    std::fs::read_to_string(RESOLV).unwrap_or_default()
+    let p = crate::layout::tree::resolve_in(rootfs, Path::new("etc/resolv.conf"))?;
+    p.is_file()
+        .then(|| std::fs::read_to_string(p).unwrap_or_default())
 }
 
 /// Split a resolv.conf into its nameservers and the lines to keep (search, options, domain).
@@ -96,7 +87,12 @@ pub fn prepare(
     cache: &Path,
 ) -> Result<NetPlan, NetPrepareError> {
     let resolver = resolver_address(id);
-    let (mut upstream, keep) = parse_resolv_conf(&original_resolv_conf(spec, rootfs));
+    let original = original_resolv_conf(spec, rootfs);
+    // With none of its own, the container's upstream is the host's.
+    let text = original
+        .clone()
+        .unwrap_or_else(|| std::fs::read_to_string(RESOLV).unwrap_or_default());
+    let (mut upstream, keep) = parse_resolv_conf(&text);
     upstream.retain(|ip| *ip != IpAddr::V4(resolver));
 
     let mut text = format!(
@@ -108,7 +104,7 @@ pub fn prepare(
     }
     let conf = own.join("resolv.conf");
     std::fs::write(&conf, text).map_err(io_err(&conf))?;
-    if !has_resolv_conf(spec, rootfs) {
+    if original.is_none() {
         // Nothing to replace (and no file to mount over in a read-only tree): the container
         // has no resolver configuration; its DNS is still refused except through the guard.
         return finish(own, cache, resolver, upstream);
@@ -124,18 +120,6 @@ pub fn prepare(
     mounts.push(mount);
     spec.set_mounts(Some(mounts));
     finish(own, cache, resolver, upstream)
-}
-
-/// Whether the container has an `/etc/resolv.conf` to replace: mounted by the engine or in
-/// the image.
-fn has_resolv_conf(spec: &Spec, rootfs: &Path) -> bool {
-    spec.mounts()
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .any(|m| m.destination() == Path::new(RESOLV))
-        || crate::layout::tree::resolve_in(rootfs, Path::new("etc/resolv.conf"))
-            .is_some_and(|p| p.is_file())
 }
 
 fn finish(

@@ -127,21 +127,18 @@ struct Upstream {
 }
 
 impl Upstream {
-    /// Ask each nameserver in turn, from inside the container's network namespace.
-    fn ask(&self, query: Vec<u8>, tcp: bool) -> Option<Vec<u8>> {
-        let servers = self.servers.clone();
-        in_netns(&self.ns, move || {
-            servers.iter().find_map(|s| {
-                let to = SocketAddr::new(*s, 53);
-                if tcp {
-                    ask_tcp(to, &query)
-                } else {
-                    ask_udp(to, &query)
-                }
-            })
+    /// Ask each nameserver in turn, from inside the container's network namespace. Runs on
+    /// a per-query (or per-connection) thread, which enters the namespace itself.
+    fn ask(&self, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
+        nix::sched::setns(self.ns.as_fd(), CloneFlags::CLONE_NEWNET).ok()?;
+        self.servers.iter().find_map(|s| {
+            let to = SocketAddr::new(*s, 53);
+            if tcp {
+                ask_tcp(to, query)
+            } else {
+                ask_udp(to, query)
+            }
         })
-        .ok()
-        .flatten()
     }
 }
 
@@ -249,7 +246,7 @@ fn answer(shared: &Shared, up: &Upstream, query: &[u8], tcp: bool) -> Option<Vec
         // Allowed name, other record type: no data, so clients fall back to A/AAAA.
         return bare_reply(&q, RCODE::NoError);
     }
-    let Some(reply) = up.ask(query.to_vec(), tcp) else {
+    let Some(reply) = up.ask(query, tcp) else {
         return bare_reply(&q, RCODE::ServerFailure);
     };
     if let Ok(r) = Packet::parse(&reply) {
