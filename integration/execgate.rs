@@ -5,27 +5,8 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
 use common::*;
-
-fn probe() -> &'static Path {
-    static PROBE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    PROBE.get_or_init(|| {
-        let out = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gate-probe");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/probe.c");
-        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
-        let st = std::process::Command::new("gcc")
-            .args(["-static", "-O2", "-o"])
-            .arg(&tmp)
-            .arg(&src)
-            .status()
-            .unwrap();
-        assert!(st.success());
-        std::fs::rename(&tmp, &out).unwrap();
-        out
-    })
-}
 
 /// An image with an allowlisted `tool` (a script that tries to run `other`) and `other`, a
 /// program that is not on the list.
@@ -33,7 +14,7 @@ fn bundle() -> Bundle {
     let b = Bundle::busybox(&["sleep", "1000"]);
     let r = b.path().join("rootfs");
     std::fs::create_dir_all(r.join("usr/bin")).unwrap();
-    install_binary(probe(), &r.join("usr/bin/other"));
+    install_binary(common::probe::probe(), &r.join("usr/bin/other"));
     std::fs::write(
         r.join("usr/bin/tool"),
         "#!/bin/sh\necho tool-ran\n/usr/bin/other memfd\necho other-rc=$?\n",

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <linux/bpf.h>
 #include <linux/io_uring.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -99,11 +100,24 @@ int main(int argc, char **argv) {
         return report(-1);
     }
     if (!strcmp(cmd, "kill")) return report(kill(atoi(arg), SIGTERM));
-    if (!strcmp(cmd, "connect")) {
-        /* Listen on loopback in the container, then connect: only Landlock decides. */
-        int port = atoi(arg);
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    if (!strcmp(cmd, "connect") || !strcmp(cmd, "name")) {
+        /* connect PORT [IP]: listen on IP (default loopback) in the container, then connect.
+         * name NAME PORT: the same at the address the container's resolver gives for NAME. */
+        struct sockaddr_in a = {.sin_family = AF_INET};
         a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (!strcmp(cmd, "name")) {
+            struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res;
+            int rc = getaddrinfo(arg, NULL, &hints, &res);
+            if (rc != 0) {
+                printf("noname\n");
+                return 0;
+            }
+            a.sin_addr = ((struct sockaddr_in *)res->ai_addr)->sin_addr;
+            a.sin_port = htons(atoi(argv[3]));
+        } else {
+            a.sin_port = htons(atoi(arg));
+            if (argc > 3) inet_pton(AF_INET, argv[3], &a.sin_addr);
+        }
         int l = socket(AF_INET, SOCK_STREAM, 0);
         int one = 1;
         setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);

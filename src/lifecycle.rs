@@ -445,7 +445,10 @@ impl Runtime {
     }
 
     /// The container, its metadata and its status corrected for a reused pid.
-    fn load_with_status(&self, id: &str) -> Result<(Container, Option<Meta>, ContainerStatus)> {
+    pub(crate) fn load_with_status(
+        &self,
+        id: &str,
+    ) -> Result<(Container, Option<Meta>, ContainerStatus)> {
         let c = self.load(id)?;
         let meta = Meta::load(&self.root, id).ok();
         let status = effective_status(&c, meta.as_ref());

@@ -2,6 +2,8 @@
 //! that nothing is left behind. Tests run the real binary as root against the real kernel.
 #![allow(dead_code)]
 
+pub mod probe;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};

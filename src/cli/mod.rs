@@ -171,7 +171,7 @@ enum Cmd {
         #[arg(long, default_value = "table")]
         format: String,
     },
-    /// Policy tools: lint, list, show, explain, schema
+    /// Policy tools: lint, list, show, explain, schema, update
     #[command(subcommand)]
     Policy(PolicyCmd),
     /// Run a host command in a fresh sandbox (host root read-only), no image needed
@@ -205,6 +205,18 @@ enum PolicyCmd {
     },
     /// JSON Schema of the policy format
     Schema,
+    /// Change a running container's network policies: add or remove a preset (SPEC §7.7)
+    #[command(group(clap::ArgGroup::new("change").required(true).args(["add_preset", "remove"])))]
+    Update {
+        id: String,
+        /// Add this preset's network policies (name or file)
+        // Its own id: the global `--preset` (presets for new containers) is another argument.
+        #[arg(long = "preset", id = "add_preset")]
+        add_preset: Option<String>,
+        /// Remove the network policies a preset brought
+        #[arg(long)]
+        remove: Option<String>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -689,6 +701,29 @@ fn policy_cmd(rt: &Runtime, cmd: PolicyCmd) -> Result<i32> {
             print!("{}", render::schema_json());
             Ok(0)
         }
+        PolicyCmd::Update {
+            id,
+            add_preset,
+            remove,
+        } => {
+            use nemosandbox::netguard::update::Change;
+            let change = match (add_preset, remove) {
+                (Some(p), None) => Change::Add(p),
+                (None, Some(r)) => Change::Remove(r),
+                _ => bail!("give exactly one of --preset and --remove"),
+            };
+            let out = rt.policy_update(&id, &change)?;
+            for n in &out.notes {
+                eprintln!("note: {n}");
+            }
+            println!(
+                "container {id}: network policy generation {} ({}), sha256 {}",
+                out.generation,
+                out.sources.join(","),
+                out.sha256
+            );
+            Ok(0)
+        }
     }
 }
 
@@ -741,6 +776,33 @@ pub fn main() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["nemosandbox", "policy", "update", "c1", "--preset", "npm"])
+            .unwrap();
+        assert!(
+            cli.preset.is_empty(),
+            "the update's preset is not a global one"
+        );
+        assert!(matches!(
+            cli.cmd,
+            Some(Cmd::Policy(PolicyCmd::Update { add_preset: Some(ref p), remove: None, .. })) if p == "npm"
+        ));
+        assert!(Cli::try_parse_from([
+            "nemosandbox",
+            "policy",
+            "update",
+            "c1",
+            "--preset",
+            "a",
+            "--remove",
+            "b"
+        ])
+        .is_err());
+    }
 
     #[test]
     fn intervals_parse_like_go_durations() {

@@ -93,28 +93,32 @@ fn port_matches(ep: &Endpoint, port: u16) -> bool {
 }
 
 /// Whether the endpoint's host covers the address: the literal IP, `allowed_ips`, or a name
-/// the resolver returned for it (public addresses only). `Err` says why not.
-fn host_covers(ep: &Endpoint, a: &Attempt) -> Result<(), String> {
+/// the resolver returned for it (public addresses only). `Err` says why not, and how far the
+/// attempt got (a matching name on an internal address explains more than no name at all).
+fn host_covers(ep: &Endpoint, a: &Attempt) -> Result<(), (u8, String)> {
     if let Ok(lit) = ep.host.parse::<IpAddr>() {
         return if lit == a.ip {
             Ok(())
         } else {
-            Err(format!("{} is not {}", a.ip, ep.host))
+            Err((2, format!("{} is not {}", a.ip, ep.host)))
         };
     }
     if in_allowed_ips(ep, a.ip) {
         return Ok(());
     }
     if !a.names.iter().any(|n| host_matches(&ep.host, n)) {
-        return Err(format!(
-            "{} was not resolved from a name matching {}",
-            a.ip, ep.host
+        return Err((
+            2,
+            format!("{} was not resolved from a name matching {}", a.ip, ep.host),
         ));
     }
     if is_internal(a.ip) {
-        return Err(format!(
-            "{} is a loopback/private/link-local address not named by allowed_ips",
-            a.ip
+        return Err((
+            3,
+            format!(
+                "{} ({}) is a loopback/private/link-local address not named by allowed_ips",
+                a.ip, ep.host
+            ),
         ));
     }
     Ok(())
@@ -142,8 +146,8 @@ pub fn decide(
                 note(1, format!("port {} is not allowed for {}", a.port, ep.host));
                 continue;
             }
-            if let Err(why) = host_covers(ep, a) {
-                note(2, why);
+            if let Err((stage, why)) = host_covers(ep, a) {
+                note(stage, why);
                 continue;
             }
             let audit = ep.enforcement == Some(Enforcement::Audit);
@@ -164,7 +168,7 @@ pub fn decide(
                     would_deny: Some(why.clone()),
                 });
             }
-            note(3, why);
+            note(4, why);
         }
     }
     audit_pass.unwrap_or(Decision::Deny { reason: best.1 })
@@ -308,6 +312,12 @@ mod tests {
         ));
         // A name that resolves to a private address (rebinding) is refused.
         let Decision::Deny { reason } = decide(&p, &at("10.0.0.5", 443, &tg), &node) else {
+            panic!()
+        };
+        assert!(reason.contains("allowed_ips"), "{reason}");
+        // Also when an earlier endpoint refused it for a lesser reason (no matching name).
+        let cdn_private = decide(&p, &at("10.0.0.5", 443, &cdn), &node);
+        let Decision::Deny { reason } = cdn_private else {
             panic!()
         };
         assert!(reason.contains("allowed_ips"), "{reason}");

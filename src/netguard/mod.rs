@@ -9,6 +9,7 @@
 //! - `identity`: which policies' binaries a process is (§7.2).
 //! - `resolver`: the policy-aware DNS resolver (§7.4).
 //! - `control`: the guard's control socket (listener hand-over, live update).
+//! - `update`: `policy update` (§7.7), the runtime's side of a live update.
 
 pub mod calls;
 pub mod control;
@@ -19,6 +20,7 @@ pub mod identity;
 pub mod prepare;
 pub mod resolver;
 pub mod sockaddr;
+pub mod update;
 
 use std::net::{IpAddr, Ipv4Addr};
 

@@ -102,6 +102,14 @@ pub fn load_builtin_named(name: &str) -> Loaded {
     load_builtin(n, text, json).expect("shipped policies are valid")
 }
 
+/// A shipped document by name, or `None` if no such document ships.
+pub fn load_builtin_named_checked(name: &str) -> Option<Loaded> {
+    BUILTIN
+        .iter()
+        .any(|(n, _, _)| *n == name)
+        .then(|| load_builtin_named(name))
+}
+
 /// A policy name: letters, digits, `-`, `_`, `.`; never a path.
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()

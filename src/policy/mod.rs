@@ -2,6 +2,7 @@
 //! selection, merge into one effective policy.
 
 pub mod builtin;
+pub mod live;
 pub mod merge;
 pub mod model;
 pub mod render;

@@ -1,0 +1,127 @@
+//! The attacker's probe (`integration/probe.c`, built static once per test binary) and the
+//! bundles, policies and result parsing of the tests that run it inside containers.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use super::*;
+
+/// The probe, compiled once per test run.
+pub fn probe() -> &'static Path {
+    static PROBE: OnceLock<PathBuf> = OnceLock::new();
+    PROBE.get_or_init(|| {
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("probe");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/probe.c");
+        let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+        let st = Command::new("gcc")
+            .args(["-static", "-O2", "-o"])
+            .arg(&tmp)
+            .arg(&src)
+            .status()
+            .expect("gcc (apt-get install gcc libc6-dev)");
+        assert!(st.success(), "building the probe failed");
+        std::fs::rename(&tmp, &out).unwrap();
+        out
+    })
+}
+
+/// A busybox bundle with the probe and the files the conformance cases talk about.
+pub fn bundle(args: &[&str]) -> Bundle {
+    let b = Bundle::busybox(args);
+    let r = b.path().join("rootfs");
+    install_binary(probe(), &r.join("bin/probe"));
+    for d in [
+        "sandbox/.ssh",
+        "var/log",
+        "home/a/.config",
+        "h/.ssh",
+        "d/secret",
+        "w",
+        "t",
+    ] {
+        std::fs::create_dir_all(r.join(d)).unwrap();
+    }
+    for (f, content) in [
+        ("sandbox/.ssh/id_rsa", "secret"),
+        ("etc/shadow", "secret"),
+        ("var/log/secret1", "secret"),
+        ("var/log/other", "data"),
+        ("home/a/.config/c", "secret"),
+        ("home/a/other", "data"),
+        ("h/.ssh/k.json", "secret"),
+        ("h/a.json", "data"),
+        ("d/secret/s", "data"),
+        ("w/f", "data"),
+        ("t/tool", "#!/bin/sh\necho tool-ran\n"),
+    ] {
+        std::fs::write(r.join(f), content).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(r.join("t/tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    b
+}
+
+/// Share the host's network namespace: a new one has its loopback down, and only Landlock
+/// should decide whether a loopback connect goes through.
+pub fn host_network(b: &Bundle) {
+    b.edit(|c| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "network");
+    });
+}
+
+/// Write a policy document next to the runtime root and return its path.
+pub fn policy(rt: &Runtime, yaml: &str) -> String {
+    let p = rt.root.path().join(format!("{}.yaml", unique("policy")));
+    std::fs::write(&p, yaml).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+pub fn run_bundle(rt: &Runtime, policy: Option<&str>, b: &Bundle, env: &[(&str, &str)]) -> String {
+    let id = unique("conf");
+    let mut args: Vec<&str> = Vec::new();
+    if let Some(p) = policy {
+        args.extend(["--policy", p]);
+    }
+    args.extend(["run", "--bundle", b.path().to_str().unwrap(), &id]);
+    let mut cmd = rt.command(&args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = output_within(cmd, Duration::from_secs(60));
+    assert_nothing_left(rt, &id);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "run failed ({:?}): {stdout}{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Lines `key: value` printed by scripts built with `probe_line`.
+pub fn results(out: &str) -> std::collections::HashMap<String, String> {
+    out.lines()
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// Shell for one labelled probe: `label: <result>`.
+pub fn p(label: &str, cmd: &str) -> String {
+    format!("echo \"{label}: $({cmd} 2>&1)\"; ")
+}
+
+pub fn expect(out: &str, want: &[(&str, &str)]) {
+    let r = results(out);
+    for (k, v) in want {
+        assert_eq!(
+            r.get(*k).map(String::as_str),
+            Some(*v),
+            "{k}: want {v:?}; full output:\n{out}"
+        );
+    }
+}

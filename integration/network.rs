@@ -1,0 +1,572 @@
+//! The network guard from inside real containers (SPEC §7): every denial beside its allowed
+//! twin, for init and exec'd processes, through the guard's resolver talking to a real DNS
+//! server, for script entries, across a live policy update and with the guard killed.
+//! Servers listen on loopback or in a test network namespace, never on any other address.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, UdpSocket};
+use std::os::fd::AsFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::probe::*;
+use common::*;
+
+/// A policy allowing `/bin/probe` (and only it) to reach loopback ports `allowed`.
+fn net_policy(rt: &Runtime, allowed: &[u16]) -> String {
+    let ports: Vec<String> = allowed.iter().map(u16::to_string).collect();
+    policy(
+        rt,
+        &format!(
+            "version: 1\nfilesystem_policy:\n  permissions:\n    \"/**\": \"r-x\"\n    \"/tmp/**\": \"rwx\"\n\
+             network_policies:\n  local:\n    endpoints:\n      - host: 127.0.0.1\n        ports: [{}]\n\
+             \x20   binaries:\n      - {{ path: /bin/probe }}\n",
+            ports.join(", ")
+        ),
+    )
+}
+
+#[test]
+fn network_guard_allows_listed_binary_and_destination_only() {
+    let rt = Runtime::new();
+    let pol = net_policy(&rt, &[18451, 18453, 18455, 18457, 18459]);
+    let script = [
+        p("listed", "probe connect 18451"),
+        p("port", "probe connect 18452"),
+        "cp /bin/probe /tmp/copy; ln -s /bin/probe /tmp/link; ".to_string(),
+        p("copy", "/tmp/copy connect 18451"),
+        p("link", "/tmp/link connect 18451"),
+        p("tfo", "probe tfo 18453"),
+        p("tfo-port", "probe tfo 18454"),
+        p("mmsg", "probe mmsg 18455"),
+        p("mmsg-port", "probe mmsg 18456"),
+        p("nb", "probe nbconnect 18457"),
+        p("nb-port", "probe nbconnect 18458"),
+        p("dns", "probe udp 127.0.0.1 53"),
+        p("unix", "probe unix"),
+        p("race", "probe race 18459 18460 2000 | cut -d' ' -f1"),
+        p("sh", "/tmp/copy udp 127.0.0.1 18455"),
+    ]
+    .concat();
+    let b = bundle(&["sh", "-c", &script]);
+    host_network(&b);
+    let out = run_bundle(&rt, Some(&pol), &b, &[]);
+    expect(
+        &out,
+        &[
+            ("listed", "ok"),
+            ("port", "EACCES"),
+            ("copy", "EACCES"),
+            ("link", "ok"),
+            ("tfo", "ok"),
+            ("tfo-port", "EACCES"),
+            ("mmsg", "ok 2 1"),
+            ("mmsg-port", "EACCES"),
+            ("nb", "ok"),
+            ("nb-port", "EACCES"),
+            ("dns", "EACCES"),
+            ("unix", "ok"),
+            ("race", "ok"),
+            ("sh", "EACCES"),
+        ],
+    );
+}
+
+fn helper_of(id: &str) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.find_map(|e| {
+        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        (comm.trim() == "nemosandbox-hlp" && String::from_utf8_lossy(&cmd).contains(id))
+            .then_some(pid)
+    })
+}
+
+#[test]
+fn network_guard_holds_for_exec_and_fails_closed_without_the_guard() {
+    let rt = Runtime::new();
+    let pol = net_policy(&rt, &[18461]);
+    // Init keeps trying the allowed port, so its result after the guard dies can be read.
+    let b = bundle(&[
+        "sh",
+        "-c",
+        "while true; do probe connect 18463 > /tmp/last.new; mv /tmp/last.new /tmp/last; sleep 0.2; done",
+    ]);
+    host_network(&b);
+    let pol = {
+        let text = std::fs::read_to_string(&pol)
+            .unwrap()
+            .replace("ports: [18461]", "ports: [18461, 18463]");
+        std::fs::write(&pol, text).unwrap();
+        pol
+    };
+    let id = unique("guard");
+    rt.ok(&create_args(&pol, &b, &id));
+    rt.ok(&["start", &id]);
+    wait_until(|| rt.status(&id) == "running");
+    let exec = |args: &[&str]| {
+        let mut a = vec!["exec", id.as_str()];
+        a.extend_from_slice(args);
+        rt.run(&a)
+    };
+    let ok = exec(&["probe", "connect", "18461"]);
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "ok");
+    let denied = exec(&["probe", "connect", "18462"]);
+    assert_eq!(String::from_utf8_lossy(&denied.stdout).trim(), "EACCES");
+    let audit =
+        std::fs::read_to_string(rt.root.path().join(&id).join("audit.jsonl")).unwrap_or_default();
+    assert!(
+        audit.contains("127.0.0.1:18462") && audit.contains("\"denied\""),
+        "{audit}"
+    );
+    let init: i32 = rt.state(&id)["pid"].as_i64().unwrap() as i32;
+    let last = format!("/proc/{init}/root/tmp/last");
+    wait_until(|| std::fs::read_to_string(&last).is_ok_and(|s| s.trim() == "ok"));
+
+    let helper = helper_of(&id).expect("the guard runs in the helper process");
+    nix_kill(helper);
+    wait_until(|| !std::path::Path::new(&format!("/proc/{helper}")).exists());
+    // The running container keeps running, and its connects now fail.
+    wait_until(|| std::fs::read_to_string(&last).is_ok_and(|s| s.trim() == "ENOSYS"));
+    assert_eq!(rt.status(&id), "running");
+    // A new process cannot start unguarded.
+    let out = exec(&["probe", "connect", "18461"]);
+    assert!(!out.status.success(), "exec without a guard must fail");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("network guard"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rt.remove(&id);
+    assert_nothing_left(&rt, &id);
+}
+
+fn nix_kill(pid: i32) {
+    // SAFETY: kill(2) with a pid and a signal number.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+/// `run --keep` a bundle under `policy`: the container's output and its audit stream; then
+/// delete it and check nothing is left.
+fn run_keep(rt: &Runtime, policy: &str, b: &Bundle) -> (String, String) {
+    let id = unique("net");
+    let out = rt.run(&[
+        "--policy",
+        policy,
+        "run",
+        "--keep",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    let audit =
+        std::fs::read_to_string(rt.root.path().join(&id).join("audit.jsonl")).unwrap_or_default();
+    rt.remove(&id);
+    assert_nothing_left(rt, &id);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "run failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (stdout, audit)
+}
+
+/// A network namespace for one test, removed on drop. `203.0.113.0/24` (TEST-NET-3, never
+/// routed) is local on its loopback, so the tests can give names public-looking addresses.
+struct TestNetns {
+    name: String,
+}
+
+impl TestNetns {
+    fn new() -> TestNetns {
+        let name = unique("nstest");
+        let ip = |args: &[&str]| {
+            let st = Command::new("ip")
+                .args(args)
+                .status()
+                .expect("ip (iproute2)");
+            assert!(st.success(), "ip {args:?}");
+        };
+        ip(&["netns", "add", &name]);
+        let ns = TestNetns { name };
+        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
+        ip(&[
+            "-n",
+            &ns.name,
+            "route",
+            "add",
+            "local",
+            "203.0.113.0/24",
+            "dev",
+            "lo",
+        ]);
+        ns
+    }
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+    /// Put the bundle's container in this namespace.
+    fn join(&self, b: &Bundle) {
+        let path = self.path();
+        b.edit(|c| {
+            let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+            ns.retain(|n| n["type"] != "network");
+            ns.push(serde_json::json!({"type": "network", "path": path}));
+        });
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// An authoritative DNS server for a fixed set of A records, on UDP port 53 of `addr` inside
+/// a network namespace; it records every name it was asked.
+struct TestDns {
+    asked: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl TestDns {
+    fn start(netns: &str, addr: Ipv4Addr, records: &[(&str, Ipv4Addr)]) -> TestDns {
+        let ns = std::fs::File::open(netns).unwrap();
+        let records: HashMap<String, Ipv4Addr> =
+            records.iter().map(|(n, a)| (n.to_string(), *a)).collect();
+        let asked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, s) = (asked.clone(), stop.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // setns affects this thread only: the socket is created in the test namespace.
+            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let sock = UdpSocket::bind((addr, 53)).unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            tx.send(()).unwrap();
+            let mut buf = [0u8; 1500];
+            while !s.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                if let Some(reply) = dns_reply(&buf[..n], &records, &a) {
+                    let _ = sock.send_to(&reply, from);
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("test DNS server started");
+        TestDns { asked, stop }
+    }
+    fn asked(&self) -> Vec<String> {
+        self.asked.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TestDns {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn dns_reply(
+    query: &[u8],
+    records: &HashMap<String, Ipv4Addr>,
+    asked: &Mutex<Vec<String>>,
+) -> Option<Vec<u8>> {
+    use simple_dns::{rdata::RData, Packet, ResourceRecord, CLASS, QTYPE, TYPE};
+    let q = Packet::parse(query).ok()?;
+    let question = q.questions.first()?.clone();
+    let name = question.qname.to_string();
+    asked.lock().unwrap().push(name.clone());
+    let mut reply = Packet::new_reply(q.id());
+    reply.questions.push(question.clone());
+    match records.get(&name) {
+        Some(ip) if question.qtype == QTYPE::TYPE(TYPE::A) => {
+            reply.answers.push(ResourceRecord::new(
+                question.qname.clone(),
+                CLASS::IN,
+                60,
+                RData::A((*ip).into()),
+            ));
+        }
+        Some(_) => {}
+        None => *reply.rcode_mut() = simple_dns::RCODE::NameError,
+    }
+    reply.build_bytes_vec().ok()
+}
+
+/// SPEC §7.4 with a real upstream: the resolver answers only names an endpoint matches,
+/// forwards those to the nameserver the image names, and only addresses it answered with
+/// (public ones, unless `allowed_ips` says otherwise) can be reached.
+#[test]
+fn network_guard_resolver_answers_only_policy_names() {
+    let rt = Runtime::new();
+    let net = TestNetns::new();
+    let t = |last: u8| Ipv4Addr::new(203, 0, 113, last);
+    let dns = TestDns::start(
+        &net.path(),
+        t(53),
+        &[
+            ("ok.nemo.test", t(10)),
+            ("a.glob.nemo.test", t(11)),
+            ("a.b.glob.nemo.test", t(11)),
+            ("other.nemo.test", t(12)),
+            ("priv.nemo.test", Ipv4Addr::new(127, 0, 0, 5)),
+        ],
+    );
+    let pol = policy(
+        &rt,
+        "version: 1\nfilesystem_policy:\n  permissions:\n    \"/**\": \"r-x\"\n    \"/tmp/**\": \"rwx\"\n\
+         network_policies:\n  named:\n    endpoints:\n      - { host: ok.nemo.test, port: 18471 }\n\
+         \x20     - { host: \"*.glob.nemo.test\", port: 18471 }\n\
+         \x20     - { host: priv.nemo.test, port: 18471 }\n\
+         \x20   binaries:\n      - { path: /bin/probe }\n",
+    );
+    let script = [
+        p("ip-first", "probe connect 18471 203.0.113.10"),
+        p("name", "probe name ok.nemo.test 18471"),
+        p("ip-after", "probe connect 18471 203.0.113.10"),
+        p("name-port", "probe name ok.nemo.test 18472"),
+        p("glob", "probe name a.glob.nemo.test 18471"),
+        p("glob-deep", "probe name a.b.glob.nemo.test 18471"),
+        p("other", "probe name other.nemo.test 18471"),
+        p("other-ip", "probe connect 18471 203.0.113.12"),
+        p("private", "probe name priv.nemo.test 18471"),
+        "cp /bin/probe /tmp/copy; ".to_string(),
+        p("copy", "/tmp/copy name ok.nemo.test 18471"),
+        p("dns-out", "probe udp 203.0.113.53 53"),
+        p("resolv", "grep -c nameserver /etc/resolv.conf"),
+        p("upstream", "grep -c 203.0.113.53 /etc/resolv.conf"),
+    ]
+    .concat();
+    let b = bundle(&["sh", "-c", &script]);
+    std::fs::write(
+        b.path().join("rootfs/etc/resolv.conf"),
+        "nameserver 203.0.113.53\noptions attempts:1 timeout:2\n",
+    )
+    .unwrap();
+    net.join(&b);
+    let (out, audit) = run_keep(&rt, &pol, &b);
+    expect(
+        &out,
+        &[
+            ("ip-first", "EACCES"),
+            ("name", "ok"),
+            ("ip-after", "ok"),
+            ("name-port", "EACCES"),
+            ("glob", "ok"),
+            ("glob-deep", "noname"),
+            ("other", "noname"),
+            ("other-ip", "EACCES"),
+            ("private", "EACCES"),
+            ("copy", "EACCES"),
+            ("dns-out", "EACCES"),
+            // The container sees one nameserver, the guard's, not the upstream.
+            ("resolv", "1"),
+            ("upstream", "0"),
+        ],
+    );
+    // Refused names never left the container; allowed ones were forwarded.
+    let asked = dns.asked();
+    assert!(asked.iter().any(|n| n == "ok.nemo.test"), "{asked:?}");
+    assert!(
+        !asked
+            .iter()
+            .any(|n| n == "other.nemo.test" || n == "a.b.glob.nemo.test"),
+        "{asked:?}"
+    );
+    // Each refusal is an audit event naming what was refused.
+    for needle in [
+        "other.nemo.test",
+        "203.0.113.12:18471",
+        "127.0.0.5:18471",
+        "not named by allowed_ips",
+        "/tmp/copy",
+    ] {
+        assert!(
+            audit.contains(needle),
+            "no audit event for {needle}: {audit}"
+        );
+    }
+}
+
+/// Node, from the host, bound into a busybox image: the interpreter of the script entries.
+fn with_node(b: &Bundle) {
+    b.edit(|c| {
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        for p in ["/usr/bin/node", "/lib/x86_64-linux-gnu", "/lib64"] {
+            mounts.push(serde_json::json!({
+                "destination": p, "type": "bind", "source": p, "options": ["rbind", "ro"]
+            }));
+        }
+    });
+}
+
+/// A node program that listens on loopback and connects to itself: `ok` or the error code.
+const NODE_CONNECT: &str = "const net = require('net');\n\
+const port = +process.argv[process.argv.length - 1];\n\
+net.createServer(s => s.destroy()).listen(port, '127.0.0.1', () => {\n\
+  const c = net.connect(port, '127.0.0.1');\n\
+  c.on('connect', () => { console.log('ok'); process.exit(0); });\n\
+  c.on('error', e => { console.log(e.code); process.exit(0); });\n\
+});\n";
+
+/// SPEC §7.2 script entries: the policy lists `/app/ok.js`; node running that file may
+/// connect, node running other code (another file, `-e`, injected options or libraries) may
+/// not.
+#[test]
+fn network_guard_matches_script_entries_as_interpreter_and_file() {
+    let rt = Runtime::new();
+    let pol = policy(
+        &rt,
+        "version: 1\nfilesystem_policy:\n  permissions:\n    \"/**\": \"r-x\"\n    \"/tmp/**\": \"rwx\"\n\
+         network_policies:\n  app:\n    endpoints:\n      - { host: 127.0.0.1, port: 18491 }\n\
+         \x20   binaries:\n      - { path: /app/ok.js }\n",
+    );
+    let code = NODE_CONNECT.replace('\n', " ");
+    let script = [
+        p("script", "node /app/ok.js 18491"),
+        p("direct", "/app/ok.js 18491"),
+        p("port", "node /app/ok.js 18492"),
+        p("other-file", "node /app/other.js 18491"),
+        p("inline", &format!("node -e \"{code}\" 18491")),
+        p(
+            "options",
+            "NODE_OPTIONS=--no-warnings node /app/ok.js 18491",
+        ),
+        p(
+            "preload",
+            "LD_PRELOAD=/lib/x86_64-linux-gnu/libm.so.6 node /app/ok.js 18491",
+        ),
+        p("probe", "probe connect 18491"),
+    ]
+    .concat();
+    let b = bundle(&["sh", "-c", &script]);
+    host_network(&b);
+    with_node(&b);
+    let app = b.path().join("rootfs/app");
+    std::fs::create_dir_all(&app).unwrap();
+    for f in ["ok.js", "other.js"] {
+        std::fs::write(app.join(f), format!("#!/usr/bin/node\n{NODE_CONNECT}")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(app.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let (out, audit) = run_keep(&rt, &pol, &b);
+    expect(
+        &out,
+        &[
+            ("script", "ok"),
+            ("direct", "ok"),
+            ("port", "EACCES"),
+            ("other-file", "EACCES"),
+            ("inline", "EACCES"),
+            ("options", "EACCES"),
+            ("preload", "EACCES"),
+            ("probe", "EACCES"),
+        ],
+    );
+    assert!(
+        audit.contains("NODE_OPTIONS") && audit.contains("LD_PRELOAD"),
+        "{audit}"
+    );
+}
+
+/// SPEC §7.7: `policy update` adds and removes a preset's network policies in a running
+/// container, returns once the guard runs them, refuses bad changes without touching what is
+/// enforced, and fails (leaving the old policy in place) when the guard is gone.
+#[test]
+fn policy_update_changes_a_running_containers_egress() {
+    let rt = Runtime::new();
+    let base = policy(
+        &rt,
+        "version: 1\nfilesystem_policy:\n  permissions:\n    \"/**\": \"r-x\"\n    \"/tmp/**\": \"rwx\"\n",
+    );
+    let preset = rt.root.path().join("localnet.yaml");
+    std::fs::write(
+        &preset,
+        "preset: { name: localnet, description: probe to loopback 18481 }\n\
+         network_policies:\n  local:\n    endpoints:\n      - { host: 127.0.0.1, port: 18481 }\n\
+         \x20   binaries:\n      - { path: /bin/probe }\n",
+    )
+    .unwrap();
+    let preset = preset.to_str().unwrap();
+    let b = bundle(&["sleep", "1000"]);
+    host_network(&b);
+    let id = unique("upd");
+    rt.ok(&create_args(&base, &b, &id));
+    rt.ok(&["start", &id]);
+    wait_until(|| rt.status(&id) == "running");
+    let connect = || {
+        let out = rt.run(&["exec", &id, "probe", "connect", "18481"]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let hash = |rt: &Runtime| {
+        rt.state(&id)["annotations"]["dev.nemosandbox.policy.sha256"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(connect(), "EACCES");
+    let before = hash(&rt);
+
+    let out = rt.ok(&["policy", "update", &id, "--preset", preset]);
+    assert!(out.contains("network policy generation"), "{out}");
+    assert_eq!(connect(), "ok");
+    let st = rt.state(&id);
+    assert!(
+        st["annotations"]["dev.nemosandbox.policy.sources"]
+            .as_str()
+            .unwrap()
+            .ends_with("localnet.yaml"),
+        "{st}"
+    );
+    let added = hash(&rt);
+    assert_ne!(added, before);
+
+    // Bad changes fail, say why, and change nothing.
+    for (args, why) in [
+        (vec!["--preset", preset], "already applied"),
+        (vec!["--preset", "no-such"], "unknown policy"),
+        (vec!["--remove", "npm"], "not applied"),
+        (vec!["--remove", &base], "baseline"),
+    ] {
+        let mut a = vec!["policy", "update", id.as_str()];
+        a.extend(args);
+        let err = rt.fails(&a);
+        assert!(err.contains(why), "{a:?}: {err}");
+    }
+    assert_eq!(hash(&rt), added);
+    assert_eq!(connect(), "ok");
+
+    rt.ok(&["policy", "update", &id, "--remove", "localnet"]);
+    assert_eq!(connect(), "EACCES");
+    assert_eq!(hash(&rt), before, "removing the preset restores the policy");
+
+    // No guard, no update: the command fails and what is recorded stays what was enforced.
+    let helper = helper_of(&id).expect("the guard runs in the helper process");
+    nix_kill(helper);
+    wait_until(|| !std::path::Path::new(&format!("/proc/{helper}")).exists());
+    let err = rt.fails(&["policy", "update", &id, "--preset", preset]);
+    assert!(err.contains("network guard"), "{err}");
+    assert_eq!(hash(&rt), before);
+    let eff = std::fs::read(
+        rt.root
+            .path()
+            .join(".nemosandbox")
+            .join(&id)
+            .join("effective.json"),
+    )
+    .unwrap();
+    assert_eq!(nemosandbox::policy::merge::sha256_hex(&eff), before);
+    rt.remove(&id);
+    assert_nothing_left(&rt, &id);
+}
