@@ -37,6 +37,41 @@ fn rootfs_tar(dir: &Path) -> PathBuf {
     tar_of(&rootfs, &dir.join("rootfs.tar"))
 }
 
+/// A busybox rootfs with the attacker's probe at /bin/probe, as a tar file.
+fn probe_rootfs_tar(dir: &Path) -> PathBuf {
+    let rootfs = dir.join("probe-rootfs");
+    make_busybox_rootfs(&rootfs);
+    install_binary(common::probe::probe(), &rootfs.join("bin/probe"));
+    tar_of(&rootfs, &dir.join("probe-rootfs.tar"))
+}
+
+/// A preset letting /bin/probe (only) reach 127.0.0.1:`port`, written to `dir/localnet.yaml`.
+fn localnet_preset(dir: &Path, port: u16) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("localnet.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "preset: {{ name: localnet, description: probe to loopback }}\n\
+             network_policies:\n  local:\n    endpoints:\n      - {{ host: 127.0.0.1, port: {port} }}\n\
+             \x20   binaries:\n      - {{ path: /bin/probe }}\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The network guard's verdicts from inside an engine's container: the listed binary to the
+/// listed port, another port, a copy of the binary.
+const NET_SCRIPT: &str = "echo listed: $(probe connect PORT); echo port: $(probe connect OTHER); \
+     cp /bin/probe /tmp/copy; echo copy: $(/tmp/copy connect PORT)";
+
+fn net_script(port: u16) -> String {
+    NET_SCRIPT
+        .replace("OTHER", &(port + 1).to_string())
+        .replace("PORT", &port.to_string())
+}
+
 /// `rootfs` as a tar file at `tar` (what `podman import`/`docker import` take).
 fn tar_of(rootfs: &Path, tar: &Path) -> PathBuf {
     ok(Command::new("tar")
@@ -206,6 +241,76 @@ fn podman_runs_containers_through_the_runtime() {
     let _ = sh(podman().args(["rmi", "-f", "localhost/nemo-bb:test"]));
 }
 
+/// The network guard under podman, the preset selected by a pod-style annotation from the
+/// node's policy directory: allowed with the annotation, refused without it, and a preset
+/// outside `allowed_presets` fails the engine's create.
+#[test]
+fn podman_network_guard_with_an_annotated_preset() {
+    let work = TempDir::new("podman-net");
+    let dir = work.path().join("policies");
+    localnet_preset(&dir, 18531);
+    let config = work.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "policy_dirs: [{}]\nallowed_presets: [localnet]\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let flag = format!("config={}", config.display());
+    let podman = || podman_in(work.path(), &["--runtime-flag", &flag]);
+    let tar = probe_rootfs_tar(work.path());
+    ok(podman().args(["import", tar.to_str().unwrap(), "localhost/nemo-probe:test"]));
+    let annotated = "dev.nemosandbox.presets=localnet";
+    let run = |annotation: Option<&str>, args: &[&str]| {
+        let mut c = podman();
+        c.args(["run", "--rm", "--network", "host"]);
+        if let Some(a) = annotation {
+            c.args(["--annotation", a]);
+        }
+        c.arg("localhost/nemo-probe:test").args(args);
+        sh(&mut c)
+    };
+    let script = net_script(18531);
+    let (code, out, err) = run(Some(annotated), &["sh", "-c", &script]);
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "listed: ok\nport: EACCES\ncopy: EACCES\n"),
+        "{err}"
+    );
+    let (code, out, err) = run(None, &["probe", "connect", "18531"]);
+    assert_eq!((code, out.trim()), (0, "EACCES"), "{err}");
+    let (code, out, err) = run(
+        Some("dev.nemosandbox.presets=npm"),
+        &["probe", "connect", "18531"],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        format!("{out}{err}").contains("not in the node's allowed_presets"),
+        "{out}{err}"
+    );
+
+    let id = ok(podman().args([
+        "run",
+        "-d",
+        "--network",
+        "host",
+        "--annotation",
+        annotated,
+        "localhost/nemo-probe:test",
+        "sleep",
+        "300",
+    ]))
+    .trim()
+    .to_string();
+    let out = ok(podman().args(["exec", &id, "sh", "-c", &script]));
+    assert_eq!(out, "listed: ok\nport: EACCES\ncopy: EACCES\n");
+    ok(podman().args(["rm", "-f", "-t", "1", &id]));
+    no_state_left(Path::new("/run/nemosandbox"), &id);
+    let _ = sh(podman().args(["rmi", "-f", "localhost/nemo-probe:test"]));
+}
+
 /// `state` of a container under a runtime root, as JSON.
 fn state_in(root: &Path, id: &str) -> serde_json::Value {
     serde_json::from_str(&ok(Command::new(bin())
@@ -234,7 +339,8 @@ impl Docker {
             "runtimes": {
                 "nemosandbox": {"path": bin()},
                 "nemosandbox-telegram": {"path": bin(), "runtimeArgs": ["--preset", "telegram"]},
-                "nemosandbox-gate": {"path": bin(), "runtimeArgs": ["--policy", gate]}
+                "nemosandbox-gate": {"path": bin(), "runtimeArgs": ["--policy", gate]},
+                "nemosandbox-net": {"path": bin(), "runtimeArgs": ["--preset", localnet_preset(dir.path(), 18521)]}
             },
             "iptables": false, "ip-masq": false, "bridge": "none",
             "storage-driver": "overlay2"
@@ -343,6 +449,38 @@ fn docker_runs_and_execs_through_the_runtime() {
         "{out}{err}"
     );
     ok(&mut d.cli(&["rm", "-f", &gated]));
+
+    // The network guard under docker, its preset pinned by runtimeArgs: run and exec.
+    let tar = probe_rootfs_tar(d.dir.path());
+    ok(&mut d.cli(&["import", tar.to_str().unwrap(), "localhost/nemo-probe:test"]));
+    let out = ok(&mut d.cli(&[
+        "run",
+        "--rm",
+        "--runtime=nemosandbox-net",
+        "--network",
+        "host",
+        "localhost/nemo-probe:test",
+        "sh",
+        "-c",
+        &net_script(18521),
+    ]));
+    assert_eq!(out, "listed: ok\nport: EACCES\ncopy: EACCES\n");
+    let netc = ok(&mut d.cli(&[
+        "run",
+        "-d",
+        "--runtime=nemosandbox-net",
+        "--network",
+        "host",
+        "localhost/nemo-probe:test",
+        "sleep",
+        "300",
+    ]))
+    .trim()
+    .to_string();
+    let out = ok(&mut d.cli(&["exec", &netc, "sh", "-c", &net_script(18521)]));
+    assert_eq!(out, "listed: ok\nport: EACCES\ncopy: EACCES\n");
+    ok(&mut d.cli(&["rm", "-f", &netc]));
+    no_state_left(&d.runtime_root(), &netc);
 
     // Detached, exec, top, pause/unpause, update, stop, rm.
     let id = d.run_sleeper("nemosandbox");
