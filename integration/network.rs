@@ -33,7 +33,7 @@ fn net_policy(rt: &Runtime, allowed: &[u16]) -> String {
 #[test]
 fn network_guard_allows_listed_binary_and_destination_only() {
     let rt = Runtime::new();
-    let pol = net_policy(&rt, &[18451, 18453, 18455, 18457, 18459]);
+    let pol = net_policy(&rt, &[18451, 18453, 18455, 18457, 18459, 18465, 18466]);
     let script = [
         p("listed", "probe connect 18451"),
         p("port", "probe connect 18452"),
@@ -50,6 +50,7 @@ fn network_guard_allows_listed_binary_and_destination_only() {
         p("unix", "probe unix"),
         p("race", "probe race 18459 18460 2000 | cut -d' ' -f1"),
         p("sh", "/tmp/copy udp 127.0.0.1 18455"),
+        p("intr", "probe intr 18465"),
     ]
     .concat();
     let b = bundle(&["sh", "-c", &script]);
@@ -72,6 +73,9 @@ fn network_guard_allows_listed_binary_and_destination_only() {
             ("unix", "ok"),
             ("race", "ok"),
             ("sh", "EACCES"),
+            // A blocking connect that cannot finish is interrupted as in the kernel, and
+            // another thread's connect meanwhile is not held up behind it.
+            ("intr", "EINTR ok"),
         ],
     );
 }

@@ -69,6 +69,20 @@ static void *flipper(void *unused) {
     return NULL;
 }
 
+/* intr: a connect that cannot finish (the listener's accept queue is full) is interrupted by
+ * SIGALRM, while another thread's connect goes through. */
+static int intr_port;
+static const char *intr_other = "not-run";
+static void on_alarm(int sig) { (void)sig; }
+static void *other_connect(void *unused) {
+    (void)unused;
+    usleep(200000);
+    struct sockaddr_in a = loop_addr(intr_port + 1);
+    int c = socket(AF_INET, SOCK_STREAM, 0);
+    intr_other = connect(c, (struct sockaddr *)&a, sizeof a) == 0 ? "ok" : strerrorname_np(errno);
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: probe CMD [ARG]\n");
@@ -237,6 +251,31 @@ int main(int argc, char **argv) {
         /* Both outcomes must have happened, or the race was not run. */
         printf("%s allowed=%d refused=%d refused-reached=%d\n",
                reached ? "BREACH" : (ok > 0 && ok < n ? "ok" : "no-race"), ok, n - ok, reached);
+        return 0;
+    }
+    if (!strcmp(cmd, "intr")) {
+        /* intr PORT: PORT's listener has backlog 0 and never accepts; PORT+1's accepts. */
+        intr_port = atoi(arg);
+        struct sockaddr_in a = loop_addr(intr_port);
+        int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+        setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 0) < 0 ||
+            listener(intr_port + 1, 0) < 0) {
+            printf("setup-failed ");
+            return report(-1);
+        }
+        int first = socket(AF_INET, SOCK_STREAM, 0);
+        if (connect(first, (struct sockaddr *)&a, sizeof a) < 0) return report(-1);
+        struct sigaction sa = {.sa_handler = on_alarm};
+        sigaction(SIGALRM, &sa, NULL); /* no SA_RESTART: the connect must see EINTR */
+        pthread_t t;
+        pthread_create(&t, NULL, other_connect, NULL);
+        alarm(1);
+        int c = socket(AF_INET, SOCK_STREAM, 0);
+        int r = connect(c, (struct sockaddr *)&a, sizeof a);
+        const char *mine = r == 0 ? "ok" : strerrorname_np(errno);
+        pthread_join(t, NULL);
+        printf("%s %s\n", mine, intr_other);
         return 0;
     }
     fprintf(stderr, "unknown probe %s\n", cmd);
