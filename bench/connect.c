@@ -66,7 +66,7 @@ static int serve(int port) {
     struct sockaddr_in a = loopback(port);
     int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
     setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 1024) < 0) die("listen");
+    if (bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 4096) < 0) die("listen");
     for (;;) {
         int c = accept(l, NULL, NULL);
         if (c < 0) continue;
