@@ -33,7 +33,19 @@ fn net_policy(rt: &Runtime, allowed: &[u16]) -> String {
 #[test]
 fn network_guard_allows_listed_binary_and_destination_only() {
     let rt = Runtime::new();
-    let pol = net_policy(&rt, &[18451, 18453, 18455, 18457, 18459, 18465, 18466]);
+    let pol = net_policy(
+        &rt,
+        &[18451, 18453, 18455, 18457, 18459, 18465, 18466, 18468],
+    );
+    // One endpoint in audit mode: anything may connect there, and each pass is recorded.
+    std::fs::write(
+        &pol,
+        std::fs::read_to_string(&pol).unwrap().replace(
+            "    binaries:",
+            "      - { host: 127.0.0.1, port: 18467, enforcement: audit }\n    binaries:",
+        ),
+    )
+    .unwrap();
     let script = [
         p("listed", "probe connect 18451"),
         p("port", "probe connect 18452"),
@@ -51,11 +63,13 @@ fn network_guard_allows_listed_binary_and_destination_only() {
         p("race", "probe race 18459 18460 2000 | cut -d' ' -f1"),
         p("sh", "/tmp/copy udp 127.0.0.1 18455"),
         p("intr", "probe intr 18465"),
+        p("many", "probe many 18468 8 100"),
+        p("audit-mode", "/tmp/copy connect 18467"),
     ]
     .concat();
     let b = bundle(&["sh", "-c", &script]);
     host_network(&b);
-    let out = run_bundle(&rt, Some(&pol), &b, &[]);
+    let (out, audit) = run_keep(&rt, &pol, &b);
     expect(
         &out,
         &[
@@ -76,7 +90,14 @@ fn network_guard_allows_listed_binary_and_destination_only() {
             // A blocking connect that cannot finish is interrupted as in the kernel, and
             // another thread's connect meanwhile is not held up behind it.
             ("intr", "EINTR ok"),
+            // Eight threads connecting at once, 800 connects: every one goes through.
+            ("many", "ok"),
+            ("audit-mode", "ok"),
         ],
+    );
+    assert!(
+        audit.contains("\"allowed (audit)\"") && audit.contains("127.0.0.1:18467"),
+        "{audit}"
     );
 }
 

@@ -83,6 +83,20 @@ static void *other_connect(void *unused) {
     return NULL;
 }
 
+/* many: threads connecting at once, each N times; counts the connects that succeeded. */
+static int many_port, many_n;
+static volatile int many_ok;
+static void *many_worker(void *unused) {
+    (void)unused;
+    struct sockaddr_in a = loop_addr(many_port);
+    for (int i = 0; i < many_n; i++) {
+        int c = socket(AF_INET, SOCK_STREAM, 0);
+        if (connect(c, (struct sockaddr *)&a, sizeof a) == 0) __sync_fetch_and_add(&many_ok, 1);
+        close(c);
+    }
+    return NULL;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: probe CMD [ARG]\n");
@@ -251,6 +265,28 @@ int main(int argc, char **argv) {
         /* Both outcomes must have happened, or the race was not run. */
         printf("%s allowed=%d refused=%d refused-reached=%d\n",
                reached ? "BREACH" : (ok > 0 && ok < n ? "ok" : "no-race"), ok, n - ok, reached);
+        return 0;
+    }
+    if (!strcmp(cmd, "many")) {
+        /* many PORT THREADS N: prints "ok" when all THREADS*N connects succeeded. */
+        many_port = atoi(arg);
+        int threads = atoi(argv[3]);
+        many_n = atoi(argv[4]);
+        int l = listener(many_port, 0);
+        if (l < 0) { printf("setup-failed "); return report(-1); }
+        listen(l, 4096); /* a deeper queue: no SYN may be dropped while we drain it */
+        pthread_t t[64];
+        int joined[64] = {0}, left = threads < 64 ? threads : 64;
+        for (int i = 0; i < left; i++) pthread_create(&t[i], NULL, many_worker, NULL);
+        for (int running = left; running > 0;) {
+            accepted(l);
+            for (int i = 0; i < left; i++)
+                if (!joined[i] && pthread_tryjoin_np(t[i], NULL) == 0) { joined[i] = 1; running--; }
+            usleep(1000);
+        }
+        accepted(l);
+        if (many_ok == threads * many_n) puts("ok");
+        else printf("only %d of %d\n", many_ok, threads * many_n);
         return 0;
     }
     if (!strcmp(cmd, "intr")) {
