@@ -6,9 +6,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use common::daemon::*;
 use common::*;
 
 fn sh(cmd: &mut Command) -> (i32, String, String) {
@@ -113,43 +114,6 @@ fn assert_confined(status: &str) {
         status.contains("Seccomp:\t2") && status.contains("NoNewPrivs:\t1"),
         "{status}"
     );
-}
-
-fn wait_for_socket(sock: &Path, daemon: &mut Child, log: &Path) {
-    let start = Instant::now();
-    while !sock.exists() {
-        if let Ok(Some(st)) = daemon.try_wait() {
-            panic!(
-                "daemon exited {st}: {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no socket {sock:?}: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A daemon process stopped (SIGTERM, then SIGKILL) on drop.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our child.
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(15) {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn no_state_left(root: &Path, id: &str) {
@@ -482,6 +446,8 @@ fn docker_runs_and_execs_through_the_runtime() {
     ok(&mut d.cli(&["rm", "-f", &netc]));
     no_state_left(&d.runtime_root(), &netc);
 
+    node_installer_image(&d);
+
     // Detached, exec, top, pause/unpause, update, stop, rm.
     let id = d.run_sleeper("nemosandbox");
     let st = state_in(&d.runtime_root(), &id);
@@ -532,6 +498,73 @@ fn docker_runs_and_execs_through_the_runtime() {
     ok(&mut d.cli(&["stop", "-t", "1", &id]));
     ok(&mut d.cli(&["rm", &id]));
     no_state_left(&d.runtime_root(), &id);
+}
+
+/// The node installer (Dockerfile, integration/kubernetes/install.sh): built here from the
+/// release binary and a local base, run twice against a scratch host root.
+fn node_installer_image(d: &Docker) {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let mut build = d.cli(&[
+        "build",
+        "-q",
+        "--build-arg",
+        "BASE=localhost/nemo-bb:test",
+        "-t",
+        "localhost/nemosandbox-installer:test",
+        repo,
+    ]);
+    build.env("DOCKER_BUILDKIT", "0");
+    ok(&mut build);
+    let host = TempDir::new("node-root");
+    std::fs::create_dir_all(host.path().join("etc/containerd")).unwrap();
+    std::fs::write(
+        host.path().join("etc/containerd/config.toml"),
+        "version = 2\n# the node's own settings\n",
+    )
+    .unwrap();
+    let mount = format!("{}:/host", host.path().display());
+    for _ in 0..2 {
+        let out = ok(&mut d.cli(&[
+            "run",
+            "--rm",
+            "-v",
+            &mount,
+            "localhost/nemosandbox-installer:test",
+        ]));
+        assert!(out.contains("install: done"), "{out}");
+    }
+    let installed = host.path().join("usr/local/bin/nemosandbox");
+    assert_eq!(
+        std::fs::read(&installed).unwrap(),
+        std::fs::read(bin()).unwrap(),
+        "the installed binary is the one built"
+    );
+    for f in ["telegram.yaml", "default.yaml", "npm.yaml"] {
+        assert!(
+            host.path()
+                .join("etc/nemosandbox/policies")
+                .join(f)
+                .is_file(),
+            "{f}"
+        );
+    }
+    assert!(host.path().join("etc/nemosandbox/config.yaml").is_file());
+    let config = std::fs::read_to_string(host.path().join("etc/containerd/config.toml")).unwrap();
+    assert!(
+        config.starts_with("version = 2\n# the node's own settings"),
+        "{config}"
+    );
+    assert_eq!(
+        config.matches("runtimes.nemosandbox]").count(),
+        1,
+        "registered once: {config}"
+    );
+    assert!(
+        config.contains("BinaryName = \"/usr/local/bin/nemosandbox\"")
+            && config.contains("pod_annotations = [\"dev.nemosandbox.*\"]"),
+        "{config}"
+    );
+    let _ = sh(&mut d.cli(&["rmi", "-f", "localhost/nemosandbox-installer:test"]));
 }
 
 #[test]
@@ -590,56 +623,10 @@ fn containerd_ctr_runs_with_runc_binary() {
     );
 }
 
-/// A single-layer OCI image archive (what `docker save`/`ctr import` understand) of a busybox
-/// rootfs, built with tar and sha256sum only.
+/// A single-layer OCI image archive of a busybox rootfs.
 pub fn oci_archive(dir: &Path, name: &str) -> PathBuf {
     let layer = rootfs_tar(dir);
-    let digest = |p: &Path| -> (String, u64) {
-        let out = ok(Command::new("sha256sum").arg(p));
-        (
-            out.split_whitespace().next().unwrap().to_string(),
-            std::fs::metadata(p).unwrap().len(),
-        )
-    };
-    let img = dir.join("oci");
-    let blobs = img.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let (layer_sha, layer_size) = digest(&layer);
-    std::fs::copy(&layer, blobs.join(&layer_sha)).unwrap();
-    let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["sh"]},
-        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_sha}")]}
-    });
-    let write_blob = |v: &serde_json::Value| -> (String, u64) {
-        let tmp = dir.join("blob.tmp");
-        std::fs::write(&tmp, v.to_string()).unwrap();
-        let (sha, size) = digest(&tmp);
-        std::fs::rename(&tmp, blobs.join(&sha)).unwrap();
-        (sha, size)
-    };
-    let (cfg_sha, cfg_size) = write_blob(&config);
-    let manifest = serde_json::json!({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{cfg_sha}"), "size": cfg_size},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": format!("sha256:{layer_sha}"), "size": layer_size}]
-    });
-    let (man_sha, man_size) = write_blob(&manifest);
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{man_sha}"), "size": man_size,
-                       "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": name}}]
-    });
-    std::fs::write(img.join("index.json"), index.to_string()).unwrap();
-    std::fs::write(img.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let archive = dir.join("image.tar");
-    ok(Command::new("tar")
-        .arg("-C")
-        .arg(&img)
-        .arg("-cf")
-        .arg(&archive)
-        .arg("."));
-    archive
+    common::daemon::oci_archive(dir, &layer, name, &["sh"])
 }
 
 /// On podman's overlay root: a guarded directory is hardened (or `partial`, saying why), cannot

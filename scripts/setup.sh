@@ -5,7 +5,11 @@ set -euo pipefail
 
 PACKAGES=(runc crun podman docker.io containerd busybox-static libseccomp-dev pkg-config
           hyperfine iproute2 procps tar coreutils
-          gcc libc6-dev nodejs)  # gcc + libc6-dev: the static test probe; nodejs: SPEC §6 check
+          gcc libc6-dev nodejs \
+          protobuf-compiler containernetworking-plugins catatonit)
+# gcc + libc6-dev: the static test probe; nodejs: SPEC §6 check and script-entry tests;
+# protobuf-compiler: the CRI test client (k8s-cri); containernetworking-plugins + catatonit:
+# the CRI pod network and pause image.
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -2,6 +2,7 @@
 //! that nothing is left behind. Tests run the real binary as root against the real kernel.
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod probe;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,110 @@
+//! Daemons started by tests (containerd, dockerd) and the images they import, built locally:
+//! no registry is reachable.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// Run `cmd`, which must succeed; its stdout.
+fn ok(cmd: &mut Command) -> String {
+    let out = output_within(
+        std::mem::replace(cmd, Command::new("true")),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn wait_for_socket(sock: &Path, daemon: &mut Child, log: &Path) {
+    let start = Instant::now();
+    while !sock.exists() {
+        if let Ok(Some(st)) = daemon.try_wait() {
+            panic!(
+                "daemon exited {st}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no socket {sock:?}: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A daemon process stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Daemon(pub Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A single-layer OCI image archive (what `docker save`/`ctr import` understand) of the
+/// rootfs tar `layer`, running `cmd`, built with tar and sha256sum only.
+pub fn oci_archive(dir: &Path, layer: &Path, name: &str, cmd: &[&str]) -> PathBuf {
+    let digest = |p: &Path| -> (String, u64) {
+        let out = ok(Command::new("sha256sum").arg(p));
+        (
+            out.split_whitespace().next().unwrap().to_string(),
+            std::fs::metadata(p).unwrap().len(),
+        )
+    };
+    let img = dir.join(format!("oci-{}", unique("img")));
+    let blobs = img.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let (layer_sha, layer_size) = digest(layer);
+    std::fs::copy(layer, blobs.join(&layer_sha)).unwrap();
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": cmd},
+        "rootfs": {"type": "layers", "diff_ids": [format!("sha256:{layer_sha}")]}
+    });
+    let write_blob = |v: &serde_json::Value| -> (String, u64) {
+        let tmp = dir.join("blob.tmp");
+        std::fs::write(&tmp, v.to_string()).unwrap();
+        let (sha, size) = digest(&tmp);
+        std::fs::rename(&tmp, blobs.join(&sha)).unwrap();
+        (sha, size)
+    };
+    let (cfg_sha, cfg_size) = write_blob(&config);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{cfg_sha}"), "size": cfg_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": format!("sha256:{layer_sha}"), "size": layer_size}]
+    });
+    let (man_sha, man_size) = write_blob(&manifest);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{man_sha}"), "size": man_size,
+                       "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": name}}]
+    });
+    std::fs::write(img.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(img.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let archive = img.with_extension("tar");
+    ok(Command::new("tar")
+        .arg("-C")
+        .arg(&img)
+        .arg("-cf")
+        .arg(&archive)
+        .arg("."));
+    archive
+}
