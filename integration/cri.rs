@@ -192,7 +192,12 @@ impl Containerd {
     }
 }
 
-fn pod_config(name: &str, annotations: &[(&str, &str)], log_dir: &Path) -> PodSandboxConfig {
+fn pod_config(
+    name: &str,
+    annotations: &[(&str, &str)],
+    log_dir: &Path,
+    pid: NamespaceMode,
+) -> PodSandboxConfig {
     PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
             name: name.into(),
@@ -210,7 +215,7 @@ fn pod_config(name: &str, annotations: &[(&str, &str)], log_dir: &Path) -> PodSa
             security_context: Some(LinuxSandboxSecurityContext {
                 namespace_options: Some(NamespaceOption {
                     network: NamespaceMode::Pod as i32,
-                    pid: NamespaceMode::Container as i32,
+                    pid: pid as i32,
                     ipc: NamespaceMode::Pod as i32,
                     ..Default::default()
                 }),
@@ -246,9 +251,10 @@ async fn start_pod(
     handler: &str,
     annotations: &[(&str, &str)],
     log_dir: &Path,
+    pid: NamespaceMode,
 ) -> Result<(String, String, Duration), tonic::Status> {
     let name = unique("pod");
-    let config = pod_config(&name, annotations, log_dir);
+    let config = pod_config(&name, annotations, log_dir, pid);
     let t = Instant::now();
     let pod = rt
         .run_pod_sandbox(RunPodSandboxRequest {
@@ -351,9 +357,15 @@ fn cri_pods_run_through_nemosandbox() {
         );
 
         let presets = [("dev.nemosandbox.presets", "podnet")];
-        let (pod, app, took) = start_pod(&mut rt, "nemosandbox", &presets, &logs)
-            .await
-            .expect("pod under nemosandbox");
+        let (pod, app, took) = start_pod(
+            &mut rt,
+            "nemosandbox",
+            &presets,
+            &logs,
+            NamespaceMode::Container,
+        )
+        .await
+        .expect("pod under nemosandbox");
         eprintln!("pod + container start through the CRI (nemosandbox): {took:?}");
 
         // The container is nemosandbox's, under the annotated preset.
@@ -434,6 +446,7 @@ fn cri_pods_run_through_nemosandbox() {
             "nemosandbox",
             &[("dev.nemosandbox.presets", "npm")],
             &logs,
+            NamespaceMode::Container,
         )
         .await
         .expect_err("a preset outside allowed_presets must fail");
@@ -453,14 +466,37 @@ fn cri_pods_run_through_nemosandbox() {
                 })
                 .await;
         }
+        // The refused pod left no container in the runtime's root.
+        let listed = Command::new(bin())
+            .arg("--root")
+            .arg(c.runtime_root("nemosandbox"))
+            .args(["list", "-q"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&listed.stdout).trim(), "");
+
+        // A shared pid namespace: the app sees the pause process, and its guard still judges
+        // its calls.
+        let (pod, app, _) = start_pod(&mut rt, "nemosandbox", &presets, &logs, NamespaceMode::Pod)
+            .await
+            .expect("pod with a shared pid namespace");
+        let (_, ps) = exec(&mut rt, &app, &["ps", "-o", "pid,args"]).await;
+        assert!(ps.contains("catatonit"), "{ps}");
+        let (_, out) = exec(&mut rt, &app, &["probe", "connect", &port]).await;
+        assert_eq!(out.trim(), "ok");
+        let (_, out) = exec(&mut rt, &app, &["probe", "connect", &other]).await;
+        assert_eq!(out.trim(), "EACCES");
+        remove_pod(&mut rt, &pod).await;
+        nothing_left(&c, &[&pod, &app]);
 
         // Figures: pod + container start, nemosandbox vs runc as the handler, same run.
         let mut times: HashMap<&str, Vec<Duration>> = HashMap::new();
-        for round in 0..3 {
+        for round in 0..5 {
             for handler in ["runc", "nemosandbox"] {
-                let (pod, _, took) = start_pod(&mut rt, handler, &[], &logs)
-                    .await
-                    .unwrap_or_else(|e| panic!("{handler} round {round}: {e:?}"));
+                let (pod, _, took) =
+                    start_pod(&mut rt, handler, &[], &logs, NamespaceMode::Container)
+                        .await
+                        .unwrap_or_else(|e| panic!("{handler} round {round}: {e:?}"));
                 times.entry(handler).or_default().push(took);
                 remove_pod(&mut rt, &pod).await;
             }
@@ -471,7 +507,7 @@ fn cri_pods_run_through_nemosandbox() {
             v[v.len() / 2]
         };
         eprintln!(
-            "CRI pod + container start, median of 3: runc {:?}, nemosandbox {:?} ({:.2}x)",
+            "CRI pod + container start, median of 5: runc {:?}, nemosandbox {:?} ({:.2}x)",
             median("runc"),
             median("nemosandbox"),
             median("nemosandbox").as_secs_f64() / median("runc").as_secs_f64()
