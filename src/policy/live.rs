@@ -4,7 +4,7 @@
 //! seccomp filters are fixed once the process runs. A preset's other sections are therefore
 //! reported as not applied, never half-applied.
 
-use super::merge::{Effective, EffectiveNetwork};
+use super::merge::{put_network, Effective, EffectiveNetwork};
 use super::Loaded;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,22 +79,7 @@ pub fn add_preset(eff: &mut Effective, preset: &Loaded) -> Result<Vec<&'static s
         ));
     }
     for (key, np) in &preset.doc.network_policies {
-        let replaced = match eff.network_policies.remove(key) {
-            Some(old) => {
-                let mut r = old.replaced;
-                r.push(old.from);
-                r
-            }
-            None => Vec::new(),
-        };
-        eff.network_policies.insert(
-            key.clone(),
-            EffectiveNetwork {
-                policy: np.clone(),
-                from: preset.origin.clone(),
-                replaced,
-            },
-        );
+        put_network(eff, key, np, &preset.origin);
     }
     eff.sources.push(preset.origin.clone());
     Ok(not_live(preset))

@@ -168,25 +168,31 @@ pub fn merge(
     Ok(eff)
 }
 
+/// Set network policy `key` from document `from`; an entry it replaces is remembered, so that
+/// removing `from` later (`policy update --remove`) can bring it back.
+pub fn put_network(eff: &mut Effective, key: &str, np: &NetworkPolicy, from: &str) {
+    let replaced = match eff.network_policies.remove(key) {
+        Some(old) => {
+            let mut r = old.replaced;
+            r.push(old.from);
+            r
+        }
+        None => Vec::new(),
+    };
+    eff.network_policies.insert(
+        key.to_string(),
+        EffectiveNetwork {
+            policy: np.clone(),
+            from: from.to_string(),
+            replaced,
+        },
+    );
+}
+
 /// Sections merged the same way for baseline and presets.
 fn apply_common(eff: &mut Effective, doc: &PolicyDoc, from: &str) {
     for (key, np) in &doc.network_policies {
-        let replaced = match eff.network_policies.remove(key) {
-            Some(old) => {
-                let mut r = old.replaced;
-                r.push(old.from);
-                r
-            }
-            None => Vec::new(),
-        };
-        eff.network_policies.insert(
-            key.clone(),
-            EffectiveNetwork {
-                policy: np.clone(),
-                from: from.to_string(),
-                replaced,
-            },
-        );
+        put_network(eff, key, np, from);
     }
     if let Some(ex) = &doc.exec_policy {
         let e = eff.exec_policy.get_or_insert(EffectiveExec {
