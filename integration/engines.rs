@@ -443,6 +443,16 @@ fn docker_runs_and_execs_through_the_runtime() {
     .to_string();
     let out = ok(&mut d.cli(&["exec", &netc, "sh", "-c", &net_script(18521)]));
     assert_eq!(out, "listed: ok\nport: EACCES\ncopy: EACCES\n");
+    // docker's resolv.conf mount is replaced by the guard's resolver (a 127.100-199.x.y address).
+    let resolv = ok(&mut d.cli(&["exec", &netc, "cat", "/etc/resolv.conf"]));
+    let ns: Vec<&str> = resolv
+        .lines()
+        .filter_map(|l| l.strip_prefix("nameserver "))
+        .collect();
+    assert!(
+        ns.len() == 1 && ns[0].starts_with("127.1"),
+        "the container's resolv.conf names only the guard: {resolv}"
+    );
     ok(&mut d.cli(&["rm", "-f", &netc]));
     no_state_left(&d.runtime_root(), &netc);
 
