@@ -151,7 +151,7 @@ pub fn explain(eff: &Effective) -> String {
     }
     let _ = writeln!(
         o,
-        "  enforcement: Landlock limits TCP connect to these ports; per-destination and per-binary checks land with the network guard (SPEC §7)"
+        "  enforcement: the network guard decides every connect and addressed send per destination and per executable (SPEC §7); the resolver answers only the names above; Landlock grants no TCP connect of its own"
     );
 
     if let Some(ex) = &eff.exec_policy {
