@@ -37,13 +37,14 @@ fn network_guard_allows_listed_binary_and_destination_only() {
         &rt,
         &[18451, 18453, 18455, 18457, 18459, 18465, 18466, 18468],
     );
-    // One endpoint in audit mode: anything may connect there, and each pass is recorded.
+    // One endpoint in audit mode: anything may connect there, and each pass is recorded. One
+    // binary glob matching nothing yet.
     std::fs::write(
         &pol,
         std::fs::read_to_string(&pol).unwrap().replace(
             "    binaries:",
             "      - { host: 127.0.0.1, port: 18467, enforcement: audit }\n    binaries:",
-        ),
+        ) + "      - { path: \"/tmp/late/*\" }\n",
     )
     .unwrap();
     let script = [
@@ -51,6 +52,9 @@ fn network_guard_allows_listed_binary_and_destination_only() {
         p("port", "probe connect 18452"),
         "cp /bin/probe /tmp/copy; ln -s /bin/probe /tmp/link; ".to_string(),
         p("copy", "/tmp/copy connect 18451"),
+        // A binary matching a glob that appears after start: found when the lookup misses.
+        "mkdir /tmp/late; cp /bin/probe /tmp/late/tool; ".to_string(),
+        p("late", "/tmp/late/tool connect 18451"),
         p("link", "/tmp/link connect 18451"),
         p("tfo", "probe tfo 18453"),
         p("tfo-port", "probe tfo 18454"),
@@ -76,6 +80,7 @@ fn network_guard_allows_listed_binary_and_destination_only() {
             ("listed", "ok"),
             ("port", "EACCES"),
             ("copy", "EACCES"),
+            ("late", "ok"),
             ("link", "ok"),
             ("tfo", "ok"),
             ("tfo-port", "EACCES"),

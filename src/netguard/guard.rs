@@ -39,6 +39,8 @@ pub struct Generation {
     pub n: u64,
     pub policies: BTreeMap<String, EffectiveNetwork>,
     pub binaries: Binaries,
+    /// When the resolution of `binaries` started.
+    pub resolved_at: Instant,
 }
 
 /// What every guard thread shares.
@@ -75,6 +77,7 @@ impl Shared {
     /// Load `effective.json` as the next generation; returns its number.
     pub fn reload(&self) -> Result<u64, String> {
         let policies = self.load_policies()?;
+        let resolved_at = Instant::now();
         let binaries = Binaries::resolve(&self.root(), &policies);
         let mut g = self.generation.write().expect("not poisoned");
         let n = g.n + 1;
@@ -82,31 +85,41 @@ impl Shared {
             n,
             policies,
             binaries,
+            resolved_at,
         });
         Ok(n)
     }
 
-    /// Resolve binaries again (same generation), at most every REFRESH_EVERY.
-    fn refresh_binaries(&self) -> Option<Arc<Generation>> {
-        {
-            let mut last = self.last_refresh.lock().expect("not poisoned");
-            if last.elapsed() < REFRESH_EVERY {
-                return None;
-            }
-            *last = Instant::now();
-        }
+    /// Resolve binaries again (same generation) after a caller's lookup at `looked_at` missed:
+    /// a binary may have been installed since. A resolution that started after the lookup
+    /// already sees the caller's executable, which existed before the caller ran it. One resolution per REFRESH_EVERY at most; a
+    /// caller arriving sooner waits for the next one rather than being refused on a stale
+    /// view. The wait is on a path to a likely refusal, and holds up only the listener of the
+    /// caller's own process tree.
+    fn refresh_binaries(&self, looked_at: Instant) -> Arc<Generation> {
+        let mut last = self.last_refresh.lock().expect("not poisoned");
         let cur = self.current();
+        if cur.resolved_at > looked_at {
+            return cur;
+        }
+        let wait = REFRESH_EVERY.saturating_sub(last.elapsed());
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+        let started = Instant::now();
         let binaries = Binaries::resolve(&self.root(), &cur.policies);
+        *last = Instant::now();
         let next = Arc::new(Generation {
             n: cur.n,
             policies: cur.policies.clone(),
             binaries,
+            resolved_at: started,
         });
         let mut g = self.generation.write().expect("not poisoned");
         if g.n == cur.n {
             *g = next.clone();
         }
-        Some(next)
+        next
     }
 
     pub fn audit(&self, ev: audit::Event) {
@@ -158,6 +171,7 @@ impl Guard {
                 n: 0,
                 policies: BTreeMap::new(),
                 binaries: Binaries::default(),
+                resolved_at: Instant::now(),
             })),
             answers: Answers::default(),
             last_refresh: Mutex::new(Instant::now() - REFRESH_EVERY),
@@ -713,14 +727,13 @@ fn judge(shared: &Shared, caller: &Caller, dest: SocketAddr) -> Verdict {
         };
     }
     let names = shared.answers.names_for(dest.ip());
+    let looked_at = Instant::now();
     let gen = shared.current();
     let (d, script_why) = decide_with(shared, &gen, caller, dest, &names);
     let (d, script_why) = match &d {
         Decision::Deny { .. } if !gen.binaries.knows(caller.exe) => {
-            match shared.refresh_binaries() {
-                Some(g) => decide_with(shared, &g, caller, dest, &names),
-                None => (d, script_why),
-            }
+            let g = shared.refresh_binaries(looked_at);
+            decide_with(shared, &g, caller, dest, &names)
         }
         _ => (d, script_why),
     };
