@@ -178,18 +178,14 @@ pub fn sendmsg(sock: &OwnedFd, m: &Message, flags: i32) -> Result<usize, Errno> 
     rc(r)
 }
 
-/// A connect on a blocking socket, made without blocking the guard: the socket's file is
-/// non-blocking for this one call. `Ok(None)`: the handshake is under way; `connect_result`
-/// tells when it ends. Most connects (loopback, a listener on the same host, refusals) end
-/// here, at the cost of two fcntl calls instead of a thread.
-pub fn connect_nowait(sock: &OwnedFd, addr: &[u8]) -> Result<Option<usize>, Errno> {
+/// A connect on a blocking socket, made without blocking the guard: the socket's file (whose
+/// status flags are `fl`, from `file_flags`) is non-blocking for this one call. `Ok(None)`:
+/// the handshake is under way; `connect_result` tells when it ends. Most connects (loopback,
+/// a listener on the same host, refusals) end here, at the cost of two fcntl calls instead
+/// of a thread.
+pub fn connect_nowait(sock: &OwnedFd, addr: &[u8], fl: i32) -> Result<Option<usize>, Errno> {
     let fd = sock.as_raw_fd();
-    // SAFETY: F_GETFL/F_SETFL on a descriptor we hold.
-    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if fl < 0 {
-        return Err(Errno::last());
-    }
-    // SAFETY: as above.
+    // SAFETY: F_SETFL on a descriptor we hold.
     if unsafe { libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) } < 0 {
         return Err(Errno::last());
     }
@@ -219,10 +215,15 @@ pub fn connect_result(sock: &OwnedFd, timeout_ms: u16) -> Option<Result<usize, E
     }
 }
 
-/// Whether a call on this socket may wait (blocking socket, no MSG_DONTWAIT): such calls run
-/// on a thread of their own so one slow peer does not stall every other caller.
-pub fn may_block(sock: &OwnedFd, flags: i32) -> bool {
+/// The status flags of the socket's file (`F_GETFL`); `None` if they cannot be read.
+pub fn file_flags(sock: &OwnedFd) -> Option<i32> {
     // SAFETY: F_GETFL on a descriptor we own.
     let fl = unsafe { libc::fcntl(sock.as_raw_fd(), libc::F_GETFL) };
-    fl >= 0 && fl & libc::O_NONBLOCK == 0 && flags & libc::MSG_DONTWAIT == 0
+    (fl >= 0).then_some(fl)
+}
+
+/// Whether a call with `flags` on a file with status flags `fl` may wait (blocking socket,
+/// no MSG_DONTWAIT): such calls must not hold up the guard's other callers.
+pub fn may_block(fl: i32, flags: i32) -> bool {
+    fl & libc::O_NONBLOCK == 0 && flags & libc::MSG_DONTWAIT == 0
 }

@@ -509,17 +509,15 @@ fn handle(shared: &Arc<Shared>, listener: &Arc<OwnedFd>, req: &libc::seccomp_not
         caller,
         syscall: syscall_name(nr),
     };
-    let blocking = calls::may_block(&sock, request_flags(&request))
+    // The file's flags, read once: whether the call may wait, and what to restore after a
+    // connect the guard makes non-blocking.
+    let fl = calls::file_flags(&sock);
+    let blocking = fl.is_some_and(|fl| calls::may_block(fl, request_flags(&request)))
         && socket::getsockopt(&sock, sockopt::SockType)
             .is_ok_and(|t| t == socket::SockType::Stream);
-    match request {
-        Request::Connect(addr) if blocking => ctx.connect_blocking(sock, addr),
-        // A send that may wait for buffer space runs on a thread of its own, so one slow
-        // peer stalls no other caller.
-        _ if blocking => {
-            std::thread::spawn(move || ctx.finish(&sock, request));
-        }
-        _ => ctx.finish(&sock, request),
+    match (request, fl) {
+        (Request::Connect(addr), Some(fl)) if blocking => ctx.connect_blocking(sock, addr, fl),
+        (request, _) => ctx.dispatch(sock, request, blocking),
     }
 }
 
@@ -564,6 +562,17 @@ struct CallCtx {
 }
 
 impl CallCtx {
+    /// Perform the call here, or on a thread of its own when it may wait.
+    fn dispatch(self, sock: OwnedFd, request: Request, blocking: bool) {
+        // A send that may wait for buffer space runs on a thread of its own, so one slow peer
+        // stalls no other caller.
+        if blocking {
+            std::thread::spawn(move || self.finish(&sock, request));
+        } else {
+            self.finish(&sock, request);
+        }
+    }
+
     fn finish(self, sock: &OwnedFd, request: Request) {
         let reply = self.perform(sock, request);
         respond(&self.listener, self.id, reply);
@@ -572,11 +581,11 @@ impl CallCtx {
     /// A connect on a blocking socket: decided, started without blocking, and finished here
     /// when the handshake is already over (loopback, refusals), else on a thread that waits
     /// for it while the caller is still waiting.
-    fn connect_blocking(self, sock: OwnedFd, addr: Vec<u8>) {
+    fn connect_blocking(self, sock: OwnedFd, addr: Vec<u8>, fl: i32) {
         if let Err(e) = self.allowed(&addr) {
             return respond(&self.listener, self.id, Reply::Error(e));
         }
-        let result = match calls::connect_nowait(&sock, &addr) {
+        let result = match calls::connect_nowait(&sock, &addr, fl) {
             Ok(Some(n)) => Ok(n),
             Err(e) => Err(e),
             Ok(None) => match calls::connect_result(&sock, 0) {
