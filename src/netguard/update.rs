@@ -14,7 +14,7 @@ use crate::policy::builtin::load_name_or_file;
 use crate::policy::live::{self, LiveError};
 use crate::policy::merge::Effective;
 use crate::policy::select::NodeConfig;
-use crate::policy::{load_file, Loaded};
+use crate::policy::Loaded;
 use crate::state;
 
 /// What to change.
@@ -61,16 +61,16 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> UpdateError + '_ {
     }
 }
 
-/// Load a document by the origin recorded in `effective.json`.
+/// Load a document by the origin recorded in `effective.json`: `builtin:NAME` is the embedded
+/// document (never a directory's override), anything else a file path or name.
 fn reload_origin(lib: &crate::policy::builtin::Library, origin: &str) -> Result<Loaded, String> {
-    match origin.strip_prefix("builtin:") {
-        Some(name) => Ok(crate::policy::builtin::load_builtin_named_checked(name)
-            .ok_or_else(|| format!("no built-in policy {name:?}"))?),
-        None if origin.contains('/') => load_file(Path::new(origin)).map_err(|e| e.to_string()),
-        None => match lib.get(origin) {
-            Some(r) => r.map_err(|e| e.to_string()),
-            None => Err(format!("unknown policy {origin:?}")),
-        },
+    let found = match origin.strip_prefix("builtin:") {
+        Some(name) => crate::policy::builtin::load_builtin_named_checked(name).map(Ok),
+        None => load_name_or_file(lib, origin),
+    };
+    match found {
+        Some(r) => r.map_err(|e| e.to_string()),
+        None => Err(format!("unknown policy {origin:?}")),
     }
 }
 
@@ -118,7 +118,7 @@ fn apply(
 impl Runtime {
     /// SPEC §7.7: change the network policies of a running (or created) container.
     pub fn policy_update(&self, id: &str, change: &Change) -> Result<Outcome, UpdateError> {
-        let (c, meta, status) = self.load_with_status(id)?;
+        let (_, meta, status) = self.load_with_status(id)?;
         if !matches!(
             status,
             libcontainer::container::ContainerStatus::Running
@@ -132,7 +132,6 @@ impl Runtime {
             }
             .into());
         }
-        drop(c);
         let own = self.root.own_dir(id);
         // One update at a time per container: each reads the file the last one wrote.
         let lock_path = own.join("policy.lock");

@@ -70,9 +70,8 @@ pub fn add_preset(eff: &mut Effective, preset: &Loaded) -> Result<Vec<&'static s
     if !preset.is_preset() {
         return Err(LiveError::NotAPreset(preset.origin.clone()));
     }
-    if let Some(i) =
-        find_source(eff, &preset.origin).or_else(|| find_source(eff, origin_name(&preset.origin)))
-    {
+    // By name: the same preset from a policy directory or built in is the same preset.
+    if let Some(i) = find_source(eff, origin_name(&preset.origin)) {
         return Err(LiveError::AlreadyApplied(
             origin_name(&preset.origin).into(),
             eff.sources[i].clone(),
