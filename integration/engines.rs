@@ -10,6 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::daemon::*;
+use common::probe::localnet_preset;
 use common::*;
 
 fn sh(cmd: &mut Command) -> (i32, String, String) {
@@ -44,22 +45,6 @@ fn probe_rootfs_tar(dir: &Path) -> PathBuf {
     make_busybox_rootfs(&rootfs);
     install_binary(common::probe::probe(), &rootfs.join("bin/probe"));
     tar_of(&rootfs, &dir.join("probe-rootfs.tar"))
-}
-
-/// A preset letting /bin/probe (only) reach 127.0.0.1:`port`, written to `dir/localnet.yaml`.
-fn localnet_preset(dir: &Path, port: u16) -> PathBuf {
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join("localnet.yaml");
-    std::fs::write(
-        &path,
-        format!(
-            "preset: {{ name: localnet, description: probe to loopback }}\n\
-             network_policies:\n  local:\n    endpoints:\n      - {{ host: 127.0.0.1, port: {port} }}\n\
-             \x20   binaries:\n      - {{ path: /bin/probe }}\n"
-        ),
-    )
-    .unwrap();
-    path
 }
 
 /// The network guard's verdicts from inside an engine's container: the listed binary to the

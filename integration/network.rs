@@ -520,14 +520,7 @@ fn policy_update_changes_a_running_containers_egress() {
         &rt,
         "version: 1\nfilesystem_policy:\n  permissions:\n    \"/**\": \"r-x\"\n    \"/tmp/**\": \"rwx\"\n",
     );
-    let preset = rt.root.path().join("localnet.yaml");
-    std::fs::write(
-        &preset,
-        "preset: { name: localnet, description: probe to loopback 18481 }\n\
-         network_policies:\n  local:\n    endpoints:\n      - { host: 127.0.0.1, port: 18481 }\n\
-         \x20   binaries:\n      - { path: /bin/probe }\n",
-    )
-    .unwrap();
+    let preset = localnet_preset(rt.root.path(), 18481);
     let preset = preset.to_str().unwrap();
     let b = bundle(&["sleep", "1000"]);
     host_network(&b);

@@ -125,3 +125,19 @@ pub fn expect(out: &str, want: &[(&str, &str)]) {
         );
     }
 }
+
+/// A preset letting /bin/probe (only) reach 127.0.0.1:`port`, written to `dir/localnet.yaml`.
+pub fn localnet_preset(dir: &Path, port: u16) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join("localnet.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "preset: {{ name: localnet, description: probe to loopback }}\n\
+             network_policies:\n  local:\n    endpoints:\n      - {{ host: 127.0.0.1, port: {port} }}\n\
+             \x20   binaries:\n      - {{ path: /bin/probe }}\n"
+        ),
+    )
+    .unwrap();
+    path
+}
