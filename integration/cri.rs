@@ -147,16 +147,7 @@ impl Containerd {
             (&pause, "localhost/nemo-pause:1", vec!["/catatonit", "-P"]),
             (&app, "localhost/nemo-app:1", vec!["sh"]),
         ] {
-            let layer = rootfs.with_extension("tar");
-            let st = Command::new("tar")
-                .arg("-C")
-                .arg(rootfs)
-                .arg("-cf")
-                .arg(&layer)
-                .arg(".")
-                .status()
-                .unwrap();
-            assert!(st.success());
+            let layer = tar_of(rootfs, &rootfs.with_extension("tar"));
             let archive = oci_archive(d, &layer, name, &cmd);
             let out = output_within(
                 self.ctr(&["images", "import", archive.to_str().unwrap()]),

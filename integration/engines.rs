@@ -58,17 +58,6 @@ fn net_script(port: u16) -> String {
         .replace("PORT", &port.to_string())
 }
 
-/// `rootfs` as a tar file at `tar` (what `podman import`/`docker import` take).
-fn tar_of(rootfs: &Path, tar: &Path) -> PathBuf {
-    ok(Command::new("tar")
-        .arg("-C")
-        .arg(rootfs)
-        .arg("-cf")
-        .arg(tar)
-        .arg("."));
-    tar.to_path_buf()
-}
-
 /// podman with private storage under `work`, this host's ulimits (SPEC §12) and nemosandbox as
 /// the runtime; `extra` global flags before the verb.
 fn podman_in(work: &Path, extra: &[&str]) -> Command {

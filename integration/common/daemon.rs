@@ -108,3 +108,14 @@ pub fn oci_archive(dir: &Path, layer: &Path, name: &str, cmd: &[&str]) -> PathBu
         .arg("."));
     archive
 }
+
+/// `rootfs` as a tar file at `tar` (what `podman import`/`docker import` take).
+pub fn tar_of(rootfs: &Path, tar: &Path) -> PathBuf {
+    ok(Command::new("tar")
+        .arg("-C")
+        .arg(rootfs)
+        .arg("-cf")
+        .arg(tar)
+        .arg("."));
+    tar.to_path_buf()
+}
