@@ -223,13 +223,15 @@ const DEFAULT_EXPECT: &[(&str, &str)] = &[
     ("bpf", "EPERM"),
     ("userfaultfd", "EPERM"),
     ("userns", "EPERM"),
-    ("rawsock", "EPERM"),
+    ("rawsock", "EACCES"),
     ("ptrace", "EPERM"),
     ("procmem", "EACCES"),
     ("memfd", "ok"),
     ("fork", "ok"),
     ("tcp", "EACCES"),
-    ("filters", "3"),
+    // The guard's notification filter, the always-denied filter, the socket filter and the
+    // profile.
+    ("filters", "4"),
 ];
 
 #[test]

@@ -591,7 +591,7 @@ fn containerd_ctr_runs_with_runc_binary() {
         "run",
         "--rm",
         "--runc-binary",
-        bin(),
+        &bin(),
         "localhost/nemo-bb:test",
         &id,
         "sh",

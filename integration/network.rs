@@ -5,14 +5,9 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::net::{Ipv4Addr, UdpSocket};
-use std::os::fd::AsFd;
-use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::net::Ipv4Addr;
 
+use common::net::*;
 use common::probe::*;
 use common::*;
 
@@ -120,12 +115,9 @@ fn helper_of(id: &str) -> Option<i32> {
 fn network_guard_holds_for_exec_and_fails_closed_without_the_guard() {
     let rt = Runtime::new();
     let pol = net_policy(&rt, &[18461]);
-    // Init keeps trying the allowed port, so its result after the guard dies can be read.
-    let b = bundle(&[
-        "sh",
-        "-c",
-        "while true; do probe connect 18463 > /tmp/last.new; mv /tmp/last.new /tmp/last; sleep 0.2; done",
-    ]);
+    // Init keeps trying the allowed port, so its result after the guard dies can be read. It
+    // starts no program: once the guard is gone, no program can start.
+    let b = bundle(&["probe", "every", "18463", "/tmp/last"]);
     host_network(&b);
     let pol = {
         let text = std::fs::read_to_string(&pol)
@@ -163,6 +155,7 @@ fn network_guard_holds_for_exec_and_fails_closed_without_the_guard() {
     // The running container keeps running, and its connects now fail.
     wait_until(|| std::fs::read_to_string(&last).is_ok_and(|s| s.trim() == "ENOSYS"));
     assert_eq!(rt.status(&id), "running");
+
     // A new process cannot start unguarded.
     let out = exec(&["probe", "connect", "18461"]);
     assert!(!out.status.success(), "exec without a guard must fail");
@@ -204,134 +197,6 @@ fn run_keep(rt: &Runtime, policy: &str, b: &Bundle) -> (String, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (stdout, audit)
-}
-
-/// A network namespace for one test, removed on drop. `203.0.113.0/24` (TEST-NET-3, never
-/// routed) is local on its loopback, so the tests can give names public-looking addresses.
-struct TestNetns {
-    name: String,
-}
-
-impl TestNetns {
-    fn new() -> TestNetns {
-        let name = unique("nstest");
-        let ip = |args: &[&str]| {
-            let st = Command::new("ip")
-                .args(args)
-                .status()
-                .expect("ip (iproute2)");
-            assert!(st.success(), "ip {args:?}");
-        };
-        ip(&["netns", "add", &name]);
-        let ns = TestNetns { name };
-        ip(&["-n", &ns.name, "link", "set", "lo", "up"]);
-        ip(&[
-            "-n",
-            &ns.name,
-            "route",
-            "add",
-            "local",
-            "203.0.113.0/24",
-            "dev",
-            "lo",
-        ]);
-        ns
-    }
-    fn path(&self) -> String {
-        format!("/run/netns/{}", self.name)
-    }
-    /// Put the bundle's container in this namespace.
-    fn join(&self, b: &Bundle) {
-        let path = self.path();
-        b.edit(|c| {
-            let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
-            ns.retain(|n| n["type"] != "network");
-            ns.push(serde_json::json!({"type": "network", "path": path}));
-        });
-    }
-}
-
-impl Drop for TestNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-/// An authoritative DNS server for a fixed set of A records, on UDP port 53 of `addr` inside
-/// a network namespace; it records every name it was asked.
-struct TestDns {
-    asked: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl TestDns {
-    fn start(netns: &str, addr: Ipv4Addr, records: &[(&str, Ipv4Addr)]) -> TestDns {
-        let ns = std::fs::File::open(netns).unwrap();
-        let records: HashMap<String, Ipv4Addr> =
-            records.iter().map(|(n, a)| (n.to_string(), *a)).collect();
-        let asked = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (a, s) = (asked.clone(), stop.clone());
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            // setns affects this thread only: the socket is created in the test namespace.
-            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            let sock = UdpSocket::bind((addr, 53)).unwrap();
-            sock.set_read_timeout(Some(Duration::from_millis(200)))
-                .unwrap();
-            tx.send(()).unwrap();
-            let mut buf = [0u8; 1500];
-            while !s.load(Ordering::Relaxed) {
-                let Ok((n, from)) = sock.recv_from(&mut buf) else {
-                    continue;
-                };
-                if let Some(reply) = dns_reply(&buf[..n], &records, &a) {
-                    let _ = sock.send_to(&reply, from);
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(10))
-            .expect("test DNS server started");
-        TestDns { asked, stop }
-    }
-    fn asked(&self) -> Vec<String> {
-        self.asked.lock().unwrap().clone()
-    }
-}
-
-impl Drop for TestDns {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-fn dns_reply(
-    query: &[u8],
-    records: &HashMap<String, Ipv4Addr>,
-    asked: &Mutex<Vec<String>>,
-) -> Option<Vec<u8>> {
-    use simple_dns::{rdata::RData, Packet, ResourceRecord, CLASS, QTYPE, TYPE};
-    let q = Packet::parse(query).ok()?;
-    let question = q.questions.first()?.clone();
-    let name = question.qname.to_string();
-    asked.lock().unwrap().push(name.clone());
-    let mut reply = Packet::new_reply(q.id());
-    reply.questions.push(question.clone());
-    match records.get(&name) {
-        Some(ip) if question.qtype == QTYPE::TYPE(TYPE::A) => {
-            reply.answers.push(ResourceRecord::new(
-                question.qname.clone(),
-                CLASS::IN,
-                60,
-                RData::A((*ip).into()),
-            ));
-        }
-        Some(_) => {}
-        None => *reply.rcode_mut() = simple_dns::RCODE::NameError,
-    }
-    reply.build_bytes_vec().ok()
 }
 
 /// SPEC §7.4 with a real upstream: the resolver answers only names an endpoint matches,

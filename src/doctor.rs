@@ -111,6 +111,39 @@ pub fn checks() -> Vec<Check> {
         getfd,
         "the guard cannot act on the caller's socket: network calls are refused",
     ));
+    let fence = crate::netguard::fence::probe();
+    out.push(Check {
+        feature: "cgroup bpf (network fence)",
+        status: match &fence {
+            Ok(()) => "available".into(),
+            Err(e) => format!("unavailable ({e})"),
+        },
+        ok: fence.is_ok(),
+        degrades: if fence.is_ok() {
+            String::new()
+        } else {
+            "containers with a network guard cannot be created".into()
+        },
+    });
+    let yama = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    let traceable = yama != Some(3);
+    out.push(Check {
+        feature: "ptrace (exec capture)",
+        status: match yama {
+            Some(n) => format!("yama ptrace_scope {n}"),
+            None => "available".into(),
+        },
+        ok: traceable,
+        degrades: if traceable {
+            String::new()
+        } else {
+            "the guard cannot read what execve started: every policy binary is refused \
+             (no egress)"
+                .into()
+        },
+    });
     let openat2 = syscall_exists(libc::SYS_openat2, -1, 0, 0);
     out.push(presence(
         "openat2 (RESOLVE_IN_ROOT)",

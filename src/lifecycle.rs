@@ -79,6 +79,8 @@ pub enum LifecycleError {
     ExecDenied(#[from] crate::execgate::eval::Denied),
     #[error(transparent)]
     NetGuard(#[from] crate::netguard::control::ControlError),
+    #[error("network guard: {0}")]
+    Fence(#[from] crate::netguard::fence::FenceError),
 }
 
 /// Clear the immutable attributes symlink guards set, so engines can remove the files.
@@ -344,16 +346,21 @@ impl Runtime {
                     own: own.clone(),
                     resolver: n.resolver,
                     upstream: n.upstream.clone(),
+                    fence: None,
                 },
             )
         });
         if let Err(e) =
             self.between_create_and_start(&mut container, &mut meta, &guards, guard_service)
         {
-            let _ = container.delete(true);
+            let _ = container.kill(Signal::SIGKILL, true);
             if let Some(pid) = meta.helper_pid {
                 helper::kill_helper(pid, meta.helper_start_time);
             }
+            if let Some(f) = &meta.fence {
+                f.tear_down(meta.helper_pid);
+            }
+            let _ = container.delete(true);
             self.purge(id);
             return Err(e);
         }
@@ -377,7 +384,12 @@ impl Runtime {
         })?;
         meta.init_start_time = state::process_start_time(pid.as_raw());
         let mut services: Vec<Box<dyn helper::HelperService>> = Vec::new();
-        if let Some((control, base)) = net {
+        if let Some((control, mut base)) = net {
+            // The fence goes up before anything of the container runs; the guard joins its
+            // cgroup right after the fork, before it serves any call.
+            let fence = netguard::fence::Fence::set_up(pid.as_raw(), &id, self.root.path())?;
+            meta.fence = Some(fence.clone());
+            base.fence = Some(fence);
             services.push(Box::new(netguard::guard::Guard::new(
                 base.with(pid.as_raw(), control),
             )));
@@ -385,6 +397,9 @@ impl Runtime {
         let (hpid, hstart) = helper::spawn(pid.as_raw(), services)?;
         meta.helper_pid = Some(hpid);
         meta.helper_start_time = hstart;
+        if let Some(f) = &meta.fence {
+            f.admit_guard(hpid)?;
+        }
         self.symlink_guards(&id, pid.as_raw(), guards, meta)?;
         meta.save(&self.root, &id)?;
         Ok(())
@@ -540,6 +555,16 @@ impl Runtime {
             let _ = c.kill(Signal::SIGKILL, true);
             self.wait_cgroup_empty(&c, Duration::from_secs(10));
         }
+        if let Some(m) = &meta {
+            // The guard lives in a child of the container's cgroup: it goes first, or the
+            // container's cgroup cannot be removed.
+            if let Some(pid) = m.helper_pid {
+                helper::kill_helper(pid, m.helper_start_time);
+            }
+            if let Some(f) = &m.fence {
+                f.tear_down(m.helper_pid);
+            }
+        }
         let mut attempt = 0;
         loop {
             match c.delete(true) {
@@ -554,9 +579,6 @@ impl Runtime {
             }
         }
         if let Some(m) = &meta {
-            if let Some(pid) = m.helper_pid {
-                helper::kill_helper(pid, m.helper_start_time);
-            }
             undo_guards(&m.guards);
         }
         self.purge(id);
@@ -625,11 +647,14 @@ impl Runtime {
     pub fn pids(&self, id: &str) -> Result<Vec<i32>> {
         let c = self.load(id)?;
         let m = self.cgroup_manager(&c)?;
+        // The guard is charged to the container's cgroup but is not one of its processes.
+        let helper = Meta::load(&self.root, id).ok().and_then(|m| m.helper_pid);
         let mut pids: Vec<i32> = m
             .get_all_pids()
             .map_err(cgroup_err(id))?
             .into_iter()
             .map(|p: Pid| p.as_raw())
+            .filter(|p| Some(*p) != helper)
             .collect();
         pids.sort_unstable();
         Ok(pids)

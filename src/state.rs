@@ -155,6 +155,9 @@ pub struct Meta {
     /// Symlink guard outcomes (what `delete` must undo).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub guards: Vec<crate::symlinks::Outcome>,
+    /// The network guard's kernel fence (cgroups `delete` removes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<crate::netguard::fence::Fence>,
 }
 
 impl Meta {

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod net;
 pub mod probe;
 
 use std::path::{Path, PathBuf};
@@ -10,8 +11,11 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_nemosandbox")
+/// The runtime under test. `NEMOSANDBOX_TEST_BIN` swaps it (scripts/runc-shim.sh runs the
+/// attack tests against runc, where they must fail).
+pub fn bin() -> String {
+    std::env::var("NEMOSANDBOX_TEST_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_nemosandbox").to_string())
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

@@ -8,23 +8,58 @@ use std::time::Duration;
 
 use super::*;
 
-/// The probe, compiled once per test run.
-pub fn probe() -> &'static Path {
-    static PROBE: OnceLock<PathBuf> = OnceLock::new();
-    PROBE.get_or_init(|| {
-        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("probe");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/probe.c");
+/// Compile `sources` (under integration/) with gcc and `flags` into `name` in the test
+/// target directory, once per test run.
+fn built(
+    cell: &'static OnceLock<PathBuf>,
+    name: &str,
+    flags: &[&str],
+    sources: &[&str],
+) -> &'static Path {
+    cell.get_or_init(|| {
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration");
         let tmp = out.with_extension(format!("tmp{}", std::process::id()));
         let st = Command::new("gcc")
-            .args(["-static", "-O2", "-o"])
+            .args(flags)
+            .arg("-o")
             .arg(&tmp)
-            .arg(&src)
+            .args(sources.iter().map(|s| dir.join(s)))
+            .arg("-lpthread")
             .status()
             .expect("gcc (apt-get install gcc libc6-dev)");
-        assert!(st.success(), "building the probe failed");
+        assert!(st.success(), "building {name} failed");
         std::fs::rename(&tmp, &out).unwrap();
         out
     })
+}
+
+/// The probe, static.
+pub fn probe() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    built(
+        &P,
+        "probe",
+        &["-static", "-O2"],
+        &["probe.c", "probe_escape.c"],
+    )
+}
+
+/// The same probe linked dynamically: what the loader's variables act on.
+pub fn probe_dynamic() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    built(&P, "probe-dyn", &["-O2"], &["probe.c", "probe_escape.c"])
+}
+
+/// A library whose constructor connects (`PRELOAD_PORT`), for `LD_PRELOAD` attacks.
+pub fn preload_library() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    built(
+        &P,
+        "preload.so",
+        &["-O2", "-shared", "-fPIC"],
+        &["preload.c"],
+    )
 }
 
 /// A busybox bundle with the probe and the files the conformance cases talk about.

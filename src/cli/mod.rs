@@ -640,13 +640,38 @@ fn bundle_annotations(
     }
 }
 
+/// Binaries of a document's network policies that its filesystem rules (or, for a preset, the
+/// built-in default's) leave writable.
+fn writable_binary_warnings(l: &policy::Loaded, file: &std::path::Path) -> Vec<policy::Diagnostic> {
+    use nemosandbox::policy::{builtin, merge};
+    let eff = if l.is_preset() {
+        match builtin::load_builtin_named_checked("default") {
+            Some(base) => merge::merge(&base, std::slice::from_ref(l), None),
+            _ => return Vec::new(),
+        }
+    } else {
+        merge::merge(l, &[], None)
+    };
+    let Ok(eff) = eff else { return Vec::new() };
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    nemosandbox::layout::writable_binaries(&eff)
+        .into_iter()
+        .map(|w| policy::warning_at(&l.origin, &text, &w.field, w.message()))
+        .collect()
+}
+
 fn policy_cmd(rt: &Runtime, cmd: PolicyCmd) -> Result<i32> {
     match cmd {
         PolicyCmd::Lint { files } => {
             let mut failed = false;
             for f in &files {
                 match policy::load_file(f) {
-                    Ok(l) => l.warnings.iter().for_each(|w| println!("{w}")),
+                    Ok(l) => {
+                        l.warnings.iter().for_each(|w| println!("{w}"));
+                        for w in writable_binary_warnings(&l, f) {
+                            println!("{w}");
+                        }
+                    }
                     Err(e) => {
                         failed = true;
                         println!("{e}");
@@ -689,6 +714,9 @@ fn policy_cmd(rt: &Runtime, cmd: PolicyCmd) -> Result<i32> {
         PolicyCmd::Explain { bundle } => {
             let eff = rt.policy.effective(&bundle_annotations(bundle.as_ref())?)?;
             print!("{}", render::explain(&eff));
+            for w in nemosandbox::layout::writable_binaries(&eff) {
+                println!("  warning: {}: {}", w.field, w.message());
+            }
             if let Some(b) = &bundle {
                 let src = nemosandbox::bundle::SourceBundle::load(b)?;
                 let plan = nemosandbox::confine::prepare::plan_only(&src, &eff)?;

@@ -10,9 +10,11 @@
 //! syscalls they need.
 
 pub mod bpf;
+pub mod cbpf;
 pub mod landlock;
 pub mod prepare;
 pub mod seccomp;
+pub mod sockets;
 
 use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
 
@@ -79,27 +81,28 @@ fn load_netguard(plan: &ConfinementPlan) -> Result<(), ConfineError> {
 }
 
 /// Apply the plan to the calling process (`exec`: an exec'd process, not init). Order
-/// matters: Landlock needs syscalls a profile may deny, so seccomp comes last; the
-/// always-denied filter goes first so a profile that forbids `seccomp` itself cannot skip it.
+/// matters: Landlock needs syscalls a profile may deny, so seccomp comes after it; the network
+/// guard's notification filter comes before every other filter, because the always-denied
+/// filter refuses new notification listeners (a workload must never install its own); the
+/// always-denied filter and the socket filter come before the profile, so a profile that
+/// forbids `seccomp` itself cannot skip them.
 pub fn apply(plan: &ConfinementPlan, exec: bool) -> Result<(), ConfineError> {
     reset_signals()?;
     set_no_new_privs()?;
     if let Some(l) = &plan.landlock {
         landlock::apply(l, exec)?;
     }
-    if plan.filters.is_empty() {
-        load_seccomp(&seccomp::always_denied())?;
+    load_netguard(plan)?;
+    match plan.filters.first() {
+        Some(f) => bpf::load(&f.bpf, f.flags)
+            .map_err(|e| ConfineError::Seccomp(format!("loading {}: {e}", f.file)))?,
+        None => load_seccomp(&seccomp::always_denied())?,
     }
-    for (i, f) in plan.filters.iter().enumerate() {
+    bpf::load(&sockets::bytes(), 0)
+        .map_err(|e| ConfineError::Seccomp(format!("loading the socket filter: {e}")))?;
+    for f in plan.filters.iter().skip(1) {
         bpf::load(&f.bpf, f.flags)
             .map_err(|e| ConfineError::Seccomp(format!("loading {}: {e}", f.file)))?;
-        if i == 0 {
-            // Before the profile, which may deny seccomp(2) itself.
-            load_netguard(plan)?;
-        }
-    }
-    if plan.filters.is_empty() {
-        load_netguard(plan)?;
     }
     if let Some(profile) = plan.seccomp.as_ref().filter(|_| !plan.seccomp_compiled) {
         load_seccomp(profile)?;

@@ -1,5 +1,6 @@
 //! seccomp (SPEC §6): a Docker-default-equivalent allowlist for specs without a profile, and
-//! the always-denied filter stacked on top of whatever profile runs. Two filters, not one
+//! the always-denied filter stacked on top of whatever profile runs. Socket families, types
+//! and options are refused by the hand-written filter in `sockets`. Two filters, not one
 //! merged profile: the kernel applies the stricter verdict, and the spec's profile is loaded
 //! exactly as written.
 
@@ -495,20 +496,24 @@ pub fn always_denied() -> LinuxSeccomp {
             Some(EPERM),
         ),
         rule(&["clone3"], errno, Some(libc::ENOSYS as u32)),
-        // Raw and packet sockets (SPEC §7.5): they bypass the connect path.
+        // A second notification listener (SPEC §7.3): on top of the guard's filter it would
+        // take the notifications; once the guard is gone it would let the workload answer
+        // "continue" for its own connects. The guard's filter is loaded before this one.
         masked(
-            &["socket"],
-            0,
-            u64::MAX,
-            libc::AF_PACKET as u64,
+            &["seccomp"],
+            1,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
             errno,
             Some(EPERM),
         ),
+        // Moving the argument and environment areas would change what the guard captured as
+        // the process's identity at execve (also needs CAP_SYS_RESOURCE).
         masked(
-            &["socket"],
-            1,
-            0xf,
-            libc::SOCK_RAW as u64,
+            &["prctl"],
+            0,
+            0xffff_ffff,
+            libc::PR_SET_MM as u64,
             errno,
             Some(EPERM),
         ),

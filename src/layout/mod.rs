@@ -35,6 +35,51 @@ pub enum LayoutError {
     },
 }
 
+/// A network policy's binary on a path the filesystem rules make writable: the container
+/// could replace it (the guard then refuses it), and a script entry there never matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WritableBinary {
+    /// `network_policies.KEY.binaries[I].path`
+    pub field: String,
+    pub path: String,
+    /// The rule that grants `w` there.
+    pub rule: String,
+}
+
+/// Every binary of `eff`'s network policies that lies under a writable path (the working
+/// directory unknown: only the policy's own rules count).
+pub fn writable_binaries(eff: &crate::policy::merge::Effective) -> Vec<WritableBinary> {
+    let mut fs = eff.filesystem_policy.clone();
+    fs.include_workdir = false;
+    let Ok(rules) = RuleSet::from_policy(&fs, Path::new("/"), None, "") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (key, net) in &eff.network_policies {
+        for (i, b) in net.policy.binaries.iter().enumerate() {
+            let d = rules.decide(Path::new(&b.path));
+            if d.rights.has(Rights::W) {
+                out.push(WritableBinary {
+                    field: format!("network_policies.{key}.binaries[{i}].path"),
+                    path: b.path.clone(),
+                    rule: d.by.join(", "),
+                });
+            }
+        }
+    }
+    out
+}
+
+impl WritableBinary {
+    pub fn message(&self) -> String {
+        format!(
+            "{} is writable in the container ({}): it could be replaced; the network guard \
+             refuses a binary changed after create, and a script entry there never matches",
+            self.path, self.rule
+        )
+    }
+}
+
 /// Plan the layout of a spec whose root and mounts are final (after the base rewrite).
 pub fn plan_for_spec(
     fs: &EffectiveFs,

@@ -10,11 +10,16 @@ use nix::unistd::Pid;
 
 use super::sockaddr::MAX_LEN;
 
-/// The most payload one notified send carries through the guard; more is a partial send
-/// for stream sockets, and no datagram is larger.
+/// The most payload one notified send (or one `sendmmsg` call, all messages together)
+/// carries through the guard; more is a partial send, as the kernel may do.
 pub const MAX_DATA: usize = 1 << 20;
 /// The kernel's UIO_MAXIOV.
 const MAX_IOV: u64 = 1024;
+/// The most control data one message may carry (the kernel's default optmem limit is 20 KiB;
+/// inet control messages are a few bytes each).
+pub const MAX_CONTROL: usize = 4096;
+/// Messages of one `sendmmsg` the guard reads (the kernel's own limit).
+pub const MAX_MMSG: usize = 1024;
 
 /// The caller's memory.
 pub struct Mem(pub Pid);
@@ -67,12 +72,14 @@ pub fn read_sockaddr(mem: &Mem, addr: u64, len: u64) -> Result<Vec<u8>, Errno> {
     mem.read(addr, len as usize)
 }
 
-/// A `struct msghdr` copied out of the caller.
+/// What the guard keeps of a `struct msghdr` when it decides: the destination and control
+/// data (copied: the decision is about them), and where the payload is (read when sent).
 #[derive(Debug, Default, Clone)]
-pub struct Message {
+pub struct Header {
     pub name: Option<Vec<u8>>,
-    pub data: Vec<u8>,
     pub control: Vec<u8>,
+    pub iov: u64,
+    pub iovlen: u64,
 }
 
 /// x86_64 `struct msghdr`: name, namelen(+pad), iov, iovlen, control, controllen, flags(+pad).
@@ -80,7 +87,7 @@ pub const MSGHDR_LEN: usize = 56;
 /// `struct mmsghdr`: a msghdr and the `msg_len` the kernel fills in.
 pub const MMSGHDR_LEN: usize = 64;
 
-pub fn read_msghdr(mem: &Mem, addr: u64) -> Result<Message, Errno> {
+pub fn read_header(mem: &Mem, addr: u64) -> Result<Header, Errno> {
     let h = mem.read(addr, MSGHDR_LEN)?;
     let word = |o: usize| u64::from_ne_bytes(h[o..o + 8].try_into().expect("8 bytes"));
     let name_ptr = word(0);
@@ -95,18 +102,7 @@ pub fn read_msghdr(mem: &Mem, addr: u64) -> Result<Message, Errno> {
     if iovlen > MAX_IOV {
         return Err(Errno::EMSGSIZE);
     }
-    let vec = mem.read(iov, iovlen as usize * 16)?;
-    let mut data = Vec::new();
-    for v in vec.chunks_exact(16) {
-        let base = u64::from_ne_bytes(v[..8].try_into().expect("8 bytes"));
-        let len = u64::from_ne_bytes(v[8..].try_into().expect("8 bytes")) as usize;
-        let room = MAX_DATA - data.len();
-        if room == 0 {
-            break;
-        }
-        data.extend(mem.read(base, len.min(room))?);
-    }
-    if controllen as usize > 64 * 1024 {
+    if controllen as usize > MAX_CONTROL {
         return Err(Errno::ENOBUFS);
     }
     let control = if control == 0 {
@@ -114,11 +110,62 @@ pub fn read_msghdr(mem: &Mem, addr: u64) -> Result<Message, Errno> {
     } else {
         mem.read(control, controllen as usize)?
     };
-    Ok(Message {
+    Ok(Header {
         name,
-        data,
         control,
+        iov,
+        iovlen,
     })
+}
+
+/// The payload an iovec array describes, at most `room` bytes, read now.
+pub fn read_iov(mem: &Mem, iov: u64, iovlen: u64, room: usize) -> Result<Vec<u8>, Errno> {
+    if iovlen > MAX_IOV {
+        return Err(Errno::EMSGSIZE);
+    }
+    let vec = mem.read(iov, iovlen as usize * 16)?;
+    let mut data = Vec::new();
+    for v in vec.chunks_exact(16) {
+        let base = u64::from_ne_bytes(v[..8].try_into().expect("8 bytes"));
+        let len = u64::from_ne_bytes(v[8..].try_into().expect("8 bytes")) as usize;
+        let left = room - data.len();
+        if left == 0 {
+            break;
+        }
+        data.extend(mem.read(base, len.min(left))?);
+    }
+    Ok(data)
+}
+
+/// IPv6 routing headers and IPv4 source-route options in control data (SPEC §7.3): they send
+/// an approved packet through hops no policy named.
+pub fn routing_option(control: &[u8]) -> Option<&'static str> {
+    const HDR: usize = 16;
+    let mut at = 0;
+    while at + HDR <= control.len() {
+        let len = u64::from_ne_bytes(control[at..at + 8].try_into().expect("8 bytes")) as usize;
+        let level = i32::from_ne_bytes(control[at + 8..at + 12].try_into().expect("4 bytes"));
+        let ty = i32::from_ne_bytes(control[at + 12..at + 16].try_into().expect("4 bytes")) as u32;
+        let found = match (level, ty) {
+            (libc::IPPROTO_IP, t) if t == libc::IP_OPTIONS as u32 => Some("IP_OPTIONS"),
+            (libc::IPPROTO_IP, t) if t == libc::IP_RETOPTS as u32 => Some("IP_RETOPTS"),
+            (libc::IPPROTO_IPV6, t) if t == libc::IPV6_RTHDR as u32 => Some("IPV6_RTHDR"),
+            (libc::IPPROTO_IPV6, crate::confine::sockets::IPV6_2292RTHDR) => Some("IPV6_2292RTHDR"),
+            (libc::IPPROTO_IPV6, crate::confine::sockets::IPV6_2292PKTOPTIONS) => {
+                Some("IPV6_2292PKTOPTIONS")
+            }
+            _ => None,
+        };
+        if found.is_some() {
+            return found;
+        }
+        if len < HDR {
+            // The kernel rejects such a message; nothing further can be read reliably.
+            return None;
+        }
+        at += (len + 7) & !7;
+    }
+    None
 }
 
 fn rc(r: isize) -> Result<usize, Errno> {
@@ -156,22 +203,28 @@ pub fn sendto(sock: &OwnedFd, data: &[u8], flags: i32, addr: &[u8]) -> Result<us
     rc(r)
 }
 
-pub fn sendmsg(sock: &OwnedFd, m: &Message, flags: i32) -> Result<usize, Errno> {
+pub fn sendmsg(
+    sock: &OwnedFd,
+    name: Option<&[u8]>,
+    data: &[u8],
+    control: &[u8],
+    flags: i32,
+) -> Result<usize, Errno> {
     let mut iov = libc::iovec {
-        iov_base: m.data.as_ptr() as *mut libc::c_void,
-        iov_len: m.data.len(),
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
     };
     // SAFETY: an all-zero msghdr is valid; the fields set below point at buffers we own.
     let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
-    if let Some(n) = &m.name {
+    if let Some(n) = name {
         h.msg_name = n.as_ptr() as *mut libc::c_void;
         h.msg_namelen = n.len() as libc::socklen_t;
     }
     h.msg_iov = &mut iov;
     h.msg_iovlen = 1;
-    if !m.control.is_empty() {
-        h.msg_control = m.control.as_ptr() as *mut libc::c_void;
-        h.msg_controllen = m.control.len();
+    if !control.is_empty() {
+        h.msg_control = control.as_ptr() as *mut libc::c_void;
+        h.msg_controllen = control.len();
     }
     // SAFETY: `h` and everything it points at live until the call returns.
     let r = unsafe { libc::sendmsg(sock.as_raw_fd(), &h, flags) };
@@ -226,4 +279,35 @@ pub fn file_flags(sock: &OwnedFd) -> Option<i32> {
 /// no MSG_DONTWAIT): such calls must not hold up the guard's other callers.
 pub fn may_block(fl: i32, flags: i32) -> bool {
     fl & libc::O_NONBLOCK == 0 && flags & libc::MSG_DONTWAIT == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmsg(level: i32, ty: i32, data: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&((16 + data.len()) as u64).to_ne_bytes());
+        v.extend_from_slice(&level.to_ne_bytes());
+        v.extend_from_slice(&ty.to_ne_bytes());
+        v.extend_from_slice(data);
+        while v.len() % 8 != 0 {
+            v.push(0);
+        }
+        v
+    }
+
+    #[test]
+    fn routing_options_in_control_data_are_found() {
+        let ttl = cmsg(libc::IPPROTO_IP, libc::IP_TTL, &[64, 0, 0, 0]);
+        assert_eq!(routing_option(&ttl), None);
+        let rthdr = cmsg(libc::IPPROTO_IPV6, libc::IPV6_RTHDR, &[0; 8]);
+        assert_eq!(
+            routing_option(&[ttl.clone(), rthdr].concat()),
+            Some("IPV6_RTHDR")
+        );
+        let opts = cmsg(libc::IPPROTO_IP, libc::IP_RETOPTS, &[0x83, 3, 4]);
+        assert_eq!(routing_option(&opts), Some("IP_RETOPTS"));
+        assert_eq!(routing_option(&[1, 2, 3]), None);
+    }
 }

@@ -3,8 +3,9 @@
 //!
 //! The filter sends `connect`, `sendmsg`, `sendmmsg` and `sendto` with a destination to the
 //! guard; `sendto` without one (`send`) is decided in BPF, since its destination pointer is a
-//! register the workload cannot change after the check. The program is compiled once on the
-//! host, like the other filters.
+//! register the workload cannot change after the check. `execve` and `execveat` go to the
+//! guard too, which captures what each exec started (`capture`). The program is compiled
+//! once on the host, like the other filters.
 //!
 //! Hand-over: after loading, the process holds the only listener fd. It writes the fd's number
 //! on a unix socket the runtime opened to the guard before the container process was cloned;
@@ -62,7 +63,10 @@ pub fn profile() -> oci_spec::runtime::LinuxSeccomp {
             Arch::ScmpArchX86,
             Arch::ScmpArchX32,
         ])
-        .syscalls(vec![notify(&["connect", "sendmsg", "sendmmsg"]), sendto])
+        .syscalls(vec![
+            notify(&["connect", "sendmsg", "sendmmsg", "execve", "execveat"]),
+            sendto,
+        ])
         .build()
         .expect("static profile")
 }

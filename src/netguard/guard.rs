@@ -2,18 +2,25 @@
 //! life. Each container process hands it the listener of its notification filter; a thread
 //! per listener receives the notified calls, decides (§7.1, §7.2) and, when allowed, performs
 //! the call itself on the caller's socket (`pidfd_getfd`) with the arguments it validated.
-//! Calls on unix and netlink sockets continue in the kernel untouched.
+//!
+//! What it never does: answer "continue" for a call on an inet socket. Calls on unix and
+//! netlink sockets continue in the kernel; a descriptor swapped under such a call meets the
+//! kernel fence (`fence`), which refuses inet connects and addressed sends by anyone but the
+//! guard. `execve` continues too, with the guard attached to read what the kernel started
+//! (`capture`). Everything it holds for a call is bounded: listener threads, waiting calls,
+//! copied bytes, captures, remembered connections, audit lines.
 //!
 //! When the guard is gone its listeners close and the kernel fails every notified call
-//! (ENOSYS): the container keeps running without network.
+//! (ENOSYS): the container keeps running without network and cannot start new programs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::{IoSliceMut, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -21,18 +28,33 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{self, sockopt, ControlMessageOwned, MsgFlags};
 use nix::unistd::Pid;
 
-use super::calls::{self, Mem, Message, MMSGHDR_LEN};
+use super::calls::{self, Header, Mem, MMSGHDR_LEN};
+use super::capture::{self, Captures};
+use super::conns::Connections;
 use super::decide::{self, Attempt, Decision};
-use super::identity::{self, Binaries, Caller};
+use super::fence::Fence;
+use super::identity::{self, Baseline, Binaries, Caller};
+use super::notif::{self, Reply};
 use super::resolver::{self, Answers};
 use super::sockaddr::{self, Target};
-use crate::audit;
+use super::waiter::{Pending, Waiter};
+use crate::audit::{self, Throttle};
 use crate::helper::{self, HelperService};
 use crate::policy::merge::{Effective, EffectiveNetwork};
 
 const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+const X32_BIT: i64 = 0x4000_0000;
+/// i386 and x32 execve/execveat: they continue, without a capture.
+const EXEC_32: [(u32, i64); 4] = [
+    (0x4000_0003, 11),
+    (0x4000_0003, 358),
+    (AUDIT_ARCH_X86_64, X32_BIT | 520),
+    (AUDIT_ARCH_X86_64, X32_BIT | 545),
+];
 /// Binaries are resolved again on a miss at most this often (a program installed later).
 const REFRESH_EVERY: Duration = Duration::from_millis(200);
+/// Process trees (init and each `exec`) served at once; one thread each.
+pub const MAX_LISTENERS: usize = 64;
 
 /// One generation of the network policies and the binaries they name.
 pub struct Generation {
@@ -46,15 +68,21 @@ pub struct Generation {
 /// What every guard thread shares.
 pub struct Shared {
     pub id: String,
-    /// `<root>/<id>`: the audit stream.
-    pub audit_dir: PathBuf,
+    audit: Throttle,
     /// The runtime's state directory: `effective.json`.
     pub own: PathBuf,
     pub init_pid: i32,
     pub resolver: Ipv4Addr,
     pub generation: RwLock<Arc<Generation>>,
     pub answers: Answers,
+    pub captures: Captures,
+    baseline: Baseline,
+    conns: Connections,
+    fence: Option<Fence>,
+    aslr: bool,
     last_refresh: Mutex<Instant>,
+    listeners: AtomicUsize,
+    waiter: OnceLock<Waiter>,
 }
 
 impl Shared {
@@ -63,7 +91,10 @@ impl Shared {
     }
 
     pub fn current(&self) -> Arc<Generation> {
-        self.generation.read().expect("not poisoned").clone()
+        self.generation
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn load_policies(&self) -> Result<BTreeMap<String, EffectiveNetwork>, String> {
@@ -74,30 +105,53 @@ impl Shared {
         Ok(eff.network_policies)
     }
 
-    /// Load `effective.json` as the next generation; returns its number.
+    /// Load `effective.json` as the next generation and end the connections of policies it
+    /// no longer has (or has changed); returns the generation's number.
     pub fn reload(&self) -> Result<u64, String> {
         let policies = self.load_policies()?;
         let resolved_at = Instant::now();
-        let binaries = Binaries::resolve(&self.root(), &policies);
-        let mut g = self.generation.write().expect("not poisoned");
-        let n = g.n + 1;
-        *g = Arc::new(Generation {
-            n,
-            policies,
-            binaries,
-            resolved_at,
-        });
+        let binaries = Binaries::resolve(&self.root(), &policies, &self.baseline);
+        let (n, revoked) = {
+            let mut g = self.generation.write().unwrap_or_else(|e| e.into_inner());
+            let revoked: HashSet<String> = g
+                .policies
+                .iter()
+                .filter(|(k, old)| {
+                    policies.get(*k).is_none_or(|new| {
+                        serde_json::to_value(&new.policy).ok()
+                            != serde_json::to_value(&old.policy).ok()
+                    })
+                })
+                .map(|(k, _)| k.clone())
+                .collect();
+            let n = g.n + 1;
+            *g = Arc::new(Generation {
+                n,
+                policies,
+                binaries,
+                resolved_at,
+            });
+            (n, revoked)
+        };
+        if let Some(f) = &self.fence {
+            let cut = self
+                .conns
+                .revoke(&revoked, &f.container.join("cgroup.procs"));
+            if cut > 0 {
+                tracing::info!("network guard of {}: revoked {cut} connection(s)", self.id);
+            }
+        }
         Ok(n)
     }
 
     /// Resolve binaries again (same generation) after a caller's lookup at `looked_at` missed:
     /// a binary may have been installed since. A resolution that started after the lookup
-    /// already sees the caller's executable, which existed before the caller ran it. One resolution per REFRESH_EVERY at most; a
-    /// caller arriving sooner waits for the next one rather than being refused on a stale
-    /// view. The wait is on a path to a likely refusal, and holds up only the listener of the
-    /// caller's own process tree.
+    /// already sees the caller's executable, which existed before the caller ran it. One
+    /// resolution per REFRESH_EVERY at most; a caller arriving sooner waits for the next one
+    /// rather than being refused on a stale view. The wait is on a path to a likely refusal,
+    /// and holds up only the listener of the caller's own process tree.
     fn refresh_binaries(&self, looked_at: Instant) -> Arc<Generation> {
-        let mut last = self.last_refresh.lock().expect("not poisoned");
+        let mut last = self.last_refresh.lock().unwrap_or_else(|e| e.into_inner());
         let cur = self.current();
         if cur.resolved_at > looked_at {
             return cur;
@@ -107,7 +161,7 @@ impl Shared {
             std::thread::sleep(wait);
         }
         let started = Instant::now();
-        let binaries = Binaries::resolve(&self.root(), &cur.policies);
+        let binaries = Binaries::resolve(&self.root(), &cur.policies, &self.baseline);
         *last = Instant::now();
         let next = Arc::new(Generation {
             n: cur.n,
@@ -115,7 +169,7 @@ impl Shared {
             binaries,
             resolved_at: started,
         });
-        let mut g = self.generation.write().expect("not poisoned");
+        let mut g = self.generation.write().unwrap_or_else(|e| e.into_inner());
         if g.n == cur.n {
             *g = next.clone();
         }
@@ -123,7 +177,7 @@ impl Shared {
     }
 
     pub fn audit(&self, ev: audit::Event) {
-        audit::record(&self.audit_dir, &ev);
+        self.audit.record(&ev);
     }
 }
 
@@ -141,6 +195,8 @@ pub struct GuardConfigBase {
     pub own: PathBuf,
     pub resolver: Ipv4Addr,
     pub upstream: Vec<IpAddr>,
+    /// The kernel fence, set up between create and start.
+    pub fence: Option<Fence>,
 }
 
 impl GuardConfigBase {
@@ -163,7 +219,7 @@ impl Guard {
     pub fn new(c: GuardConfig) -> Guard {
         let shared = Shared {
             id: c.base.id,
-            audit_dir: c.base.audit_dir,
+            audit: Throttle::new(c.base.audit_dir),
             own: c.base.own,
             init_pid: c.init_pid,
             resolver: c.base.resolver,
@@ -174,7 +230,14 @@ impl Guard {
                 resolved_at: Instant::now(),
             })),
             answers: Answers::default(),
+            captures: Captures::default(),
+            baseline: Baseline::default(),
+            conns: Connections::default(),
+            fence: c.base.fence,
+            aslr: capture::system_aslr(),
             last_refresh: Mutex::new(Instant::now() - REFRESH_EVERY),
+            listeners: AtomicUsize::new(0),
+            waiter: OnceLock::new(),
         };
         Guard {
             shared: Some(Arc::new(shared)),
@@ -201,12 +264,26 @@ impl HelperService for Guard {
             // No policies means no egress: every call is refused, none is let through.
             tracing::error!("network guard of {}: {e}", shared.id);
         }
+        let s = shared.clone();
+        match Waiter::start(Box::new(move || s.audit.flush(false))) {
+            Ok(w) => {
+                let _ = shared.waiter.set(w);
+            }
+            // Without the waiter, calls that would wait fail with EAGAIN.
+            Err(e) => tracing::error!("network guard of {}: waiter: {e}", shared.id),
+        }
         if let Err(e) = resolver::start(shared.clone(), std::mem::take(&mut self.upstream)) {
             tracing::error!("network guard of {}: resolver: {e}", shared.id);
         }
         let s = shared.clone();
-        std::thread::spawn(move || control_loop(s, control));
+        if let Err(e) = std::thread::Builder::new()
+            .name("guard-control".into())
+            .spawn(move || control_loop(s, control))
+        {
+            tracing::error!("network guard of {}: control thread: {e}", shared.id);
+        }
         helper::wait_exit(init_exit);
+        shared.audit.flush(true);
     }
 }
 
@@ -246,13 +323,9 @@ fn serve_control(shared: &Arc<Shared>, mut conn: UnixStream) -> std::io::Result<
     let (line, pid) = read_request(&conn)?;
     let reply = match line.split_whitespace().collect::<Vec<_>>()[..] {
         ["L", fd] => match (pid, fd.parse::<i32>()) {
-            (Some(pid), Ok(fd)) => match take_listener(pid, fd) {
-                Ok(listener) => {
-                    let s = shared.clone();
-                    std::thread::spawn(move || serve_listener(s, Arc::new(listener)));
-                    "ok".to_string()
-                }
-                Err(e) => format!("error: taking fd {fd} of pid {pid}: {e}"),
+            (Some(pid), Ok(fd)) => match adopt(shared, pid, fd) {
+                Ok(()) => "ok".to_string(),
+                Err(e) => format!("error: {e}"),
             },
             _ => "error: no credentials".to_string(),
         },
@@ -266,91 +339,40 @@ fn serve_control(shared: &Arc<Shared>, mut conn: UnixStream) -> std::io::Result<
     conn.write_all(format!("{reply}\n").as_bytes())
 }
 
-/// The descriptor `fd` of the process (or thread) behind `pidfd`.
-fn pidfd_getfd(pidfd: &OwnedFd, fd: i32) -> Result<OwnedFd, Errno> {
-    // SAFETY: pidfd_getfd duplicates a descriptor of another process into ours.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-    if r < 0 {
-        return Err(Errno::last());
+/// Take the listener of a new container process and serve it on a thread of its own. The
+/// process waits for the answer, so it runs nothing before it is in the fence.
+fn adopt(shared: &Arc<Shared>, pid: i32, fd: i32) -> Result<(), String> {
+    if let Some(f) = &shared.fence {
+        f.admit(pid).map_err(|e| e.to_string())?;
     }
-    // SAFETY: a new descriptor, ours alone.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
-}
-
-/// `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` (Linux 6.6): the notified side runs on the waker's CPU.
-const NOTIF_FD_SYNC_WAKE_UP: libc::c_ulong = 1;
-
-fn take_listener(pid: i32, fd: i32) -> Result<OwnedFd, Errno> {
-    let pidfd = helper::pidfd_open_flags(pid, 0)?;
-    let listener = pidfd_getfd(&pidfd, fd)?;
-    // A notified call is a hand-off: the caller sleeps while the guard works, and the guard
-    // sleeps while the caller runs. Waking each other on the same CPU saves two cross-CPU
-    // wake-ups per call. Older kernels refuse the flag; the guard works without it.
-    // SAFETY: SET_FLAGS takes the flags by value.
-    unsafe {
-        libc::ioctl(
-            listener.as_raw_fd(),
-            libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
-            NOTIF_FD_SYNC_WAKE_UP,
-        )
+    if shared.listeners.fetch_add(1, Ordering::SeqCst) >= MAX_LISTENERS {
+        shared.listeners.fetch_sub(1, Ordering::SeqCst);
+        return Err(format!(
+            "{MAX_LISTENERS} process trees are already under this guard"
+        ));
+    }
+    let listener = match notif::take_listener(pid, fd) {
+        Ok(l) => l,
+        Err(e) => {
+            shared.listeners.fetch_sub(1, Ordering::SeqCst);
+            return Err(format!("taking fd {fd} of pid {pid}: {e}"));
+        }
     };
-    Ok(listener)
+    let s = shared.clone();
+    std::thread::Builder::new()
+        .name("guard-listener".into())
+        .spawn(move || {
+            serve_listener(&s, Arc::new(listener));
+            s.listeners.fetch_sub(1, Ordering::SeqCst);
+        })
+        .map(drop)
+        .map_err(|e| {
+            shared.listeners.fetch_sub(1, Ordering::SeqCst);
+            format!("no thread for the listener: {e}")
+        })
 }
 
-/// A pidfd for the notifying thread: PIDFD_THREAD (Linux 6.9) where the kernel has it.
-fn pidfd_of_thread(tid: i32) -> Result<OwnedFd, Errno> {
-    helper::pidfd_open_flags(tid, libc::O_EXCL as u32).or_else(|_| {
-        let status =
-            std::fs::read_to_string(format!("/proc/{tid}/status")).map_err(|_| Errno::ESRCH)?;
-        let tgid = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Tgid:"))
-            .and_then(|v| v.trim().parse().ok())
-            .ok_or(Errno::ESRCH)?;
-        helper::pidfd_open_flags(tgid, 0)
-    })
-}
-
-fn notif_valid(listener: &OwnedFd, id: u64) -> bool {
-    // SAFETY: the ioctl reads a u64 id we pass by pointer.
-    unsafe {
-        libc::ioctl(
-            listener.as_raw_fd(),
-            libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
-            &id as *const u64,
-        ) == 0
-    }
-}
-
-/// The answer to one notification: a return value, an errno, or "continue in the kernel".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reply {
-    Value(i64),
-    Error(Errno),
-    Continue,
-}
-
-fn respond(listener: &OwnedFd, id: u64, reply: Reply) {
-    // SAFETY: an all-zero response is valid; fields are set below.
-    let mut resp: libc::seccomp_notif_resp = unsafe { std::mem::zeroed() };
-    resp.id = id;
-    match reply {
-        Reply::Value(v) => resp.val = v,
-        Reply::Error(e) => resp.error = -(e as i32),
-        Reply::Continue => resp.flags = libc::SECCOMP_USER_NOTIF_FLAG_CONTINUE as u32,
-    }
-    // SAFETY: the ioctl reads the response struct we pass by pointer. ENOENT (the caller was
-    // interrupted or died) needs nothing from us.
-    unsafe {
-        libc::ioctl(
-            listener.as_raw_fd(),
-            libc::SECCOMP_IOCTL_NOTIF_SEND,
-            &mut resp as *mut libc::seccomp_notif_resp,
-        );
-    }
-}
-
-fn serve_listener(shared: Arc<Shared>, listener: Arc<OwnedFd>) {
+fn serve_listener(shared: &Arc<Shared>, listener: Arc<OwnedFd>) {
     loop {
         let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::NONE) {
@@ -363,62 +385,64 @@ fn serve_listener(shared: Arc<Shared>, listener: Arc<OwnedFd>) {
             // Every process using this filter is gone.
             return;
         }
-        // SAFETY: the kernel requires a zeroed struct and fills it.
-        let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
-        // SAFETY: RECV writes one notification into `req`.
-        let rc = unsafe {
-            libc::ioctl(
-                listener.as_raw_fd(),
-                libc::SECCOMP_IOCTL_NOTIF_RECV,
-                &mut req as *mut libc::seccomp_notif,
-            )
-        };
-        if rc != 0 {
-            match Errno::last() {
-                Errno::EINTR | Errno::ENOENT => continue,
-                _ => return,
-            }
+        match notif::recv(&listener) {
+            Ok(req) => handle(shared, &listener, &req),
+            Err(Errno::EINTR | Errno::ENOENT) => continue,
+            Err(_) => return,
         }
-        handle(&shared, &listener, &req);
     }
 }
 
-/// What a notified call asks for, read from the caller once.
+/// What a notified call asks for. Destinations and control data are copied from the caller
+/// once, when the call is decided; payloads are read when they are sent.
 enum Request {
     Connect(Vec<u8>),
     SendTo {
-        data: Vec<u8>,
+        buf: u64,
+        len: usize,
         flags: i32,
         addr: Vec<u8>,
     },
-    SendMsg(Message, i32),
+    SendMsg(Header, i32),
     SendMmsg {
         vec: u64,
-        msgs: Vec<Message>,
+        hdrs: Vec<Header>,
         flags: i32,
     },
+}
+
+impl Request {
+    fn flags(&self) -> i32 {
+        match self {
+            Request::Connect(_) => 0,
+            Request::SendTo { flags, .. }
+            | Request::SendMsg(_, flags)
+            | Request::SendMmsg { flags, .. } => *flags,
+        }
+    }
 }
 
 fn read_request_args(mem: &Mem, nr: i64, a: &[u64; 6]) -> Result<Request, Errno> {
     match nr {
         libc::SYS_connect => Ok(Request::Connect(calls::read_sockaddr(mem, a[1], a[2])?)),
         libc::SYS_sendto => Ok(Request::SendTo {
-            data: mem.read(a[1], (a[2] as usize).min(calls::MAX_DATA))?,
+            buf: a[1],
+            len: (a[2] as usize).min(calls::MAX_DATA),
             flags: a[3] as i32,
             addr: calls::read_sockaddr(mem, a[4], a[5])?,
         }),
         libc::SYS_sendmsg => Ok(Request::SendMsg(
-            calls::read_msghdr(mem, a[1])?,
+            calls::read_header(mem, a[1])?,
             a[2] as i32,
         )),
         libc::SYS_sendmmsg => {
-            let n = (a[2] as usize).min(1024);
-            let msgs = (0..n)
-                .map(|i| calls::read_msghdr(mem, a[1] + (i * MMSGHDR_LEN) as u64))
+            let n = (a[2] as u32 as usize).min(calls::MAX_MMSG);
+            let hdrs = (0..n)
+                .map(|i| calls::read_header(mem, a[1] + (i * MMSGHDR_LEN) as u64))
                 .collect::<Result<_, _>>()?;
             Ok(Request::SendMmsg {
                 vec: a[1],
-                msgs,
+                hdrs,
                 flags: a[3] as i32,
             })
         }
@@ -436,71 +460,108 @@ fn syscall_name(nr: i64) -> &'static str {
     }
 }
 
+fn refuse(
+    shared: &Shared,
+    listener: &OwnedFd,
+    id: u64,
+    tid: i32,
+    why: &str,
+    request: serde_json::Value,
+) {
+    let mut ev = audit::Event::new(&shared.id, "network", "denied", "network guard", why);
+    ev.pid = Some(tid);
+    ev.request = request;
+    shared.audit(ev);
+    notif::respond(listener, id, Reply::Error(Errno::EACCES));
+}
+
+/// The flags a send passes in a register: a fast open on a socket the guard lets continue
+/// would be the kernel's to perform on whatever socket the number names by then.
+fn register_flags(nr: i64, a: &[u64; 6]) -> i32 {
+    match nr {
+        libc::SYS_sendto | libc::SYS_sendmmsg => a[3] as i32,
+        libc::SYS_sendmsg => a[2] as i32,
+        _ => 0,
+    }
+}
+
 fn handle(shared: &Arc<Shared>, listener: &Arc<OwnedFd>, req: &libc::seccomp_notif) {
     let id = req.id;
     let nr = req.data.nr as i64;
     let tid = req.pid as i32;
-    if req.data.arch != AUDIT_ARCH_X86_64
-        || !matches!(
-            nr,
-            libc::SYS_connect | libc::SYS_sendto | libc::SYS_sendmsg | libc::SYS_sendmmsg
-        )
-    {
-        let mut ev = audit::Event::new(
-            &shared.id,
-            "network",
-            "denied",
-            "network guard",
-            "network calls of 32-bit processes are not supported",
-        );
-        ev.pid = Some(tid);
-        shared.audit(ev);
-        return respond(listener, id, Reply::Error(Errno::EACCES));
+    if EXEC_32.contains(&(req.data.arch, nr)) {
+        return notif::respond(listener, id, Reply::Continue);
     }
-    let pidfd = match pidfd_of_thread(tid) {
+    if req.data.arch != AUDIT_ARCH_X86_64 || nr & X32_BIT != 0 {
+        return refuse(
+            shared,
+            listener,
+            id,
+            tid,
+            "network calls of 32-bit processes are not supported",
+            serde_json::Value::Null,
+        );
+    }
+    match nr {
+        libc::SYS_execve | libc::SYS_execveat => return exec(shared, listener, id, tid),
+        libc::SYS_connect | libc::SYS_sendto | libc::SYS_sendmsg | libc::SYS_sendmmsg => {}
+        _ => return notif::respond(listener, id, Reply::Error(Errno::ENOSYS)),
+    }
+    let pidfd = match notif::pidfd_of_thread(tid) {
         Ok(p) => p,
-        Err(_) => return respond(listener, id, Reply::Error(Errno::ESRCH)),
+        Err(_) => return notif::respond(listener, id, Reply::Error(Errno::ESRCH)),
     };
-    if !notif_valid(listener, id) {
+    if !notif::valid(listener, id) {
         return;
     }
-    let sock = match pidfd_getfd(&pidfd, req.data.args[0] as i32) {
+    let sock = match notif::pidfd_getfd(&pidfd, req.data.args[0] as i32) {
         Ok(s) => s,
-        Err(e) => return respond(listener, id, Reply::Error(e)),
+        Err(e) => return notif::respond(listener, id, Reply::Error(e)),
     };
-    let domain = match domain_of(&sock) {
-        Some(d) => d,
-        None => return respond(listener, id, Reply::Error(Errno::ENOTSOCK)),
+    let Some(domain) = domain_of(&sock) else {
+        return notif::respond(listener, id, Reply::Error(Errno::ENOTSOCK));
     };
+    let what = || serde_json::json!({"syscall": syscall_name(nr), "family": domain});
     match domain {
         libc::AF_INET | libc::AF_INET6 => {}
-        // Local sockets: no network to guard.
-        libc::AF_UNIX | libc::AF_NETLINK => return respond(listener, id, Reply::Continue),
+        libc::AF_UNIX | libc::AF_NETLINK => {
+            if register_flags(nr, &req.data.args) & libc::MSG_FASTOPEN != 0 {
+                return refuse(
+                    shared,
+                    listener,
+                    id,
+                    tid,
+                    "fast open on a local socket",
+                    what(),
+                );
+            }
+            // Local sockets: no network to guard. If another thread swaps an inet socket
+            // onto this descriptor before the kernel looks it up again, the kernel fence
+            // refuses the inet connect or addressed send (the caller is not the guard).
+            return notif::respond(listener, id, Reply::Continue);
+        }
         _ => {
-            let mut ev = audit::Event::new(
-                &shared.id,
-                "network",
-                "denied",
-                "network guard",
+            return refuse(
+                shared,
+                listener,
+                id,
+                tid,
                 "only inet, unix and netlink sockets may send",
-            );
-            ev.pid = Some(tid);
-            ev.request = serde_json::json!({"syscall": syscall_name(nr), "family": domain});
-            shared.audit(ev);
-            return respond(listener, id, Reply::Error(Errno::EACCES));
+                what(),
+            )
         }
     }
     let mem = Mem(Pid::from_raw(tid));
     let request = match read_request_args(&mem, nr, &req.data.args) {
         Ok(r) => r,
-        Err(e) => return respond(listener, id, Reply::Error(e)),
+        Err(e) => return notif::respond(listener, id, Reply::Error(e)),
     };
     // The pid in the notification is still the caller: its memory was the caller's.
-    if !notif_valid(listener, id) {
+    if !notif::valid(listener, id) {
         return;
     }
     let Some(caller) = Caller::of(tid) else {
-        return respond(listener, id, Reply::Error(Errno::ESRCH));
+        return notif::respond(listener, id, Reply::Error(Errno::ESRCH));
     };
     let ctx = CallCtx {
         shared: shared.clone(),
@@ -509,15 +570,16 @@ fn handle(shared: &Arc<Shared>, listener: &Arc<OwnedFd>, req: &libc::seccomp_not
         caller,
         syscall: syscall_name(nr),
     };
-    // The file's flags, read once: whether the call may wait, and what to restore after a
-    // connect the guard makes non-blocking.
-    let fl = calls::file_flags(&sock);
-    let blocking = fl.is_some_and(|fl| calls::may_block(fl, request_flags(&request)))
-        && socket::getsockopt(&sock, sockopt::SockType)
-            .is_ok_and(|t| t == socket::SockType::Stream);
-    match (request, fl) {
-        (Request::Connect(addr), Some(fl)) if blocking => ctx.connect_blocking(sock, addr, fl),
-        (request, _) => ctx.dispatch(sock, request, blocking),
+    ctx.run(sock, request);
+}
+
+/// An `execve`: it continues, and the guard reads what the kernel started at the exec stop.
+fn exec(shared: &Shared, listener: &Arc<OwnedFd>, id: u64, tid: i32) {
+    let got = capture::continue_and_capture(tid, shared.aslr, || {
+        notif::respond(listener, id, Reply::Continue)
+    });
+    if let Some((layout, cap)) = got {
+        shared.captures.insert(layout, cap);
     }
 }
 
@@ -537,20 +599,8 @@ fn domain_of(sock: &OwnedFd) -> Option<i32> {
     (r == 0).then_some(d)
 }
 
-fn request_flags(r: &Request) -> i32 {
-    match r {
-        Request::Connect(_) => 0,
-        Request::SendTo { flags, .. } | Request::SendMsg(_, flags) => *flags,
-        Request::SendMmsg { flags, .. } => *flags,
-    }
-}
-
-fn to_reply(r: Result<usize, Errno>) -> Reply {
-    match r {
-        Ok(n) => Reply::Value(n as i64),
-        Err(e) => Reply::Error(e),
-    }
-}
+/// A send the guard performs: `Err(EAGAIN)` from a caller that may wait means "not yet".
+type Op = Box<dyn FnMut(&OwnedFd) -> Result<usize, Errno> + Send>;
 
 /// One notified call after its arguments were read.
 struct CallCtx {
@@ -562,158 +612,284 @@ struct CallCtx {
 }
 
 impl CallCtx {
-    /// Perform the call here, or on a thread of its own when it may wait.
-    fn dispatch(self, sock: OwnedFd, request: Request, blocking: bool) {
-        // A send that may wait for buffer space runs on a thread of its own, so one slow peer
-        // stalls no other caller.
-        if blocking {
-            std::thread::spawn(move || self.finish(&sock, request));
-        } else {
-            self.finish(&sock, request);
-        }
+    fn respond(&self, r: Reply) {
+        notif::respond(&self.listener, self.id, r);
     }
 
-    fn finish(self, sock: &OwnedFd, request: Request) {
-        let reply = self.perform(sock, request);
-        respond(&self.listener, self.id, reply);
-    }
-
-    /// A connect on a blocking socket: decided, started without blocking, and finished here
-    /// when the handshake is already over (loopback, refusals), else on a thread that waits
-    /// for it while the caller is still waiting.
-    fn connect_blocking(self, sock: OwnedFd, addr: Vec<u8>, fl: i32) {
-        if let Err(e) = self.allowed(&addr) {
-            return respond(&self.listener, self.id, Reply::Error(e));
-        }
-        let result = match calls::connect_nowait(&sock, &addr, fl) {
-            Ok(Some(n)) => Ok(n),
-            Err(e) => Err(e),
-            Ok(None) => match calls::connect_result(&sock, 0) {
-                Some(r) => r,
-                None => {
-                    std::thread::spawn(move || self.await_connect(&sock));
-                    return;
-                }
-            },
-        };
-        respond(&self.listener, self.id, to_reply(result));
-    }
-
-    fn await_connect(self, sock: &OwnedFd) {
-        loop {
-            // A caller interrupted by a signal no longer waits; its connect goes on, as in
-            // the kernel.
-            if !notif_valid(&self.listener, self.id) {
-                return;
-            }
-            if let Some(r) = calls::connect_result(sock, 100) {
-                return respond(&self.listener, self.id, to_reply(r));
-            }
-        }
-    }
-
-    fn perform(&self, sock: &OwnedFd, request: Request) -> Reply {
-        let done = |r: Result<usize, Errno>, flags: i32| match r {
-            Ok(n) => Reply::Value(n as i64),
-            Err(e) => {
-                self.sigpipe(e, flags);
-                Reply::Error(e)
-            }
-        };
+    fn run(self, sock: OwnedFd, request: Request) {
+        // The file's flags, read once: whether the call may wait, and what to restore after a
+        // connect the guard makes non-blocking.
+        let fl = calls::file_flags(&sock);
+        let blocking = fl.is_some_and(|fl| calls::may_block(fl, request.flags()));
         match request {
-            Request::Connect(addr) => match self.allowed(&addr) {
-                Ok(()) => done(calls::connect(sock, &addr), libc::MSG_NOSIGNAL),
-                Err(e) => Reply::Error(e),
-            },
-            Request::SendTo { data, flags, addr } => match self.allowed(&addr) {
-                Ok(()) => done(calls::sendto(sock, &data, flags, &addr), flags),
-                Err(e) => Reply::Error(e),
-            },
-            Request::SendMsg(m, flags) => {
-                match m.name.as_deref().map_or(Ok(()), |a| self.allowed(a)) {
-                    Ok(()) => done(calls::sendmsg(sock, &m, flags), flags),
-                    Err(e) => Reply::Error(e),
+            Request::Connect(addr) => self.connect(sock, addr, blocking.then_some(fl).flatten()),
+            Request::SendTo {
+                buf,
+                len,
+                flags,
+                addr,
+            } => {
+                let by = match self.allowed(&addr) {
+                    Ok(by) => by,
+                    Err(e) => return self.respond(Reply::Error(e)),
+                };
+                if flags & libc::MSG_FASTOPEN != 0 {
+                    if let Some(by) = &by {
+                        self.shared.conns.add(&sock, by);
+                    }
                 }
+                let mem = Mem(Pid::from_raw(self.caller.pid));
+                let op = send_op(blocking, flags, move |s, f| {
+                    let data = mem.read(buf, len)?;
+                    calls::sendto(s, &data, f, &addr)
+                });
+                self.finish(sock, blocking, flags, op);
             }
-            Request::SendMmsg { vec, msgs, flags } => self.sendmmsg(sock, vec, &msgs, flags),
+            Request::SendMsg(h, flags) => {
+                if let Some(opt) = calls::routing_option(&h.control) {
+                    return self.refuse_option(opt);
+                }
+                if let Err(e) = h.name.as_deref().map_or(Ok(None), |a| self.allowed(a)) {
+                    return self.respond(Reply::Error(e));
+                }
+                let mem = Mem(Pid::from_raw(self.caller.pid));
+                let op = send_op(blocking, flags, move |s, f| {
+                    let data = calls::read_iov(&mem, h.iov, h.iovlen, calls::MAX_DATA)?;
+                    calls::sendmsg(s, h.name.as_deref(), &data, &h.control, f)
+                });
+                self.finish(sock, blocking, flags, op);
+            }
+            Request::SendMmsg { vec, hdrs, flags } => {
+                self.sendmmsg(sock, vec, hdrs, flags, blocking)
+            }
+        }
+    }
+
+    /// A connect, decided; on a blocking socket started without blocking, and finished on the
+    /// waiter when the handshake is not over at once (loopback and refusals usually are).
+    fn connect(self, sock: OwnedFd, addr: Vec<u8>, blocking_flags: Option<i32>) {
+        let by = match self.allowed(&addr) {
+            Ok(by) => by,
+            Err(e) => return self.respond(Reply::Error(e)),
+        };
+        let started = match blocking_flags {
+            Some(fl) => calls::connect_nowait(&sock, &addr, fl),
+            None => calls::connect(&sock, &addr).map(Some),
+        };
+        if matches!(started, Ok(_) | Err(Errno::EINPROGRESS)) {
+            if let Some(by) = &by {
+                self.shared.conns.add(&sock, by);
+            }
+        }
+        match started {
+            Ok(Some(n)) => self.respond(Reply::Value(n as i64)),
+            Err(e) => self.respond(Reply::Error(e)),
+            Ok(None) => {
+                let ready = Box::new(|s: &OwnedFd| calls::connect_result(s, 0).map(Reply::of));
+                self.wait(sock, ready);
+            }
+        }
+    }
+
+    /// Perform `op` now; if it would block a caller that may wait, let the waiter retry it
+    /// when the socket is writable.
+    fn finish(self, sock: OwnedFd, blocking: bool, flags: i32, mut op: Op) {
+        match op(&sock) {
+            Err(Errno::EAGAIN) if blocking => {
+                let (pid, signal) = (self.caller.pid, flags & libc::MSG_NOSIGNAL == 0);
+                let ready = Box::new(move |s: &OwnedFd| match op(s) {
+                    Err(Errno::EAGAIN) => None,
+                    r => {
+                        sigpipe(pid, &r, signal);
+                        Some(Reply::of(r))
+                    }
+                });
+                self.wait(sock, ready);
+            }
+            r => {
+                sigpipe(self.caller.pid, &r, flags & libc::MSG_NOSIGNAL == 0);
+                self.respond(Reply::of(r));
+            }
+        }
+    }
+
+    fn wait(self, sock: OwnedFd, ready: super::waiter::Ready) {
+        let pending = Pending {
+            sock,
+            listener: self.listener.clone(),
+            id: self.id,
+            ready,
+        };
+        let full = match self.shared.waiter.get() {
+            Some(w) => w.submit(pending).is_err(),
+            None => true,
+        };
+        if full {
+            self.respond(Reply::Error(Errno::EAGAIN));
         }
     }
 
     /// Messages in order; the first refused or failed one ends the batch, as in the kernel.
-    fn sendmmsg(&self, sock: &OwnedFd, vec: u64, msgs: &[Message], flags: i32) -> Reply {
-        let mem = Mem(Pid::from_raw(self.caller.pid));
-        let mut sent = 0i64;
-        for (i, m) in msgs.iter().enumerate() {
-            let r = match m.name.as_deref().map_or(Ok(()), |a| self.allowed(a)) {
-                Ok(()) => calls::sendmsg(sock, m, flags),
-                Err(e) => Err(e),
-            };
-            match r {
-                Ok(n) => {
-                    let at = vec + (i * MMSGHDR_LEN) as u64 + calls::MSGHDR_LEN as u64;
-                    if mem.write(at, &(n as u32).to_ne_bytes()).is_err() {
-                        break;
-                    }
-                    sent += 1;
+    /// At most `MAX_DATA` bytes go out per call; the count says how many messages did.
+    fn sendmmsg(self, sock: OwnedFd, vec: u64, hdrs: Vec<Header>, flags: i32, blocking: bool) {
+        let mut allowed = Vec::with_capacity(hdrs.len());
+        let mut first_refusal = None;
+        for h in &hdrs {
+            if let Some(opt) = calls::routing_option(&h.control) {
+                self.event(
+                    "denied",
+                    "network guard",
+                    &format!("source routing ({opt})"),
+                    None,
+                    &[],
+                );
+                first_refusal = Some(Errno::EACCES);
+                break;
+            }
+            match h.name.as_deref().map_or(Ok(None), |a| self.allowed(a)) {
+                Ok(_) => allowed.push(h.clone()),
+                Err(e) => {
+                    first_refusal = Some(e);
+                    break;
                 }
-                Err(e) if sent == 0 => {
-                    self.sigpipe(e, flags);
-                    return Reply::Error(e);
-                }
-                Err(_) => break,
             }
         }
-        Reply::Value(sent)
-    }
-
-    /// A send that hits a closed stream raises SIGPIPE in the caller, as the kernel would.
-    fn sigpipe(&self, e: Errno, flags: i32) {
-        if e == Errno::EPIPE && flags & libc::MSG_NOSIGNAL == 0 {
-            let _ = nix::sys::signal::kill(
-                Pid::from_raw(self.caller.pid),
-                nix::sys::signal::Signal::SIGPIPE,
-            );
+        if allowed.is_empty() {
+            return self.respond(Reply::Error(first_refusal.unwrap_or(Errno::EINVAL)));
         }
+        let mem = Mem(Pid::from_raw(self.caller.pid));
+        let mut next = 0usize;
+        let mut sent = 0usize;
+        let mut bytes = 0usize;
+        let op: Op = Box::new(move |s| {
+            let f = flags | if blocking { libc::MSG_DONTWAIT } else { 0 };
+            while next < allowed.len() && bytes < calls::MAX_DATA {
+                let h = &allowed[next];
+                let r = calls::read_iov(&mem, h.iov, h.iovlen, calls::MAX_DATA - bytes)
+                    .and_then(|data| calls::sendmsg(s, h.name.as_deref(), &data, &h.control, f));
+                match r {
+                    Ok(n) => {
+                        let at = vec + (next * MMSGHDR_LEN) as u64 + calls::MSGHDR_LEN as u64;
+                        if mem.write(at, &(n as u32).to_ne_bytes()).is_err() {
+                            return Ok(sent);
+                        }
+                        bytes += n;
+                        sent += 1;
+                        next += 1;
+                    }
+                    Err(e) if sent == 0 => return Err(e),
+                    Err(_) => return Ok(sent),
+                }
+            }
+            Ok(sent)
+        });
+        self.finish(sock, blocking, flags, op);
     }
 
-    /// Decide the destination `addr`; `Err(EACCES)` when refused (with an audit event).
-    fn allowed(&self, addr: &[u8]) -> Result<(), Errno> {
+    fn refuse_option(&self, opt: &str) {
+        self.event(
+            "denied",
+            "network guard",
+            &format!("source routing ({opt}) is not allowed"),
+            None,
+            &[],
+        );
+        self.respond(Reply::Error(Errno::EACCES));
+    }
+
+    /// Decide the destination `addr`: `Ok(policy that allowed it)`, `Ok(None)` when there is
+    /// no destination to judge, `Err(EACCES)` when refused (with an audit event).
+    fn allowed(&self, addr: &[u8]) -> Result<Option<String>, Errno> {
         let dest = match sockaddr::parse(addr) {
             Target::Inet(d) => d,
-            Target::Unspec => return Ok(()),
+            Target::Unspec => return Ok(None),
             Target::Invalid(e) => return Err(Errno::from_raw(e)),
         };
         match judge(&self.shared, &self.caller, dest) {
-            Verdict::Allow => Ok(()),
-            Verdict::AuditPass { by, why, names } => {
-                self.event("allowed (audit)", &by, &why, dest, &names);
-                Ok(())
+            Verdict::Allow { policy } => Ok(policy),
+            Verdict::AuditPass {
+                policy,
+                by,
+                why,
+                names,
+            } => {
+                self.event("allowed (audit)", &by, &why, Some(dest), &names);
+                Ok(Some(policy))
             }
             Verdict::Deny { why, names } => {
-                self.event("denied", "network_policies", &why, dest, &names);
+                self.event("denied", "network_policies", &why, Some(dest), &names);
                 Err(Errno::EACCES)
             }
         }
     }
 
-    fn event(&self, decision: &str, by: &str, why: &str, dest: SocketAddr, names: &[String]) {
+    fn event(
+        &self,
+        decision: &str,
+        by: &str,
+        why: &str,
+        dest: Option<SocketAddr>,
+        names: &[String],
+    ) {
         let exe = self.caller.exe_path();
         let mut ev = audit::Event::new(&self.shared.id, "network", decision, by, why);
         ev.pid = Some(self.caller.pid);
         ev.executable = Some(&exe);
         ev.request = serde_json::json!({
             "syscall": self.syscall,
-            "destination": dest.to_string(),
+            "destination": dest.map(|d| d.to_string()),
             "names": names,
         });
         self.shared.audit(ev);
     }
 }
 
+/// A send operation with the flags the caller gave; a caller that may wait gets the send
+/// made without waiting (the waiter retries it), and a fast open still in its handshake
+/// finishes with a plain send of the data once the connection is up.
+fn send_op(
+    blocking: bool,
+    flags: i32,
+    mut send: impl FnMut(&OwnedFd, i32) -> Result<usize, Errno> + Send + 'static,
+) -> Op {
+    let mut connecting = false;
+    let mut f = flags;
+    Box::new(move |s| {
+        if connecting {
+            match calls::connect_result(s, 0) {
+                None => return Err(Errno::EAGAIN),
+                Some(Err(e)) => return Err(e),
+                Some(Ok(_)) => {
+                    connecting = false;
+                    f &= !libc::MSG_FASTOPEN;
+                }
+            }
+        }
+        let dontwait = if blocking { libc::MSG_DONTWAIT } else { 0 };
+        match send(s, f | dontwait) {
+            Err(Errno::EINPROGRESS) if blocking && f & libc::MSG_FASTOPEN != 0 => {
+                connecting = true;
+                Err(Errno::EAGAIN)
+            }
+            r => r,
+        }
+    })
+}
+
+/// A send that hits a closed stream raises SIGPIPE in the caller, as the kernel would.
+fn sigpipe(pid: i32, r: &Result<usize, Errno>, signal: bool) {
+    if signal && *r == Err(Errno::EPIPE) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGPIPE);
+    }
+}
+
 #[derive(Debug)]
 enum Verdict {
-    Allow,
+    Allow {
+        policy: Option<String>,
+    },
     AuditPass {
+        policy: String,
         by: String,
         why: String,
         names: Vec<String>,
@@ -727,7 +903,7 @@ enum Verdict {
 fn judge(shared: &Shared, caller: &Caller, dest: SocketAddr) -> Verdict {
     if dest.port() == 53 {
         return if dest.ip() == IpAddr::V4(shared.resolver) {
-            Verdict::Allow
+            Verdict::Allow { policy: None }
         } else {
             Verdict::Deny {
                 why: "DNS goes through the container's resolver only".into(),
@@ -738,14 +914,12 @@ fn judge(shared: &Shared, caller: &Caller, dest: SocketAddr) -> Verdict {
     let names = shared.answers.names_for(dest.ip());
     let looked_at = Instant::now();
     let gen = shared.current();
-    let (d, script_why) = decide_with(shared, &gen, caller, dest, &names);
-    let (d, script_why) = match &d {
-        Decision::Deny { .. } if !gen.binaries.knows(caller.exe) => {
-            let g = shared.refresh_binaries(looked_at);
-            decide_with(shared, &g, caller, dest, &names)
-        }
-        _ => (d, script_why),
-    };
+    let (mut d, mut refusal) = decide_with(shared, &gen, caller, dest, &names);
+    let mut gen = gen;
+    if matches!(d, Decision::Deny { .. }) && !gen.binaries.knows(caller.exe.id) {
+        gen = shared.refresh_binaries(looked_at);
+        (d, refusal) = decide_with(shared, &gen, caller, dest, &names);
+    }
     match d {
         Decision::Allow {
             would_deny: Some(why),
@@ -754,17 +928,21 @@ fn judge(shared: &Shared, caller: &Caller, dest: SocketAddr) -> Verdict {
             ..
         } => Verdict::AuditPass {
             by: format!("{policy} {endpoint}"),
+            policy,
             why,
             names,
         },
-        Decision::Allow { .. } => Verdict::Allow,
-        Decision::Deny { reason } => Verdict::Deny {
-            why: match script_why {
-                Some(s) => format!("{reason} ({s})"),
-                None => reason,
-            },
-            names,
+        Decision::Allow { policy, .. } => Verdict::Allow {
+            policy: Some(policy),
         },
+        Decision::Deny { reason } => {
+            let why = match (gen.binaries.tampered.get(&caller.exe.id), refusal) {
+                (Some(t), _) => format!("{reason} ({t})"),
+                (None, Some(s)) => format!("{reason} ({s})"),
+                (None, None) => reason,
+            };
+            Verdict::Deny { why, names }
+        }
     }
 }
 
@@ -781,10 +959,10 @@ fn decide_with(
         let Some(set) = gen.binaries.by_policy.get(key) else {
             return false;
         };
-        match identity::matches(set, caller, &root) {
+        match identity::matches(set, caller, &shared.captures, &root) {
             Ok(m) => m,
             Err(why) => {
-                *refusal.lock().expect("not poisoned") = Some(why);
+                *refusal.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
                 false
             }
         }
@@ -798,5 +976,5 @@ fn decide_with(
         },
         &binary_allowed,
     );
-    (d, refusal.into_inner().expect("not poisoned"))
+    (d, refusal.into_inner().unwrap_or_else(|e| e.into_inner()))
 }

@@ -1,43 +1,36 @@
-//! Who is calling (SPEC §7.2): the file the kernel runs for the process, by device and inode,
-//! against each policy's binaries resolved inside the container's root. A script entry is the
-//! interpreter running that script file, without inline code or injection variables.
+//! Who is calling (SPEC §7.2): the file the kernel runs for the process, by device, inode and
+//! change time, against each policy's binaries resolved inside the container's root. A
+//! script entry is the interpreter running that script file. What the process was started
+//! with (argv, environment, working directory) comes from its exec capture, never from
+//! `/proc` at connect time.
+//!
+//! Binaries are pinned the first time the guard resolves them (at create, or when a binary
+//! is installed later): a path that later names another file (replaced) or the same file
+//! rewritten in place (a new change time) is refused, with the reason in the audit event.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
 
+use super::capture::{self, Capture, Captures, Family, FileId, Stamp};
 use crate::executor::DEFAULT_PATH;
 use crate::policy::merge::EffectiveNetwork;
 
-/// (device, inode) of a file.
-pub type FileId = (u64, u64);
-
-/// Flags that make an interpreter run code from its arguments instead of the script.
-const INLINE_CODE: &[&str] = &["-e", "-c", "--eval", "-r", "--require", "--import", "-p"];
-/// Environment that injects code into the loader or the interpreter.
-const INJECTION_VARS: &[&str] = &[
-    "LD_PRELOAD",
-    "LD_LIBRARY_PATH",
-    "LD_AUDIT",
-    "NODE_OPTIONS",
-    "PYTHONSTARTUP",
-    "PYTHONPATH",
-    "BUN_OPTIONS",
-];
 /// Entries visited while expanding one glob inside the container.
 const MAX_VISITS: usize = 20_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Script {
-    pub file: FileId,
-    pub interpreter: FileId,
+    pub file: Stamp,
+    pub interpreter: Stamp,
+    pub family: Family,
 }
 
 /// One policy's binaries, resolved.
 #[derive(Debug, Clone, Default)]
 pub struct BinarySet {
-    pub files: HashSet<FileId>,
+    pub files: HashMap<FileId, Stamp>,
     pub scripts: Vec<Script>,
 }
 
@@ -45,13 +38,44 @@ pub struct BinarySet {
 #[derive(Debug, Clone, Default)]
 pub struct Binaries {
     pub by_policy: BTreeMap<String, BinarySet>,
+    /// Files found at a pinned path that are not what was pinned there: why they are refused.
+    pub tampered: HashMap<FileId, String>,
+}
+
+/// Every binary path's stamp the first time the guard saw it.
+#[derive(Default)]
+pub struct Baseline {
+    stamps: Mutex<HashMap<PathBuf, Stamp>>,
+}
+
+impl Baseline {
+    /// `Ok(stamp)` when `path` still holds what was pinned there (pinning it now if it is
+    /// new); `Err(why)` when it holds another file or a rewritten one.
+    fn check(&self, path: &Path, now: Stamp) -> Result<Stamp, String> {
+        let mut m = self.stamps.lock().unwrap_or_else(|e| e.into_inner());
+        match m.get(path) {
+            None => {
+                m.insert(path.to_path_buf(), now);
+                Ok(now)
+            }
+            Some(was) if was.holds(&now) => Ok(*was),
+            Some(was) if was.id == now.id => Err(format!(
+                "binary modified: {} was rewritten after the guard pinned it",
+                path.display()
+            )),
+            Some(_) => Err(format!(
+                "binary replaced: {} names another file than when the guard pinned it",
+                path.display()
+            )),
+        }
+    }
 }
 
 /// A process as the guard sees it.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub pid: i32,
-    pub exe: FileId,
+    pub exe: Stamp,
 }
 
 impl Caller {
@@ -59,7 +83,7 @@ impl Caller {
         let md = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
         Some(Caller {
             pid,
-            exe: (md.dev(), md.ino()),
+            exe: Stamp::of(&md),
         })
     }
 
@@ -82,11 +106,17 @@ fn has_glob(s: &str) -> bool {
 }
 
 /// Open `path` (absolute, in-container) inside `root` without leaving it.
-fn stat_in(root: &pathrs::Root, path: &Path) -> Option<(FileId, bool)> {
+fn stat_in(root: &pathrs::Root, path: &Path) -> Option<(Stamp, bool)> {
     let h = root.resolve(path).ok()?;
     let st = nix::sys::stat::fstat(h.as_fd().as_raw_fd()).ok()?;
     let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
-    Some(((st.st_dev, st.st_ino), is_dir))
+    let stamp = Stamp {
+        id: (st.st_dev, st.st_ino),
+        ctime: (st.st_ctime, st.st_ctime_nsec),
+        read_only: nix::sys::statvfs::fstatvfs(h.as_fd())
+            .is_ok_and(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY)),
+    };
+    Some((stamp, is_dir))
 }
 
 fn read_head(root: &pathrs::Root, path: &Path) -> Option<Vec<u8>> {
@@ -159,9 +189,9 @@ pub fn expand(root: &pathrs::Root, pattern: &str) -> Vec<PathBuf> {
     out
 }
 
-/// The interpreter a script names, resolved in the container (`/usr/bin/env NAME` through
-/// the default PATH).
-fn interpreter_of(root: &pathrs::Root, head: &[u8]) -> Option<FileId> {
+/// The interpreter a script names and its path, resolved in the container (`/usr/bin/env
+/// NAME` through the default PATH).
+fn interpreter_of(root: &pathrs::Root, head: &[u8]) -> Option<(PathBuf, Stamp)> {
     let rest = head.strip_prefix(b"#!")?;
     let line = String::from_utf8_lossy(rest.split(|b| *b == b'\n').next()?).to_string();
     let mut words = line.split_whitespace();
@@ -175,185 +205,124 @@ fn interpreter_of(root: &pathrs::Root, head: &[u8]) -> Option<FileId> {
     } else {
         PathBuf::from(interp)
     };
-    stat_in(root, &interp).map(|(id, _)| id)
+    stat_in(root, &interp).map(|(st, _)| (interp, st))
 }
 
 impl Binaries {
-    /// Resolve every policy's binaries inside `root` (the container's `/proc/PID/root`).
-    pub fn resolve(root: &Path, policies: &BTreeMap<String, EffectiveNetwork>) -> Binaries {
+    /// Resolve every policy's binaries inside `root` (the container's `/proc/PID/root`),
+    /// holding each path to what `baseline` pinned there.
+    pub fn resolve(
+        root: &Path,
+        policies: &BTreeMap<String, EffectiveNetwork>,
+        baseline: &Baseline,
+    ) -> Binaries {
         let Some(root) = open_root(root) else {
             return Binaries::default();
         };
-        let mut by_policy = BTreeMap::new();
+        let mut out = Binaries::default();
+        let pin = |path: &Path, now: Stamp, tampered: &mut HashMap<FileId, String>| {
+            baseline.check(path, now).map_err(|why| {
+                tampered.insert(now.id, why);
+            })
+        };
         for (key, net) in policies {
             let mut set = BinarySet::default();
             for b in &net.policy.binaries {
                 for p in expand(&root, &b.path) {
-                    let Some((id, is_dir)) = stat_in(&root, &p) else {
+                    let Some((now, is_dir)) = stat_in(&root, &p) else {
                         continue;
                     };
                     if is_dir {
                         continue;
                     }
+                    let Ok(file) = pin(&p, now, &mut out.tampered) else {
+                        continue;
+                    };
                     let head = read_head(&root, &p).unwrap_or_default();
                     if head.starts_with(b"#!") {
-                        if let Some(interpreter) = interpreter_of(&root, &head) {
-                            set.scripts.push(Script {
-                                file: id,
-                                interpreter,
-                            });
-                        }
+                        let Some((ipath, inow)) = interpreter_of(&root, &head) else {
+                            continue;
+                        };
+                        let Ok(interpreter) = pin(&ipath, inow, &mut out.tampered) else {
+                            continue;
+                        };
+                        set.scripts.push(Script {
+                            file,
+                            interpreter,
+                            family: Family::of(&ipath.to_string_lossy()),
+                        });
                     } else {
-                        set.files.insert(id);
+                        set.files.insert(file.id, file);
                     }
                 }
             }
-            by_policy.insert(key.clone(), set);
+            out.by_policy.insert(key.clone(), set);
         }
-        Binaries { by_policy }
+        out
     }
 
     pub fn knows(&self, exe: FileId) -> bool {
-        self.by_policy
-            .values()
-            .any(|s| s.files.contains(&exe) || s.scripts.iter().any(|sc| sc.interpreter == exe))
-    }
-}
-
-/// What the process looks like beyond its executable, read when a script entry needs it.
-#[derive(Debug, Clone, Default)]
-pub struct ProcessView {
-    pub argv: Vec<String>,
-    pub env_keys: Vec<String>,
-    /// Its cwd, as a path inside its root.
-    pub cwd: PathBuf,
-}
-
-impl ProcessView {
-    pub fn read(pid: i32) -> Option<ProcessView> {
-        let split = |b: Vec<u8>| -> Vec<String> {
-            b.split(|c| *c == 0)
-                .filter(|s| !s.is_empty())
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect()
-        };
-        let argv = split(std::fs::read(format!("/proc/{pid}/cmdline")).ok()?);
-        let env_keys = split(std::fs::read(format!("/proc/{pid}/environ")).ok()?)
-            .into_iter()
-            .filter_map(|e| e.split_once('=').map(|(k, _)| k.to_string()))
-            .collect();
-        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
-        Some(ProcessView {
-            argv,
-            env_keys,
-            cwd,
+        self.by_policy.values().any(|s| {
+            s.files.contains_key(&exe) || s.scripts.iter().any(|sc| sc.interpreter.id == exe)
         })
     }
 }
 
-/// Why a process whose interpreter matches a script entry is still not that script.
-pub fn script_refusal(view: &ProcessView) -> Option<String> {
-    if let Some(v) = view
-        .env_keys
-        .iter()
-        .find(|k| INJECTION_VARS.contains(&k.as_str()))
-    {
-        return Some(format!("the environment sets {v}"));
-    }
-    for a in view.argv.iter().skip(1) {
-        if !a.starts_with('-') {
-            break;
+/// Whether `caller` is one of `set`'s binaries; `Err` says why a matching file was still
+/// refused. `root` is the container's root (`/proc/<init>/root`).
+pub fn matches(
+    set: &BinarySet,
+    caller: &Caller,
+    captures: &Captures,
+    root: &Path,
+) -> Result<bool, String> {
+    let capture = || -> Result<Capture, String> {
+        captures.find(caller.pid, caller.exe.id).ok_or_else(|| {
+            "no record of how this process was started (its exec was not captured)".to_string()
+        })
+    };
+    if let Some(pinned) = set.files.get(&caller.exe.id) {
+        if !pinned.holds(&caller.exe) {
+            return Err("binary modified after the guard pinned it".into());
         }
-        let flag = a.split('=').next().unwrap_or(a);
-        if INLINE_CODE.contains(&flag)
-            || (flag.len() > 2 && !flag.starts_with("--") && flag[1..].contains(['c', 'e']))
-        {
-            return Some(format!("the interpreter was given inline code ({a})"));
-        }
-    }
-    None
-}
-
-/// The script argument: the first argument after the interpreter that is not an option.
-pub fn script_argument(view: &ProcessView) -> Option<&str> {
-    view.argv
-        .iter()
-        .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .map(String::as_str)
-}
-
-/// Whether `caller` is one of `set`'s binaries; `Err` says why a script match was refused.
-pub fn matches(set: &BinarySet, caller: &Caller, root: &Path) -> Result<bool, String> {
-    if set.files.contains(&caller.exe) {
-        return Ok(true);
+        let cap = capture()?;
+        return match cap.loader_refusal(root) {
+            Some(why) => Err(why),
+            None => Ok(true),
+        };
     }
     let candidates: Vec<&Script> = set
         .scripts
         .iter()
-        .filter(|s| s.interpreter == caller.exe)
+        .filter(|s| s.interpreter.id == caller.exe.id)
         .collect();
     if candidates.is_empty() {
         return Ok(false);
     }
-    let Some(view) = ProcessView::read(caller.pid) else {
-        return Ok(false);
-    };
-    if let Some(why) = script_refusal(&view) {
+    if candidates.iter().all(|s| !s.interpreter.holds(&caller.exe)) {
+        return Err("interpreter modified after the guard pinned it".into());
+    }
+    let cap = capture()?;
+    if let Some(why) = cap
+        .loader_refusal(root)
+        .or_else(|| cap.interpreter_refusal())
+    {
         return Err(why);
     }
-    let Some(arg) = script_argument(&view) else {
-        return Ok(false);
-    };
-    let path = view.cwd.join(arg);
-    let Some(r) = open_root(root) else {
-        return Ok(false);
-    };
-    let Some((id, _)) = stat_in(&r, &path) else {
-        return Ok(false);
-    };
-    Ok(candidates.iter().any(|s| s.file == id))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn view(argv: &[&str], env: &[&str]) -> ProcessView {
-        ProcessView {
-            argv: argv.iter().map(|s| s.to_string()).collect(),
-            env_keys: env.iter().map(|s| s.to_string()).collect(),
-            cwd: PathBuf::from("/"),
+    let head = cap
+        .head
+        .as_ref()
+        .ok_or("the interpreter's arguments were too long to judge")?;
+    let mut why = None;
+    for sc in candidates {
+        let arg = capture::script_argument(sc.family, head)?;
+        match capture::pinned(root, &cap.root, &cap.cwd, &arg, false) {
+            Ok(id) if id == sc.file.id => return Ok(true),
+            Ok(_) => {}
+            Err(e) => why = Some(format!("script {arg}: {e}")),
         }
     }
-
-    #[test]
-    fn inline_code_and_injection_are_refused() {
-        assert!(script_refusal(&view(&["python3", "/app/x.py"], &["PATH"])).is_none());
-        assert!(script_refusal(&view(&["python3", "-u", "/app/x.py"], &[])).is_none());
-        for argv in [
-            &["python3", "-c", "print(1)"][..],
-            &["node", "-e", "1"],
-            &["node", "--eval=1"],
-            &["node", "--require", "/tmp/x.js", "/app/x.js"],
-            &["python3", "-Ic", "1"],
-        ] {
-            assert!(script_refusal(&view(argv, &[])).is_some(), "{argv:?}");
-        }
-        let r = script_refusal(&view(&["python3", "/app/x.py"], &["LD_PRELOAD"])).unwrap();
-        assert!(r.contains("LD_PRELOAD"), "{r}");
-        // Arguments of the script itself are not the interpreter's.
-        assert!(script_refusal(&view(&["python3", "/app/x.py", "-c", "y"], &[])).is_none());
-    }
-
-    #[test]
-    fn script_argument_skips_options() {
-        assert_eq!(
-            script_argument(&view(&["python3", "-u", "app.py", "-v"], &[])),
-            Some("app.py")
-        );
-        assert_eq!(script_argument(&view(&["python3"], &[])), None);
-    }
+    why.map_or(Ok(false), Err)
 }
 
 #[cfg(test)]
@@ -361,24 +330,60 @@ mod resolve_tests {
     use super::*;
     use crate::policy::model::{Binary, NetworkPolicy};
 
-    #[test]
-    fn resolves_binaries_through_proc_root() {
+    fn policies(path: &str) -> BTreeMap<String, EffectiveNetwork> {
         let mut policies = BTreeMap::new();
         policies.insert(
             "p".to_string(),
             EffectiveNetwork {
                 policy: NetworkPolicy {
-                    binaries: vec![Binary {
-                        path: "/bin/sh".into(),
-                    }],
+                    binaries: vec![Binary { path: path.into() }],
                     ..NetworkPolicy::default()
                 },
                 from: "t".into(),
                 replaced: Vec::new(),
             },
         );
-        let b = Binaries::resolve(Path::new("/proc/self/root"), &policies);
+        policies
+    }
+
+    #[test]
+    fn resolves_binaries_through_proc_root() {
+        let b = Binaries::resolve(
+            Path::new("/proc/self/root"),
+            &policies("/bin/sh"),
+            &Baseline::default(),
+        );
         let md = std::fs::metadata("/bin/sh").unwrap();
+        use std::os::unix::fs::MetadataExt;
         assert!(b.knows((md.dev(), md.ino())), "{b:?}");
+    }
+
+    #[test]
+    fn a_replaced_or_rewritten_binary_is_refused() {
+        let dir = crate::testutil::TempDir::new("baseline");
+        let f = dir.path().join("tool");
+        std::fs::write(&f, "\x7fELF one").unwrap();
+        let base = Baseline::default();
+        let pol = policies(f.to_str().unwrap());
+        let first = Binaries::resolve(Path::new("/proc/self/root"), &pol, &base);
+        assert_eq!(first.by_policy["p"].files.len(), 1);
+        // Rewritten in place: same inode, new change time.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&f, "\x7fELF two").unwrap();
+        let again = Binaries::resolve(Path::new("/proc/self/root"), &pol, &base);
+        assert!(again.by_policy["p"].files.is_empty());
+        assert!(
+            again.tampered.values().any(|w| w.contains("modified")),
+            "{again:?}"
+        );
+        // Replaced by another file (made while the old one exists: a different inode).
+        let other = dir.path().join("other");
+        std::fs::write(&other, "\x7fELF three").unwrap();
+        std::fs::rename(&other, &f).unwrap();
+        let third = Binaries::resolve(Path::new("/proc/self/root"), &pol, &base);
+        assert!(
+            third.tampered.values().any(|w| w.contains("replaced")),
+            "{third:?}"
+        );
     }
 }

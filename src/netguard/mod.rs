@@ -3,6 +3,8 @@
 //! - `decide`: the §7.1 rule, pure.
 //! - `prepare`: at `create`, the resolver address, the rewritten `/etc/resolv.conf` and the
 //!   compiled notification filter.
+//! - `fence`: cgroup programs that refuse, in the kernel, inet connects and addressed sends
+//!   not made by the guard.
 //! - `filter`: the notification filter and the hand-over of its listener (in the container).
 //! - `guard`: the per-container guard (in the helper process): takes listeners, decides each
 //!   notified call and performs allowed ones itself on the caller's socket.
@@ -12,15 +14,20 @@
 //! - `update`: `policy update` (§7.7), the runtime's side of a live update.
 
 pub mod calls;
+pub mod capture;
+pub mod conns;
 pub mod control;
 pub mod decide;
+pub mod fence;
 pub mod filter;
 pub mod guard;
 pub mod identity;
+pub mod notif;
 pub mod prepare;
 pub mod resolver;
 pub mod sockaddr;
 pub mod update;
+pub mod waiter;
 
 use std::net::{IpAddr, Ipv4Addr};
 

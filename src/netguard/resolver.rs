@@ -2,6 +2,13 @@
 //! container's network namespace, answers A and AAAA only for names some endpoint's host
 //! matches by asking the nameservers the container would have used, refuses every other name,
 //! and records the addresses it returned (with their TTL) for the allow decision.
+//!
+//! Threat: the workload talks to it directly and may flood it (queries, slow TCP clients)
+//! or craft queries that smuggle a second name past the check. So: a query has exactly one
+//! question; only answer records owned by the asked name, or reached from it through a CNAME
+//! chain, count for the decision; UDP queries wait in a bounded queue for a fixed pool of
+//! workers (more are dropped, as a busy server would); TCP clients are limited in number,
+//! queries and time; the record table is bounded.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -22,6 +29,19 @@ use crate::audit;
 /// Answers with a shorter TTL still count this long: clients connect right after resolving.
 const MIN_TTL: Duration = Duration::from_secs(10);
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
+/// UDP queries waiting for a worker; more are dropped (clients retry).
+const UDP_QUEUE: usize = 256;
+/// Threads answering UDP queries (each may wait on the upstream).
+pub const UDP_WORKERS: usize = 4;
+/// TCP clients served at once; more are closed at once.
+pub const TCP_CLIENTS: usize = 16;
+/// A TCP client's whole connection, and its idle time between queries.
+const TCP_LIFETIME: Duration = Duration::from_secs(10);
+const TCP_IDLE: Duration = Duration::from_secs(2);
+/// Queries one TCP connection may ask.
+const TCP_QUERIES: usize = 64;
+/// Addresses remembered at once.
+const MAX_ADDRESSES: usize = 16_384;
 
 /// Addresses the resolver returned, with the names asked and when each stops counting.
 #[derive(Default)]
@@ -31,9 +51,17 @@ pub struct Answers {
 
 impl Answers {
     pub fn record(&self, name: &str, ip: IpAddr, ttl: Duration) {
-        let until = Instant::now() + ttl.max(MIN_TTL);
+        let now = Instant::now();
+        let until = now + ttl.max(MIN_TTL);
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        let mut m = self.by_ip.lock().expect("not poisoned");
+        let mut m = self.by_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() >= MAX_ADDRESSES && !m.contains_key(&ip) {
+            m.retain(|_, v| v.iter().any(|(_, t)| *t > now));
+            if m.len() >= MAX_ADDRESSES {
+                // Full of live answers: this address stays unknown, so it stays refused.
+                return;
+            }
+        }
         let v = m.entry(ip).or_default();
         v.retain(|(n, t)| *n != name && *t > Instant::now());
         v.push((name, until));
@@ -43,7 +71,7 @@ impl Answers {
         let now = Instant::now();
         self.by_ip
             .lock()
-            .expect("not poisoned")
+            .unwrap_or_else(|e| e.into_inner())
             .get(&ip)
             .map(|v| {
                 v.iter()
@@ -115,10 +143,29 @@ pub fn start(shared: Arc<Shared>, upstream: Vec<IpAddr>) -> Result<(), ResolverE
         servers: upstream,
     });
 
-    let (s, u, q) = (shared.clone(), udp.clone(), up.clone());
-    std::thread::spawn(move || udp_loop(s, u, q));
-    std::thread::spawn(move || tcp_loop(shared, tcp, up));
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, SocketAddr)>(UDP_QUEUE);
+    let rx = Arc::new(Mutex::new(rx));
+    for _ in 0..UDP_WORKERS {
+        let (s, u, q, rx) = (shared.clone(), udp.clone(), up.clone(), rx.clone());
+        spawn("resolver-udp", move || loop {
+            let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+            let Ok((query, from)) = job else { return };
+            if let Some(reply) = answer(&s, &q, &query, false) {
+                let _ = u.send_to(&reply, from);
+            }
+        })?;
+    }
+    spawn("resolver-recv", move || udp_loop(udp, tx))?;
+    spawn("resolver-tcp", move || tcp_loop(shared, tcp, up))?;
     Ok(())
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), ResolverError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(drop)
+        .map_err(|e| ResolverError::Netns(format!("no thread for the resolver: {e}")))
 }
 
 struct Upstream {
@@ -173,38 +220,56 @@ fn read_framed(s: &mut TcpStream) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-fn udp_loop(shared: Arc<Shared>, sock: Arc<UdpSocket>, up: Arc<Upstream>) {
+fn udp_loop(sock: Arc<UdpSocket>, queue: std::sync::mpsc::SyncSender<(Vec<u8>, SocketAddr)>) {
     let mut buf = vec![0u8; 4096];
     loop {
         let Ok((n, from)) = sock.recv_from(&mut buf) else {
             continue;
         };
-        let query = buf[..n].to_vec();
-        let (s, u, q) = (shared.clone(), sock.clone(), up.clone());
-        std::thread::spawn(move || {
-            if let Some(reply) = answer(&s, &q, &query, false) {
-                let _ = u.send_to(&reply, from);
-            }
-        });
+        // A full queue drops the query, as an overloaded server would.
+        let _ = queue.try_send((buf[..n].to_vec(), from));
     }
 }
 
 fn tcp_loop(shared: Arc<Shared>, listener: TcpListener, up: Arc<Upstream>) {
+    let clients = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for conn in listener.incoming() {
-        let Ok(mut conn) = conn else { continue };
-        let (s, q) = (shared.clone(), up.clone());
-        std::thread::spawn(move || {
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-            while let Some(query) = read_framed(&mut conn) {
-                let Some(reply) = answer(&s, &q, &query, true) else {
-                    return;
-                };
-                let framed = [&(reply.len() as u16).to_be_bytes()[..], &reply].concat();
-                if conn.write_all(&framed).is_err() {
-                    return;
-                }
-            }
-        });
+        let Ok(conn) = conn else { continue };
+        use std::sync::atomic::Ordering;
+        if clients.fetch_add(1, Ordering::SeqCst) >= TCP_CLIENTS {
+            clients.fetch_sub(1, Ordering::SeqCst);
+            continue;
+        }
+        let (s, q, c) = (shared.clone(), up.clone(), clients.clone());
+        let served = std::thread::Builder::new()
+            .name("resolver-client".into())
+            .spawn(move || {
+                serve_tcp(&s, &q, conn);
+                c.fetch_sub(1, Ordering::SeqCst);
+            });
+        if served.is_err() {
+            clients.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+fn serve_tcp(shared: &Shared, up: &Upstream, mut conn: TcpStream) {
+    let start = Instant::now();
+    for _ in 0..TCP_QUERIES {
+        let left = TCP_LIFETIME.saturating_sub(start.elapsed());
+        if left.is_zero() || conn.set_read_timeout(Some(left.min(TCP_IDLE))).is_err() {
+            return;
+        }
+        let Some(query) = read_framed(&mut conn) else {
+            return;
+        };
+        let Some(reply) = answer(shared, up, &query, true) else {
+            return;
+        };
+        let framed = [&(reply.len() as u16).to_be_bytes()[..], &reply].concat();
+        if conn.write_all(&framed).is_err() {
+            return;
+        }
     }
 }
 
@@ -223,6 +288,21 @@ fn bare_reply(q: &Packet, rcode: RCODE) -> Option<Vec<u8>> {
 /// The reply to one query (`None`: drop it).
 fn answer(shared: &Shared, up: &Upstream, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
     let q = Packet::parse(query).ok()?;
+    if q.questions.len() != 1 {
+        // Several questions would let a refused name ride along with an allowed one.
+        let mut ev = audit::Event::new(
+            &shared.id,
+            "dns",
+            "refused",
+            "network guard",
+            "a query must ask exactly one question",
+        );
+        ev.request = serde_json::json!({
+            "names": q.questions.iter().map(|x| x.qname.to_string()).collect::<Vec<_>>()
+        });
+        shared.audit(ev);
+        return bare_reply(&q, RCODE::Refused);
+    }
     let question = q.questions.first()?;
     let name = question.qname.to_string();
     let policies = shared.current();
@@ -250,23 +330,92 @@ fn answer(shared: &Shared, up: &Upstream, query: &[u8], tcp: bool) -> Option<Vec
         return bare_reply(&q, RCODE::ServerFailure);
     };
     if let Ok(r) = Packet::parse(&reply) {
-        for rr in &r.answers {
-            let ip = match &rr.rdata {
-                RData::A(a) => IpAddr::V4(Ipv4Addr::from(a.address)),
-                RData::AAAA(a) => IpAddr::V6(Ipv6Addr::from(a.address)),
-                _ => continue,
-            };
-            shared
-                .answers
-                .record(&name, ip, Duration::from_secs(rr.ttl.into()));
+        for (ip, ttl) in addresses_for(&name, &r) {
+            shared.answers.record(&name, ip, ttl);
         }
     }
     Some(reply)
 }
 
+fn same_name(a: &str, b: &str) -> bool {
+    a.trim_end_matches('.')
+        .eq_ignore_ascii_case(b.trim_end_matches('.'))
+}
+
+/// The addresses an answer gives for `name`: A/AAAA records owned by `name` or by a name a
+/// CNAME chain from `name` leads to. Records for any other owner are ignored: a reply may
+/// carry them, but they answer nothing that was asked.
+pub fn addresses_for(name: &str, reply: &Packet) -> Vec<(IpAddr, Duration)> {
+    let mut owners = vec![name.to_string()];
+    // Each pass follows one more link; a chain longer than the answer section cannot exist.
+    for _ in 0..reply.answers.len() {
+        let mut grew = false;
+        for rr in &reply.answers {
+            if let RData::CNAME(target) = &rr.rdata {
+                let owner = rr.name.to_string();
+                let target = target.0.to_string();
+                if owners.iter().any(|o| same_name(o, &owner))
+                    && !owners.iter().any(|o| same_name(o, &target))
+                {
+                    owners.push(target);
+                    grew = true;
+                }
+            }
+        }
+        if !grew {
+            break;
+        }
+    }
+    reply
+        .answers
+        .iter()
+        .filter(|rr| owners.iter().any(|o| same_name(o, &rr.name.to_string())))
+        .filter_map(|rr| {
+            let ip = match &rr.rdata {
+                RData::A(a) => IpAddr::V4(Ipv4Addr::from(a.address)),
+                RData::AAAA(a) => IpAddr::V6(Ipv6Addr::from(a.address)),
+                _ => return None,
+            };
+            Some((ip, Duration::from_secs(rr.ttl.into())))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_asked_name_and_its_cname_chain_count() {
+        use simple_dns::{Name, ResourceRecord, CLASS};
+        let mut r = Packet::new_reply(1);
+        let rr = |owner: &'static str, data: RData<'static>| {
+            ResourceRecord::new(Name::new_unchecked(owner), CLASS::IN, 60, data)
+        };
+        r.answers.push(rr(
+            "api.example.com",
+            RData::CNAME(simple_dns::rdata::CNAME(Name::new_unchecked(
+                "edge.cdn.net",
+            ))),
+        ));
+        r.answers.push(rr(
+            "edge.cdn.net",
+            RData::A(simple_dns::rdata::A {
+                address: 0xcb007101,
+            }),
+        ));
+        r.answers.push(rr(
+            "evil.example.org",
+            RData::A(simple_dns::rdata::A {
+                address: 0xcb007163,
+            }),
+        ));
+        let got: Vec<IpAddr> = addresses_for("API.example.com.", &r)
+            .into_iter()
+            .map(|(ip, _)| ip)
+            .collect();
+        assert_eq!(got, vec!["203.0.113.1".parse::<IpAddr>().unwrap()]);
+    }
 
     #[test]
     fn answers_expire_and_keep_a_floor() {

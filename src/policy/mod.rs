@@ -155,6 +155,20 @@ pub fn load_str(origin: &str, text: &str) -> Result<Loaded, LoadError> {
     })
 }
 
+/// A warning at the place of `field` (a dotted field path) in the document `text`.
+pub fn warning_at(origin: &str, text: &str, field: &str, message: String) -> Diagnostic {
+    let pos = yaml::parse(text)
+        .map(|s| s.pos(field))
+        .unwrap_or(yaml::Pos { line: 0, col: 0 });
+    Diagnostic {
+        file: origin.to_string(),
+        line: pos.line,
+        col: pos.col,
+        severity: Severity::Warning,
+        message: format!("{field}: {message}"),
+    }
+}
+
 /// Load a file from disk.
 pub fn load_file(path: &Path) -> Result<Loaded, LoadError> {
     let origin = path.display().to_string();

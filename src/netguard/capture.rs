@@ -1,0 +1,708 @@
+//! What a process was started with, captured when it called `execve` (SPEC §7.2).
+//!
+//! Threat: identity beyond the executable file — which script an interpreter runs, which
+//! libraries the loader was told to inject — comes from the process's argv and environment.
+//! Both live in memory the process can rewrite (`/proc/PID/cmdline` and `environ` read that
+//! memory back), and a second thread can rewrite the `execve` arguments while they are being
+//! copied. So the guard reads them at the one moment they are the kernel's own copy: the
+//! `execve` is a notified call; the guard attaches to the caller with `PTRACE_SEIZE`
+//! (`PTRACE_O_TRACEEXEC`), lets the call continue, and reads argv, environment, executable and
+//! working directory at the exec stop, after the kernel built the new image and before any of
+//! its instructions ran. Then it detaches. No decision depends on the notified arguments: the
+//! facts are read from what the kernel actually started.
+//!
+//! A capture is keyed by the new image's memory layout (code, data, heap, stack, argument and
+//! environment addresses, all drawn anew by every exec under ASLR and inherited by `fork`), so
+//! threads and forked children find their image's capture and nothing else does. Without ASLR
+//! two images could share a layout; the capture is then bound to the exec'ing process alone.
+//!
+//! Only what a decision needs is kept, bounded: the interpreter options up to the script
+//! argument, the names of injection variables, `LD_LIBRARY_PATH`, the working directory.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+
+use nix::errno::Errno;
+use nix::sys::ptrace;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+/// (device, inode) of a file.
+pub type FileId = (u64, u64);
+
+/// A file as it was when it was looked at: replacing it changes the inode, rewriting it in
+/// place moves the change time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Stamp {
+    pub id: FileId,
+    pub ctime: (i64, i64),
+    /// On a read-only mount: the container cannot rewrite it, and its change time may move for
+    /// reasons of no consequence (a hard link made elsewhere on the host).
+    pub read_only: bool,
+}
+
+impl Stamp {
+    pub fn of(md: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            id: (md.dev(), md.ino()),
+            ctime: (md.ctime(), md.ctime_nsec()),
+            read_only: false,
+        }
+    }
+
+    /// Whether `now` is still the file this stamp pinned.
+    pub fn holds(&self, now: &Stamp) -> bool {
+        self.id == now.id && (self.read_only || self.ctime == now.ctime)
+    }
+}
+
+/// Captures kept at once; the oldest goes first (its processes then lose script identity).
+pub const MAX_CAPTURES: usize = 1024;
+/// The most of argv kept: the interpreter's options and the script argument.
+const MAX_HEAD_ARGS: usize = 8;
+const MAX_ARG_LEN: usize = 512;
+/// The most of /proc/PID/environ read at the exec stop.
+const MAX_ENVIRON: usize = 1 << 20;
+/// Symlinks followed while resolving one path.
+const MAX_LINKS: usize = 40;
+const ADDR_NO_RANDOMIZE: u32 = 0x0040000;
+
+/// Variables that make the loader run code the binary does not name. `LD_LIBRARY_PATH` is
+/// accepted when every directory it lists is read-only (see `loader_refusal`).
+pub const LOADER_VARS: &[&str] = &["LD_PRELOAD", "LD_AUDIT", "GCONV_PATH"];
+/// Interpreter variables that inject code; any other `PYTHON*`/`NODE_*` variable is refused
+/// too unless it is one of the harmless ones below.
+const INTERPRETER_VARS: &[&str] = &[
+    "BUN_OPTIONS",
+    "RUBYOPT",
+    "RUBYLIB",
+    "PERL5OPT",
+    "PERL5LIB",
+    "PERLLIB",
+    "BASH_ENV",
+    "ENV",
+    "LUA_INIT",
+    "LUA_PATH",
+    "LUA_CPATH",
+];
+const HARMLESS_PYTHON: &[&str] = &[
+    "PYTHONUNBUFFERED",
+    "PYTHONDONTWRITEBYTECODE",
+    "PYTHONIOENCODING",
+    "PYTHONHASHSEED",
+    "PYTHONUTF8",
+    "PYTHONFAULTHANDLER",
+    "PYTHONNOUSERSITE",
+    "PYTHONSAFEPATH",
+    "PYTHONCOERCECLOCALE",
+];
+const HARMLESS_NODE: &[&str] = &[
+    "NODE_ENV",
+    "NODE_NO_WARNINGS",
+    "NODE_DISABLE_COLORS",
+    "NODE_EXTRA_CA_CERTS",
+    "NODE_TLS_REJECT_UNAUTHORIZED",
+    "NODE_DEBUG",
+    "NODE_PENDING_DEPRECATION",
+];
+
+/// The layout of a process image.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Layout {
+    exe: FileId,
+    mm: [u64; 10],
+    /// Set when the image's addresses were not randomized: the capture is that process's only.
+    owner: Option<i32>,
+}
+
+/// What the kernel started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Capture {
+    pub exe: Stamp,
+    /// argv up to the first argument that is not an option, plus one; `None` when it was too
+    /// long to keep (then no script entry can match).
+    pub head: Option<Vec<String>>,
+    /// Names of the code-injecting variables that were set.
+    pub injection: Vec<String>,
+    pub ld_library_path: Option<String>,
+    /// The working directory and root, as paths in the container.
+    pub cwd: String,
+    pub root: String,
+}
+
+impl Capture {
+    /// Why a loader variable makes any binary entry refuse this process (`LD_LIBRARY_PATH`
+    /// only when a directory it names could be written).
+    pub fn loader_refusal(&self, container_root: &Path) -> Option<String> {
+        if let Some(v) = self
+            .injection
+            .iter()
+            .find(|v| LOADER_VARS.contains(&v.as_str()))
+        {
+            return Some(format!("the environment sets {v}"));
+        }
+        let lp = self.ld_library_path.as_deref()?;
+        for dir in lp.split([':', ';']) {
+            if dir.is_empty() {
+                return Some("LD_LIBRARY_PATH names the working directory".into());
+            }
+            if pinned(container_root, &self.root, &self.cwd, dir, true).is_err() {
+                return Some(format!(
+                    "LD_LIBRARY_PATH names {dir}, which is not read-only"
+                ));
+            }
+        }
+        None
+    }
+
+    /// Why an interpreter variable makes a script entry refuse this process.
+    pub fn interpreter_refusal(&self) -> Option<String> {
+        self.injection
+            .iter()
+            .find(|v| !LOADER_VARS.contains(&v.as_str()))
+            .map(|v| format!("the environment sets {v}"))
+    }
+}
+
+/// Keyed captures, bounded.
+#[derive(Default)]
+pub struct Captures {
+    inner: Mutex<Store>,
+}
+
+#[derive(Default)]
+struct Store {
+    by_layout: HashMap<Layout, Capture>,
+    order: VecDeque<Layout>,
+    /// Captures bound to one process exist (no ASLR somewhere).
+    owned: usize,
+}
+
+impl Captures {
+    pub fn insert(&self, layout: Layout, capture: Capture) {
+        let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if layout.owner.is_some() {
+            s.owned += 1;
+        }
+        if s.by_layout.insert(layout.clone(), capture).is_none() {
+            s.order.push_back(layout);
+        }
+        while s.order.len() > MAX_CAPTURES {
+            if let Some(old) = s.order.pop_front() {
+                if old.owner.is_some() {
+                    s.owned = s.owned.saturating_sub(1);
+                }
+                s.by_layout.remove(&old);
+            }
+        }
+    }
+
+    /// The capture of the image thread `tid` runs (whose executable is `exe`).
+    pub fn find(&self, tid: i32, exe: FileId) -> Option<Capture> {
+        let mm = mm_fields(tid)?;
+        let s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut key = Layout {
+            exe,
+            mm,
+            owner: None,
+        };
+        if let Some(c) = s.by_layout.get(&key) {
+            return Some(c.clone());
+        }
+        if s.owned == 0 {
+            return None;
+        }
+        key.owner = Some(tgid_of(tid)?);
+        s.by_layout.get(&key).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_layout
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The kernel's mm fields of /proc/TID/stat: start/end code, start stack, start/end data,
+/// start brk, argument and environment start/end.
+fn mm_fields(tid: i32) -> Option<[u64; 10]> {
+    let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
+    let after = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // Field N of stat(5) is f[N - 3].
+    let at = |n: usize| f.get(n - 3)?.parse::<u64>().ok();
+    let mut out = [0u64; 10];
+    for (slot, n) in out.iter_mut().zip([26, 27, 28, 45, 46, 47, 48, 49, 50, 51]) {
+        *slot = at(n)?;
+    }
+    Some(out)
+}
+
+pub fn tgid_of(tid: i32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn randomized(tid: i32, system: bool) -> bool {
+    let persona = std::fs::read_to_string(format!("/proc/{tid}/personality"))
+        .ok()
+        .and_then(|s| u32::from_str_radix(s.trim(), 16).ok());
+    system && persona.is_some_and(|p| p & ADDR_NO_RANDOMIZE == 0)
+}
+
+/// Whether the kernel randomizes stack, mmap and heap (`randomize_va_space` = 2).
+pub fn system_aslr() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/randomize_va_space").is_ok_and(|s| s.trim() == "2")
+}
+
+fn split_nul(b: &[u8]) -> impl Iterator<Item = &[u8]> {
+    b.split(|c| *c == 0).filter(|s| !s.is_empty())
+}
+
+/// argv up to and including the first non-option argument (bounded); `None` if longer.
+fn head_of(cmdline: &[u8]) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    for a in split_nul(cmdline) {
+        if out.len() >= MAX_HEAD_ARGS || a.len() > MAX_ARG_LEN {
+            return None;
+        }
+        let a = String::from_utf8_lossy(a).into_owned();
+        let last = !out.is_empty() && !a.starts_with('-');
+        out.push(a);
+        if last {
+            break;
+        }
+    }
+    Some(out)
+}
+
+fn injection_var(name: &str) -> bool {
+    LOADER_VARS.contains(&name)
+        || INTERPRETER_VARS.contains(&name)
+        || (name.starts_with("PYTHON") && !HARMLESS_PYTHON.contains(&name))
+        || (name.starts_with("NODE_") && !HARMLESS_NODE.contains(&name))
+}
+
+/// Read the facts of the image `tid` was just started with (it is stopped at its exec stop).
+fn read(tid: i32, system_aslr: bool) -> Option<(Layout, Capture)> {
+    let proc = format!("/proc/{tid}");
+    let exe = Stamp::of(&std::fs::metadata(format!("{proc}/exe")).ok()?);
+    let mm = mm_fields(tid)?;
+    let cmdline = std::fs::read(format!("{proc}/cmdline")).ok()?;
+    let environ = read_bounded(&format!("{proc}/environ"), MAX_ENVIRON)?;
+    let mut injection = Vec::new();
+    let mut ld_library_path = None;
+    let whole = environ.len() < MAX_ENVIRON;
+    for e in split_nul(&environ) {
+        let e = String::from_utf8_lossy(e);
+        let (k, v) = e.split_once('=').unwrap_or((&e, ""));
+        if k == "LD_LIBRARY_PATH" {
+            ld_library_path = Some(v.chars().take(4096).collect());
+        } else if injection_var(k) && injection.len() < 16 && !injection.iter().any(|x| x == k) {
+            injection.push(k.to_string());
+        }
+    }
+    if !whole {
+        // An environment too large to read whole cannot be cleared of injection variables.
+        injection.push("LD_PRELOAD".into());
+    }
+    let link = |n: &str| {
+        std::fs::read_link(format!("{proc}/{n}"))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
+    };
+    let owner = (!randomized(tid, system_aslr)).then_some(tid);
+    Some((
+        Layout {
+            exe: exe.id,
+            mm,
+            owner,
+        },
+        Capture {
+            exe,
+            head: head_of(&cmdline),
+            injection,
+            ld_library_path,
+            cwd: link("cwd")?,
+            root: link("root")?,
+        },
+    ))
+}
+
+fn read_bounded(path: &str, limit: usize) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).ok()?;
+    let mut buf = Vec::new();
+    f.take(limit as u64).read_to_end(&mut buf).ok()?;
+    Some(buf)
+}
+
+/// Let the notified `execve` of `tid` continue (`respond` answers the notification) and
+/// capture what the kernel started. `None` when there is nothing to capture: the exec failed,
+/// the caller is not its thread group's leader (its pid changes at exec), or it could not be
+/// traced; such an image has no capture, and entries that need one refuse it.
+pub fn continue_and_capture(
+    tid: i32,
+    system_aslr: bool,
+    respond: impl FnOnce(),
+) -> Option<(Layout, Capture)> {
+    let pid = Pid::from_raw(tid);
+    if tgid_of(tid) != Some(tid) || ptrace::seize(pid, ptrace::Options::PTRACE_O_TRACEEXEC).is_err()
+    {
+        respond();
+        return None;
+    }
+    respond();
+    // Stops the tracee when the call returns to user space: right after a failed exec, or
+    // (cleared by the detach) after the exec stop of one that worked.
+    let _ = ptrace::interrupt(pid);
+    loop {
+        match waitpid(pid, Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_EXEC)) => {
+                let got = read(tid, system_aslr);
+                let _ = ptrace::detach(pid, None);
+                return got;
+            }
+            Ok(WaitStatus::PtraceEvent(_, _, _)) => {
+                let _ = ptrace::detach(pid, None);
+                return None;
+            }
+            // A signal arrived after a failed exec: hand it back on the way out.
+            Ok(WaitStatus::Stopped(_, sig)) => {
+                let _ = ptrace::detach(pid, sig);
+                return None;
+            }
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => return None,
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+// ---- interpreters --------------------------------------------------------------------------
+
+/// How an interpreter's command line names the script it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    Python,
+    Node,
+    /// Any other interpreter: no options at all, the first argument is the script.
+    Plain,
+}
+
+impl Family {
+    /// From the interpreter a script's `#!` line names.
+    pub fn of(interpreter: &str) -> Family {
+        let base = Path::new(interpreter)
+            .file_name()
+            .map(|b| b.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if base.starts_with("python") {
+            Family::Python
+        } else if base == "node" || base == "nodejs" {
+            Family::Node
+        } else {
+            Family::Plain
+        }
+    }
+}
+
+/// Python options that change neither what code runs nor where it is imported from.
+const PYTHON_FLAGS: &str = "BEIOPqRsSubdv";
+/// Node options that change neither what code runs nor how modules are found.
+const NODE_OPTIONS: &[&str] = &[
+    "--no-warnings",
+    "--no-deprecation",
+    "--enable-source-maps",
+    "--trace-warnings",
+    "--trace-uncaught",
+    "--trace-deprecation",
+    "--abort-on-uncaught-exception",
+    "--expose-gc",
+    "--use-openssl-ca",
+    "--use-bundled-ca",
+    "--preserve-symlinks-main",
+];
+const NODE_VALUED: &[&str] = &[
+    "--max-old-space-size",
+    "--max-semi-space-size",
+    "--stack-size",
+    "--unhandled-rejections",
+    "--dns-result-order",
+    "--title",
+];
+
+fn option_ok(family: Family, opt: &str) -> bool {
+    match family {
+        Family::Python => {
+            opt.len() > 1
+                && !opt.starts_with("--")
+                && opt[1..].chars().all(|c| PYTHON_FLAGS.contains(c))
+        }
+        Family::Node => {
+            NODE_OPTIONS.contains(&opt)
+                || opt
+                    .split_once('=')
+                    .is_some_and(|(k, _)| NODE_VALUED.contains(&k))
+        }
+        Family::Plain => false,
+    }
+}
+
+/// The script argument of `head` for `family`; `Err` names the argument that makes the
+/// interpreter run something other than a script file.
+pub fn script_argument(family: Family, head: &[String]) -> Result<String, String> {
+    for a in head.iter().skip(1) {
+        if a == "-" {
+            return Err("the interpreter reads its program from standard input".into());
+        }
+        if !a.starts_with('-') {
+            return Ok(a.clone());
+        }
+        if !option_ok(family, a) {
+            return Err(format!(
+                "the interpreter was given {a}, which may run other code"
+            ));
+        }
+    }
+    Err("no script argument".into())
+}
+
+// ---- read-only resolution ----------------------------------------------------------------
+
+fn read_only(fd: &OwnedFd) -> bool {
+    // SAFETY: fstatvfs fills the struct we pass for a descriptor we hold.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::fstatvfs(fd.as_raw_fd(), &mut st) };
+    r == 0 && st.f_flag & libc::ST_RDONLY != 0
+}
+
+fn open_path(dir: &OwnedFd, name: &Path) -> Result<OwnedFd, Errno> {
+    let c =
+        std::ffi::CString::new(name.as_os_str().as_encoded_bytes()).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: openat with a NUL-terminated name and a descriptor we hold; the result is ours.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Resolve `path` (relative to `cwd`) inside the process root `root` of the container at
+/// `container_root`, and require every directory on the way, every link and the final file to
+/// be on a read-only mount: then nothing in the container can make the same path name another
+/// file later. Returns the file's id; `dir` accepts a directory as the end.
+pub fn pinned(
+    container_root: &Path,
+    root: &str,
+    cwd: &str,
+    path: &str,
+    dir: bool,
+) -> Result<FileId, String> {
+    if root != "/" {
+        return Err(format!("the process runs chrooted in {root}"));
+    }
+    let full = if path.starts_with('/') {
+        PathBuf::from(path)
+    } else {
+        Path::new(cwd).join(path)
+    };
+    let top = std::fs::File::open(container_root)
+        .map(OwnedFd::from)
+        .map_err(|e| format!("{}: {e}", container_root.display()))?;
+    let not_ro = |p: &Path| format!("{} is not read-only", p.display());
+    if !read_only(&top) {
+        return Err(not_ro(Path::new("/")));
+    }
+    let mut stack: Vec<OwnedFd> = vec![top];
+    let mut todo: VecDeque<PathBuf> = full
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(PathBuf::from(n)),
+            Component::ParentDir => Some(PathBuf::from("..")),
+            _ => None,
+        })
+        .collect();
+    let mut shown = PathBuf::from("/");
+    let mut links = 0;
+    while let Some(name) = todo.pop_front() {
+        if name.as_os_str() == ".." {
+            if stack.len() > 1 {
+                stack.pop();
+            }
+            shown.pop();
+            continue;
+        }
+        let cur = stack.last().expect("root stays");
+        let fd =
+            open_path(cur, &name).map_err(|e| format!("{}: {e}", shown.join(&name).display()))?;
+        shown.push(&name);
+        let st = nix::sys::stat::fstat(fd.as_fd().as_raw_fd()).map_err(|e| e.to_string())?;
+        if !read_only(&fd) {
+            return Err(not_ro(&shown));
+        }
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFLNK => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(format!("{}: too many links", shown.display()));
+                }
+                let target = nix::fcntl::readlinkat(Some(cur.as_raw_fd()), name.as_path())
+                    .map_err(|e| e.to_string())?;
+                let target = PathBuf::from(target);
+                shown.pop();
+                let mut rest: VecDeque<PathBuf> = target
+                    .components()
+                    .filter_map(|c| match c {
+                        Component::Normal(n) => Some(PathBuf::from(n)),
+                        Component::ParentDir => Some(PathBuf::from("..")),
+                        _ => None,
+                    })
+                    .collect();
+                if target.is_absolute() {
+                    stack.truncate(1);
+                    shown = PathBuf::from("/");
+                }
+                rest.extend(todo.drain(..));
+                todo = rest;
+            }
+            libc::S_IFDIR => stack.push(fd),
+            libc::S_IFREG if todo.is_empty() => return Ok((st.st_dev, st.st_ino)),
+            _ => return Err(format!("{}: not a regular file", shown.display())),
+        }
+    }
+    if dir && stack.len() > 1 {
+        let st = nix::sys::stat::fstat(stack.last().expect("nonempty").as_raw_fd())
+            .map_err(|e| e.to_string())?;
+        return Ok((st.st_dev, st.st_ino));
+    }
+    Err(format!("{}: not a file", full.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn script_argument_accepts_only_harmless_options() {
+        let py = |a: &[&str]| script_argument(Family::Python, &v(a));
+        assert_eq!(py(&["python3", "/app/ok.py"]).unwrap(), "/app/ok.py");
+        assert_eq!(
+            py(&["python3", "-u", "-B", "/app/ok.py"]).unwrap(),
+            "/app/ok.py"
+        );
+        assert_eq!(py(&["python3", "-Bu", "ok.py"]).unwrap(), "ok.py");
+        for bad in [
+            &["python3", "-", "/app/ok.py"][..],
+            &["python3", "-i", "/app/ok.py"],
+            &["python3", "-W", "x", "/app/ok.py"],
+            &["python3", "-c", "1"],
+            &["python3", "-m", "http.server"],
+            &["python3", "-X", "importtime", "/app/ok.py"],
+            &["python3", "-Ic", "1"],
+            &["python3", "--", "/app/ok.py"],
+            &["python3"],
+        ] {
+            assert!(py(bad).is_err(), "{bad:?}");
+        }
+        let node = |a: &[&str]| script_argument(Family::Node, &v(a));
+        assert_eq!(node(&["node", "/app/ok.js"]).unwrap(), "/app/ok.js");
+        assert_eq!(
+            node(&[
+                "node",
+                "--no-warnings",
+                "--max-old-space-size=512",
+                "/app/ok.js"
+            ])
+            .unwrap(),
+            "/app/ok.js"
+        );
+        for bad in [
+            &["node", "-", "/app/ok.js"][..],
+            &["node", "--print=1", "/app/ok.js"],
+            &["node", "--loader=/tmp/l.mjs", "/app/ok.js"],
+            &["node", "--experimental-loader=/tmp/l.mjs", "/app/ok.js"],
+            &["node", "--import=/tmp/x.mjs", "/app/ok.js"],
+            &["node", "--env-file=/tmp/e", "/app/ok.js"],
+            &["node", "-r", "/tmp/x.js", "/app/ok.js"],
+            &["node", "-e", "1"],
+            &["node", "--inspect", "/app/ok.js"],
+        ] {
+            assert!(node(bad).is_err(), "{bad:?}");
+        }
+        let plain = |a: &[&str]| script_argument(Family::Plain, &v(a));
+        assert_eq!(plain(&["sh", "/app/x.sh"]).unwrap(), "/app/x.sh");
+        assert!(plain(&["sh", "-x", "/app/x.sh"]).is_err());
+        assert!(plain(&["bash", "-c", "curl x"]).is_err());
+    }
+
+    #[test]
+    fn head_keeps_options_and_the_script_only() {
+        let c = b"python3\0-u\0/app/ok.py\0--secret\0arg\0";
+        assert_eq!(head_of(c).unwrap(), v(&["python3", "-u", "/app/ok.py"]));
+        let long = [b"python3\0".as_slice(), &vec![b'-'; 2000], b"\0"].concat();
+        assert!(head_of(&long).is_none());
+    }
+
+    #[test]
+    fn injection_variables() {
+        for k in [
+            "LD_PRELOAD",
+            "NODE_OPTIONS",
+            "NODE_PATH",
+            "PYTHONPATH",
+            "PYTHONINSPECT",
+            "PYTHONWARNINGS",
+            "BASH_ENV",
+        ] {
+            assert!(injection_var(k), "{k}");
+        }
+        for k in [
+            "PATH",
+            "HOME",
+            "PYTHONUNBUFFERED",
+            "NODE_ENV",
+            "LD_LIBRARY_PATH",
+            "LANG",
+        ] {
+            assert!(!injection_var(k), "{k}");
+        }
+        assert_eq!(Family::of("/usr/bin/python3.11"), Family::Python);
+        assert_eq!(Family::of("node"), Family::Node);
+        assert_eq!(Family::of("/bin/sh"), Family::Plain);
+    }
+
+    #[test]
+    fn pinned_requires_read_only_all_the_way() {
+        // The host's /proc is read-write and /tmp usually too: nothing under them is pinned.
+        let dir = crate::testutil::TempDir::new("pinned");
+        std::fs::write(dir.path().join("f"), "x").unwrap();
+        let p = dir.path().join("f");
+        let e = pinned(Path::new("/"), "/", "/", p.to_str().unwrap(), false).unwrap_err();
+        assert!(e.contains("not read-only"), "{e}");
+        assert!(pinned(Path::new("/"), "/chroot", "/", "/x", false).is_err());
+    }
+}
