@@ -109,14 +109,41 @@ const HARMLESS_NODE: &[&str] = &[
     "NODE_PENDING_DEPRECATION",
 ];
 
-/// The layout of a process image.
+/// The layout of a process image: its executable and the auxiliary vector the kernel gave it
+/// (the addresses of its program headers, loader, vDSO, random bytes and file name, drawn
+/// anew by every exec under ASLR, copied by `fork`, not writable by the process).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Layout {
     exe: FileId,
-    mm: [u64; 10],
+    auxv: Vec<u8>,
     /// Set when the image's addresses were not randomized: the capture is that process's only.
     owner: Option<i32>,
 }
+
+/// A thread as the guard looks it up on each call: its executable and its image's layout.
+#[derive(Debug, Clone)]
+pub struct Thread {
+    pub exe: Stamp,
+    layout: Layout,
+}
+
+impl Thread {
+    fn read(tid: i32) -> Option<Thread> {
+        let exe = Stamp::of(&std::fs::metadata(format!("/proc/{tid}/exe")).ok()?);
+        let auxv = read_small(&format!("/proc/{tid}/auxv"))?;
+        Some(Thread {
+            exe,
+            layout: Layout {
+                exe: exe.id,
+                auxv,
+                owner: None,
+            },
+        })
+    }
+}
+
+/// Threads looked up at once in the cache (it is emptied when full).
+const MAX_THREADS: usize = 8192;
 
 /// What the kernel started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +206,14 @@ struct Store {
     order: VecDeque<Layout>,
     /// Captures bound to one process exist (no ASLR somewhere).
     owned: usize,
+    /// Threads by the inode of their pidfd (unique for the boot where pidfs exists), so a call
+    /// costs no /proc lookup; an entry goes when its process execs.
+    threads: HashMap<u64, Thread>,
+    /// Threads of processes that exec'd from a thread other than the leader: their pid moves
+    /// between tasks at a moment the guard does not see, so they are never cached. When this
+    /// set is full, nothing is cached any more.
+    uncached: std::collections::HashSet<u64>,
+    no_cache: bool,
 }
 
 impl Captures {
@@ -200,21 +235,59 @@ impl Captures {
         }
     }
 
-    /// The capture of the image thread `tid` runs (whose executable is `exe`).
-    pub fn find(&self, tid: i32, exe: FileId) -> Option<Capture> {
-        let mm = mm_fields(tid)?;
-        let s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let mut key = Layout {
-            exe,
-            mm,
-            owner: None,
+    /// Thread `tid` (whose pidfd has inode `key`, where those are unique).
+    pub fn thread(&self, tid: i32, key: Option<u64>) -> Option<Thread> {
+        let key = {
+            let s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            match key {
+                Some(k) if !s.no_cache => {
+                    if let Some(t) = s.threads.get(&k) {
+                        return Some(t.clone());
+                    }
+                    Some(k)
+                }
+                _ => None,
+            }
         };
-        if let Some(c) = s.by_layout.get(&key) {
+        let t = Thread::read(tid)?;
+        if let Some(k) = key {
+            let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if !s.no_cache && !s.uncached.contains(&k) {
+                if s.threads.len() >= MAX_THREADS {
+                    s.threads.clear();
+                }
+                s.threads.insert(k, t.clone());
+            }
+        }
+        Some(t)
+    }
+
+    /// A process execs: forget the cached threads `keys` (the exec'ing thread and its
+    /// leader); `for_good` when the exec is not the leader's.
+    pub fn forget(&self, keys: &[u64], for_good: bool) {
+        let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        for k in keys {
+            s.threads.remove(k);
+            if for_good {
+                if s.uncached.len() >= MAX_THREADS {
+                    s.no_cache = true;
+                    s.threads.clear();
+                }
+                s.uncached.insert(*k);
+            }
+        }
+    }
+
+    /// The capture of the image thread `tid` (looked up as `t`) runs.
+    pub fn find(&self, tid: i32, t: &Thread) -> Option<Capture> {
+        let s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = s.by_layout.get(&t.layout) {
             return Some(c.clone());
         }
         if s.owned == 0 {
             return None;
         }
+        let mut key = t.layout.clone();
         key.owner = Some(tgid_of(tid)?);
         s.by_layout.get(&key).cloned()
     }
@@ -232,24 +305,9 @@ impl Captures {
     }
 }
 
-/// The kernel's mm fields of /proc/TID/stat: start/end code, start stack, start/end data,
-/// start brk, argument and environment start/end.
-fn mm_fields(tid: i32) -> Option<[u64; 10]> {
-    let stat = std::fs::read_to_string(format!("/proc/{tid}/stat")).ok()?;
-    let after = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    // Field N of stat(5) is f[N - 3].
-    let at = |n: usize| f.get(n - 3)?.parse::<u64>().ok();
-    let mut out = [0u64; 10];
-    for (slot, n) in out.iter_mut().zip([26, 27, 28, 45, 46, 47, 48, 49, 50, 51]) {
-        *slot = at(n)?;
-    }
-    Some(out)
-}
-
 pub fn tgid_of(tid: i32) -> Option<i32> {
-    let status = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    status
+    let status = read_small(&format!("/proc/{tid}/status"))?;
+    String::from_utf8_lossy(&status)
         .lines()
         .find_map(|l| l.strip_prefix("Tgid:"))
         .and_then(|v| v.trim().parse().ok())
@@ -298,8 +356,7 @@ fn injection_var(name: &str) -> bool {
 /// Read the facts of the image `tid` was just started with (it is stopped at its exec stop).
 fn read(tid: i32, system_aslr: bool) -> Option<(Layout, Capture)> {
     let proc = format!("/proc/{tid}");
-    let exe = Stamp::of(&std::fs::metadata(format!("{proc}/exe")).ok()?);
-    let mm = mm_fields(tid)?;
+    let t = Thread::read(tid)?;
     let cmdline = std::fs::read(format!("{proc}/cmdline")).ok()?;
     let environ = read_bounded(&format!("{proc}/environ"), MAX_ENVIRON)?;
     let mut injection = Vec::new();
@@ -323,15 +380,12 @@ fn read(tid: i32, system_aslr: bool) -> Option<(Layout, Capture)> {
             .ok()
             .map(|p| p.to_string_lossy().into_owned())
     };
-    let owner = (!randomized(tid, system_aslr)).then_some(tid);
+    let mut layout = t.layout;
+    layout.owner = (!randomized(tid, system_aslr)).then_some(tid);
     Some((
-        Layout {
-            exe: exe.id,
-            mm,
-            owner,
-        },
+        layout,
         Capture {
-            exe,
+            exe: t.exe,
             head: head_of(&cmdline),
             injection,
             ld_library_path,
@@ -339,6 +393,17 @@ fn read(tid: i32, system_aslr: bool) -> Option<(Layout, Capture)> {
             root: link("root")?,
         },
     ))
+}
+
+/// A small /proc file in one `read` (they report size 0, so `read_to_string` reads it in
+/// growing pieces; this is on the path of every allowed connect).
+fn read_small(path: &str) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut buf = vec![0u8; 4096];
+    let n = f.read(&mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
 }
 
 fn read_bounded(path: &str, limit: usize) -> Option<Vec<u8>> {

@@ -3,10 +3,10 @@
 //!
 //! Threat: an agent whose access is revoked keeps a long-lived stream (a websocket, a
 //! tunnel) open and goes on using it. The guard holds no descriptor of its own for a
-//! connection — that would keep the socket alive after the workload closed it — but the
-//! socket's cookie (unique for the system's uptime) and inode. On revocation it looks for
-//! those inodes among the descriptors of the container's processes, takes each with
-//! `pidfd_getfd`, checks the cookie, and shuts the socket down.
+//! connection — that would keep the socket alive after the workload closed it — only the
+//! socket's cookie (unique for the system's uptime; one `getsockopt` on the connect path). On
+//! revocation it takes each socket of the container's processes with `pidfd_getfd`, and shuts
+//! down those whose cookie a revoked policy allowed.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -26,13 +26,13 @@ pub struct Connections {
 
 #[derive(Default)]
 struct Inner {
-    /// socket inode → (cookie, policy key)
-    by_inode: HashMap<u64, (u64, String)>,
+    /// socket cookie → policy key
+    by_cookie: HashMap<u64, String>,
     order: VecDeque<u64>,
 }
 
-/// The socket's cookie and inode.
-pub fn identify(sock: &OwnedFd) -> Option<(u64, u64)> {
+/// The socket's cookie.
+pub fn cookie(sock: &OwnedFd) -> Option<u64> {
     let mut cookie: u64 = 0;
     let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
     // SAFETY: SO_COOKIE writes one u64 into `cookie`.
@@ -45,43 +45,37 @@ pub fn identify(sock: &OwnedFd) -> Option<(u64, u64)> {
             &mut len,
         )
     };
-    let st = nix::sys::stat::fstat(sock.as_raw_fd()).ok()?;
-    (r == 0).then_some((cookie, st.st_ino))
+    (r == 0).then_some(cookie)
 }
 
 impl Connections {
     /// Remember that `policy` allowed the connection of `sock`.
     pub fn add(&self, sock: &OwnedFd, policy: &str) {
-        let Some((cookie, ino)) = identify(sock) else {
+        let Some(c) = cookie(sock) else {
             return;
         };
         let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if m.by_inode
-            .insert(ino, (cookie, policy.to_string()))
-            .is_none()
-        {
-            m.order.push_back(ino);
+        if m.by_cookie.insert(c, policy.to_string()).is_none() {
+            m.order.push_back(c);
         }
         while m.order.len() > MAX_CONNECTIONS {
             if let Some(old) = m.order.pop_front() {
-                m.by_inode.remove(&old);
+                m.by_cookie.remove(&old);
             }
         }
     }
 
-    /// Forget and return the connections `policies` allowed: inode → cookie.
-    fn take(&self, policies: &HashSet<String>) -> HashMap<u64, u64> {
+    /// Forget and return the cookies of the connections `policies` allowed.
+    fn take(&self, policies: &HashSet<String>) -> HashSet<u64> {
         let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let gone: HashMap<u64, u64> = m
-            .by_inode
+        let gone: HashSet<u64> = m
+            .by_cookie
             .iter()
-            .filter(|(_, (_, p))| policies.contains(p))
-            .map(|(ino, (cookie, _))| (*ino, *cookie))
+            .filter(|(_, p)| policies.contains(*p))
+            .map(|(c, _)| *c)
             .collect();
-        for ino in gone.keys() {
-            m.by_inode.remove(ino);
-        }
-        m.order.retain(|i| !gone.contains_key(i));
+        m.by_cookie.retain(|c, _| !gone.contains(c));
+        m.order.retain(|c| !gone.contains(c));
         gone
     }
 
@@ -109,27 +103,18 @@ impl Connections {
                 continue;
             };
             for e in rd.filter_map(|e| e.ok()) {
-                let Ok(target) = std::fs::read_link(e.path()) else {
-                    continue;
-                };
-                let Some(ino) = target
-                    .to_str()
-                    .and_then(|t| t.strip_prefix("socket:["))
-                    .and_then(|t| t.strip_suffix(']'))
-                    .and_then(|t| t.parse::<u64>().ok())
-                else {
-                    continue;
-                };
-                let Some(cookie) = gone.get(&ino) else {
-                    continue;
-                };
+                let is_socket = std::fs::read_link(e.path())
+                    .is_ok_and(|t| t.to_string_lossy().starts_with("socket:["));
                 let Some(fd) = e.file_name().to_str().and_then(|f| f.parse::<i32>().ok()) else {
                     continue;
                 };
+                if !is_socket {
+                    continue;
+                }
                 let Ok(sock) = pidfd_getfd(&pidfd, fd) else {
                     continue;
                 };
-                if identify(&sock).is_some_and(|(c, _)| c == *cookie) {
+                if cookie(&sock).is_some_and(|c| gone.contains(&c)) {
                     // SAFETY: shutdown on a descriptor we hold.
                     unsafe { libc::shutdown(sock.as_raw_fd(), libc::SHUT_RDWR) };
                     cut += 1;

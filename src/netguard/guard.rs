@@ -80,6 +80,8 @@ pub struct Shared {
     conns: Connections,
     fence: Option<Fence>,
     aslr: bool,
+    /// pidfds have inodes unique per pid (caller lookups can be cached).
+    pidfs: bool,
     last_refresh: Mutex<Instant>,
     listeners: AtomicUsize,
     waiter: OnceLock<Waiter>,
@@ -179,6 +181,27 @@ impl Shared {
     pub fn audit(&self, ev: audit::Event) {
         self.audit.record(&ev);
     }
+
+    /// The inode of a pidfd, where the kernel gives every pid its own (pidfs, Linux 6.9).
+    fn pid_key(&self, pidfd: &OwnedFd) -> Option<u64> {
+        if !self.pidfs {
+            return None;
+        }
+        nix::sys::stat::fstat(pidfd.as_raw_fd())
+            .ok()
+            .map(|st| st.st_ino)
+    }
+}
+
+/// Whether pidfds of different processes have different inodes (pidfs).
+fn pidfs() -> bool {
+    let ino = |pid: i32| {
+        crate::helper::pidfd_open_flags(pid, 0)
+            .ok()
+            .and_then(|fd| nix::sys::stat::fstat(fd.as_raw_fd()).ok())
+            .map(|st| st.st_ino)
+    };
+    matches!((ino(std::process::id() as i32), ino(1)), (Some(a), Some(b)) if a != b)
 }
 
 /// The guard as a helper service.
@@ -235,6 +258,7 @@ impl Guard {
             conns: Connections::default(),
             fence: c.base.fence,
             aslr: capture::system_aslr(),
+            pidfs: pidfs(),
             last_refresh: Mutex::new(Instant::now() - REFRESH_EVERY),
             listeners: AtomicUsize::new(0),
             waiter: OnceLock::new(),
@@ -560,7 +584,7 @@ fn handle(shared: &Arc<Shared>, listener: &Arc<OwnedFd>, req: &libc::seccomp_not
     if !notif::valid(listener, id) {
         return;
     }
-    let Some(caller) = Caller::of(tid) else {
+    let Some(caller) = Caller::of(tid, &shared.captures, shared.pid_key(&pidfd)) else {
         return notif::respond(listener, id, Reply::Error(Errno::ESRCH));
     };
     let ctx = CallCtx {
@@ -574,10 +598,21 @@ fn handle(shared: &Arc<Shared>, listener: &Arc<OwnedFd>, req: &libc::seccomp_not
 }
 
 /// An `execve`: it continues, and the guard reads what the kernel started at the exec stop.
+/// The cached lookups of the exec'ing thread and its leader go: their image changes.
 fn exec(shared: &Shared, listener: &Arc<OwnedFd>, id: u64, tid: i32) {
+    let tgid = capture::tgid_of(tid).unwrap_or(tid);
+    let keys: Vec<u64> = [tid, tgid]
+        .iter()
+        .filter_map(|p| notif::pidfd_of_thread(*p).ok())
+        .filter_map(|fd| shared.pid_key(&fd))
+        .collect();
+    // A thread that is not the leader takes the leader's pid during the exec, at a moment
+    // the guard does not see: that process is never cached again.
+    shared.captures.forget(&keys, tgid != tid);
     let got = capture::continue_and_capture(tid, shared.aslr, || {
         notif::respond(listener, id, Reply::Continue)
     });
+    shared.captures.forget(&keys, false);
     if let Some((layout, cap)) = got {
         shared.captures.insert(layout, cap);
     }
@@ -684,10 +719,14 @@ impl CallCtx {
         match started {
             Ok(Some(n)) => self.respond(Reply::Value(n as i64)),
             Err(e) => self.respond(Reply::Error(e)),
-            Ok(None) => {
-                let ready = Box::new(|s: &OwnedFd| calls::connect_result(s, 0).map(Reply::of));
-                self.wait(sock, ready);
-            }
+            // Most handshakes (loopback, a host on the same link, a refusal) are over by now.
+            Ok(None) => match calls::connect_result(&sock, 0) {
+                Some(r) => self.respond(Reply::of(r)),
+                None => {
+                    let ready = Box::new(|s: &OwnedFd| calls::connect_result(s, 0).map(Reply::of));
+                    self.wait(sock, ready);
+                }
+            },
         }
     }
 

@@ -76,14 +76,17 @@ impl Baseline {
 pub struct Caller {
     pub pid: i32,
     pub exe: Stamp,
+    thread: capture::Thread,
 }
 
 impl Caller {
-    pub fn of(pid: i32) -> Option<Caller> {
-        let md = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+    /// Thread `pid`, looked up through `captures` (`key`: its pidfd's inode, where unique).
+    pub fn of(pid: i32, captures: &Captures, key: Option<u64>) -> Option<Caller> {
+        let thread = captures.thread(pid, key)?;
         Some(Caller {
             pid,
-            exe: Stamp::of(&md),
+            exe: thread.exe,
+            thread,
         })
     }
 
@@ -277,7 +280,7 @@ pub fn matches(
     root: &Path,
 ) -> Result<bool, String> {
     let capture = || -> Result<Capture, String> {
-        captures.find(caller.pid, caller.exe.id).ok_or_else(|| {
+        captures.find(caller.pid, &caller.thread).ok_or_else(|| {
             "no record of how this process was started (its exec was not captured)".to_string()
         })
     };
