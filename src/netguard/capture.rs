@@ -353,16 +353,39 @@ fn injection_var(name: &str) -> bool {
         || (name.starts_with("NODE_") && !HARMLESS_NODE.contains(&name))
 }
 
-/// Read the facts of the image `tid` was just started with (it is stopped at its exec stop).
+/// The argument and environment areas of `tid`'s image (fields 48 to 51 of stat(5)).
+fn arg_env_bounds(tid: i32) -> Option<(u64, u64, u64)> {
+    let stat = read_small(&format!("/proc/{tid}/stat"))?;
+    let stat = std::str::from_utf8(&stat).ok()?;
+    let f: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // Field N of stat(5) is f[N - 3].
+    let at = |n: usize| f.get(n - 3)?.parse::<u64>().ok();
+    let (arg_start, env_start, env_end) = (at(48)?, at(50)?, at(51)?);
+    (arg_start <= env_start && env_start <= env_end).then_some((arg_start, env_start, env_end))
+}
+
+/// Read the facts of the image `tid` was just started with (it is stopped at its exec stop,
+/// so the argument and environment areas are still exactly what the kernel copied). The
+/// areas are read in one `process_vm_readv`.
 fn read(tid: i32, system_aslr: bool) -> Option<(Layout, Capture)> {
     let proc = format!("/proc/{tid}");
     let t = Thread::read(tid)?;
-    let cmdline = std::fs::read(format!("{proc}/cmdline")).ok()?;
-    let environ = read_bounded(&format!("{proc}/environ"), MAX_ENVIRON)?;
+    let (arg_start, env_start, env_end) = arg_env_bounds(tid)?;
+    let want = ((env_end - arg_start) as usize).min(MAX_ENVIRON);
+    let mem = super::calls::Mem(Pid::from_raw(tid))
+        .read(arg_start, want)
+        .ok()?;
+    let split = ((env_start - arg_start) as usize).min(mem.len());
+    let (cmdline, environ) = mem.split_at(split);
+    let link = |n: &str| {
+        std::fs::read_link(format!("{proc}/{n}"))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
+    };
+    let (cwd, root) = (link("cwd")?, link("root")?);
     let mut injection = Vec::new();
     let mut ld_library_path = None;
-    let whole = environ.len() < MAX_ENVIRON;
-    for e in split_nul(&environ) {
+    for e in split_nul(environ) {
         let e = String::from_utf8_lossy(e);
         let (k, v) = e.split_once('=').unwrap_or((&e, ""));
         if k == "LD_LIBRARY_PATH" {
@@ -371,26 +394,21 @@ fn read(tid: i32, system_aslr: bool) -> Option<(Layout, Capture)> {
             injection.push(k.to_string());
         }
     }
-    if !whole {
+    if ((env_end - arg_start) as usize) > MAX_ENVIRON {
         // An environment too large to read whole cannot be cleared of injection variables.
         injection.push("LD_PRELOAD".into());
     }
-    let link = |n: &str| {
-        std::fs::read_link(format!("{proc}/{n}"))
-            .ok()
-            .map(|p| p.to_string_lossy().into_owned())
-    };
     let mut layout = t.layout;
     layout.owner = (!randomized(tid, system_aslr)).then_some(tid);
     Some((
         layout,
         Capture {
             exe: t.exe,
-            head: head_of(&cmdline),
+            head: head_of(cmdline),
             injection,
             ld_library_path,
-            cwd: link("cwd")?,
-            root: link("root")?,
+            cwd,
+            root,
         },
     ))
 }
@@ -406,18 +424,10 @@ fn read_small(path: &str) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-fn read_bounded(path: &str, limit: usize) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let f = std::fs::File::open(path).ok()?;
-    let mut buf = Vec::new();
-    f.take(limit as u64).read_to_end(&mut buf).ok()?;
-    Some(buf)
-}
-
-/// Let the notified `execve` of `tid` continue (`respond` answers the notification) and
-/// capture what the kernel started. `None` when there is nothing to capture: the exec failed,
-/// the caller is not its thread group's leader (its pid changes at exec), or it could not be
-/// traced; such an image has no capture, and entries that need one refuse it.
+/// Let the notified `execve` of thread group leader `tid` continue (`respond` answers the
+/// notification) and capture what the kernel started. `None` when there is nothing to
+/// capture: the exec failed, or the caller could not be traced; such an image has no
+/// capture, and entries that need one refuse it.
 pub fn continue_and_capture(
     tid: i32,
     system_aslr: bool,

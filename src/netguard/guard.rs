@@ -600,19 +600,24 @@ fn handle(shared: &Arc<Shared>, listener: &Arc<OwnedFd>, req: &libc::seccomp_not
 /// An `execve`: it continues, and the guard reads what the kernel started at the exec stop.
 /// The cached lookups of the exec'ing thread and its leader go: their image changes.
 fn exec(shared: &Shared, listener: &Arc<OwnedFd>, id: u64, tid: i32) {
-    let tgid = capture::tgid_of(tid).unwrap_or(tid);
-    let keys: Vec<u64> = [tid, tgid]
-        .iter()
-        .filter_map(|p| notif::pidfd_of_thread(*p).ok())
-        .filter_map(|fd| shared.pid_key(&fd))
-        .collect();
-    // A thread that is not the leader takes the leader's pid during the exec, at a moment
-    // the guard does not see: that process is never cached again.
-    shared.captures.forget(&keys, tgid != tid);
-    let got = capture::continue_and_capture(tid, shared.aslr, || {
-        notif::respond(listener, id, Reply::Continue)
-    });
-    shared.captures.forget(&keys, false);
+    let cont = || notif::respond(listener, id, Reply::Continue);
+    // A pidfd without PIDFD_THREAD opens only for a thread group's leader.
+    let Ok(leader) = crate::helper::pidfd_open_flags(tid, 0) else {
+        // A thread that is not the leader takes the leader's pid during the exec, at a moment
+        // the guard does not see: that process gets no capture and is never cached again.
+        let tgid = capture::tgid_of(tid).unwrap_or(tid);
+        let keys: Vec<u64> = [tid, tgid]
+            .iter()
+            .filter_map(|p| notif::pidfd_of_thread(*p).ok())
+            .filter_map(|fd| shared.pid_key(&fd))
+            .collect();
+        shared.captures.forget(&keys, true);
+        return cont();
+    };
+    let got = capture::continue_and_capture(tid, shared.aslr, cont);
+    if let Some(k) = shared.pid_key(&leader) {
+        shared.captures.forget(&[k], false);
+    }
     if let Some((layout, cap)) = got {
         shared.captures.insert(layout, cap);
     }
