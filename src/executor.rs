@@ -36,6 +36,13 @@ fn process_env(spec: &Spec) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The PATH a process with environment `env` runs with. libcontainer turns the list into a
+/// map, so of several `PATH=` entries the last one is what the process gets; the exec gate
+/// resolves commands with this same function.
+pub fn path_var(env: &[String]) -> Option<&str> {
+    env.iter().rev().find_map(|e| e.strip_prefix("PATH="))
+}
+
 /// Resolve `name` as execvp would, with the container's PATH; messages match runc's, which
 /// engines map to exit codes 126/127.
 pub fn resolve_executable(name: &str, path_var: Option<&str>) -> Result<PathBuf, String> {
@@ -76,8 +83,7 @@ impl Executor for ConfiningExecutor {
             .filter(|a| !a.is_empty())
             .ok_or(ExecutorError::InvalidArg)?;
         let env = process_env(spec);
-        let path_var = env.iter().find_map(|e| e.strip_prefix("PATH="));
-        let program = resolve_executable(&args[0], path_var).map_err(ExecutorError::Other)?;
+        let program = resolve_executable(&args[0], path_var(&env)).map_err(ExecutorError::Other)?;
         let program = CString::new(program.into_os_string().into_encoded_bytes())
             .map_err(|_| ExecutorError::InvalidArg)?;
         let argv: Vec<CString> = args
@@ -103,8 +109,7 @@ impl Executor for ConfiningExecutor {
             ));
         };
         let env = process_env(spec);
-        let path_var = env.iter().find_map(|e| e.strip_prefix("PATH="));
-        resolve_executable(name, path_var)
+        resolve_executable(name, path_var(&env))
             .map(|_| ())
             .map_err(ExecutorValidationError::ArgValidationError)
     }

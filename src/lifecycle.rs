@@ -350,9 +350,17 @@ impl Runtime {
                 },
             )
         });
-        if let Err(e) =
-            self.between_create_and_start(&mut container, &mut meta, &guards, guard_service)
-        {
+        let exec_shells: Option<Vec<String>> = effective
+            .exec_policy
+            .as_ref()
+            .map(|e| e.shells.iter().map(|s| s.value.clone()).collect());
+        if let Err(e) = self.between_create_and_start(
+            &mut container,
+            &mut meta,
+            &guards,
+            guard_service,
+            exec_shells.as_deref(),
+        ) {
             let _ = container.kill(Signal::SIGKILL, true);
             if let Some(pid) = meta.helper_pid {
                 helper::kill_helper(pid, meta.helper_start_time);
@@ -376,6 +384,7 @@ impl Runtime {
         meta: &mut Meta,
         guards: &[SymlinkGuard],
         net: Option<(UnixListener, netguard::guard::GuardConfigBase)>,
+        exec_shells: Option<&[String]>,
     ) -> Result<()> {
         let id = container.id().to_string();
         let pid = container.pid().ok_or_else(|| LifecycleError::Invalid {
@@ -393,6 +402,13 @@ impl Runtime {
             services.push(Box::new(netguard::guard::Guard::new(
                 base.with(pid.as_raw(), control),
             )));
+        }
+        if let Some(extra) = exec_shells {
+            let fs = crate::execgate::eval::PrefixFs {
+                prefix: PathBuf::from(format!("/proc/{}/root", pid.as_raw())),
+                grants: None,
+            };
+            meta.shells = crate::execgate::shell_ids(&fs, extra);
         }
         let (hpid, hstart) = helper::spawn(pid.as_raw(), services)?;
         meta.helper_pid = Some(hpid);
@@ -816,20 +832,26 @@ impl Runtime {
         if process_file.is_none() {
             env.extend(opts.env.iter().cloned());
         }
-        let path_var = env
+        // What the request sets beyond the container's own environment.
+        let base_env = base.env().clone().unwrap_or_default();
+        let exec_env: Vec<String> = env
             .iter()
-            .rev()
-            .find_map(|e| e.strip_prefix("PATH="))
-            .map(str::to_string);
+            .filter(|e| !base_env.contains(e))
+            .cloned()
+            .collect();
+        let path_var = crate::executor::path_var(&env).map(str::to_string);
         let cwd = opts.cwd.clone().unwrap_or_else(|| process.cwd().clone());
         let meta = Meta::load(&self.root, id)?;
         let uid = plan
             .run_as
             .map_or(opts.user.unwrap_or(process.user().uid()), |r| r.0);
-        let home = crate::identity::resolve(&meta.rootfs, None, uid, 0)
-            .ok()
-            .and_then(|i| i.home)
-            .unwrap_or_else(|| PathBuf::from("/"));
+        let home = match env.iter().rev().find_map(|e| e.strip_prefix("HOME=")) {
+            Some(h) if h.starts_with('/') => PathBuf::from(h),
+            _ => crate::identity::resolve(&meta.rootfs, None, uid, 0)
+                .ok()
+                .and_then(|i| i.home)
+                .unwrap_or_else(|| PathBuf::from("/")),
+        };
         let init = self
             .load(id)?
             .pid()
@@ -839,6 +861,11 @@ impl Runtime {
             })?;
         let fs = crate::execgate::eval::PrefixFs {
             prefix: PathBuf::from(format!("/proc/{}/root", init.as_raw())),
+            grants: plan
+                .landlock
+                .as_ref()
+                .filter(|l| l.abi > 0)
+                .map(|l| l.grants.clone()),
         };
         let allowlist: Vec<String> = policy
             .allowlist
@@ -851,6 +878,8 @@ impl Runtime {
             path_var: path_var.as_deref(),
             cwd,
             home,
+            shells: &meta.shells,
+            exec_env: &exec_env,
         };
         let request = serde_json::json!({"command": argv});
         match crate::execgate::eval::evaluate(&argv, &ctx, &fs) {

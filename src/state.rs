@@ -155,6 +155,10 @@ pub struct Meta {
     /// Symlink guard outcomes (what `delete` must undo).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub guards: Vec<crate::symlinks::Outcome>,
+    /// The image's real shells (and those the policy lists) by device and inode, recorded at
+    /// create for the exec gate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shells: Vec<(u64, u64)>,
     /// The network guard's kernel fence (cgroups `delete` removes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fence: Option<crate::netguard::fence::Fence>,

@@ -1,18 +1,41 @@
 //! The gate's decision (SPEC §9): every program a direct argv or a shell wrapper's script
 //! would start is resolved inside the container (PATH, cwd and `cd`, symlinks within the
 //! root) and must match the allowlist; shell scripts may also use the safe builtins.
+//!
+//! Threat: the request comes from whoever drives the agent, and the container's files are the
+//! workload's. So the gate decides on files, not names: a wrapper shell is one of the image's
+//! real shells (by device and inode, recorded at create) or a file the policy lists, never
+//! "anything called sh"; a login or interactive shell is refused when a startup file it reads
+//! could have been written by the workload; the dynamic loader is never a command; an exec
+//! that brings loader or shell injection variables is refused; and the working directory is
+//! only trusted while every `cd` before a command is sure to have run.
 
 use std::path::{Component, Path, PathBuf};
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
-use super::shell::{self, Command};
+use super::shell::{self, Command, Joined, Word};
 
 use crate::executor::DEFAULT_PATH;
 const SHELLS: [&str; 4] = ["sh", "bash", "dash", "ash"];
 const SAFE_BUILTINS: [&str; 7] = [":", "true", "false", "pwd", "cd", "test", "["];
 const REFUSED_BUILTINS: [&str; 7] = ["eval", "source", ".", "export", "unset", "alias", "exec"];
 const MAX_DEPTH: usize = 3;
+/// Variables that make the loader or a shell run code the command does not name.
+pub const INJECTION_VARS: [&str; 6] = [
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+    "BASH_ENV",
+    "ENV",
+    "SHELLOPTS",
+    "PS4",
+];
+/// What a login or interactive shell reads before its command: system-wide, then under HOME.
+const SYSTEM_STARTUP: [&str; 3] = ["/etc/profile", "/etc/profile.d", "/etc/bash.bashrc"];
+const HOME_STARTUP: [&str; 4] = [".bash_profile", ".bash_login", ".profile", ".bashrc"];
+
+/// (device, inode) of a file.
+pub type FileId = (u64, u64);
 
 /// The container's file tree, as the gate needs it.
 pub trait ContainerFs {
@@ -21,6 +44,14 @@ pub trait ContainerFs {
     fn resolve(&self, path: &Path) -> Option<PathBuf>;
     fn is_executable_file(&self, path: &Path) -> bool;
     fn is_dir(&self, path: &Path) -> bool;
+    /// Device and inode of a resolved path.
+    fn file_id(&self, path: &Path) -> Option<FileId>;
+    /// Whether a process of the container could write `path` (or create it, when absent).
+    fn writable(&self, path: &Path) -> bool;
+    /// Whether the resolved file is a dynamic loader (`ld-linux*.so`, `ld-musl*`).
+    fn is_loader(&self, path: &Path) -> bool;
+    /// The entries of a directory (absolute container paths); empty if it is not one.
+    fn list_dir(&self, dir: &Path) -> Vec<PathBuf>;
 }
 
 pub struct Context<'a> {
@@ -30,6 +61,10 @@ pub struct Context<'a> {
     pub path_var: Option<&'a str>,
     pub cwd: PathBuf,
     pub home: PathBuf,
+    /// The image's real shells and those the policy lists, by device and inode.
+    pub shells: &'a [FileId],
+    /// Variables the exec request sets (beyond what the container was created with).
+    pub exec_env: &'a [String],
 }
 
 /// What an allowed exec may run: Landlock gives execute rights on these files only.
@@ -79,6 +114,26 @@ fn normalize(p: &Path) -> PathBuf {
     out
 }
 
+/// The working directory a command of a script will run in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Cwd {
+    Known(PathBuf),
+    /// A `cd` before it may not have run (or ran in a pipeline's subshell): why.
+    Unknown(String),
+}
+
+impl Cwd {
+    fn get(&self, segment: &str, what: &str) -> Result<&Path, Denied> {
+        match self {
+            Cwd::Known(p) => Ok(p),
+            Cwd::Unknown(why) => Err(deny(
+                segment,
+                format!("{what} depends on the working directory, which is unknown: {why}"),
+            )),
+        }
+    }
+}
+
 struct Gate<'a> {
     ctx: &'a Context<'a>,
     fs: &'a dyn ContainerFs,
@@ -88,16 +143,22 @@ struct Gate<'a> {
 
 /// Decide an exec of `argv`.
 pub fn evaluate(argv: &[String], ctx: &Context, fs: &dyn ContainerFs) -> Result<Allowed, Denied> {
+    let Some(first) = argv.first() else {
+        return Err(deny("", "empty command"));
+    };
+    if let Some(v) = ctx.exec_env.iter().find_map(|e| {
+        let k = e.split('=').next().unwrap_or(e);
+        INJECTION_VARS.contains(&k).then_some(k)
+    }) {
+        return Err(deny(first, format!("the exec sets {v}")));
+    }
     let mut g = Gate {
         ctx,
         fs,
         allow: allowlist_set(ctx.allowlist),
         out: Allowed::default(),
     };
-    let Some(first) = argv.first() else {
-        return Err(deny("", "empty command"));
-    };
-    g.argv(argv, ctx.cwd.clone(), 0, first)?;
+    g.argv(argv, &Cwd::Known(ctx.cwd.clone()), 0, first)?;
     g.out.executables.sort();
     g.out.executables.dedup();
     g.out.shells.sort();
@@ -105,8 +166,16 @@ pub fn evaluate(argv: &[String], ctx: &Context, fs: &dyn ContainerFs) -> Result<
     Ok(g.out)
 }
 
-/// `sh -c SCRIPT …`, `bash -lc …`, `busybox sh -c …`: the script, if `argv` is a wrapper.
-fn wrapped_script(argv: &[String]) -> Option<&str> {
+/// A wrapper's script, and whether the shell reads startup files first (login `-l`,
+/// `--login`; interactive `-i`).
+struct Wrapped<'s> {
+    script: &'s str,
+    startup: bool,
+}
+
+/// `sh -c SCRIPT …`, `bash -lc …`, `busybox sh -c …`: the script, if `argv` has that shape.
+/// Whether the program really is a shell is decided on its file, by the caller.
+fn wrapped_script(argv: &[String]) -> Option<Wrapped<'_>> {
     let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
     let mut i = 0;
     if base(&argv[0]) == "busybox" && argv.len() > 1 && SHELLS.contains(&argv[1].as_str()) {
@@ -116,74 +185,138 @@ fn wrapped_script(argv: &[String]) -> Option<&str> {
         return None;
     }
     let mut j = i + 1;
-    let mut has_c = false;
+    let (mut has_c, mut startup) = (false, false);
     while let Some(opt) = argv.get(j) {
+        if opt == "--login" {
+            startup = true;
+            j += 1;
+            continue;
+        }
         let Some(flags) = opt.strip_prefix('-') else {
             break;
         };
-        if flags.is_empty() || !flags.chars().all(|c| c == 'l' || c == 'c') {
+        if flags.is_empty() || !flags.chars().all(|c| matches!(c, 'l' | 'c' | 'i')) {
             return None;
         }
         has_c |= flags.contains('c');
+        startup |= flags.contains(['l', 'i']);
         j += 1;
     }
     if !has_c {
         return None;
     }
-    argv.get(j).map(|s| s.as_str())
+    argv.get(j).map(|s| Wrapped {
+        script: s.as_str(),
+        startup,
+    })
 }
 
 impl Gate<'_> {
-    /// Resolve a command name as the shell would: with a `/` relative to `cwd`, else PATH.
-    fn resolve_command(&self, name: &str, cwd: &Path) -> Option<PathBuf> {
+    /// Resolve a command name as the shell would: `~` expanded, with a `/` relative to
+    /// `cwd`, else PATH (the first `PATH=` of the exec's environment, as execve reads it).
+    fn resolve_command(&self, word: &Word, cwd: &Cwd, segment: &str) -> Result<Option<PathBuf>, Denied> {
+        let name = word.text.as_str();
+        let name = if word.tilde {
+            let rest = &name[1..];
+            if !(rest.is_empty() || rest.starts_with('/')) {
+                return Err(deny(segment, "~user in a command name"));
+            }
+            format!("{}{rest}", self.ctx.home.display())
+        } else {
+            name.to_string()
+        };
+        let found = |p: PathBuf| {
+            self.fs
+                .resolve(&normalize(&p))
+                .filter(|r| self.fs.is_executable_file(r))
+        };
         if name.contains('/') {
             let p = if name.starts_with('/') {
-                PathBuf::from(name)
+                PathBuf::from(&name)
             } else {
-                cwd.join(name)
+                cwd.get(segment, &name)?.join(&name)
             };
-            return self
-                .fs
-                .resolve(&normalize(&p))
-                .filter(|r| self.fs.is_executable_file(r));
+            return Ok(found(p));
         }
         let path_var = self.ctx.path_var.unwrap_or(DEFAULT_PATH);
-        path_var.split(':').find_map(|dir| {
-            let dir = if dir.is_empty() {
-                cwd.to_path_buf()
+        for dir in path_var.split(':') {
+            let dir = if dir.starts_with('/') {
+                PathBuf::from(dir)
             } else {
-                cwd.join(dir)
+                cwd.get(segment, &format!("PATH entry {dir:?}"))?.join(dir)
             };
-            self.fs
-                .resolve(&normalize(&dir.join(name)))
-                .filter(|r| self.fs.is_executable_file(r))
-        })
+            if let Some(r) = found(dir.join(&name)) {
+                return Ok(Some(r));
+            }
+        }
+        Ok(None)
     }
 
-    fn argv(
+    /// The startup file of a login or interactive shell the workload could have written (or
+    /// could create).
+    fn writable_startup(&self) -> Option<PathBuf> {
+        let mut files: Vec<PathBuf> = SYSTEM_STARTUP.iter().map(PathBuf::from).collect();
+        files.extend(self.fs.list_dir(Path::new("/etc/profile.d")));
+        files.extend(HOME_STARTUP.iter().map(|f| self.ctx.home.join(f)));
+        files.into_iter().find(|f| self.fs.writable(f))
+    }
+
+    fn argv(&mut self, argv: &[String], cwd: &Cwd, depth: usize, segment: &str) -> Result<(), Denied> {
+        let word = Word {
+            text: argv[0].clone(),
+            dynamic: false,
+            tilde: false,
+            brace: false,
+        };
+        self.run(&word, argv, cwd, depth, segment)
+    }
+
+    /// Decide one program with its arguments (`first` is argv[0] as a word).
+    fn run(
         &mut self,
+        first: &Word,
         argv: &[String],
-        cwd: PathBuf,
+        cwd: &Cwd,
         depth: usize,
         segment: &str,
     ) -> Result<(), Denied> {
         let resolved = self
-            .resolve_command(&argv[0], &cwd)
+            .resolve_command(first, cwd, segment)?
             .ok_or_else(|| deny(segment, format!("{}: not found in the container", argv[0])))?;
-        if let Some(script) = wrapped_script(argv) {
+        if self.fs.is_loader(&resolved) {
+            return Err(deny(
+                segment,
+                format!(
+                    "{} is the dynamic loader, which runs any file",
+                    resolved.display()
+                ),
+            ));
+        }
+        let is_shell = self
+            .fs
+            .file_id(&resolved)
+            .is_some_and(|id| self.ctx.shells.contains(&id));
+        if let Some(w) = wrapped_script(argv).filter(|_| is_shell) {
             if depth >= MAX_DEPTH {
                 return Err(deny(
                     segment,
                     format!("shell wrappers nested deeper than {MAX_DEPTH}"),
                 ));
             }
-            self.out.shells.push(resolved);
-            let commands = shell::parse(script).map_err(|r| deny(&r.at, r.construct))?;
-            let mut cwd = cwd;
-            for c in &commands {
-                self.command(c, &mut cwd, depth + 1)?;
+            if w.startup {
+                if let Some(f) = self.writable_startup() {
+                    return Err(deny(
+                        segment,
+                        format!(
+                            "a login or interactive shell reads {}, which the container can write",
+                            f.display()
+                        ),
+                    ));
+                }
             }
-            return Ok(());
+            self.out.shells.push(resolved);
+            let commands = shell::parse(w.script).map_err(|r| deny(&r.at, r.construct))?;
+            return self.script(&commands, cwd.clone(), depth + 1);
         }
         if self.allow.is_match(&resolved) {
             self.out.executables.push(resolved);
@@ -200,9 +333,47 @@ impl Gate<'_> {
         }
     }
 
-    fn command(&mut self, c: &Command, cwd: &mut PathBuf, depth: usize) -> Result<(), Denied> {
+    /// A wrapper's commands in order. A `cd`'s new directory holds for the commands joined to
+    /// it by `&&`; once a `;`, newline or `||` follows (it may have failed or not run), or when
+    /// it ran in a pipeline (a subshell), the directory is unknown.
+    fn script(&mut self, commands: &[Command], cwd: Cwd, depth: usize) -> Result<(), Denied> {
+        let mut cwd = cwd;
+        // Whether the and-or list so far had an `||`: a `cd` after one may not have run even
+        // when the list goes on with `&&`.
+        let mut list_or = false;
+        let mut pending_cd: Option<String> = None;
+        for c in commands {
+            match c.joined {
+                Joined::Seq => list_or = false,
+                Joined::Or => list_or = true,
+                Joined::And | Joined::Pipe => {}
+            }
+            if let Some(cd) = &pending_cd {
+                if c.joined != Joined::And {
+                    cwd = Cwd::Unknown(format!("`{cd}` may not have run"));
+                    pending_cd = None;
+                }
+            }
+            self.command(c, &mut cwd, depth)?;
+            if c.words[0].text == "cd" && !c.words[0].dynamic {
+                if c.piped || c.joined == Joined::Pipe {
+                    cwd = Cwd::Unknown(format!("`{}` ran in a pipeline's subshell", c.source));
+                } else if list_or {
+                    cwd = Cwd::Unknown(format!("`{}` may not have run", c.source));
+                } else {
+                    pending_cd = Some(c.source.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn command(&mut self, c: &Command, cwd: &mut Cwd, depth: usize) -> Result<(), Denied> {
         let seg = c.source.as_str();
         let first = &c.words[0];
+        if c.words.iter().any(|w| w.brace) {
+            return Err(deny(seg, "brace expansion"));
+        }
         if first.dynamic {
             return Err(deny(seg, "command name needs expansion"));
         }
@@ -238,10 +409,10 @@ impl Gate<'_> {
                 return Err(deny(seg, "nested shell script needs expansion"));
             }
         }
-        self.argv(&argv, cwd.clone(), depth, seg)
+        self.run(first, &argv, cwd, depth, seg)
     }
 
-    fn cd(&self, c: &Command, cwd: &mut PathBuf) -> Result<(), Denied> {
+    fn cd(&self, c: &Command, cwd: &mut Cwd) -> Result<(), Denied> {
         let seg = c.source.as_str();
         let target = match c.words.get(1) {
             None => self.ctx.home.clone(),
@@ -255,7 +426,7 @@ impl Gate<'_> {
                 self.ctx.home.join(rest)
             }
             Some(w) if w.text.starts_with('/') => PathBuf::from(&w.text),
-            Some(w) => cwd.join(&w.text),
+            Some(w) => cwd.get(seg, "a relative cd")?.join(&w.text),
         };
         let real = self
             .fs
@@ -270,7 +441,7 @@ impl Gate<'_> {
                     ),
                 )
             })?;
-        *cwd = real;
+        *cwd = Cwd::Known(real);
         Ok(())
     }
 }
@@ -280,6 +451,9 @@ impl Gate<'_> {
 /// absolute link target or `..` never leaves the container's root.
 pub struct PrefixFs {
     pub prefix: PathBuf,
+    /// The container's Landlock grants, when Landlock holds its processes: a path is writable
+    /// only where one gives `w`.
+    pub grants: Option<Vec<crate::layout::Grant>>,
 }
 
 const MAX_LINKS: usize = 40;
@@ -342,6 +516,65 @@ impl ContainerFs for PrefixFs {
     fn is_dir(&self, path: &Path) -> bool {
         std::fs::symlink_metadata(self.host(path)).is_ok_and(|m| m.is_dir())
     }
+
+    fn file_id(&self, path: &Path) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(self.host(path))
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
+    }
+
+    fn writable(&self, path: &Path) -> bool {
+        // The file the shell would open, or the directory it would be created in.
+        let target = std::iter::once(path)
+            .chain(path.ancestors().skip(1))
+            .find_map(|p| self.resolve(&normalize(p)))
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let mount_rw = nix::sys::statvfs::statvfs(&self.host(&target))
+            .is_ok_and(|v| !v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+        let landlock_w = self.grants.as_ref().is_none_or(|grants| {
+            grants.iter().any(|g| {
+                g.rights.has(crate::layout::Rights::W)
+                    && (g.path == target || (g.dir && target.starts_with(&g.path)))
+            })
+        });
+        mount_rw && landlock_w
+    }
+
+    fn is_loader(&self, path: &Path) -> bool {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let loader_name = |n: &str| {
+            n.starts_with("ld-linux") || n.starts_with("ld-musl") || n.starts_with("ld64.so")
+        };
+        if loader_name(&name) {
+            return true;
+        }
+        // A copy under another name is still the loader: its ELF names itself.
+        let head = std::fs::File::open(self.host(path)).and_then(|f| {
+            use std::io::Read;
+            let mut buf = Vec::new();
+            f.take(4 << 20).read_to_end(&mut buf).map(|_| buf)
+        });
+        head.ok()
+            .and_then(|b| goblin::elf::Elf::parse(&b).ok().and_then(|e| e.soname.map(str::to_string)))
+            .is_some_and(|so| loader_name(&so))
+    }
+
+    fn list_dir(&self, dir: &Path) -> Vec<PathBuf> {
+        let Some(real) = self.resolve(dir) else {
+            return Vec::new();
+        };
+        std::fs::read_dir(self.host(&real))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| real.join(e.file_name()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
@@ -399,22 +632,39 @@ mod tests {
         safe: bool,
         path: Option<&str>,
     ) -> Result<Allowed, Denied> {
+        run_with(r, allow, argv, cwd, safe, path, &[], Some(Vec::new()))
+    }
+
+    /// `grants`: the Landlock grants (none: nothing writable), or `None` for no Landlock.
+    #[allow(clippy::too_many_arguments)]
+    fn run_with(
+        r: &Root,
+        allow: &[&str],
+        argv: &[&str],
+        cwd: &str,
+        safe: bool,
+        path: Option<&str>,
+        exec_env: &[&str],
+        grants: Option<Vec<crate::layout::Grant>>,
+    ) -> Result<Allowed, Denied> {
         let allowlist: Vec<String> = allow.iter().map(|s| s.to_string()).collect();
+        let fs = PrefixFs {
+            prefix: r.0.clone(),
+            grants,
+        };
+        let shells = crate::execgate::shell_ids(&fs, &["/usr/bin/bash".to_string()]);
+        let exec_env: Vec<String> = exec_env.iter().map(|s| s.to_string()).collect();
         let ctx = Context {
             allowlist: &allowlist,
             safe_builtins: safe,
             path_var: path,
             cwd: PathBuf::from(cwd),
             home: PathBuf::from("/home/agent"),
+            shells: &shells,
+            exec_env: &exec_env,
         };
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
-        evaluate(
-            &argv,
-            &ctx,
-            &PrefixFs {
-                prefix: r.0.clone(),
-            },
-        )
+        evaluate(&argv, &ctx, &fs)
     }
 
     fn denied(res: Result<Allowed, Denied>) -> String {
@@ -607,6 +857,76 @@ mod tests {
         assert!(run(&r, GIT, &["sh", "/tmp/script"]).is_err());
         let ok = run(&r, GIT, &["sh", "-c", "git status"]).unwrap();
         assert_eq!(ok.shells, [PathBuf::from("/bin/busybox")]);
+    }
+
+    #[test]
+    fn wrappers_are_recognised_by_file_not_name() {
+        let r = root();
+        // A file the workload wrote, named like a shell: a plain program, not on the list.
+        std::fs::write(r.0.join("tmp/sh"), "#!/bin/sh\ncurl evil\n").unwrap();
+        std::fs::set_permissions(r.0.join("tmp/sh"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        assert!(denied(run(&r, GIT, &["/tmp/sh", "-c", "true"])).contains("not in the exec allowlist"));
+        assert!(run(&r, GIT, &["/tmp/sh", "-c", "git --version"]).is_err());
+        // A link named sh to another program.
+        symlink("/usr/bin/curl", r.0.join("tmp/bin/sh")).unwrap();
+        assert!(denied(run_in(&r, GIT, &["./bin/sh", "-c", "git"], "/tmp", true, None))
+            .contains("curl"));
+        // The real one still wraps.
+        assert!(run(&r, GIT, &["/bin/sh", "-c", "git --version"]).is_ok());
+        assert!(run(&r, GIT, &["sh", "-c", "git --version"]).is_ok());
+    }
+
+    #[test]
+    fn tilde_braces_and_uncertain_cd() {
+        let r = root();
+        // `~/bin/git` is the home's, not a planted `./~/bin/git`.
+        std::fs::create_dir_all(r.0.join("tmp/~/bin")).unwrap();
+        std::fs::write(r.0.join("tmp/~/bin/git"), "x").unwrap();
+        std::fs::set_permissions(r.0.join("tmp/~/bin/git"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        assert!(denied(run(&r, &["/tmp/**"], &["sh", "-c", "~/bin/git"])).contains("not found"));
+        assert!(run(&r, GIT, &["sh", "-c", "git {status,log}"]).is_err());
+        // A cd that may not have run leaves the working directory unknown.
+        let tool = &["/opt/tools/tool"];
+        assert!(denied(run(&r, tool, &["sh", "-c", "cd /opt/tools | ./tool"])).contains("unknown"));
+        assert!(denied(run(&r, tool, &["sh", "-c", "false && cd /opt/tools; ./tool"]))
+            .contains("unknown"));
+        assert!(run(&r, tool, &["sh", "-c", "cd /opt/tools || ./tool"]).is_err());
+        assert!(run(&r, tool, &["sh", "-c", "false || cd /opt/tools && ./tool"]).is_err());
+        assert!(run(&r, tool, &["sh", "-c", "test -d /opt && cd /opt/tools && ./tool"]).is_ok());
+        assert!(run(&r, tool, &["sh", "-c", "cd /opt/tools && ./tool"]).is_ok());
+        // Absolute names do not depend on the working directory.
+        assert!(run(&r, GIT, &["sh", "-c", "cd /opt/tools; git status"]).is_ok());
+    }
+
+    #[test]
+    fn startup_files_loader_and_injected_environment() {
+        let r = root();
+        let home_w = vec![crate::layout::Grant {
+            path: PathBuf::from("/home/agent"),
+            rights: crate::layout::Rights::ALL,
+            dir: true,
+        }];
+        let login = &["bash", "-lc", "git --version"];
+        assert!(run(&r, GIT, login).is_ok(), "nothing writable");
+        let e = denied(run_with(&r, GIT, login, "/", true, None, &[], Some(home_w.clone())));
+        assert!(e.contains("/home/agent/.bash_profile"), "{e}");
+        assert!(run_with(&r, GIT, &["bash", "-c", "git"], "/", true, None, &[], Some(home_w)).is_ok());
+        assert!(run(&r, GIT, &["bash", "-ic", "git"]).is_ok());
+        for var in ["LD_PRELOAD=/tmp/x.so", "BASH_ENV=/tmp/x", "LD_LIBRARY_PATH=/tmp", "PS4=x"] {
+            let e = denied(run_with(&r, GIT, &["git"], "/", true, None, &[var], Some(Vec::new())));
+            assert!(e.contains(var.split('=').next().unwrap()), "{e}");
+        }
+        std::fs::create_dir_all(r.0.join("lib64")).unwrap();
+        std::fs::write(r.0.join("lib64/ld-linux-x86-64.so.2"), "x").unwrap();
+        std::fs::set_permissions(
+            r.0.join("lib64/ld-linux-x86-64.so.2"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let e = denied(run(&r, &["/**"], &["/lib64/ld-linux-x86-64.so.2", "/tmp/x"]));
+        assert!(e.contains("dynamic loader"), "{e}");
     }
 
     #[test]

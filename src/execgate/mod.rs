@@ -10,6 +10,23 @@ use eval::{Allowed, ContainerFs, PrefixFs};
 use crate::confine::landlock::LandlockPlan;
 use crate::layout::{Grant, Rights};
 
+/// The image's own shells, found at create: what a wrapper's file must be.
+const IMAGE_SHELLS: [&str; 4] = ["/bin/sh", "/bin/bash", "/bin/dash", "/bin/busybox"];
+
+/// Device and inode of the image's shells and of `extra` (the policy's `shells`), resolved in
+/// the container's root.
+pub fn shell_ids(fs: &PrefixFs, extra: &[String]) -> Vec<eval::FileId> {
+    let mut ids: Vec<eval::FileId> = IMAGE_SHELLS
+        .iter()
+        .map(|s| s.to_string())
+        .chain(extra.iter().cloned())
+        .filter_map(|p| fs.resolve(Path::new(&p)).and_then(|r| fs.file_id(&r)))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
 /// The ELF interpreter (dynamic loader) a binary names, if any.
 pub fn elf_interpreter(bytes: &[u8]) -> Option<String> {
     let elf = goblin::elf::Elf::parse(bytes).ok()?;

@@ -13,6 +13,22 @@ pub struct Word {
     pub dynamic: bool,
     /// Starts with an unquoted `~` (home-relative, known statically).
     pub tilde: bool,
+    /// Contains an unquoted brace expansion (`{a,b}`, `{1..3}`): bash would make several
+    /// words of it.
+    pub brace: bool,
+}
+
+/// How a command is joined to the one before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Joined {
+    /// The first command, or after `;` or a newline: it runs whatever came before.
+    Seq,
+    /// After `&&`: it runs only if the one before succeeded.
+    And,
+    /// After `||`: it runs only if the one before failed.
+    Or,
+    /// After `|`: it runs in the same pipeline, in a subshell of its own.
+    Pipe,
 }
 
 /// One simple command of a chain, as written (for messages) and as words.
@@ -20,6 +36,9 @@ pub struct Word {
 pub struct Command {
     pub source: String,
     pub words: Vec<Word>,
+    pub joined: Joined,
+    /// Followed by `|`: it runs in a subshell of its own.
+    pub piped: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,6 +98,7 @@ pub fn parse(script: &str) -> Result<Vec<Command>, Refusal> {
     let mut words: Vec<Word> = Vec::new();
     let mut start = 0usize;
     let mut after_operator = false;
+    let mut joined = Joined::Seq;
     loop {
         lx.skip_blanks();
         let Some(c) = lx.peek() else { break };
@@ -99,7 +119,15 @@ pub fn parse(script: &str) -> Result<Vec<Command>, Refusal> {
                 commands.push(Command {
                     source: text.trim().to_string(),
                     words: std::mem::take(&mut words),
+                    joined,
+                    piped: op == "|",
                 });
+                joined = match op {
+                    "&&" => Joined::And,
+                    "||" => Joined::Or,
+                    "|" => Joined::Pipe,
+                    _ => Joined::Seq,
+                };
                 start = lx.pos;
                 after_operator = op != "\n" && op != ";";
             }
@@ -148,6 +176,8 @@ pub fn parse(script: &str) -> Result<Vec<Command>, Refusal> {
         commands.push(Command {
             source: text.trim().to_string(),
             words,
+            joined,
+            piped: false,
         });
     }
     Ok(commands)
@@ -206,6 +236,8 @@ impl Lexer<'_> {
         let mut text = String::new();
         let mut dynamic = false;
         let tilde = self.peek() == Some('~');
+        // Unquoted `{`, then `,` or `..`, then `}`: a brace expansion.
+        let (mut open, mut sep, mut brace) = (false, false, false);
         while let Some(c) = self.peek() {
             match c {
                 ' ' | '\t' | '\n' | ';' | '&' | '|' | '(' | ')' | '<' | '>' => break,
@@ -298,13 +330,14 @@ impl Lexer<'_> {
                     text.push(c);
                     self.pos += 1;
                 }
-                '{' if self
-                    .peek_at(1)
-                    .is_some_and(|n| n != ' ' && n != '\t' && n != '\n')
-                    && !text.is_empty() =>
-                {
-                    // `a{b,c}`: brace expansion.
-                    dynamic = true;
+                '{' | '}' | ',' | '.' => {
+                    match c {
+                        '{' => open = true,
+                        ',' if open => sep = true,
+                        '.' if open && self.peek_at(1) == Some('.') => sep = true,
+                        '}' if open && sep => brace = true,
+                        _ => {}
+                    }
                     text.push(c);
                     self.pos += 1;
                 }
@@ -316,8 +349,9 @@ impl Lexer<'_> {
         }
         Ok(Word {
             text,
-            dynamic,
+            dynamic: dynamic || brace,
             tilde,
+            brace,
         })
     }
 
@@ -383,6 +417,25 @@ mod tests {
         assert!(c[1].words[1].dynamic && c[1].words[2].dynamic);
         assert!(c[1].words[3].tilde && !c[1].words[3].dynamic);
         assert!(!parse("[ x ]").unwrap()[0].words[0].dynamic);
+    }
+
+    #[test]
+    fn connectors_and_braces_are_recorded() {
+        let c = parse("a && b || c; d | e").unwrap();
+        let j: Vec<(Joined, bool)> = c.iter().map(|c| (c.joined, c.piped)).collect();
+        assert_eq!(
+            j,
+            [
+                (Joined::Seq, false),
+                (Joined::And, false),
+                (Joined::Or, false),
+                (Joined::Seq, true),
+                (Joined::Pipe, false)
+            ]
+        );
+        let w = |s: &str| parse(s).unwrap()[0].words.last().unwrap().clone();
+        assert!(w("x {a,b}").brace && w("x a{1..3}").brace);
+        assert!(!w("find . -exec x {}").brace && !w("x '{a,b}'").brace && !w("x a.b").brace);
     }
 
     #[test]

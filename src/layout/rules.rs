@@ -93,6 +93,8 @@ pub struct Rule {
     /// Number of those components: the rule's specificity.
     pub depth: usize,
     pub from: String,
+    /// From a preset the workload's annotations selected: it can only take rights away.
+    pub narrowing: bool,
 }
 
 fn has_wildcard(s: &str) -> bool {
@@ -173,6 +175,7 @@ impl Rule {
             literal,
             depth,
             from: from.into(),
+            narrowing: false,
         })
     }
 
@@ -237,10 +240,19 @@ impl RuleSet {
             })?;
             put(glob, rights, &e.from);
         }
-        let rules = entries
+        let mut rules: Vec<Rule> = entries
             .iter()
             .map(|(p, r, from)| Rule::new(p, *r, from, home, user))
             .collect::<Result<_, _>>()?;
+        for (glob, e) in &fs.narrowing {
+            let rights = Rights::parse(&e.value).ok_or_else(|| RuleError::Bad {
+                pattern: glob.clone(),
+                msg: format!("malformed permission string {:?}", e.value),
+            })?;
+            let mut r = Rule::new(glob, rights, &e.from, home, user)?;
+            r.narrowing = true;
+            rules.push(r);
+        }
         Ok(RuleSet { rules })
     }
 
@@ -259,32 +271,20 @@ impl RuleSet {
         Ok(RuleSet { rules })
     }
 
-    /// The rule that applies to `path`.
+    /// The rule that applies to `path`: the deepest literal prefix among the rules covering
+    /// it (fewer rights on a tie), then, if narrowing rules cover it, the intersection with
+    /// what they give it chosen the same way.
     pub fn decide(&self, path: &Path) -> Decision {
-        let mut best: Option<usize> = None;
-        let mut rights = Rights::ALL;
-        let mut by = Vec::new();
-        for r in self.rules.iter().filter(|r| r.covers(path)) {
-            match best {
-                Some(d) if r.depth < d => continue,
-                Some(d) if r.depth == d => {
-                    rights = rights.inter(r.rights);
-                    by.push(r.pattern.clone());
-                }
-                _ => {
-                    best = Some(r.depth);
-                    rights = r.rights;
-                    by = vec![r.pattern.clone()];
-                }
-            }
-        }
-        if best.is_none() {
-            return Decision {
+        let mut d = decide_among(self.rules.iter().filter(|r| !r.narrowing), path)
+            .unwrap_or(Decision {
                 rights: Rights::NONE,
-                by,
-            };
+                by: Vec::new(),
+            });
+        if let Some(n) = decide_among(self.rules.iter().filter(|r| r.narrowing), path) {
+            d.rights = d.rights.inter(n.rights);
+            d.by.extend(n.by);
         }
-        Decision { rights, by }
+        d
     }
 
     /// Take `w` away from each of `dirs` (symlink guards, SPEC §8), whatever rule grants it:
@@ -307,6 +307,28 @@ impl RuleSet {
     pub fn names(&self, p: &Path) -> bool {
         self.rules.iter().any(|r| r.literal.starts_with(p))
     }
+}
+
+/// The decision among `rules` for `path`; `None` when none covers it.
+fn decide_among<'a>(rules: impl Iterator<Item = &'a Rule>, path: &Path) -> Option<Decision> {
+    let mut best: Option<usize> = None;
+    let mut rights = Rights::ALL;
+    let mut by = Vec::new();
+    for r in rules.filter(|r| r.covers(path)) {
+        match best {
+            Some(d) if r.depth < d => continue,
+            Some(d) if r.depth == d => {
+                rights = rights.inter(r.rights);
+                by.push(r.pattern.clone());
+            }
+            _ => {
+                best = Some(r.depth);
+                rights = r.rights;
+                by = vec![r.pattern.clone()];
+            }
+        }
+    }
+    best.map(|_| Decision { rights, by })
 }
 
 /// `P`, `P/` and `P/**` name the same rule.

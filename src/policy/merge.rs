@@ -22,6 +22,11 @@ pub struct EffectiveFs {
     pub read_only: Vec<From<String>>,
     pub read_write: Vec<From<String>>,
     pub permissions: BTreeMap<String, From<String>>,
+    /// Filesystem entries of presets a workload's annotations selected: they can only take
+    /// rights away. A path's rights are what the other entries give it, intersected with what
+    /// these give it (where one covers it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub narrowing: BTreeMap<String, From<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,6 +42,9 @@ pub struct EffectiveNetwork {
 pub struct EffectiveExec {
     pub allowlist: Vec<From<ExecPattern>>,
     pub safe_builtins: bool,
+    /// Extra wrapper shells the policy names (see `ExecPolicy::shells`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shells: Vec<From<String>>,
 }
 
 /// The one policy a container runs under.
@@ -92,6 +100,39 @@ fn merge_fs(eff: &mut EffectiveFs, fs: &FilesystemPolicy, from: &str) {
     }
 }
 
+/// The rights both permission strings give (`r-x` and `rw-`: `r--`).
+fn intersect(a: &str, b: &str) -> String {
+    a.chars()
+        .zip(b.chars())
+        .map(|(x, y)| if x == y { x } else { '-' })
+        .collect()
+}
+
+/// The filesystem section of a preset that annotations selected: every entry narrows (a
+/// read-only path stays read-only, a masked one masked). `include_workdir` cannot be switched
+/// on from here, and `read_write` entries give nothing.
+fn narrow_fs(eff: &mut EffectiveFs, fs: &FilesystemPolicy, from: &str) {
+    let mut put = |glob: &str, perm: &str| {
+        let value = match eff.narrowing.get(glob) {
+            Some(old) => intersect(&old.value, perm),
+            None => perm.to_string(),
+        };
+        eff.narrowing.insert(
+            glob.to_string(),
+            From {
+                value,
+                from: from.to_string(),
+            },
+        );
+    };
+    for p in &fs.read_only {
+        put(p, "r-x");
+    }
+    for (glob, perm) in &fs.permissions {
+        put(glob, perm);
+    }
+}
+
 /// The filesystem layout of the built-in `default`, for baselines that have none.
 fn default_fs() -> FilesystemPolicy {
     super::builtin::load_builtin_named("default")
@@ -105,6 +146,17 @@ fn default_fs() -> FilesystemPolicy {
 pub fn merge(
     baseline: &Loaded,
     presets: &[Loaded],
+    node_process: Option<&ProcessPolicy>,
+) -> Result<Effective, MergeError> {
+    merge_selected(baseline, presets, &[], node_process)
+}
+
+/// `merge`, then `selected` (presets a workload's annotations chose) whose filesystem entries
+/// can only narrow what the others allow.
+pub fn merge_selected(
+    baseline: &Loaded,
+    presets: &[Loaded],
+    selected: &[Loaded],
     node_process: Option<&ProcessPolicy>,
 ) -> Result<Effective, MergeError> {
     if baseline.is_preset() {
@@ -142,7 +194,8 @@ pub fn merge(
     }
     apply_common(&mut eff, base, &baseline.origin);
 
-    for preset in presets {
+    let narrowing = presets.len();
+    for (i, preset) in presets.iter().chain(selected).enumerate() {
         if !preset.is_preset() {
             return Err(MergeError::BaselineAsPreset(preset.origin.clone()));
         }
@@ -151,8 +204,10 @@ pub fn merge(
             return Err(MergeError::PresetSetsProcess(preset.origin.clone()));
         }
         eff.sources.push(preset.origin.clone());
-        if let Some(fs) = &doc.filesystem_policy {
-            merge_fs(&mut eff.filesystem_policy, fs, &preset.origin);
+        match &doc.filesystem_policy {
+            Some(fs) if i >= narrowing => narrow_fs(&mut eff.filesystem_policy, fs, &preset.origin),
+            Some(fs) => merge_fs(&mut eff.filesystem_policy, fs, &preset.origin),
+            None => {}
         }
         if let Some(l) = &doc.landlock {
             // The stricter compatibility wins.
@@ -198,7 +253,11 @@ fn apply_common(eff: &mut Effective, doc: &PolicyDoc, from: &str) {
         let e = eff.exec_policy.get_or_insert(EffectiveExec {
             allowlist: Vec::new(),
             safe_builtins: true,
+            shells: Vec::new(),
         });
+        for sh in &ex.shells {
+            push_unique(&mut e.shells, sh, from);
+        }
         for p in &ex.allowlist {
             if !e.allowlist.iter().any(|x| x.value == *p) {
                 e.allowlist.push(From {

@@ -195,6 +195,10 @@ pub struct Binary {
 pub struct ExecPolicy {
     #[serde(default)]
     pub allowlist: Vec<ExecPattern>,
+    /// Files (absolute paths in the container) that wrap scripts like a shell (`X -c
+    /// SCRIPT`), besides the image's `/bin/sh`, `/bin/bash`, `/bin/dash` and `/bin/busybox`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shells: Vec<String>,
     /// `:` `true` `false` `pwd` `cd` `test` `[` allowed inside shell scripts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safe_builtins: Option<bool>,

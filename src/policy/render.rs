@@ -85,6 +85,13 @@ pub fn explain(eff: &Effective) -> String {
     for (glob, e) in &fs.permissions {
         let _ = writeln!(o, "  {:<40} {}  {}", glob, e.value, e.from);
     }
+    for (glob, e) in &fs.narrowing {
+        let _ = writeln!(
+            o,
+            "  {:<40} {}  {} (selected by annotation: only narrows)",
+            glob, e.value, e.from
+        );
+    }
     if fs.include_workdir {
         let _ = writeln!(o, "  {:<40} rwx  include_workdir", "<process.cwd>");
     }

@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::builtin::{load_name_or_file, valid_name, Library};
-use super::merge::{merge, Effective, MergeError};
+use super::merge::{merge_selected, Effective, MergeError};
 use super::model::ProcessPolicy;
 use super::{yaml, Diagnostic, LoadError, Loaded};
 
@@ -34,6 +34,10 @@ pub struct NodeConfig {
     /// Directories searched for policies before the built-in set.
     #[serde(default = "default_dirs")]
     pub policy_dirs: Vec<PathBuf>,
+    /// Baselines the annotation `dev.nemosandbox.policy` may name when the node fixes none;
+    /// absent = only the built-in `default`.
+    #[serde(default)]
+    pub allowed_baselines: Option<Vec<String>>,
     /// May annotations name policy files (not just names)?
     #[serde(default)]
     pub allow_policy_files: bool,
@@ -55,6 +59,7 @@ impl Default for NodeConfig {
             baseline: None,
             presets: Vec::new(),
             allowed_presets: None,
+            allowed_baselines: None,
             policy_dirs: default_dirs(),
             allow_policy_files: false,
             allow_audit_mode: false,
@@ -116,6 +121,8 @@ pub enum SelectError {
     Unknown { source_name: String, name: String },
     #[error("annotation {ANNOTATION_PRESETS}: preset {0:?} is not in the node's allowed_presets")]
     NotAllowed(String),
+    #[error("annotation {ANNOTATION_POLICY}: baseline {0:?} is not in the node's allowed_baselines (add it to allowed_baselines in the node configuration, or fix the baseline there)")]
+    BaselineNotAllowed(String),
     #[error("{source_name}: {name:?} is a file path; the node configuration does not allow policy files (allow_policy_files)")]
     FilesNotAllowed { source_name: String, name: String },
     #[error("annotation {ANNOTATION_POLICY}={0:?}: the node fixes the baseline ({1:?}); annotations cannot replace it")]
@@ -143,7 +150,10 @@ pub struct Request {
 #[derive(Debug, Clone)]
 pub struct Selection {
     pub baseline: Loaded,
+    /// From the node configuration and runtime flags.
     pub presets: Vec<Loaded>,
+    /// From the workload's annotations: their filesystem entries only narrow.
+    pub selected: Vec<Loaded>,
 }
 
 fn fetch(lib: &Library, source: &str, name: &str, files_ok: bool) -> Result<Loaded, SelectError> {
@@ -184,12 +194,22 @@ pub fn select(node: &NodeConfig, req: &Request) -> Result<Selection, SelectError
             return Err(SelectError::BaselineFixed(a.clone(), f.clone()))
         }
         (Some(f), _) => fetch(&lib, "node baseline", f, true)?,
-        (None, Some(a)) => fetch(
-            &lib,
-            &format!("annotation {ANNOTATION_POLICY}"),
-            a,
-            node.allow_policy_files,
-        )?,
+        (None, Some(a)) => {
+            let loaded = fetch(
+                &lib,
+                &format!("annotation {ANNOTATION_POLICY}"),
+                a,
+                node.allow_policy_files,
+            )?;
+            let allowed = node
+                .allowed_baselines
+                .clone()
+                .unwrap_or_else(|| vec!["default".to_string()]);
+            if !allowed.contains(a) {
+                return Err(SelectError::BaselineNotAllowed(a.clone()));
+            }
+            loaded
+        }
         (None, None) => fetch(&lib, "built-in default", "default", false)?,
     };
 
@@ -242,12 +262,20 @@ pub fn select(node: &NodeConfig, req: &Request) -> Result<Selection, SelectError
             }
         }
     }
-    presets.extend(from_annotations);
-    Ok(Selection { baseline, presets })
+    Ok(Selection {
+        baseline,
+        presets,
+        selected: from_annotations,
+    })
 }
 
 /// Select and merge: the effective policy of a container.
 pub fn effective(node: &NodeConfig, req: &Request) -> Result<Effective, SelectError> {
     let sel = select(node, req)?;
-    Ok(merge(&sel.baseline, &sel.presets, node.process.as_ref())?)
+    Ok(merge_selected(
+        &sel.baseline,
+        &sel.presets,
+        &sel.selected,
+        node.process.as_ref(),
+    )?)
 }

@@ -372,6 +372,7 @@ fn selection_adds_annotation_presets_after_node_presets() {
     let names: Vec<&str> = s
         .presets
         .iter()
+        .chain(&s.selected)
         .map(|p| p.doc.preset.as_ref().unwrap().name.as_str())
         .collect();
     assert_eq!(names, vec!["github", "npm", "pypi"]);
@@ -401,8 +402,14 @@ fn annotations_cannot_replace_a_fixed_baseline() {
     assert!(matches!(e, SelectError::BaselineFixed(..)), "{e}");
     let s = select(&n, &req(&[(ANNOTATION_POLICY, "openclaw-sandbox")])).unwrap();
     assert_eq!(s.baseline.origin, "builtin:openclaw-sandbox");
-    // Without a fixed baseline, the annotation chooses one by name.
-    let s = select(&node(""), &req(&[(ANNOTATION_POLICY, "openclaw-sandbox")])).unwrap();
+    // Without a fixed baseline, the annotation chooses one the node allows by name: by
+    // default only the built-in `default`.
+    let e = select(&node(""), &req(&[(ANNOTATION_POLICY, "openclaw-sandbox")])).unwrap_err();
+    assert_eq!(e, SelectError::BaselineNotAllowed("openclaw-sandbox".into()));
+    assert!(e.to_string().contains("allowed_baselines"), "{e}");
+    assert!(select(&node(""), &req(&[(ANNOTATION_POLICY, "default")])).is_ok());
+    let n = node("allowed_baselines: [default, openclaw-sandbox]\n");
+    let s = select(&n, &req(&[(ANNOTATION_POLICY, "openclaw-sandbox")])).unwrap();
     assert_eq!(s.baseline.origin, "builtin:openclaw-sandbox");
     // A runtime flag fixes it too.
     let r = Request {
@@ -438,7 +445,7 @@ fn audit_mode_from_annotations_needs_the_node_gate() {
     .unwrap();
     let s = select(&n, &req(&[(ANNOTATION_PRESETS, "npm")])).unwrap();
     assert_eq!(
-        s.presets[0]
+        s.selected[0]
             .doc
             .preset
             .as_ref()
@@ -503,4 +510,37 @@ fn loader_survives_mutations() {
             fuzz_one(&d);
         }
     }
+}
+
+#[test]
+fn annotation_presets_only_narrow_the_filesystem() {
+    use crate::layout::{Rights, RuleSet};
+    use std::path::Path;
+    let dir = crate::testutil::TempDir::new("nemo-narrow");
+    std::fs::write(
+        dir.path().join("open.yaml"),
+        "preset: {name: open}\nfilesystem_policy:\n  include_workdir: true\n  read_write: [/etc, /usr]\n  permissions:\n    \"/etc/shadow\": \"rwx\"\n    \"/usr/bin/**\": \"r--\"\n",
+    )
+    .unwrap();
+    let base = "version: 1\nfilesystem_policy:\n  permissions:\n    \"/**\": \"r-x\"\n    \"/tmp/**\": \"rwx\"\n    \"/etc/shadow\": \"---\"\n";
+    std::fs::write(dir.path().join("base.yaml"), base).unwrap();
+    let mut n = node("allowed_baselines: [base]\n");
+    n.policy_dirs = vec![dir.path().to_path_buf()];
+    let r = req(&[(ANNOTATION_POLICY, "base"), (ANNOTATION_PRESETS, "open")]);
+    let eff = crate::policy::select::effective(&n, &r).unwrap();
+    assert!(!eff.filesystem_policy.include_workdir);
+    let rules = RuleSet::from_policy(&eff.filesystem_policy, Path::new("/"), None, "").unwrap();
+    let at = |p: &str| rules.decide(Path::new(p)).rights;
+    assert_eq!(at("/etc/shadow"), Rights::NONE, "the mask holds");
+    assert_eq!(at("/etc/passwd"), Rights::RX, "read_write gives nothing");
+    assert_eq!(at("/usr/bin/env"), Rights::R, "narrowing works: no execute");
+    assert_eq!(at("/tmp/x"), Rights::ALL);
+    // The same preset chosen by the node applies as written.
+    let flags = Request {
+        flag_presets: vec!["open".into()],
+        ..req(&[(ANNOTATION_POLICY, "base")])
+    };
+    let eff = crate::policy::select::effective(&n, &flags).unwrap();
+    let rules = RuleSet::from_policy(&eff.filesystem_policy, Path::new("/"), None, "").unwrap();
+    assert_eq!(rules.decide(Path::new("/etc/shadow")).rights, Rights::ALL);
 }

@@ -167,6 +167,9 @@ pub fn validate(doc: &PolicyDoc, is_preset: bool) -> Vec<Finding> {
         validate_network(&mut f, &format!("network_policies.{id}"), np);
     }
     if let Some(ex) = &doc.exec_policy {
+        for (i, sh) in ex.shells.iter().enumerate() {
+            check_path(&mut f, &format!("exec_policy.shells[{i}]"), sh);
+        }
         for (i, p) in ex.allowlist.iter().enumerate() {
             if p.pattern.trim().is_empty() {
                 f.error(
