@@ -9,14 +9,20 @@ use nemosandbox::execgate::eval::{evaluate, Context, PrefixFs};
 fn bench(c: &mut Criterion) {
     // The host's own tree stands for a container root: /usr/bin has ls, cat, env.
     let allowlist = vec!["/usr/bin/*".to_string()];
+    let fs = PrefixFs {
+        prefix: "/".into(),
+        grants: None,
+    };
+    let shells = nemosandbox::execgate::shell_ids(&fs, &[]);
     let ctx = Context {
         allowlist: &allowlist,
         safe_builtins: true,
         path_var: Some("/usr/local/bin:/usr/bin:/bin"),
         cwd: "/tmp".into(),
         home: "/root".into(),
+        shells: &shells,
+        exec_env: &[],
     };
-    let fs = PrefixFs { prefix: "/".into() };
     let script = "cd /tmp && ls -l && cat x | sort && true && test -n a && [ a ] && pwd && cd / && ls 'a b' ; env";
     let argv = vec!["sh".to_string(), "-c".to_string(), script.to_string()];
     assert!(evaluate(&argv, &ctx, &fs).is_ok());

@@ -135,14 +135,20 @@ fn accepted_scripts_run_only_allowlisted_programs_under_a_real_shell() {
         bin.join("ok2").to_string_lossy().into_owned(),
     ];
     let path_var = bin.to_string_lossy().into_owned();
+    let fs = nemosandbox::execgate::eval::PrefixFs {
+        prefix: "/".into(),
+        grants: None,
+    };
+    let shells = nemosandbox::execgate::shell_ids(&fs, &[]);
     let ctx = nemosandbox::execgate::eval::Context {
         allowlist: &allowlist,
         safe_builtins: true,
         path_var: Some(&path_var),
         cwd: "/tmp".into(),
         home: "/tmp".into(),
+        shells: &shells,
+        exec_env: &[],
     };
-    let fs = nemosandbox::execgate::eval::PrefixFs { prefix: "/".into() };
     const CMDS: &[&str] = &[
         "ok1",
         "ok2",

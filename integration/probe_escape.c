@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -261,6 +262,51 @@ static int cmsg(const char *kind, int port) {
     return say(sendmsg(s, &m, 0));
 }
 
+/* unspec PORT: a UDP datagram whose destination has family AF_UNSPEC (IPv4 UDP takes its
+ * address and port all the same) to a loopback listener of our own. */
+static int unspec(int port) {
+    struct sockaddr_in a = lo(port);
+    int l = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+    if (bind(l, (struct sockaddr *)&a, sizeof a) < 0) { printf("setup-failed\n"); return 0; }
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    a.sin_family = AF_UNSPEC;
+    long r = sendto(s, "x", 1, 0, (struct sockaddr *)&a, sizeof a);
+    int e = errno;
+    usleep(100000);
+    char b;
+    int got = recv(l, &b, 1, 0) >= 0;
+    printf("%s%s\n", r >= 0 ? "ok" : err_name(e), got ? " REACHED" : "");
+    return 0;
+}
+
+/* sockopt32 NAME: the 32-bit setsockopt (int 0x80) on a 64-bit process's inet socket. */
+static int sockopt32(const char *what) {
+    int six = strstr(what, "IPV6") != NULL;
+    int s = socket(six ? AF_INET6 : AF_INET, SOCK_DGRAM, 0);
+    unsigned char *opt = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT, -1, 0);
+    if (opt == MAP_FAILED) { printf("setup-failed\n"); return 0; }
+    long level = IPPROTO_IP, name = IP_TTL, len = 4;
+    if (!strcmp(what, "IP_OPTIONS")) { opt[0] = 0x83; opt[1] = 7; opt[2] = 4; name = IP_OPTIONS; len = 8; }
+    else if (!strcmp(what, "IPV6_RTHDR")) { opt[1] = 2; opt[2] = 4; level = IPPROTO_IPV6; name = IPV6_RTHDR; len = 24; }
+    else { *(int *)opt = 32; }
+    long r;
+    __asm__ volatile("int $0x80"
+                     : "=a"(r)
+                     : "a"(366L), "b"((long)s), "c"(level), "d"(name), "S"((long)(unsigned long)opt), "D"(len)
+                     : "memory");
+    if (r < 0) { errno = -r; return say(-1); }
+    return say(0);
+}
+
+/* execas ARGV0 PATH [ARG...]: exec PATH with argv[0] ARGV0. */
+static int execas(int argc, char **argv) {
+    char **av = calloc(argc, sizeof *av);
+    av[0] = argv[2];
+    for (int i = 4; i < argc; i++) av[i - 3] = argv[i];
+    execv(argv[3], av);
+    return say(-1);
+}
+
 /* ---- floods ----------------------------------------------------------------------------- */
 
 /* trickle IP N SECONDS: N TCP connections to IP:53, a byte now and then on each. */
@@ -462,6 +508,9 @@ int escape_main(int argc, char **argv) {
     if (!strcmp(cmd, "names")) return names(a2, atoi(a3));
     if (!strcmp(cmd, "dns2")) return dns2(a2, a3, a4);
     if (!strcmp(cmd, "bigmmsg")) return bigmmsg(atoi(a2), atoi(a3));
+    if (!strcmp(cmd, "unspec")) return unspec(atoi(a2));
+    if (!strcmp(cmd, "sockopt32")) return sockopt32(a2);
+    if (!strcmp(cmd, "execas") && argc > 3) return execas(argc, argv);
     if (!strcmp(cmd, "hold")) return hold(atoi(a2), atoi(a3), atoi(a4), argc > 5 ? argv[5] : "/tmp/hold");
     return -1;
 }

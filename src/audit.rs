@@ -19,7 +19,7 @@ use serde::Serialize;
 pub const MAX_FILE: u64 = 16 << 20;
 /// Repeats within this window are merged into one line.
 pub const WINDOW: Duration = Duration::from_secs(10);
-/// Distinct events tracked per window; beyond it, events merge per (kind, decision, reason).
+/// Distinct events tracked per window; beyond it, events merge per (kind, decision).
 pub const MAX_KEYS: usize = 1024;
 
 #[derive(Debug, Clone, Serialize)]
@@ -124,8 +124,10 @@ impl Throttle {
             ev.request
         );
         let mut m = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // Beyond the limit, one key per kind and decision: reasons can carry what the workload
+        // chose (an address), so they cannot bound the map.
         let key = if m.len() >= MAX_KEYS && !m.contains_key(&exact) {
-            format!("{}|{}|{}|*", ev.kind, ev.decision, ev.reason)
+            format!("{}|{}|*", ev.kind, ev.decision)
         } else {
             exact
         };
@@ -163,6 +165,7 @@ impl Throttle {
                     v["count"] = seen.repeats.into();
                     if key.ends_with("|*") {
                         v["request"] = serde_json::json!({"merged": "several distinct requests"});
+                        v["reason"] = "several reasons (too many distinct events)".into();
                     }
                     out.push(v.to_string());
                 }

@@ -115,14 +115,17 @@ pub fn checks() -> Vec<Check> {
     out.push(Check {
         feature: "cgroup bpf (network fence)",
         status: match &fence {
-            Ok(()) => "available".into(),
+            Ok(true) => "available".into(),
+            Ok(false) => "available (cgroup check only)".into(),
             Err(e) => format!("unavailable ({e})"),
         },
         ok: fence.is_ok(),
-        degrades: if fence.is_ok() {
-            String::new()
-        } else {
-            "containers with a network guard cannot be created".into()
+        degrades: match &fence {
+            Ok(true) => String::new(),
+            Ok(false) => "a container that can write its cgroup files could move a task into \
+                          the guard's cgroup (the pid check needs Linux 6.10)"
+                .into(),
+            Err(_) => "containers with a network guard cannot be created".into(),
         },
     });
     let yama = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")

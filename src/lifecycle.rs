@@ -414,7 +414,7 @@ impl Runtime {
         meta.helper_pid = Some(hpid);
         meta.helper_start_time = hstart;
         if let Some(f) = &meta.fence {
-            f.admit_guard(hpid)?;
+            f.arm(hpid)?;
         }
         self.symlink_guards(&id, pid.as_raw(), guards, meta)?;
         meta.save(&self.root, &id)?;

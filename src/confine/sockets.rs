@@ -29,6 +29,9 @@ const NR_SOCKET: u32 = 41;
 const NR_SETSOCKOPT: u32 = 54;
 const NR_I386_SOCKETCALL: u32 = 102;
 const NR_I386_SOCKET: u32 = 359;
+const NR_I386_SETSOCKOPT: u32 = 366;
+/// x32's setsockopt (the compat entry; 54 is 64-bit only).
+const NR_X32_SETSOCKOPT: u32 = 541 | X32_BIT;
 
 /// Families a container may create sockets of.
 const LOCAL_FAMILIES: [u32; 2] = [libc::AF_UNIX as u32, libc::AF_NETLINK as u32];
@@ -67,7 +70,22 @@ pub fn program() -> Vec<Insn> {
     a.jeq(NR_SOCKET, socket);
     a.jeq(NR_SOCKET | X32_BIT, socket);
     a.jeq(NR_SETSOCKOPT, sockopt);
-    a.ret(libc::SECCOMP_RET_ALLOW);
+    a.jeq(NR_X32_SETSOCKOPT, sockopt);
+    a.jump(allow);
+
+    // 32-bit processes cannot use the network (the guard cannot read their structures): no
+    // socketcall multiplexer, whose arguments are in memory, and no inet sockets. A 64-bit
+    // process can make 32-bit calls too (`int 0x80`): their setsockopt is checked like its own.
+    a.bind(i386);
+    a.load(OFF_NR);
+    a.jeq(NR_I386_SOCKETCALL, refuse);
+    a.jeq(NR_I386_SETSOCKOPT, sockopt);
+    a.jne(NR_I386_SOCKET, allow);
+    a.load(arg(0));
+    for f in LOCAL_FAMILIES {
+        a.jeq(f, allow);
+    }
+    a.jump(refuse);
 
     // socket(domain, type, protocol)
     a.bind(socket);
@@ -110,20 +128,6 @@ pub fn program() -> Vec<Insn> {
         a.bind(next);
     }
     a.jump(allow);
-
-    // 32-bit processes cannot use the network (the guard cannot read their structures): no
-    // socketcall multiplexer, whose arguments are in memory, and no inet sockets.
-    a.bind(i386);
-    let i386_socket = a.label();
-    a.load(OFF_NR);
-    a.jeq(NR_I386_SOCKETCALL, refuse);
-    a.jne(NR_I386_SOCKET, allow);
-    a.bind(i386_socket);
-    a.load(arg(0));
-    for f in LOCAL_FAMILIES {
-        a.jeq(f, allow);
-    }
-    a.jump(refuse);
 
     a.bind(refuse);
     a.ret(libc::SECCOMP_RET_ERRNO | REFUSED);
@@ -233,6 +237,25 @@ mod tests {
         assert_eq!(so(libc::IPPROTO_IP, libc::IP_TTL as u32), ALLOW);
         assert_eq!(so(libc::SOL_SOCKET, libc::SO_REUSEADDR as u32), ALLOW);
         assert_eq!(so(libc::IPPROTO_TCP, libc::TCP_NODELAY as u32), ALLOW);
+    }
+
+    #[test]
+    fn compat_setsockopt_entries_are_checked_too() {
+        let rthdr = [
+            3,
+            libc::IPPROTO_IPV6 as u64,
+            libc::IPV6_RTHDR as u64,
+            0,
+            0,
+            0,
+        ];
+        let ipopt = [3, libc::IPPROTO_IP as u64, libc::IP_OPTIONS as u64, 0, 0, 0];
+        let ttl = [3, libc::IPPROTO_IP as u64, libc::IP_TTL as u64, 0, 0, 0];
+        assert_eq!(call(AUDIT_ARCH_I386, NR_I386_SETSOCKOPT, ipopt), DENY);
+        assert_eq!(call(AUDIT_ARCH_I386, NR_I386_SETSOCKOPT, rthdr), DENY);
+        assert_eq!(call(AUDIT_ARCH_I386, NR_I386_SETSOCKOPT, ttl), ALLOW);
+        assert_eq!(call(AUDIT_ARCH_X86_64, NR_X32_SETSOCKOPT, rthdr), DENY);
+        assert_eq!(call(AUDIT_ARCH_X86_64, NR_X32_SETSOCKOPT, ttl), ALLOW);
     }
 
     #[test]

@@ -214,7 +214,12 @@ fn wrapped_script(argv: &[String]) -> Option<Wrapped<'_>> {
 impl Gate<'_> {
     /// Resolve a command name as the shell would: `~` expanded, with a `/` relative to
     /// `cwd`, else PATH (the first `PATH=` of the exec's environment, as execve reads it).
-    fn resolve_command(&self, word: &Word, cwd: &Cwd, segment: &str) -> Result<Option<PathBuf>, Denied> {
+    fn resolve_command(
+        &self,
+        word: &Word,
+        cwd: &Cwd,
+        segment: &str,
+    ) -> Result<Option<PathBuf>, Denied> {
         let name = word.text.as_str();
         let name = if word.tilde {
             let rest = &name[1..];
@@ -261,7 +266,13 @@ impl Gate<'_> {
         files.into_iter().find(|f| self.fs.writable(f))
     }
 
-    fn argv(&mut self, argv: &[String], cwd: &Cwd, depth: usize, segment: &str) -> Result<(), Denied> {
+    fn argv(
+        &mut self,
+        argv: &[String],
+        cwd: &Cwd,
+        depth: usize,
+        segment: &str,
+    ) -> Result<(), Denied> {
         let word = Word {
             text: argv[0].clone(),
             dynamic: false,
@@ -559,7 +570,11 @@ impl ContainerFs for PrefixFs {
             f.take(4 << 20).read_to_end(&mut buf).map(|_| buf)
         });
         head.ok()
-            .and_then(|b| goblin::elf::Elf::parse(&b).ok().and_then(|e| e.soname.map(str::to_string)))
+            .and_then(|b| {
+                goblin::elf::Elf::parse(&b)
+                    .ok()
+                    .and_then(|e| e.soname.map(str::to_string))
+            })
             .is_some_and(|so| loader_name(&so))
     }
 
@@ -866,12 +881,21 @@ mod tests {
         std::fs::write(r.0.join("tmp/sh"), "#!/bin/sh\ncurl evil\n").unwrap();
         std::fs::set_permissions(r.0.join("tmp/sh"), std::fs::Permissions::from_mode(0o755))
             .unwrap();
-        assert!(denied(run(&r, GIT, &["/tmp/sh", "-c", "true"])).contains("not in the exec allowlist"));
+        assert!(
+            denied(run(&r, GIT, &["/tmp/sh", "-c", "true"])).contains("not in the exec allowlist")
+        );
         assert!(run(&r, GIT, &["/tmp/sh", "-c", "git --version"]).is_err());
         // A link named sh to another program.
         symlink("/usr/bin/curl", r.0.join("tmp/bin/sh")).unwrap();
-        assert!(denied(run_in(&r, GIT, &["./bin/sh", "-c", "git"], "/tmp", true, None))
-            .contains("curl"));
+        assert!(denied(run_in(
+            &r,
+            GIT,
+            &["./bin/sh", "-c", "git"],
+            "/tmp",
+            true,
+            None
+        ))
+        .contains("curl"));
         // The real one still wraps.
         assert!(run(&r, GIT, &["/bin/sh", "-c", "git --version"]).is_ok());
         assert!(run(&r, GIT, &["sh", "-c", "git --version"]).is_ok());
@@ -883,18 +907,30 @@ mod tests {
         // `~/bin/git` is the home's, not a planted `./~/bin/git`.
         std::fs::create_dir_all(r.0.join("tmp/~/bin")).unwrap();
         std::fs::write(r.0.join("tmp/~/bin/git"), "x").unwrap();
-        std::fs::set_permissions(r.0.join("tmp/~/bin/git"), std::fs::Permissions::from_mode(0o755))
-            .unwrap();
+        std::fs::set_permissions(
+            r.0.join("tmp/~/bin/git"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         assert!(denied(run(&r, &["/tmp/**"], &["sh", "-c", "~/bin/git"])).contains("not found"));
         assert!(run(&r, GIT, &["sh", "-c", "git {status,log}"]).is_err());
         // A cd that may not have run leaves the working directory unknown.
         let tool = &["/opt/tools/tool"];
         assert!(denied(run(&r, tool, &["sh", "-c", "cd /opt/tools | ./tool"])).contains("unknown"));
-        assert!(denied(run(&r, tool, &["sh", "-c", "false && cd /opt/tools; ./tool"]))
-            .contains("unknown"));
+        assert!(denied(run(
+            &r,
+            tool,
+            &["sh", "-c", "false && cd /opt/tools; ./tool"]
+        ))
+        .contains("unknown"));
         assert!(run(&r, tool, &["sh", "-c", "cd /opt/tools || ./tool"]).is_err());
         assert!(run(&r, tool, &["sh", "-c", "false || cd /opt/tools && ./tool"]).is_err());
-        assert!(run(&r, tool, &["sh", "-c", "test -d /opt && cd /opt/tools && ./tool"]).is_ok());
+        assert!(run(
+            &r,
+            tool,
+            &["sh", "-c", "test -d /opt && cd /opt/tools && ./tool"]
+        )
+        .is_ok());
         assert!(run(&r, tool, &["sh", "-c", "cd /opt/tools && ./tool"]).is_ok());
         // Absolute names do not depend on the working directory.
         assert!(run(&r, GIT, &["sh", "-c", "cd /opt/tools; git status"]).is_ok());
@@ -910,12 +946,45 @@ mod tests {
         }];
         let login = &["bash", "-lc", "git --version"];
         assert!(run(&r, GIT, login).is_ok(), "nothing writable");
-        let e = denied(run_with(&r, GIT, login, "/", true, None, &[], Some(home_w.clone())));
+        let e = denied(run_with(
+            &r,
+            GIT,
+            login,
+            "/",
+            true,
+            None,
+            &[],
+            Some(home_w.clone()),
+        ));
         assert!(e.contains("/home/agent/.bash_profile"), "{e}");
-        assert!(run_with(&r, GIT, &["bash", "-c", "git"], "/", true, None, &[], Some(home_w)).is_ok());
+        assert!(run_with(
+            &r,
+            GIT,
+            &["bash", "-c", "git"],
+            "/",
+            true,
+            None,
+            &[],
+            Some(home_w)
+        )
+        .is_ok());
         assert!(run(&r, GIT, &["bash", "-ic", "git"]).is_ok());
-        for var in ["LD_PRELOAD=/tmp/x.so", "BASH_ENV=/tmp/x", "LD_LIBRARY_PATH=/tmp", "PS4=x"] {
-            let e = denied(run_with(&r, GIT, &["git"], "/", true, None, &[var], Some(Vec::new())));
+        for var in [
+            "LD_PRELOAD=/tmp/x.so",
+            "BASH_ENV=/tmp/x",
+            "LD_LIBRARY_PATH=/tmp",
+            "PS4=x",
+        ] {
+            let e = denied(run_with(
+                &r,
+                GIT,
+                &["git"],
+                "/",
+                true,
+                None,
+                &[var],
+                Some(Vec::new()),
+            ));
             assert!(e.contains(var.split('=').next().unwrap()), "{e}");
         }
         std::fs::create_dir_all(r.0.join("lib64")).unwrap();
@@ -925,7 +994,11 @@ mod tests {
             std::fs::Permissions::from_mode(0o755),
         )
         .unwrap();
-        let e = denied(run(&r, &["/**"], &["/lib64/ld-linux-x86-64.so.2", "/tmp/x"]));
+        let e = denied(run(
+            &r,
+            &["/**"],
+            &["/lib64/ld-linux-x86-64.so.2", "/tmp/x"],
+        ));
         assert!(e.contains("dynamic loader"), "{e}");
     }
 

@@ -275,8 +275,8 @@ impl RuleSet {
     /// it (fewer rights on a tie), then, if narrowing rules cover it, the intersection with
     /// what they give it chosen the same way.
     pub fn decide(&self, path: &Path) -> Decision {
-        let mut d = decide_among(self.rules.iter().filter(|r| !r.narrowing), path)
-            .unwrap_or(Decision {
+        let mut d =
+            decide_among(self.rules.iter().filter(|r| !r.narrowing), path).unwrap_or(Decision {
                 rights: Rights::NONE,
                 by: Vec::new(),
             });

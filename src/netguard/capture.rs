@@ -68,25 +68,39 @@ const MAX_ARG_LEN: usize = 512;
 const MAX_ENVIRON: usize = 1 << 20;
 /// Symlinks followed while resolving one path.
 const MAX_LINKS: usize = 40;
+/// The most of one variable's value kept (`LD_LIBRARY_PATH`, `HOME`, `PATH`); a longer value
+/// is not judged but refused.
+const MAX_VAR: usize = 4096;
 const ADDR_NO_RANDOMIZE: u32 = 0x0040000;
 
-/// Variables that make the loader run code the binary does not name. `LD_LIBRARY_PATH` is
-/// accepted when every directory it lists is read-only (see `loader_refusal`).
-pub const LOADER_VARS: &[&str] = &["LD_PRELOAD", "LD_AUDIT", "GCONV_PATH"];
-/// Interpreter variables that inject code; any other `PYTHON*`/`NODE_*` variable is refused
-/// too unless it is one of the harmless ones below.
+/// Variables that make the loader (or a library every TLS client loads) run code the binary
+/// does not name. `LD_LIBRARY_PATH` is accepted when every directory it lists is read-only
+/// (see `loader_refusal`); every other `LD_*` and `OPENSSL_*` variable is refused.
+pub const LOADER_VARS: &[&str] = &["GCONV_PATH"];
+const LOADER_PREFIXES: &[&str] = &["LD_", "OPENSSL_"];
+/// Interpreter variables that inject code (exact names, then prefixes); any other `PYTHON*`
+/// or `NODE_*` variable is refused too unless it is one of the harmless ones below.
 const INTERPRETER_VARS: &[&str] = &[
-    "BUN_OPTIONS",
-    "RUBYOPT",
-    "RUBYLIB",
-    "PERL5OPT",
-    "PERL5LIB",
-    "PERLLIB",
     "BASH_ENV",
     "ENV",
-    "LUA_INIT",
-    "LUA_PATH",
-    "LUA_CPATH",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "PS4",
+    "PROMPT_COMMAND",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "CLASSPATH",
+];
+const INTERPRETER_PREFIXES: &[&str] = &[
+    "BASH_FUNC_",
+    "BUN_",
+    "DENO_",
+    "RUBY",
+    "GEM_",
+    "BUNDLE_",
+    "PERL",
+    "LUA_",
 ];
 const HARMLESS_PYTHON: &[&str] = &[
     "PYTHONUNBUFFERED",
@@ -116,8 +130,9 @@ const HARMLESS_NODE: &[&str] = &[
 pub struct Layout {
     exe: FileId,
     auxv: Vec<u8>,
-    /// Set when the image's addresses were not randomized: the capture is that process's only.
-    owner: Option<i32>,
+    /// Set when the image's addresses were not randomized: the capture is that process's only
+    /// (its pid and start time, so a reused pid is another process).
+    owner: Option<(i32, u64)>,
 }
 
 /// A thread as the guard looks it up on each call: its executable and its image's layout.
@@ -155,6 +170,11 @@ pub struct Capture {
     /// Names of the code-injecting variables that were set.
     pub injection: Vec<String>,
     pub ld_library_path: Option<String>,
+    /// `HOME` and `PATH` as the process started with them (`None`: unset, or too long).
+    pub home: Option<String>,
+    pub path: Option<String>,
+    /// `PYTHONNOUSERSITE` was set.
+    pub no_user_site: bool,
     /// The working directory and root, as paths in the container.
     pub cwd: String,
     pub root: String,
@@ -164,14 +184,13 @@ impl Capture {
     /// Why a loader variable makes any binary entry refuse this process (`LD_LIBRARY_PATH`
     /// only when a directory it names could be written).
     pub fn loader_refusal(&self, container_root: &Path) -> Option<String> {
-        if let Some(v) = self
-            .injection
-            .iter()
-            .find(|v| LOADER_VARS.contains(&v.as_str()))
-        {
+        if let Some(v) = self.injection.iter().find(|v| loader_var(v)) {
             return Some(format!("the environment sets {v}"));
         }
         let lp = self.ld_library_path.as_deref()?;
+        if lp.len() > MAX_VAR {
+            return Some("LD_LIBRARY_PATH is too long to judge".into());
+        }
         for dir in lp.split([':', ';']) {
             if dir.is_empty() {
                 return Some("LD_LIBRARY_PATH names the working directory".into());
@@ -189,7 +208,7 @@ impl Capture {
     pub fn interpreter_refusal(&self) -> Option<String> {
         self.injection
             .iter()
-            .find(|v| !LOADER_VARS.contains(&v.as_str()))
+            .find(|v| !loader_var(v))
             .map(|v| format!("the environment sets {v}"))
     }
 }
@@ -288,7 +307,8 @@ impl Captures {
             return None;
         }
         let mut key = t.layout.clone();
-        key.owner = Some(tgid_of(tid)?);
+        let tgid = tgid_of(tid)?;
+        key.owner = Some((tgid, start_time(tgid)?));
         s.by_layout.get(&key).cloned()
     }
 
@@ -346,11 +366,29 @@ fn head_of(cmdline: &[u8]) -> Option<Vec<String>> {
     Some(out)
 }
 
+fn loader_var(name: &str) -> bool {
+    (LOADER_VARS.contains(&name) || LOADER_PREFIXES.iter().any(|p| name.starts_with(p)))
+        && name != "LD_LIBRARY_PATH"
+}
+
 fn injection_var(name: &str) -> bool {
-    LOADER_VARS.contains(&name)
+    loader_var(name)
         || INTERPRETER_VARS.contains(&name)
+        || INTERPRETER_PREFIXES.iter().any(|p| name.starts_with(p))
         || (name.starts_with("PYTHON") && !HARMLESS_PYTHON.contains(&name))
         || (name.starts_with("NODE_") && !HARMLESS_NODE.contains(&name))
+}
+
+/// When `pid` started (field 22 of stat(5), clock ticks since boot).
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = read_small(&format!("/proc/{pid}/stat"))?;
+    let stat = std::str::from_utf8(&stat).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(22 - 3)?
+        .parse()
+        .ok()
 }
 
 /// The argument and environment areas of `tid`'s image (fields 48 to 51 of stat(5)).
@@ -383,14 +421,31 @@ fn read(tid: i32, system_aslr: bool) -> Option<(Layout, Capture)> {
             .map(|p| p.to_string_lossy().into_owned())
     };
     let (cwd, root) = (link("cwd")?, link("root")?);
+    let uid = auxv_value(&t.layout.auxv, AT_UID);
     let mut injection = Vec::new();
-    let mut ld_library_path = None;
+    let (mut ld_library_path, mut home, mut path, mut no_user_site) = (None, None, None, false);
+    // The first definition is what getenv(3) returns. A value too long to keep is kept one
+    // character too long: whoever reads it refuses.
+    let keep = |slot: &mut Option<String>, v: &str| {
+        if slot.is_none() {
+            *slot = Some(v.chars().take(MAX_VAR + 1).collect());
+        }
+    };
     for e in split_nul(environ) {
         let e = String::from_utf8_lossy(e);
         let (k, v) = e.split_once('=').unwrap_or((&e, ""));
-        if k == "LD_LIBRARY_PATH" {
-            ld_library_path = Some(v.chars().take(4096).collect());
-        } else if injection_var(k) && injection.len() < 16 && !injection.iter().any(|x| x == k) {
+        match k {
+            "LD_LIBRARY_PATH" => keep(&mut ld_library_path, v),
+            "HOME" => keep(&mut home, v),
+            "PATH" => keep(&mut path, v),
+            "PYTHONNOUSERSITE" => no_user_site |= !v.is_empty(),
+            _ => {}
+        }
+        if k != "LD_LIBRARY_PATH"
+            && injection_var(k)
+            && injection.len() < 16
+            && !injection.iter().any(|x| x == k)
+        {
             injection.push(k.to_string());
         }
     }
@@ -398,8 +453,15 @@ fn read(tid: i32, system_aslr: bool) -> Option<(Layout, Capture)> {
         // An environment too large to read whole cannot be cleared of injection variables.
         injection.push("LD_PRELOAD".into());
     }
+    // Without HOME, interpreters look the home up in the passwd file: do it now, as they do
+    // at start.
+    if home.is_none() {
+        home = uid.and_then(|u| passwd_home(&proc, u as u32));
+    }
     let mut layout = t.layout;
-    layout.owner = (!randomized(tid, system_aslr)).then_some(tid);
+    if !randomized(tid, system_aslr) {
+        layout.owner = Some((tid, start_time(tid)?));
+    }
     Some((
         layout,
         Capture {
@@ -407,10 +469,40 @@ fn read(tid: i32, system_aslr: bool) -> Option<(Layout, Capture)> {
             head: head_of(cmdline),
             injection,
             ld_library_path,
+            home,
+            path,
+            no_user_site,
             cwd,
             root,
         },
     ))
+}
+
+const AT_UID: u64 = 11;
+
+/// An entry of an auxiliary vector (pairs of native words).
+fn auxv_value(auxv: &[u8], key: u64) -> Option<u64> {
+    auxv.chunks_exact(16).find_map(|c| {
+        let k = u64::from_ne_bytes(c[..8].try_into().ok()?);
+        let v = u64::from_ne_bytes(c[8..].try_into().ok()?);
+        (k == key).then_some(v)
+    })
+}
+
+/// The home of `uid` in the passwd file of the process's root (`proc`: its /proc directory),
+/// read without leaving that root.
+fn passwd_home(proc: &str, uid: u32) -> Option<String> {
+    use std::io::Read;
+    let dir = std::fs::File::open(format!("{proc}/root")).ok()?;
+    let root = pathrs::Root::from_fd(dir);
+    let h = root.resolve(Path::new("/etc/passwd")).ok()?;
+    let f = h.reopen(pathrs::flags::OpenFlags::O_RDONLY).ok()?;
+    let mut text = String::new();
+    f.take(1 << 20).read_to_string(&mut text).ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 7 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[5].to_string())
+    })
 }
 
 /// A small /proc file in one `read` (they report size 0, so `read_to_string` reads it in
@@ -424,20 +516,36 @@ fn read_small(path: &str) -> Option<Vec<u8>> {
     Some(buf)
 }
 
+/// What became of an `execve` the guard let continue.
+pub enum Exec {
+    /// A new image, and what it was started with.
+    Captured(Box<(Layout, Capture)>),
+    /// The call failed: the process runs the image it had.
+    Failed,
+    /// A new image the guard could not read (it could not trace the caller, or the caller
+    /// died or gave up): entries that need a capture refuse it.
+    Unknown,
+}
+
 /// Let the notified `execve` of thread group leader `tid` continue (`respond` answers the
-/// notification) and capture what the kernel started. `None` when there is nothing to
-/// capture: the exec failed, or the caller could not be traced; such an image has no
-/// capture, and entries that need one refuse it.
+/// notification) and capture what the kernel started at the exec stop.
 pub fn continue_and_capture(
     tid: i32,
     system_aslr: bool,
+    still_waiting: impl Fn() -> bool,
     respond: impl FnOnce(),
-) -> Option<(Layout, Capture)> {
+) -> Exec {
     let pid = Pid::from_raw(tid);
-    if tgid_of(tid) != Some(tid) || ptrace::seize(pid, ptrace::Options::PTRACE_O_TRACEEXEC).is_err()
-    {
+    if ptrace::seize(pid, ptrace::Options::PTRACE_O_TRACEEXEC).is_err() {
         respond();
-        return None;
+        return Exec::Unknown;
+    }
+    // Seized by pid: only if the caller still waits is that pid still the caller.
+    if !still_waiting() {
+        let _ = ptrace::interrupt(pid);
+        let _ = waitpid(pid, Some(WaitPidFlag::__WALL));
+        let _ = ptrace::detach(pid, None);
+        return Exec::Unknown;
     }
     respond();
     // Stops the tracee when the call returns to user space: right after a failed exec, or
@@ -448,20 +556,20 @@ pub fn continue_and_capture(
             Ok(WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_EXEC)) => {
                 let got = read(tid, system_aslr);
                 let _ = ptrace::detach(pid, None);
-                return got;
+                return got.map_or(Exec::Unknown, |lc| Exec::Captured(Box::new(lc)));
             }
             Ok(WaitStatus::PtraceEvent(_, _, _)) => {
                 let _ = ptrace::detach(pid, None);
-                return None;
+                return Exec::Failed;
             }
             // A signal arrived after a failed exec: hand it back on the way out.
             Ok(WaitStatus::Stopped(_, sig)) => {
                 let _ = ptrace::detach(pid, sig);
-                return None;
+                return Exec::Failed;
             }
-            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => return None,
+            Ok(WaitStatus::Exited(..) | WaitStatus::Signaled(..)) => return Exec::Failed,
             Ok(_) | Err(Errno::EINTR) => continue,
-            Err(_) => return None,
+            Err(_) => return Exec::Unknown,
         }
     }
 }
@@ -671,6 +779,102 @@ pub fn pinned(
         return Ok((st.st_dev, st.st_ino));
     }
     Err(format!("{}: not a file", full.display()))
+}
+
+/// Whether `path` cannot be changed from inside the container: it is read-only all the way,
+/// or it does not exist and the deepest existing directory above it is (so nothing can be
+/// created there).
+pub fn sealed(container_root: &Path, root: &str, path: &str) -> Result<(), String> {
+    let mut p = PathBuf::from(path);
+    loop {
+        match pinned(container_root, root, "/", &p.to_string_lossy(), true) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.contains("ENOENT") && p.pop() => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Further conditions a script entry's interpreter sets on how it was started: `None` when
+/// the process runs only the entry's code.
+pub fn family_refusal(
+    family: Family,
+    interpreter: FileId,
+    cap: &Capture,
+    head: &[String],
+    container_root: &Path,
+) -> Option<String> {
+    let home_sealed = |dirs: &[&str], what: &str| -> Option<String> {
+        let Some(home) = cap
+            .home
+            .as_deref()
+            .filter(|h| h.starts_with('/') && h.len() <= MAX_VAR)
+        else {
+            return Some(format!("HOME is not set to a path, so {what} is unknown"));
+        };
+        dirs.iter().find_map(|d| {
+            let p = Path::new(home).join(d);
+            sealed(container_root, &cap.root, &p.to_string_lossy())
+                .err()
+                .map(|e| format!("{what} ({}) could be written: {e}", p.display()))
+        })
+    };
+    match family {
+        Family::Python => {
+            // sys.prefix, and a pyvenv.cfg next to it, come from where argv[0] says python is.
+            if let Err(e) = argv0_is(container_root, cap, &head[0], interpreter) {
+                return Some(e);
+            }
+            let options = head.iter().skip(1).take_while(|a| a.starts_with('-'));
+            let no_site = options
+                .clone()
+                .any(|a| !a.starts_with("--") && a[1..].contains(['s', 'I']));
+            if cap.no_user_site || no_site {
+                return None;
+            }
+            home_sealed(&[".local"], "the user site directory")
+        }
+        // Modules a script requires that its own tree lacks are looked for here.
+        Family::Node => home_sealed(&[".node_modules", ".node_libraries"], "node's home folders"),
+        Family::Plain => None,
+    }
+}
+
+/// Whether argv[0] names the interpreter's file: as a path (read-only all the way), or as the
+/// first match of a bare name on PATH.
+fn argv0_is(container_root: &Path, cap: &Capture, argv0: &str, id: FileId) -> Result<(), String> {
+    let same = |p: &str| -> Result<Option<bool>, String> {
+        match pinned(container_root, &cap.root, &cap.cwd, p, false) {
+            Ok(x) => Ok(Some(x == id)),
+            Err(e) if e.contains("ENOENT") => Ok(None),
+            Err(e) => Err(format!("argv[0] {argv0}: {e}")),
+        }
+    };
+    let found = if argv0.contains('/') {
+        same(argv0)?
+    } else {
+        let path = cap
+            .path
+            .as_deref()
+            .filter(|p| p.len() <= MAX_VAR)
+            .unwrap_or(crate::executor::DEFAULT_PATH);
+        let mut found = None;
+        for dir in path.split(':') {
+            let dir = if dir.is_empty() { "." } else { dir };
+            if let Some(hit) = same(&format!("{dir}/{argv0}"))? {
+                found = Some(hit);
+                break;
+            }
+        }
+        found
+    };
+    match found {
+        Some(true) => Ok(()),
+        Some(false) => Err(format!(
+            "argv[0] {argv0} names another file than the interpreter"
+        )),
+        None => Err(format!("argv[0] {argv0} names no file")),
+    }
 }
 
 #[cfg(test)]

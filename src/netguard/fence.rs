@@ -187,9 +187,9 @@ fn v1_accounting(init: i32) -> Vec<PathBuf> {
 }
 
 impl Fence {
-    /// Set the fence up around the container whose init is `init` (created, not started):
-    /// its v2 cgroup, the guard's cgroup and the programs. `runtime_root` hosts a cgroup2
-    /// mount when the host has none. On error, whatever was made is removed again.
+    /// Prepare the fence around the container whose init is `init` (created, not started):
+    /// its v2 cgroup and the guard's. `runtime_root` hosts a cgroup2 mount when the host has
+    /// none. On error, whatever was made is removed again. `arm` finishes it.
     pub fn set_up(init: i32, id: &str, runtime_root: &Path) -> Result<Fence, FenceError> {
         let mnt = v2_mount(&runtime_root.join(".cgroup2"))?;
         let init_path = v2_path_of(&init.to_string()).ok_or(FenceError::NoV2(init))?;
@@ -216,8 +216,6 @@ impl Fence {
                     _ => Err(e),
                 })
                 .map_err(io(&fence.guard))?;
-            let guard_id = fs::metadata(&fence.guard).map_err(io(&fence.guard))?.ino();
-            attach_all(&fence.container, guard_id)?;
             fence.v1 = v1_accounting(init);
             Ok(())
         })();
@@ -230,14 +228,15 @@ impl Fence {
         }
     }
 
-    /// Put the guard (the helper process) in its cgroup and in the container's accounting
-    /// cgroups.
-    pub fn admit_guard(&self, helper: i32) -> Result<(), FenceError> {
+    /// Put the guard (the helper process `helper`) in its cgroup and in the container's
+    /// accounting cgroups, then attach the programs that let only it through.
+    pub fn arm(&self, helper: i32) -> Result<(), FenceError> {
         enter(&self.guard, helper)?;
         for dir in &self.v1 {
             enter(dir, helper)?;
         }
-        Ok(())
+        let cgroup = fs::metadata(&self.guard).map_err(io(&self.guard))?.ino();
+        attach_all(&self.container, guard_task(cgroup, helper))
     }
 
     /// Whether `pid` is inside the container's v2 cgroup (or below it).
@@ -322,9 +321,20 @@ pub struct EbpfInsn {
     pub imm: i32,
 }
 
-/// The program: allow (1) when the calling task's cgroup is the guard's, refuse (0, EPERM)
-/// otherwise.
-pub fn program(guard_cgroup_id: u64) -> Vec<EbpfInsn> {
+const FUNC_GET_NS_CURRENT_PID_TGID: i32 = 120;
+
+/// Who the fence lets through: the task must be in the guard's cgroup and, where the kernel
+/// offers the helper, be the guard process itself (its pid in its own pid namespace) — a
+/// container that can write its cgroup files could otherwise move a task into that cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardTask {
+    pub cgroup: u64,
+    /// (device, inode) of the guard's pid namespace, and its pid there.
+    pub process: Option<(u64, u64, u32)>,
+}
+
+/// The program: allow (1) the guard, refuse (0, EPERM) everyone else.
+pub fn program(guard: GuardTask) -> Vec<EbpfInsn> {
     let i = |code, dst, src, off, imm| EbpfInsn {
         code,
         dst,
@@ -332,21 +342,47 @@ pub fn program(guard_cgroup_id: u64) -> Vec<EbpfInsn> {
         off,
         imm,
     };
-    vec![
+    let imm64 = |dst: u8, v: u64| {
+        [
+            i(0x18, dst, 0, 0, v as u32 as i32),
+            i(0, 0, 0, 0, (v >> 32) as u32 as i32),
+        ]
+    };
+    let mut p = vec![
         // r0 = bpf_get_current_cgroup_id()
         i(0x85, 0, 0, 0, FUNC_GET_CURRENT_CGROUP_ID),
-        // r2 = guard_cgroup_id (a 64-bit immediate takes two slots)
-        i(0x18, 2, 0, 0, guard_cgroup_id as u32 as i32),
-        i(0, 0, 0, 0, (guard_cgroup_id >> 32) as u32 as i32),
-        // if r0 == r2 goto allow
-        i(0x1d, 0, 2, 2, 0),
-        // r0 = 0; exit
-        i(0xb7, 0, 0, 0, 0),
-        i(0x95, 0, 0, 0, 0),
-        // allow: r0 = 1; exit
-        i(0xb7, 0, 0, 0, 1),
-        i(0x95, 0, 0, 0, 0),
-    ]
+    ];
+    p.extend(imm64(2, guard.cgroup));
+    // if r0 != r2 goto deny (patched below)
+    let to_deny = |p: &mut Vec<EbpfInsn>, insn: EbpfInsn| {
+        p.push(insn);
+        p.len() - 1
+    };
+    let mut jumps = vec![to_deny(&mut p, i(0x5d, 0, 2, 0, 0))];
+    if let Some((dev, ino, tgid)) = guard.process {
+        p.extend(imm64(1, dev));
+        p.extend(imm64(2, ino));
+        // r3 = r10 - 8: a struct bpf_pidns_info { u32 pid; u32 tgid; } on the stack
+        p.push(i(0xbf, 3, 10, 0, 0));
+        p.push(i(0x07, 3, 0, 0, -8));
+        p.push(i(0xb7, 4, 0, 0, 8));
+        p.push(i(0x85, 0, 0, 0, FUNC_GET_NS_CURRENT_PID_TGID));
+        jumps.push(to_deny(&mut p, i(0x55, 0, 0, 0, 0)));
+        // r0 = info.tgid
+        p.push(i(0x61, 0, 10, -4, 0));
+        jumps.push(to_deny(&mut p, i(0x55, 0, 0, 0, tgid as i32)));
+    }
+    // allow: r0 = 1; exit
+    p.push(i(0xb7, 0, 0, 0, 1));
+    p.push(i(0x95, 0, 0, 0, 0));
+    // deny: r0 = 0; exit
+    let deny = p.len();
+    p.push(i(0xb7, 0, 0, 0, 0));
+    p.push(i(0x95, 0, 0, 0, 0));
+    for j in jumps {
+        p[j].off = (deny - j - 1) as i16;
+    }
+    p
 }
 
 fn encode(prog: &[EbpfInsn]) -> Vec<u8> {
@@ -380,8 +416,8 @@ fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> Result<i64, nix::Error> {
 }
 
 /// Load the program for one attach point.
-fn load(guard_cgroup_id: u64, attach_type: u32) -> Result<OwnedFd, FenceError> {
-    let insns = encode(&program(guard_cgroup_id));
+fn load(guard: GuardTask, attach_type: u32) -> Result<OwnedFd, FenceError> {
+    let insns = encode(&program(guard));
     let license = b"GPL\0";
     let mut log = vec![0u8; 4096];
     let mut attr = [0u8; 128];
@@ -405,10 +441,29 @@ fn load(guard_cgroup_id: u64, attach_type: u32) -> Result<OwnedFd, FenceError> {
     }
 }
 
-fn attach_all(container: &Path, guard_cgroup_id: u64) -> Result<(), FenceError> {
+/// The guard process `pid` (in this runtime's pid namespace) as the program checks it.
+fn guard_task(cgroup: u64, pid: i32) -> GuardTask {
+    let ns = fs::metadata("/proc/self/ns/pid").ok();
+    GuardTask {
+        cgroup,
+        process: ns.map(|m| (m.dev(), m.ino(), pid as u32)),
+    }
+}
+
+fn attach_all(container: &Path, guard: GuardTask) -> Result<(), FenceError> {
     let dir = fs::File::open(container).map_err(io(container))?;
+    // Kernels without the pid-namespace helper in cgroup programs (before 6.10) get the
+    // cgroup check alone.
+    let guard = match load(guard, ATTACH_TYPES[0].0) {
+        Ok(_) => guard,
+        Err(_) if guard.process.is_some() => GuardTask {
+            process: None,
+            ..guard
+        },
+        Err(e) => return Err(e),
+    };
     for (ty, _) in ATTACH_TYPES {
-        let prog = load(guard_cgroup_id, ty)?;
+        let prog = load(guard, ty)?;
         let mut attr = [0u8; 128];
         put_u32(&mut attr, 0, dir.as_raw_fd() as u32);
         put_u32(&mut attr, 4, prog.as_raw_fd() as u32);
@@ -422,11 +477,22 @@ fn attach_all(container: &Path, guard_cgroup_id: u64) -> Result<(), FenceError> 
     Ok(())
 }
 
-/// Whether this kernel loads the fence's program (for `doctor`): `Err` says why not.
-pub fn probe() -> Result<(), String> {
-    load(1, ATTACH_TYPES[0].0)
-        .map(drop)
-        .map_err(|e| e.to_string())
+/// Whether this kernel loads the fence's program (for `doctor`): `Ok(true)` with the check
+/// of the guard's own pid, `Ok(false)` with the cgroup check alone, `Err` why not at all.
+pub fn probe() -> Result<bool, String> {
+    let full = guard_task(1, std::process::id() as i32);
+    if load(full, ATTACH_TYPES[0].0).is_ok() {
+        return Ok(true);
+    }
+    load(
+        GuardTask {
+            cgroup: 1,
+            process: None,
+        },
+        ATTACH_TYPES[0].0,
+    )
+    .map(|_| false)
+    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -434,19 +500,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn program_compares_the_callers_cgroup_with_the_guards() {
-        let p = program(0x1_0000_0002);
-        assert_eq!(p.len(), 8);
+    fn program_compares_the_callers_cgroup_and_pid_with_the_guards() {
+        let cg_only = program(GuardTask {
+            cgroup: 0x1_0000_0002,
+            process: None,
+        });
+        assert_eq!(cg_only.len(), 8);
         assert_eq!(
-            (p[1].imm, p[2].imm),
+            (cg_only[1].imm, cg_only[2].imm),
             (2, 1),
             "64-bit immediate, low then high"
         );
-        assert_eq!(p[3].off, 2, "equal: skip the refusal");
-        assert_eq!((p[4].imm, p[6].imm), (0, 1), "refuse, then allow");
-        let bytes = encode(&p);
-        assert_eq!(bytes.len(), 64);
-        assert_eq!(bytes[8 * 3 + 1], 0x20, "src r2, dst r0");
+        assert_eq!(
+            (cg_only[3].code, cg_only[3].off),
+            (0x5d, 2),
+            "not equal: to the refusal"
+        );
+        assert_eq!(
+            (cg_only[4].imm, cg_only[6].imm),
+            (1, 0),
+            "allow, then refuse"
+        );
+        assert_eq!(encode(&cg_only)[8 * 3 + 1], 0x20, "src r2, dst r0");
+        let full = program(GuardTask {
+            cgroup: 7,
+            process: Some((4, 4026531836, 1234)),
+        });
+        let deny = full.len() - 2;
+        for (at, insn) in full.iter().enumerate() {
+            if matches!(insn.code, 0x5d | 0x55) {
+                assert_eq!(at + 1 + insn.off as usize, deny, "jump at {at}");
+            }
+        }
+        assert!(full.iter().any(|i| i.code == 0x55 && i.imm == 1234));
+        assert_eq!(full[deny].imm, 0);
     }
 
     #[test]

@@ -514,6 +514,8 @@ fn handle(shared: &Arc<Shared>, listener: &Arc<OwnedFd>, req: &libc::seccomp_not
     let nr = req.data.nr as i64;
     let tid = req.pid as i32;
     if EXEC_32.contains(&(req.data.arch, nr)) {
+        // Not captured; its image must not be taken for the one cached before.
+        forget_for_good(shared, tid);
         return notif::respond(listener, id, Reply::Continue);
     }
     if req.data.arch != AUDIT_ARCH_X86_64 || nr & X32_BIT != 0 {
@@ -592,6 +594,7 @@ fn handle(shared: &Arc<Shared>, listener: &Arc<OwnedFd>, req: &libc::seccomp_not
         listener: listener.clone(),
         id,
         caller,
+        pidfd: Arc::new(pidfd),
         syscall: syscall_name(nr),
     };
     ctx.run(sock, request);
@@ -605,22 +608,32 @@ fn exec(shared: &Shared, listener: &Arc<OwnedFd>, id: u64, tid: i32) {
     let Ok(leader) = crate::helper::pidfd_open_flags(tid, 0) else {
         // A thread that is not the leader takes the leader's pid during the exec, at a moment
         // the guard does not see: that process gets no capture and is never cached again.
-        let tgid = capture::tgid_of(tid).unwrap_or(tid);
-        let keys: Vec<u64> = [tid, tgid]
-            .iter()
-            .filter_map(|p| notif::pidfd_of_thread(*p).ok())
-            .filter_map(|fd| shared.pid_key(&fd))
-            .collect();
-        shared.captures.forget(&keys, true);
+        forget_for_good(shared, tid);
         return cont();
     };
-    let got = capture::continue_and_capture(tid, shared.aslr, cont);
-    if let Some(k) = shared.pid_key(&leader) {
-        shared.captures.forget(&[k], false);
+    let got = capture::continue_and_capture(tid, shared.aslr, || notif::valid(listener, id), cont);
+    let key: Vec<u64> = shared.pid_key(&leader).into_iter().collect();
+    match got {
+        capture::Exec::Captured(got) => {
+            let (layout, cap) = *got;
+            shared.captures.forget(&key, false);
+            shared.captures.insert(layout, cap);
+        }
+        capture::Exec::Failed => {}
+        // Untraced (the exec may still be under way): not cached from now on.
+        capture::Exec::Unknown => shared.captures.forget(&key, true),
     }
-    if let Some((layout, cap)) = got {
-        shared.captures.insert(layout, cap);
-    }
+}
+
+/// The process of thread `tid` execs without a capture: its cached lookups go, for good.
+fn forget_for_good(shared: &Shared, tid: i32) {
+    let tgid = capture::tgid_of(tid).unwrap_or(tid);
+    let keys: Vec<u64> = [tid, tgid]
+        .iter()
+        .filter_map(|p| notif::pidfd_of_thread(*p).ok())
+        .filter_map(|fd| shared.pid_key(&fd))
+        .collect();
+    shared.captures.forget(&keys, true);
 }
 
 fn domain_of(sock: &OwnedFd) -> Option<i32> {
@@ -648,6 +661,8 @@ struct CallCtx {
     listener: Arc<OwnedFd>,
     id: u64,
     caller: Caller,
+    /// The calling thread (its pidfd): signals go to it, never to a pid number.
+    pidfd: Arc<OwnedFd>,
     syscall: &'static str,
 }
 
@@ -669,7 +684,7 @@ impl CallCtx {
                 flags,
                 addr,
             } => {
-                let by = match self.allowed(&addr) {
+                let by = match self.allowed_send(&addr) {
                     Ok(by) => by,
                     Err(e) => return self.respond(Reply::Error(e)),
                 };
@@ -689,7 +704,7 @@ impl CallCtx {
                 if let Some(opt) = calls::routing_option(&h.control) {
                     return self.refuse_option(opt);
                 }
-                if let Err(e) = h.name.as_deref().map_or(Ok(None), |a| self.allowed(a)) {
+                if let Err(e) = h.name.as_deref().map_or(Ok(None), |a| self.allowed_send(a)) {
                     return self.respond(Reply::Error(e));
                 }
                 let mem = Mem(Pid::from_raw(self.caller.pid));
@@ -740,18 +755,18 @@ impl CallCtx {
     fn finish(self, sock: OwnedFd, blocking: bool, flags: i32, mut op: Op) {
         match op(&sock) {
             Err(Errno::EAGAIN) if blocking => {
-                let (pid, signal) = (self.caller.pid, flags & libc::MSG_NOSIGNAL == 0);
+                let (pidfd, signal) = (self.pidfd.clone(), flags & libc::MSG_NOSIGNAL == 0);
                 let ready = Box::new(move |s: &OwnedFd| match op(s) {
                     Err(Errno::EAGAIN) => None,
                     r => {
-                        sigpipe(pid, &r, signal);
+                        sigpipe(&pidfd, &r, signal);
                         Some(Reply::of(r))
                     }
                 });
                 self.wait(sock, ready);
             }
             r => {
-                sigpipe(self.caller.pid, &r, flags & libc::MSG_NOSIGNAL == 0);
+                sigpipe(&self.pidfd, &r, flags & libc::MSG_NOSIGNAL == 0);
                 self.respond(Reply::of(r));
             }
         }
@@ -790,7 +805,7 @@ impl CallCtx {
                 first_refusal = Some(Errno::EACCES);
                 break;
             }
-            match h.name.as_deref().map_or(Ok(None), |a| self.allowed(a)) {
+            match h.name.as_deref().map_or(Ok(None), |a| self.allowed_send(a)) {
                 Ok(_) => allowed.push(h.clone()),
                 Err(e) => {
                     first_refusal = Some(e);
@@ -802,6 +817,7 @@ impl CallCtx {
             return self.respond(Reply::Error(first_refusal.unwrap_or(Errno::EINVAL)));
         }
         let mem = Mem(Pid::from_raw(self.caller.pid));
+        let (listener, id) = (self.listener.clone(), self.id);
         let mut next = 0usize;
         let mut sent = 0usize;
         let mut bytes = 0usize;
@@ -814,7 +830,10 @@ impl CallCtx {
                 match r {
                     Ok(n) => {
                         let at = vec + (next * MMSGHDR_LEN) as u64 + calls::MSGHDR_LEN as u64;
-                        if mem.write(at, &(n as u32).to_ne_bytes()).is_err() {
+                        // Written only while the caller still waits: its pid is its own.
+                        if !notif::valid(&listener, id)
+                            || mem.write(at, &(n as u32).to_ne_bytes()).is_err()
+                        {
                             return Ok(sent);
                         }
                         bytes += n;
@@ -841,12 +860,22 @@ impl CallCtx {
         self.respond(Reply::Error(Errno::EACCES));
     }
 
-    /// Decide the destination `addr`: `Ok(policy that allowed it)`, `Ok(None)` when there is
-    /// no destination to judge, `Err(EACCES)` when refused (with an audit event).
+    /// Decide the destination `addr` of a connect: `Ok(policy that allowed it)`, `Ok(None)`
+    /// when there is no destination to judge (`AF_UNSPEC` dissolves an association),
+    /// `Err(EACCES)` when refused (with an audit event).
     fn allowed(&self, addr: &[u8]) -> Result<Option<String>, Errno> {
+        match sockaddr::parse(addr) {
+            Target::Unspec => Ok(None),
+            _ => self.allowed_send(addr),
+        }
+    }
+
+    /// Decide the destination of a send. `AF_UNSPEC` is refused: IPv4 UDP takes its address
+    /// and port as a destination.
+    fn allowed_send(&self, addr: &[u8]) -> Result<Option<String>, Errno> {
         let dest = match sockaddr::parse(addr) {
             Target::Inet(d) => d,
-            Target::Unspec => return Ok(None),
+            Target::Unspec => return Err(Errno::EAFNOSUPPORT),
             Target::Invalid(e) => return Err(Errno::from_raw(e)),
         };
         match judge(&self.shared, &self.caller, dest) {
@@ -921,9 +950,18 @@ fn send_op(
 }
 
 /// A send that hits a closed stream raises SIGPIPE in the caller, as the kernel would.
-fn sigpipe(pid: i32, r: &Result<usize, Errno>, signal: bool) {
+fn sigpipe(pidfd: &OwnedFd, r: &Result<usize, Errno>, signal: bool) {
     if signal && *r == Err(Errno::EPIPE) {
-        let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGPIPE);
+        // SAFETY: pidfd_send_signal with a pidfd we hold, a signal number and no siginfo.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                pidfd.as_raw_fd(),
+                libc::SIGPIPE,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
     }
 }
 

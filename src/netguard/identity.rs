@@ -320,7 +320,13 @@ pub fn matches(
     for sc in candidates {
         let arg = capture::script_argument(sc.family, head)?;
         match capture::pinned(root, &cap.root, &cap.cwd, &arg, false) {
-            Ok(id) if id == sc.file.id => return Ok(true),
+            Ok(id) if id == sc.file.id => {
+                return match capture::family_refusal(sc.family, sc.interpreter.id, &cap, head, root)
+                {
+                    Some(why) => Err(why),
+                    None => Ok(true),
+                };
+            }
             Ok(_) => {}
             Err(e) => why = Some(format!("script {arg}: {e}")),
         }

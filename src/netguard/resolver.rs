@@ -257,7 +257,11 @@ fn serve_tcp(shared: &Shared, up: &Upstream, mut conn: TcpStream) {
     let start = Instant::now();
     for _ in 0..TCP_QUERIES {
         let left = TCP_LIFETIME.saturating_sub(start.elapsed());
-        if left.is_zero() || conn.set_read_timeout(Some(left.min(TCP_IDLE))).is_err() {
+        let limit = Some(left.min(TCP_IDLE));
+        if left.is_zero()
+            || conn.set_read_timeout(limit).is_err()
+            || conn.set_write_timeout(limit).is_err()
+        {
             return;
         }
         let Some(query) = read_framed(&mut conn) else {

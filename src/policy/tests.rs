@@ -405,7 +405,10 @@ fn annotations_cannot_replace_a_fixed_baseline() {
     // Without a fixed baseline, the annotation chooses one the node allows by name: by
     // default only the built-in `default`.
     let e = select(&node(""), &req(&[(ANNOTATION_POLICY, "openclaw-sandbox")])).unwrap_err();
-    assert_eq!(e, SelectError::BaselineNotAllowed("openclaw-sandbox".into()));
+    assert_eq!(
+        e,
+        SelectError::BaselineNotAllowed("openclaw-sandbox".into())
+    );
     assert!(e.to_string().contains("allowed_baselines"), "{e}");
     assert!(select(&node(""), &req(&[(ANNOTATION_POLICY, "default")])).is_ok());
     let n = node("allowed_baselines: [default, openclaw-sandbox]\n");
