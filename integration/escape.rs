@@ -850,3 +850,108 @@ fn joining_the_guards_cgroup_does_not_open_the_fence() {
         assert!(doctor.contains("cgroup check only"), "{doctor}");
     }
 }
+
+/// `sandbox` shares the host's network and sees its files: no host daemon's unix socket (under
+/// `/run`, or abstract) can be reached from it, the runtime's state is not visible, and a
+/// socket of its own works.
+#[test]
+fn the_sandbox_reaches_no_host_daemon_and_sees_no_runtime_state() {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener};
+    let rt = Runtime::new();
+    // Another container's state under the same runtime root.
+    let b = bundle(&["sleep", "1000"]);
+    let other = unique("other");
+    rt.ok(&["create", "--bundle", b.path().to_str().unwrap(), &other]);
+    let name = unique("daemon");
+    let path = format!("/run/{name}.sock");
+    let daemon = UnixListener::bind(&path).unwrap();
+    let abstract_daemon =
+        UnixListener::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
+    daemon.set_nonblocking(true).unwrap();
+    abstract_daemon.set_nonblocking(true).unwrap();
+    let state = rt.root.path().join(&other);
+    let py = format!(
+        "import os, socket\n\
+         def c(a):\n    s = socket.socket(socket.AF_UNIX)\n    try:\n        s.connect(a); return 'ok'\n    except OSError as e:\n        return 'errno%d' % e.errno\n\
+         print('pathname:', c('{path}'))\n\
+         print('abstract:', c('\\0{name}'))\n\
+         l = socket.socket(socket.AF_UNIX); l.bind('/tmp/own.sock'); l.listen()\n\
+         print('own:', c('/tmp/own.sock'))\n\
+         print('run:', len(os.listdir('/run')))\n\
+         print('runtime-state:', os.path.exists('{}'))\n",
+        state.display()
+    );
+    let out = rt.run(&["sandbox", "--", "python3", "-c", &py]);
+    let _ = std::fs::remove_file(&path);
+    rt.remove(&other);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (abi, _) = nemosandbox::confine::landlock::available_abi();
+    let abstract_want = if abi >= 6 { "errno1" } else { "ok" };
+    expect(
+        &stdout,
+        &[
+            ("pathname", "errno2"),
+            ("abstract", abstract_want),
+            ("own", "ok"),
+            ("run", "0"),
+            ("runtime-state", "False"),
+        ],
+    );
+    assert!(daemon.accept().is_err(), "the host daemon got a connection");
+    if abi >= 6 {
+        assert!(
+            abstract_daemon.accept().is_err(),
+            "the abstract daemon got one"
+        );
+    }
+}
+
+/// Landlock grants are what their paths named at create: a grant directory under a writable
+/// parent, swapped for a link to `/`, gives a later `exec` no extra rights.
+#[test]
+fn a_grant_swapped_for_a_link_gives_later_execs_nothing() {
+    let rt = Runtime::new();
+    let pol = policy(
+        &rt,
+        "version: 1\nfilesystem_policy:\n  permissions:\n    \"/**\": \"r-x\"\n    \"/tmp/**\": \"rwx\"\n    \"/sandbox/**\": \"rw-\"\n    \"/sandbox/tools/**\": \"rwx\"\n",
+    );
+    let b = bundle(&["sleep", "1000"]);
+    let r = b.path().join("rootfs");
+    std::fs::create_dir_all(r.join("sandbox/tools")).unwrap();
+    for f in ["sandbox/tools/ok", "sandbox/evil"] {
+        std::fs::copy(probe(), r.join(f)).unwrap();
+    }
+    let c = Running::start(&rt, &pol, &[], &b);
+    let run = |argv: &[&str]| {
+        let mut a = vec!["exec", c.id.as_str()];
+        a.extend_from_slice(argv);
+        rt.run(&a).status.success()
+    };
+    assert!(
+        run(&["/sandbox/tools/ok", "memfd"]),
+        "the grant's own program runs"
+    );
+    assert!(
+        !run(&["/sandbox/evil", "memfd"]),
+        "no execute right outside the grant"
+    );
+    c.exec_sh("rm -rf /sandbox/tools && ln -s / /sandbox/tools && echo swapped");
+    assert!(
+        std::fs::read_link(format!("/proc/{}/root/sandbox/tools", c.init())).is_ok(),
+        "the workload swapped the grant for a link"
+    );
+    assert!(
+        !run(&["/sandbox/evil", "memfd"]),
+        "the link gave the exec execute rights on /"
+    );
+    assert!(
+        run(&["/bin/probe", "memfd"]),
+        "the rest of the layout is unchanged"
+    );
+}

@@ -242,3 +242,119 @@ fn accepted_scripts_run_only_allowlisted_programs_under_a_real_shell() {
         "{accepted} accepted, {refused} refused"
     );
 }
+
+/// The gate decides on files, not names, and on a working directory only when it is sure of
+/// it: each attack from the red-team round is refused (and audited), beside an allowed twin.
+#[test]
+fn the_gate_cannot_be_walked_around() {
+    let rt = Runtime::new();
+    let pol = rt.root.path().join(format!("{}.yaml", unique("gate")));
+    std::fs::write(
+        &pol,
+        "version: 1\nfilesystem_policy:\n  permissions:\n    \"/**\": \"r-x\"\n    \"/tmp/**\": \"rwx\"\n\
+         exec_policy:\n  allowlist:\n    - { pattern: \"**/git\" }\n    - { pattern: /opt/tools/tool }\n  safe_builtins: true\n",
+    )
+    .unwrap();
+    let b = bundle();
+    let r = b.path().join("rootfs");
+    for (f, body) in [
+        ("usr/bin/git", "#!/bin/sh\necho git-ran\n"),
+        ("opt/tools/tool", "#!/bin/sh\necho tool-ran\n"),
+    ] {
+        std::fs::create_dir_all(r.join(f).parent().unwrap()).unwrap();
+        std::fs::write(r.join(f), body).unwrap();
+        std::fs::set_permissions(r.join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // The dynamic loader, as images have it.
+    b.edit(|c| {
+        for p in ["/lib64", "/lib/x86_64-linux-gnu"] {
+            c["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+                "destination": p, "type": "bind", "source": p, "options": ["rbind", "ro"]
+            }));
+        }
+    });
+    let id = started(&rt, pol.to_str().unwrap(), &b);
+    wait_until(|| rt.status(&id) == "running");
+    // What the workload planted in its writable /tmp (done from the host: the gate would not
+    // let these commands run).
+    let init = rt.state(&id)["pid"].as_i64().unwrap();
+    let tmp = std::path::PathBuf::from(format!("/proc/{init}/root/tmp"));
+    std::fs::write(tmp.join("sh"), "#!/bin/sh\necho workload-code\n").unwrap();
+    std::fs::set_permissions(tmp.join("sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(tmp.join("link")).unwrap();
+    std::os::unix::fs::symlink("/usr/bin/other", tmp.join("link/sh")).unwrap();
+    std::fs::create_dir_all(tmp.join("~/bin")).unwrap();
+    std::fs::copy(r.join("usr/bin/git"), tmp.join("~/bin/git")).unwrap();
+
+    let exec = |pre: &[&str], argv: &[&str]| {
+        let mut a = vec!["exec"];
+        a.extend_from_slice(pre);
+        a.push(&id);
+        a.extend_from_slice(argv);
+        rt.run(&a)
+    };
+    let refused: &[(&[&str], &[&str], &str)] = &[
+        (
+            &[],
+            &["/tmp/sh", "-c", "true"],
+            "is not in the exec allowlist",
+        ),
+        (
+            &[],
+            &["/tmp/sh", "-c", "git --version"],
+            "is not in the exec allowlist",
+        ),
+        (
+            &["--cwd", "/tmp"],
+            &["./link/sh", "-c", "git"],
+            "/usr/bin/other",
+        ),
+        (&["--cwd", "/tmp"], &["sh", "-c", "~/bin/git"], "not found"),
+        (&[], &["sh", "-c", "git {status,log}"], "brace expansion"),
+        (&[], &["sh", "-c", "cd /opt/tools | ./tool"], "unknown"),
+        (
+            &[],
+            &["sh", "-c", "false && cd /opt/tools; ./tool"],
+            "unknown",
+        ),
+        (&["-e", "HOME=/tmp"], &["sh", "-lc", "git"], "can write"),
+        (&["-e", "LD_PRELOAD=/tmp/x.so"], &["git"], "LD_PRELOAD"),
+        (
+            &["-e", "BASH_ENV=/tmp/sh"],
+            &["sh", "-c", "git"],
+            "BASH_ENV",
+        ),
+        (
+            &[],
+            &["/lib64/ld-linux-x86-64.so.2", "/tmp/sh"],
+            "dynamic loader",
+        ),
+    ];
+    for (pre, argv, why) in refused {
+        let out = exec(pre, argv);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{argv:?} ran: {stdout}");
+        assert!(
+            err.contains("exec denied by policy") && err.contains(why),
+            "{argv:?}: {err}"
+        );
+        assert!(!stdout.contains("workload-code"), "{argv:?}");
+    }
+    for (argv, want) in [
+        (&["sh", "-c", "git --version"][..], "git-ran"),
+        (&["/bin/sh", "-c", "cd /opt/tools && ./tool"], "tool-ran"),
+        (&["sh", "-lc", "git"], "git-ran"),
+    ] {
+        let out = rt.ok(&["exec", &id, argv[0], argv[1], argv[2]]);
+        assert!(out.contains(want), "{argv:?}: {out}");
+    }
+    let audit = std::fs::read_to_string(rt.root.path().join(&id).join("audit.jsonl")).unwrap();
+    let denied = audit
+        .lines()
+        .filter(|l| l.contains("\"kind\":\"exec\"") && l.contains("\"denied\""))
+        .count();
+    assert!(denied >= refused.len(), "{audit}");
+    rt.remove(&id);
+    assert_nothing_left(&rt, &id);
+}

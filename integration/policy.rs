@@ -300,3 +300,74 @@ fn explain_prints_the_mount_plan_glob_matches_and_bwrap_arguments() {
         .filter_map(|e| e.ok())
         .all(|e| e.path().extension().is_some_and(|x| x == "yaml")));
 }
+
+/// Annotations cannot widen what the node allows: a baseline the node did not list in
+/// `allowed_baselines` fails create (naming the setting), and a preset they select can only
+/// narrow the filesystem — the mask the baseline sets holds, where the same preset pinned by
+/// the administrator (a runtime flag) would lift it.
+#[test]
+fn annotations_cannot_name_other_baselines_or_unmask_paths() {
+    let rt = Runtime::new();
+    let dir = rt.root.path().join("policies");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("masked.yaml"),
+        "version: 1\nfilesystem_policy:\n  permissions:\n    \"/**\": \"r-x\"\n    \"/tmp/**\": \"rwx\"\n    \"/etc/shadow\": \"---\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("open.yaml"),
+        "preset: { name: open }\nfilesystem_policy:\n  read_write: [/etc]\n  permissions:\n    \"/etc/shadow\": \"rwx\"\n",
+    )
+    .unwrap();
+    let cfg = rt.root.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "policy_dirs: [{}]\nallowed_baselines: [default, masked]\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+
+    // A baseline the node does not allow annotations to name.
+    let b = common::probe::bundle(&["probe", "read", "/etc/shadow"]);
+    with_annotations(&b, &[("dev.nemosandbox.policy", "openclaw-sandbox")]);
+    let id = unique("pol");
+    let err = rt.fails(&create_args(cfg, &b, &id));
+    assert!(err.contains("allowed_baselines"), "{err}");
+    assert_nothing_left(&rt, &id);
+
+    // An allowed baseline with a mask, and a preset selected by annotation that would lift it.
+    let read = |annotations: &[(&str, &str)], flags: &[&str]| -> String {
+        let b = common::probe::bundle(&["sh", "-c", "probe read /etc/shadow; probe write /etc/x"]);
+        with_annotations(&b, annotations);
+        let id = unique("pol");
+        let mut args = vec!["--config", cfg];
+        args.extend_from_slice(flags);
+        args.extend(["run", "--bundle", b.path().to_str().unwrap(), &id]);
+        let out = rt.run(&args);
+        assert_nothing_left(&rt, &id);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let selected = read(
+        &[
+            ("dev.nemosandbox.policy", "masked"),
+            ("dev.nemosandbox.presets", "open"),
+        ],
+        &[],
+    );
+    let lines: Vec<&str> = selected.lines().collect();
+    assert!(
+        lines[0] == "ok 0" || lines[0] == "EACCES",
+        "the mask holds: {selected}"
+    );
+    assert_ne!(
+        lines[1], "ok",
+        "read_write from an annotation gives nothing: {selected}"
+    );
+    // The same preset pinned by the administrator applies as written.
+    let pinned = read(&[], &["--policy", "masked", "--preset", "open"]);
+    assert!(pinned.starts_with("ok 6"), "{pinned}");
+}

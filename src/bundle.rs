@@ -241,6 +241,15 @@ pub fn write_rewritten(dir: &Path, rw: &Rewritten) -> Result<(), BundleError> {
     )
 }
 
+/// Write the confinement plan `exec` reads.
+pub fn write_plan(dir: &Path, plan: &ConfinementPlan) -> Result<(), BundleError> {
+    let path = dir.join("confine.json");
+    let tmp = dir.join("confine.json.tmp");
+    fs::write(&tmp, serde_json::to_vec(plan).expect("plan serializes"))
+        .and_then(|()| fs::rename(&tmp, &path))
+        .map_err(|source| BundleError::Write { path, source })
+}
+
 /// Read and parse a JSON file; errors name the file and the line/column.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, BundleError> {
     let data = fs::read(path).map_err(|source| BundleError::Read {

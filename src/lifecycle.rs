@@ -403,13 +403,14 @@ impl Runtime {
                 base.with(pid.as_raw(), control),
             )));
         }
+        let fs = crate::execgate::eval::PrefixFs {
+            prefix: PathBuf::from(format!("/proc/{}/root", pid.as_raw())),
+            grants: None,
+        };
         if let Some(extra) = exec_shells {
-            let fs = crate::execgate::eval::PrefixFs {
-                prefix: PathBuf::from(format!("/proc/{}/root", pid.as_raw())),
-                grants: None,
-            };
             meta.shells = crate::execgate::shell_ids(&fs, extra);
         }
+        self.pin_landlock_grants(&id, &fs)?;
         let (hpid, hstart) = helper::spawn(pid.as_raw(), services)?;
         meta.helper_pid = Some(hpid);
         meta.helper_start_time = hstart;
@@ -418,6 +419,19 @@ impl Runtime {
         }
         self.symlink_guards(&id, pid.as_raw(), guards, meta)?;
         meta.save(&self.root, &id)?;
+        Ok(())
+    }
+
+    /// Record, in the plan `exec` reads, what every Landlock grant's path names now: the
+    /// workload may later swap such a path for a link (to `/`), and an exec'd process must not
+    /// follow it to wider rights.
+    fn pin_landlock_grants(&self, id: &str, fs: &crate::execgate::eval::PrefixFs) -> Result<()> {
+        let own = self.root.own_dir(id);
+        let mut plan = bundle::load_plan(&own)?;
+        if let Some(l) = plan.landlock.as_mut() {
+            crate::execgate::pin_grants(l, fs);
+            bundle::write_plan(&own, &plan)?;
+        }
         Ok(())
     }
 
@@ -886,7 +900,7 @@ impl Runtime {
             Ok(allowed) => {
                 if let Some(l) = plan.landlock.as_mut() {
                     let files = crate::execgate::execute_set(&allowed, &fs);
-                    crate::execgate::restrict_execute(l, &files);
+                    crate::execgate::restrict_execute(l, &files, &fs);
                 }
                 Ok(())
             }

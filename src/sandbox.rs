@@ -4,6 +4,12 @@
 //! private pid, mount, ipc and uts namespaces and fresh `/proc`, `/dev`, `/sys` (read-only) and
 //! `/tmp`. The spec is built in memory; its rewritten form lives in the state directory only
 //! while the command runs.
+//!
+//! Threat: the sandbox shares the host's network namespace and sees its files. A unix socket
+//! on a read-only mount can still be connected to, and `/run` holds the host's daemons
+//! (docker, containerd, D-Bus, systemd) and every runtime's state. So `/run`, `/var/run` and
+//! the runtime's own root are empty tmpfs inside; abstract sockets of the host are out of
+//! reach through Landlock's scoping (ABI 6) in the sandboxed process.
 
 use std::path::{Path, PathBuf};
 
@@ -25,7 +31,9 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Mount {
 }
 
 /// Paths the sandbox mounts afresh: host content below them is not visible inside.
-const FRESH: [&str; 4] = ["/tmp", "/proc", "/dev", "/sys"];
+const FRESH: [&str; 6] = ["/tmp", "/proc", "/dev", "/sys", "/run", "/var/run"];
+/// Host directories hidden behind an empty tmpfs: daemons' sockets and runtime state.
+const HIDDEN: [&str; 2] = ["/run", "/var/run"];
 
 /// The caller's working directory, or `/` when it lies under a fresh mount (it would not exist
 /// inside the sandbox).
@@ -43,10 +51,21 @@ pub fn sandbox_cwd(cwd: Option<PathBuf>) -> PathBuf {
     }
 }
 
+/// An empty read-only tmpfs over `dest`.
+fn hide(dest: &str) -> Mount {
+    mount(
+        dest,
+        "tmpfs",
+        "tmpfs",
+        &["nosuid", "nodev", "noexec", "ro", "mode=755", "size=4k"],
+    )
+}
+
 /// The spec of a sandbox running `argv` with the caller's environment and working directory.
 /// `mount_point` is an empty directory the host root is bound onto inside the container's own
-/// mount namespace (pivot_root cannot make `/` itself the new root).
-pub fn sandbox_spec(argv: Vec<String>, mount_point: &Path) -> Spec {
+/// mount namespace (pivot_root cannot make `/` itself the new root); `state_root` is the
+/// runtime's root, hidden inside as well.
+pub fn sandbox_spec(argv: Vec<String>, mount_point: &Path, state_root: &Path) -> Spec {
     let cwd = sandbox_cwd(std::env::current_dir().ok());
     let mut env: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
@@ -125,6 +144,27 @@ pub fn sandbox_spec(argv: Vec<String>, mount_point: &Path) -> Spec {
         ),
         mount("/tmp", "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=1777"]),
     ];
+    let mut mounts = mounts;
+    // `/var/run` is usually a link to `/run`: a mount there would land on `/run` again.
+    for dir in HIDDEN {
+        if std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+            mounts.push(hide(dir));
+        }
+    }
+    let state = std::fs::canonicalize(state_root).unwrap_or_else(|_| state_root.to_path_buf());
+    if !FRESH.iter().any(|f| state.starts_with(f)) {
+        mounts.push(hide(&state.to_string_lossy()));
+    }
+    // The resolver configuration the command would have used (often a link into `/run`): named
+    // here, so the network guard finds it and puts its own in place.
+    if std::fs::metadata("/etc/resolv.conf").is_ok_and(|m| m.is_file()) {
+        mounts.push(mount(
+            "/etc/resolv.conf",
+            "bind",
+            "/etc/resolv.conf",
+            &["rbind", "ro"],
+        ));
+    }
     spec.set_mounts(Some(mounts));
 
     let base_linux = spec.linux().clone().expect("default spec has linux");
@@ -158,7 +198,7 @@ pub fn sandbox_bundle(argv: Vec<String>, state_root: &Path) -> std::io::Result<S
     std::fs::create_dir_all(&mount_point)?;
     Ok(SourceBundle {
         dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
-        spec: sandbox_spec(argv, &mount_point),
+        spec: sandbox_spec(argv, &mount_point, state_root),
     })
 }
 
@@ -187,7 +227,23 @@ mod tests {
 
     #[test]
     fn sandbox_spec_is_readonly_host_root_with_private_namespaces() {
-        let spec = sandbox_spec(vec!["true".into()], Path::new("/mnt/empty"));
+        let spec = sandbox_spec(
+            vec!["true".into()],
+            Path::new("/mnt/empty"),
+            Path::new("/var/lib/nemo-state"),
+        );
+        let dests: Vec<&Path> = spec
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| m.destination().as_path())
+            .collect();
+        assert!(dests.contains(&Path::new("/run")), "{dests:?}");
+        assert!(
+            dests.contains(&Path::new("/var/lib/nemo-state")),
+            "{dests:?}"
+        );
         let root = spec.root().as_ref().unwrap();
         assert_eq!(root.path(), Path::new("/mnt/empty"));
         assert_eq!(root.readonly(), Some(true));

@@ -89,6 +89,10 @@ pub struct LandlockPlan {
     /// container's main processes (`kubectl exec … kill -HUP 1`).
     pub exec_scope_signal: bool,
     pub exec_scope_abstract_unix: bool,
+    /// The grants carry what their paths named after create: an exec'd process adds a rule
+    /// only where its path still names that (and none for a path that did not exist).
+    #[serde(default)]
+    pub pinned: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +223,15 @@ pub fn apply(plan: &LandlockPlan, exec: bool) -> Result<(), LandlockError> {
         let Ok(fd) = PathFd::new(&g.path) else {
             continue;
         };
+        if exec && plan.pinned {
+            use std::os::fd::{AsFd, AsRawFd};
+            let now = nix::sys::stat::fstat(fd.as_fd().as_raw_fd())
+                .ok()
+                .map(|st| (st.st_dev, st.st_ino));
+            if g.pinned.is_none() || now != g.pinned {
+                continue;
+            }
+        }
         created = created
             .add_rule(PathBeneath::new(fd, access))
             .map_err(rs_err)?;

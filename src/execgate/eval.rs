@@ -940,6 +940,7 @@ mod tests {
     fn startup_files_loader_and_injected_environment() {
         let r = root();
         let home_w = vec![crate::layout::Grant {
+            pinned: None,
             path: PathBuf::from("/home/agent"),
             rights: crate::layout::Rights::ALL,
             dir: true,

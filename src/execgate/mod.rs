@@ -80,8 +80,9 @@ fn read_capped(p: &Path) -> Vec<u8> {
     }
 }
 
-/// Hold an exec'd process to `files`: execute rights nowhere else.
-pub fn restrict_execute(plan: &mut LandlockPlan, files: &[PathBuf]) {
+/// Hold an exec'd process to `files`: execute rights nowhere else, and on each only while
+/// its path names the file the gate decided on.
+pub fn restrict_execute(plan: &mut LandlockPlan, files: &[PathBuf], fs: &PrefixFs) {
     for g in &mut plan.grants {
         g.rights = g.rights.minus(Rights::X);
     }
@@ -90,6 +91,17 @@ pub fn restrict_execute(plan: &mut LandlockPlan, files: &[PathBuf]) {
             path: f.clone(),
             rights: Rights::RX,
             dir: false,
+            pinned: fs.file_id(f),
         });
     }
+}
+
+/// Record what each grant's path names now (after create, before start), so that an `exec`
+/// can tell a path the workload replaced (a directory swapped for a link to `/`) and leave
+/// the rule out.
+pub fn pin_grants(plan: &mut LandlockPlan, fs: &PrefixFs) {
+    for g in &mut plan.grants {
+        g.pinned = fs.resolve(&g.path).and_then(|r| fs.file_id(&r));
+    }
+    plan.pinned = true;
 }

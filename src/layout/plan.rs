@@ -87,6 +87,10 @@ pub struct Grant {
     pub rights: Rights,
     /// A directory (else only file rights apply).
     pub dir: bool,
+    /// Device and inode of what `path` named when the rule was planned (recorded after
+    /// create): a later `exec` adds the rule only if the path still names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -455,6 +459,7 @@ impl Planner<'_> {
             return Err(PlanError::TooManyGrants);
         }
         out.push(Grant {
+            pinned: None,
             path: p.into(),
             rights,
             dir: kind != Some(Kind::File),

@@ -95,9 +95,8 @@ pub fn prepare(
     let (mut upstream, keep) = parse_resolv_conf(&text);
     upstream.retain(|ip| *ip != IpAddr::V4(resolver));
 
-    let mut text = format!(
-        "# nemosandbox: names resolve through the network guard (SPEC 7.4)\nnameserver {resolver}\n"
-    );
+    let mut text =
+        format!("# nemosandbox: names resolve through the network guard\nnameserver {resolver}\n");
     for line in keep {
         text.push_str(&line);
         text.push('\n');
