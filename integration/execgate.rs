@@ -137,7 +137,8 @@ fn accepted_scripts_run_only_allowlisted_programs_under_a_real_shell() {
     let path_var = bin.to_string_lossy().into_owned();
     let fs = nemosandbox::execgate::eval::PrefixFs {
         prefix: "/".into(),
-        grants: None,
+        // Landlock granting no writes: the host's own files count as unchangeable.
+        grants: Some(Vec::new()),
     };
     let shells = nemosandbox::execgate::shell_ids(&fs, &[]);
     let ctx = nemosandbox::execgate::eval::Context {
@@ -148,6 +149,8 @@ fn accepted_scripts_run_only_allowlisted_programs_under_a_real_shell() {
         home: "/tmp".into(),
         shells: &shells,
         exec_env: &[],
+        env: &[],
+        stdin_socket: false,
     };
     const CMDS: &[&str] = &[
         "ok1",
@@ -285,6 +288,9 @@ fn the_gate_cannot_be_walked_around() {
     std::os::unix::fs::symlink("/usr/bin/other", tmp.join("link/sh")).unwrap();
     std::fs::create_dir_all(tmp.join("~/bin")).unwrap();
     std::fs::copy(r.join("usr/bin/git"), tmp.join("~/bin/git")).unwrap();
+    std::fs::create_dir_all(tmp.join("x")).unwrap();
+    std::fs::write(tmp.join("x/git"), "#!/bin/sh\necho workload-code\n").unwrap();
+    std::fs::set_permissions(tmp.join("x/git"), std::fs::Permissions::from_mode(0o755)).unwrap();
 
     let exec = |pre: &[&str], argv: &[&str]| {
         let mut a = vec!["exec"];
@@ -329,18 +335,65 @@ fn the_gate_cannot_be_walked_around() {
             &["/lib64/ld-linux-x86-64.so.2", "/tmp/sh"],
             "dynamic loader",
         ),
+        // A line continuation between `$` and `(`: the shell joins the lines first.
+        (
+            &[],
+            &["sh", "-c", ": \"$\\\n(echo work''load-code >&2)\""],
+            "command substitution",
+        ),
+        // `$'…'` quoting ends where the gate's single quotes did not: line 2 runs.
+        (
+            &[],
+            &["sh", "-c", "git $'\\' x'\necho work\"\"load-code\n'"],
+            "ANSI-C quoting",
+        ),
+        (
+            &[],
+            &["sh", "-c", "[ -v 'a[$(echo work\"\"load-code >&2)]' ]"],
+            "test operator -v",
+        ),
+        (&["-e", "LD_AUDIT=/tmp/x.so"], &["git"], "LD_AUDIT"),
+        (
+            &["-e", "BASH_FUNC_git%%=() { echo workload-code; }"],
+            &["sh", "-c", "git"],
+            "BASH_FUNC_git%%",
+        ),
+        (
+            &["-e", "SSH_CLIENT=10.0.0.1 1 22"],
+            &["sh", "-c", "git"],
+            "SSH_CLIENT",
+        ),
+        (
+            &["-e", "HOME=tmp"],
+            &["sh", "-lc", "git"],
+            "not an absolute path",
+        ),
+        // `**/git` names a file the workload can write: the pattern is not a licence.
+        (&[], &["/tmp/x/git"], "can be changed"),
     ];
+    // Every attack is tried before judging, so a failure lists all that got through.
+    let mut breaches: Vec<String> = Vec::new();
     for (pre, argv, why) in refused {
         let out = exec(pre, argv);
         let err = String::from_utf8_lossy(&out.stderr);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(!out.status.success(), "{argv:?} ran: {stdout}");
-        assert!(
-            err.contains("exec denied by policy") && err.contains(why),
-            "{argv:?}: {err}"
+        let refused_right = !out.status.success()
+            && err.contains("exec denied by policy")
+            && err.contains(why)
+            && !stdout.contains("workload-code")
+            && !err.contains("workload-code");
+        eprintln!(
+            "attack {pre:?} {argv:?}: {}",
+            if refused_right { "refused" } else { "BREACH" }
         );
-        assert!(!stdout.contains("workload-code"), "{argv:?}");
+        if !refused_right {
+            breaches.push(format!(
+                "{pre:?} {argv:?}: exit {:?}, stdout {stdout:?}, stderr {err:?}",
+                out.status.code()
+            ));
+        }
     }
+    assert!(breaches.is_empty(), "{}", breaches.join("\n"));
     for (argv, want) in [
         (&["sh", "-c", "git --version"][..], "git-ran"),
         (&["/bin/sh", "-c", "cd /opt/tools && ./tool"], "tool-ran"),

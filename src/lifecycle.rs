@@ -833,39 +833,70 @@ impl Runtime {
             return Ok(());
         };
         let base = spec.process().clone().unwrap_or_default();
-        let process: Process = match process_file {
-            Some(p) => bundle::read_json(p)?,
-            None => base.clone(),
-        };
-        let argv = if process_file.is_some() {
-            process.args().clone().unwrap_or_default()
-        } else {
-            opts.args.clone()
-        };
-        let mut env = process.env().clone().unwrap_or_default();
-        if process_file.is_none() {
-            env.extend(opts.env.iter().cloned());
-        }
-        // What the request sets beyond the container's own environment.
         let base_env = base.env().clone().unwrap_or_default();
+        // What libcontainer will run: a process.json as written (it ignores --cwd and
+        // --user then), or the arguments over the spec's environment, cwd `/` by default.
+        let (argv, env, cwd, uid) = match process_file {
+            Some(p) => {
+                let process: Process = bundle::read_json(p)?;
+                (
+                    process.args().clone().unwrap_or_default(),
+                    process.env().clone().unwrap_or_default(),
+                    process.cwd().clone(),
+                    process.user().uid(),
+                )
+            }
+            None => (
+                opts.args.clone(),
+                exec_environment(&base_env, &opts.env),
+                opts.cwd.clone().unwrap_or_else(|| PathBuf::from("/")),
+                plan.run_as.map_or(opts.user.unwrap_or(0), |r| r.0),
+            ),
+        };
+        // What the request sets beyond the container's own environment.
         let exec_env: Vec<String> = env
             .iter()
             .filter(|e| !base_env.contains(e))
             .cloned()
             .collect();
         let path_var = crate::executor::path_var(&env).map(str::to_string);
-        let cwd = opts.cwd.clone().unwrap_or_else(|| process.cwd().clone());
         let meta = Meta::load(&self.root, id)?;
-        let uid = plan
-            .run_as
-            .map_or(opts.user.unwrap_or(process.user().uid()), |r| r.0);
-        let home = match env.iter().rev().find_map(|e| e.strip_prefix("HOME=")) {
+        let refuse = |denied: crate::execgate::eval::Denied| -> LifecycleError {
+            let mut ev = audit::Event::new(id, "exec", "denied", "exec_policy", &denied.reason);
+            ev.request = serde_json::json!({"command": argv});
+            audit::record(&self.root.container_dir(id), &ev);
+            denied.into()
+        };
+        let deny = |reason: String| {
+            refuse(crate::execgate::eval::Denied {
+                segment: argv.first().cloned().unwrap_or_default(),
+                reason,
+            })
+        };
+        // The process gets the last non-empty HOME, else its user's home from the image.
+        let home = match env
+            .iter()
+            .rev()
+            .find_map(|e| e.strip_prefix("HOME="))
+            .filter(|h| !h.is_empty())
+        {
             Some(h) if h.starts_with('/') => PathBuf::from(h),
-            _ => crate::identity::resolve(&meta.rootfs, None, uid, 0)
+            Some(h) => {
+                return Err(deny(format!(
+                    "HOME={h} is not an absolute path (the shell would read its startup files relative to the working directory)"
+                )))
+            }
+            None => crate::identity::resolve(&meta.rootfs, None, uid, 0)
                 .ok()
                 .and_then(|i| i.home)
                 .unwrap_or_else(|| PathBuf::from("/")),
         };
+        // Without Landlock nothing holds an allowed process to the files decided on.
+        if plan.landlock.as_ref().is_none_or(|l| l.abi == 0) {
+            return Err(deny(
+                "the exec gate needs Landlock, which this kernel does not offer".into(),
+            ));
+        }
         let init = self
             .load(id)?
             .pid()
@@ -894,24 +925,45 @@ impl Runtime {
             home,
             shells: &meta.shells,
             exec_env: &exec_env,
+            env: &env,
+            stdin_socket: stdin_is_socket(),
         };
-        let request = serde_json::json!({"command": argv});
         match crate::execgate::eval::evaluate(&argv, &ctx, &fs) {
             Ok(allowed) => {
                 if let Some(l) = plan.landlock.as_mut() {
-                    let files = crate::execgate::execute_set(&allowed, &fs);
+                    let files = crate::execgate::execute_set(&allowed, &fs).map_err(refuse)?;
                     crate::execgate::restrict_execute(l, &files, &fs);
                 }
                 Ok(())
             }
-            Err(denied) => {
-                let mut ev = audit::Event::new(id, "exec", "denied", "exec_policy", &denied.reason);
-                ev.request = request;
-                audit::record(&self.root.container_dir(id), &ev);
-                Err(denied.into())
-            }
+            Err(denied) => Err(refuse(denied)),
         }
     }
+}
+
+/// The environment libcontainer gives an exec without a process.json: the container's,
+/// minus the keys the request sets, then the request's (the last value of a repeated key).
+fn exec_environment(base: &[String], request: &[String]) -> Vec<String> {
+    let mut set: Vec<(&str, &str)> = Vec::new();
+    for e in request {
+        if let Some((k, v)) = e.split_once('=') {
+            set.retain(|(key, _)| *key != k);
+            set.push((k, v));
+        }
+    }
+    base.iter()
+        .filter(|e| {
+            let k = e.split('=').next().unwrap_or(e);
+            !set.iter().any(|(key, _)| *key == k)
+        })
+        .cloned()
+        .chain(set.iter().map(|(k, v)| format!("{k}={v}")))
+        .collect()
+}
+
+/// Whether this process's standard input, which the exec'd process inherits, is a socket.
+fn stdin_is_socket() -> bool {
+    nix::sys::stat::fstat(0).is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
 }
 
 fn normalize_cap(cap: &str) -> String {

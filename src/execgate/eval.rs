@@ -21,14 +21,63 @@ const SHELLS: [&str; 4] = ["sh", "bash", "dash", "ash"];
 const SAFE_BUILTINS: [&str; 7] = [":", "true", "false", "pwd", "cd", "test", "["];
 const REFUSED_BUILTINS: [&str; 7] = ["eval", "source", ".", "export", "unset", "alias", "exec"];
 const MAX_DEPTH: usize = 3;
-/// Variables that make the loader or a shell run code the command does not name.
-pub const INJECTION_VARS: [&str; 6] = [
-    "LD_PRELOAD",
-    "LD_LIBRARY_PATH",
-    "BASH_ENV",
-    "ENV",
-    "SHELLOPTS",
-    "PS4",
+/// Variables the gate refuses beyond those that inject code into a loader or interpreter
+/// (`netguard::capture::injects_code`): with `SSH_CLIENT`/`SSH2_CLIENT` set, Debian's bash
+/// reads `~/.bashrc` even for `bash -c`.
+const GATE_VARS: [&str; 2] = ["SSH_CLIENT", "SSH2_CLIENT"];
+/// bash, dash and busybox ash builtins besides the safe and the refused ones: a script naming
+/// one runs the builtin, not the file PATH finds (bash's `printf -v 'a[$(…)]'`, `read`,
+/// `declare` and `let` evaluate code). `echo` and `printf` are judged as their files, `printf`
+/// without `-v`.
+const OTHER_BUILTINS: [&str; 40] = [
+    "bg",
+    "bind",
+    "break",
+    "builtin",
+    "caller",
+    "command",
+    "compgen",
+    "complete",
+    "compopt",
+    "continue",
+    "declare",
+    "dirs",
+    "disown",
+    "enable",
+    "exit",
+    "fc",
+    "fg",
+    "getopts",
+    "hash",
+    "help",
+    "history",
+    "jobs",
+    "kill",
+    "let",
+    "local",
+    "logout",
+    "mapfile",
+    "popd",
+    "pushd",
+    "read",
+    "readarray",
+    "readonly",
+    "return",
+    "set",
+    "shift",
+    "shopt",
+    "suspend",
+    "times",
+    "trap",
+    "type",
+];
+const MORE_BUILTINS: [&str; 5] = ["typeset", "ulimit", "umask", "unalias", "wait"];
+/// `test`/`[` operators; bash's `-v` and `-R` evaluate array subscripts (code) and are not
+/// among them.
+const TEST_OPERATORS: [&str; 36] = [
+    "-a", "-b", "-c", "-d", "-e", "-f", "-g", "-h", "-k", "-p", "-r", "-s", "-t", "-u", "-w", "-x",
+    "-G", "-L", "-N", "-O", "-S", "-z", "-n", "-o", "-eq", "-ne", "-lt", "-le", "-gt", "-ge",
+    "-ef", "-nt", "-ot", "!", "(", ")",
 ];
 /// What a login or interactive shell reads before its command: system-wide, then under HOME.
 const SYSTEM_STARTUP: [&str; 3] = ["/etc/profile", "/etc/profile.d", "/etc/bash.bashrc"];
@@ -48,6 +97,10 @@ pub trait ContainerFs {
     fn file_id(&self, path: &Path) -> Option<FileId>;
     /// Whether a process of the container could write `path` (or create it, when absent).
     fn writable(&self, path: &Path) -> bool;
+    /// Whether a process of the container could make `path` name other content: write the
+    /// file, or replace an entry in any directory its resolution passes through (a link
+    /// target's included).
+    fn controllable(&self, path: &Path) -> bool;
     /// Whether the resolved file is a dynamic loader (`ld-linux*.so`, `ld-musl*`).
     fn is_loader(&self, path: &Path) -> bool;
     /// The entries of a directory (absolute container paths); empty if it is not one.
@@ -65,6 +118,10 @@ pub struct Context<'a> {
     pub shells: &'a [FileId],
     /// Variables the exec request sets (beyond what the container was created with).
     pub exec_env: &'a [String],
+    /// The exec process's whole environment.
+    pub env: &'a [String],
+    /// The exec's standard input is a socket: bash then reads `~/.bashrc` even for `-c`.
+    pub stdin_socket: bool,
 }
 
 /// What an allowed exec may run: Landlock gives execute rights on these files only.
@@ -134,6 +191,13 @@ impl Cwd {
     }
 }
 
+/// A program as the exec names it (the path the kernel walks) and the file that path
+/// resolves to now.
+struct Found {
+    named: PathBuf,
+    resolved: PathBuf,
+}
+
 struct Gate<'a> {
     ctx: &'a Context<'a>,
     fs: &'a dyn ContainerFs,
@@ -148,7 +212,7 @@ pub fn evaluate(argv: &[String], ctx: &Context, fs: &dyn ContainerFs) -> Result<
     };
     if let Some(v) = ctx.exec_env.iter().find_map(|e| {
         let k = e.split('=').next().unwrap_or(e);
-        INJECTION_VARS.contains(&k).then_some(k)
+        (crate::netguard::capture::injects_code(k) || GATE_VARS.contains(&k)).then_some(k)
     }) {
         return Err(deny(first, format!("the exec sets {v}")));
     }
@@ -219,7 +283,7 @@ impl Gate<'_> {
         word: &Word,
         cwd: &Cwd,
         segment: &str,
-    ) -> Result<Option<PathBuf>, Denied> {
+    ) -> Result<Option<Found>, Denied> {
         let name = word.text.as_str();
         let name = if word.tilde {
             let rest = &name[1..];
@@ -230,10 +294,12 @@ impl Gate<'_> {
         } else {
             name.to_string()
         };
+        // `..` is resolved as the kernel does, after the links before it.
         let found = |p: PathBuf| {
             self.fs
-                .resolve(&normalize(&p))
+                .resolve(&p)
                 .filter(|r| self.fs.is_executable_file(r))
+                .map(|resolved| Found { named: p, resolved })
         };
         if name.contains('/') {
             let p = if name.starts_with('/') {
@@ -263,7 +329,22 @@ impl Gate<'_> {
         let mut files: Vec<PathBuf> = SYSTEM_STARTUP.iter().map(PathBuf::from).collect();
         files.extend(self.fs.list_dir(Path::new("/etc/profile.d")));
         files.extend(HOME_STARTUP.iter().map(|f| self.ctx.home.join(f)));
-        files.into_iter().find(|f| self.fs.writable(f))
+        files.into_iter().find(|f| self.fs.controllable(f))
+    }
+
+    /// Refuse a program file the container could change: its content, or any directory on
+    /// its path (an entry there can be swapped after the decision).
+    fn unchangeable(&self, file: &Path, segment: &str) -> Result<(), Denied> {
+        if self.fs.controllable(file) {
+            return Err(deny(
+                segment,
+                format!(
+                    "{} can be changed from inside the container (it or a directory on its path is writable)",
+                    file.display()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn argv(
@@ -291,7 +372,7 @@ impl Gate<'_> {
         depth: usize,
         segment: &str,
     ) -> Result<(), Denied> {
-        let resolved = self
+        let Found { named, resolved } = self
             .resolve_command(first, cwd, segment)?
             .ok_or_else(|| deny(segment, format!("{}: not found in the container", argv[0])))?;
         if self.fs.is_loader(&resolved) {
@@ -314,7 +395,14 @@ impl Gate<'_> {
                     format!("shell wrappers nested deeper than {MAX_DEPTH}"),
                 ));
             }
-            if w.startup {
+            // bash reads ~/.bashrc for `-c` too when it thinks sshd started it.
+            let by_ssh = self.ctx.stdin_socket
+                || self
+                    .ctx
+                    .env
+                    .iter()
+                    .any(|e| GATE_VARS.iter().any(|v| e.starts_with(&format!("{v}="))));
+            if w.startup || by_ssh {
                 if let Some(f) = self.writable_startup() {
                     return Err(deny(
                         segment,
@@ -325,11 +413,13 @@ impl Gate<'_> {
                     ));
                 }
             }
+            self.unchangeable(&named, segment)?;
             self.out.shells.push(resolved);
             let commands = shell::parse(w.script).map_err(|r| deny(&r.at, r.construct))?;
             return self.script(&commands, cwd.clone(), depth + 1);
         }
         if self.allow.is_match(&resolved) {
+            self.unchangeable(&named, segment)?;
             self.out.executables.push(resolved);
             Ok(())
         } else {
@@ -410,8 +500,19 @@ impl Gate<'_> {
                 "[" if c.words.last().map(|w| w.text.as_str()) != Some("]") => {
                     Err(deny(seg, "[ without ]"))
                 }
+                "test" | "[" => test_args(c),
                 _ => Ok(()),
             };
+        }
+        if OTHER_BUILTINS.contains(&name) || MORE_BUILTINS.contains(&name) {
+            return Err(deny(seg, format!("shell builtin {name}")));
+        }
+        if name == "printf"
+            && c.words
+                .get(1)
+                .is_some_and(|w| w.dynamic || w.text.starts_with("-v"))
+        {
+            return Err(deny(seg, "printf -v (assigns, evaluating subscripts)"));
         }
         let argv: Vec<String> = c.words.iter().map(|w| w.text.clone()).collect();
         if wrapped_script(&argv).is_some() {
@@ -437,6 +538,9 @@ impl Gate<'_> {
                 self.ctx.home.join(rest)
             }
             Some(w) if w.text.starts_with('/') => PathBuf::from(&w.text),
+            Some(_) if self.ctx.env.iter().any(|e| e.starts_with("CDPATH=")) => {
+                return Err(deny(seg, "relative cd with CDPATH set"))
+            }
             Some(w) => cwd.get(seg, "a relative cd")?.join(&w.text),
         };
         let real = self
@@ -457,6 +561,27 @@ impl Gate<'_> {
     }
 }
 
+/// `test`/`[` arguments: literal words only (a word expanding to `-v` would evaluate its
+/// operand), and operators from the harmless list.
+fn test_args(c: &Command) -> Result<(), Denied> {
+    let seg = c.source.as_str();
+    let args = &c.words[1..];
+    let args = match c.words[0].text.as_str() {
+        "[" => &args[..args.len().saturating_sub(1)],
+        _ => args,
+    };
+    for w in args {
+        if w.dynamic {
+            return Err(deny(seg, "test with an argument that needs expansion"));
+        }
+        if w.text.starts_with('-') && w.text.len() > 1 && !TEST_OPERATORS.contains(&w.text.as_str())
+        {
+            return Err(deny(seg, format!("test operator {}", w.text)));
+        }
+    }
+    Ok(())
+}
+
 /// A container root seen through a host path prefix (`/proc/<init>/root`, or a directory in
 /// tests). Symlinks are resolved here, component by component, against the prefix, so an
 /// absolute link target or `..` never leaves the container's root.
@@ -473,10 +598,29 @@ impl PrefixFs {
     fn host(&self, p: &Path) -> PathBuf {
         self.prefix.join(p.strip_prefix("/").unwrap_or(p))
     }
-}
 
-impl ContainerFs for PrefixFs {
-    fn resolve(&self, path: &Path) -> Option<PathBuf> {
+    /// The first `cap` bytes of a regular file of the container, opened without leaving its
+    /// root (the workload may swap a link in meanwhile) and never a device or FIFO.
+    pub fn read_file(&self, path: &Path, cap: u64) -> Option<Vec<u8>> {
+        use std::io::Read;
+        use std::os::fd::{AsFd, AsRawFd};
+        let root = pathrs::Root::from_fd(std::fs::File::open(&self.prefix).ok()?);
+        let handle = root.resolve(path).ok()?;
+        let st = nix::sys::stat::fstat(handle.as_fd().as_raw_fd()).ok()?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return None;
+        }
+        let file = handle
+            .reopen(pathrs::flags::OpenFlags::O_RDONLY | pathrs::flags::OpenFlags::O_NONBLOCK)
+            .ok()?;
+        let mut buf = Vec::new();
+        file.take(cap).read_to_end(&mut buf).ok()?;
+        Some(buf)
+    }
+
+    /// Resolve `path` as `resolve` does, returning also every directory a name was looked up
+    /// in, in order.
+    fn walk(&self, path: &Path) -> (Option<PathBuf>, Vec<PathBuf>) {
         let mut todo: Vec<String> = path
             .components()
             .filter_map(|c| match c {
@@ -487,20 +631,24 @@ impl ContainerFs for PrefixFs {
             .rev()
             .collect();
         let mut done = PathBuf::from("/");
+        let mut dirs: Vec<PathBuf> = Vec::new();
         let mut links = 0;
         while let Some(name) = todo.pop() {
             if name == ".." {
                 done.pop();
                 continue;
             }
+            dirs.push(done.clone());
             let next = done.join(&name);
-            let md = std::fs::symlink_metadata(self.host(&next)).ok()?;
+            let Ok(md) = std::fs::symlink_metadata(self.host(&next)) else {
+                return (None, dirs);
+            };
             if md.file_type().is_symlink() {
                 links += 1;
-                if links > MAX_LINKS {
-                    return None;
-                }
-                let target = std::fs::read_link(self.host(&next)).ok()?;
+                let target = match std::fs::read_link(self.host(&next)) {
+                    Ok(t) if links <= MAX_LINKS => t,
+                    _ => return (None, dirs),
+                };
                 if target.is_absolute() {
                     done = PathBuf::from("/");
                 }
@@ -515,7 +663,13 @@ impl ContainerFs for PrefixFs {
                 done = next;
             }
         }
-        Some(done)
+        (Some(done), dirs)
+    }
+}
+
+impl ContainerFs for PrefixFs {
+    fn resolve(&self, path: &Path) -> Option<PathBuf> {
+        self.walk(path).0
     }
 
     fn is_executable_file(&self, path: &Path) -> bool {
@@ -552,6 +706,12 @@ impl ContainerFs for PrefixFs {
         mount_rw && landlock_w
     }
 
+    fn controllable(&self, path: &Path) -> bool {
+        let (resolved, mut dirs) = self.walk(path);
+        dirs.dedup();
+        dirs.iter().any(|d| self.writable(d)) || resolved.is_some_and(|r| self.writable(&r))
+    }
+
     fn is_loader(&self, path: &Path) -> bool {
         let name = path
             .file_name()
@@ -564,12 +724,7 @@ impl ContainerFs for PrefixFs {
             return true;
         }
         // A copy under another name is still the loader: its ELF names itself.
-        let head = std::fs::File::open(self.host(path)).and_then(|f| {
-            use std::io::Read;
-            let mut buf = Vec::new();
-            f.take(4 << 20).read_to_end(&mut buf).map(|_| buf)
-        });
-        head.ok()
+        self.read_file(path, 4 << 20)
             .and_then(|b| {
                 goblin::elf::Elf::parse(&b)
                     .ok()
@@ -662,13 +817,42 @@ mod tests {
         exec_env: &[&str],
         grants: Option<Vec<crate::layout::Grant>>,
     ) -> Result<Allowed, Denied> {
+        let env = Env {
+            exec: exec_env,
+            all: exec_env,
+            stdin_socket: false,
+        };
+        run_env(r, allow, argv, cwd, safe, path, env, grants)
+    }
+
+    /// The exec's environment: what the request sets, all of it, and whether stdin is a
+    /// socket.
+    #[derive(Clone, Copy)]
+    struct Env<'a> {
+        exec: &'a [&'a str],
+        all: &'a [&'a str],
+        stdin_socket: bool,
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_env(
+        r: &Root,
+        allow: &[&str],
+        argv: &[&str],
+        cwd: &str,
+        safe: bool,
+        path: Option<&str>,
+        env: Env,
+        grants: Option<Vec<crate::layout::Grant>>,
+    ) -> Result<Allowed, Denied> {
         let allowlist: Vec<String> = allow.iter().map(|s| s.to_string()).collect();
         let fs = PrefixFs {
             prefix: r.0.clone(),
             grants,
         };
         let shells = crate::execgate::shell_ids(&fs, &["/usr/bin/bash".to_string()]);
-        let exec_env: Vec<String> = exec_env.iter().map(|s| s.to_string()).collect();
+        let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+        let (exec_env, all_env) = (owned(env.exec), owned(env.all));
         let ctx = Context {
             allowlist: &allowlist,
             safe_builtins: safe,
@@ -677,9 +861,176 @@ mod tests {
             home: PathBuf::from("/home/agent"),
             shells: &shells,
             exec_env: &exec_env,
+            env: &all_env,
+            stdin_socket: env.stdin_socket,
         };
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
         evaluate(&argv, &ctx, &fs)
+    }
+
+    fn grant(path: &str) -> crate::layout::Grant {
+        crate::layout::Grant {
+            pinned: None,
+            path: PathBuf::from(path),
+            rights: crate::layout::Rights::ALL,
+            dir: true,
+        }
+    }
+
+    #[test]
+    fn scripts_cannot_evaluate_code_through_builtins() {
+        let r = root();
+        let sh = |script: &str| run(&r, &["/usr/bin/**"], &["sh", "-c", script]);
+        assert!(sh("[ -d /tmp ] && test -n x && git status").is_ok());
+        for (script, why) in [
+            ("[ -v 'a[$(id)]' ]", "test operator -v"),
+            ("test -R x", "test operator -R"),
+            ("[ \"$X\" ]", "needs expansion"),
+            ("[ $X = y ]", "needs expansion"),
+            ("printf -v 'a[1]' x", "printf -v"),
+            ("printf \"$F\" x", "printf -v"),
+            ("read a", "shell builtin read"),
+            ("declare -a x", "shell builtin declare"),
+            ("kill 1", "shell builtin kill"),
+            ("command git", "shell builtin command"),
+        ] {
+            let e = denied(sh(script));
+            assert!(e.contains(why), "{script}: {e}");
+        }
+        assert!(
+            sh("printf '%s' x && git status").is_err(),
+            "printf is not a file here"
+        );
+    }
+
+    #[test]
+    fn injected_variables_are_refused_by_family() {
+        let r = root();
+        for var in [
+            "LD_AUDIT=/tmp/a.so",
+            "BASH_FUNC_git%%=() { id; }",
+            "GCONV_PATH=/tmp",
+            "PYTHONPATH=/tmp",
+            "NODE_OPTIONS=--require /tmp/x",
+            "PERL5OPT=-Mx",
+            "JAVA_TOOL_OPTIONS=-javaagent:/tmp/x",
+            "SSH_CLIENT=1 2 3",
+        ] {
+            let env = Env {
+                exec: &[var],
+                all: &[var],
+                stdin_socket: false,
+            };
+            let e = denied(run_env(
+                &r,
+                GIT,
+                &["git"],
+                "/",
+                true,
+                None,
+                env,
+                Some(vec![]),
+            ));
+            assert!(e.contains(var.split('=').next().unwrap()), "{var}: {e}");
+        }
+        // The container's own value is the operator's.
+        let env = Env {
+            exec: &[],
+            all: &["LD_LIBRARY_PATH=/opt/lib"],
+            stdin_socket: false,
+        };
+        assert!(run_env(&r, GIT, &["git"], "/", true, None, env, Some(vec![])).is_ok());
+    }
+
+    #[test]
+    fn bash_started_as_if_by_sshd_reads_bashrc() {
+        let r = root();
+        let home_w = Some(vec![grant("/home/agent")]);
+        let plain = Env {
+            exec: &[],
+            all: &[],
+            stdin_socket: false,
+        };
+        let cmd = &["bash", "-c", "git"];
+        assert!(run_env(&r, GIT, cmd, "/", true, None, plain, home_w.clone()).is_ok());
+        let ssh = Env {
+            all: &["SSH_CLIENT=10.0.0.1 1 22"],
+            ..plain
+        };
+        let socket = Env {
+            stdin_socket: true,
+            ..plain
+        };
+        for env in [ssh, socket] {
+            let e = denied(run_env(&r, GIT, cmd, "/", true, None, env, home_w.clone()));
+            assert!(e.contains("/home/agent/"), "{e}");
+        }
+    }
+
+    #[test]
+    fn files_the_container_can_change_are_not_trusted() {
+        let r = root();
+        // A startup file linking into a writable directory can be swapped.
+        symlink("/tmp/profile", r.0.join("home/agent/.profile")).unwrap();
+        std::fs::write(r.0.join("tmp/profile"), "x").unwrap();
+        let tmp_w = Some(vec![grant("/tmp")]);
+        let login = &["bash", "-lc", "git"];
+        let e = denied(run_with(
+            &r,
+            GIT,
+            login,
+            "/",
+            true,
+            None,
+            &[],
+            tmp_w.clone(),
+        ));
+        assert!(e.contains("/home/agent/.profile"), "{e}");
+        assert!(run_with(&r, GIT, login, "/", true, None, &[], Some(vec![])).is_ok());
+        // An allowlisted program in a writable directory.
+        let tool = &["/tmp/tool"];
+        let e = denied(run_with(
+            &r,
+            tool,
+            &["/tmp/tool"],
+            "/",
+            true,
+            None,
+            &[],
+            tmp_w.clone(),
+        ));
+        assert!(e.contains("can be changed"), "{e}");
+        // Reached through a link in a writable directory, it can be swapped too.
+        symlink("/usr/bin/git", r.0.join("tmp/bin/git")).unwrap();
+        let e = denied(run_with(
+            &r,
+            GIT,
+            &["/tmp/bin/git"],
+            "/",
+            true,
+            None,
+            &[],
+            tmp_w.clone(),
+        ));
+        assert!(e.contains("can be changed"), "{e}");
+        assert!(run_with(&r, GIT, &["/usr/bin/git"], "/", true, None, &[], tmp_w).is_ok());
+        // CDPATH would move a relative cd elsewhere.
+        let env = Env {
+            exec: &[],
+            all: &["CDPATH=/tmp"],
+            stdin_socket: false,
+        };
+        let e = denied(run_env(
+            &r,
+            &["/opt/tools/tool"],
+            &["sh", "-c", "cd tools && ./tool"],
+            "/opt",
+            true,
+            None,
+            env,
+            Some(vec![]),
+        ));
+        assert!(e.contains("CDPATH"), "{e}");
     }
 
     fn denied(res: Result<Allowed, Denied>) -> String {

@@ -42,8 +42,9 @@ pub fn script_interpreter(bytes: &[u8]) -> Option<String> {
 }
 
 /// Every file an allowed exec needs execute rights on: the allowed programs, the shells that
-/// wrap them, and what the kernel loads to run those (ELF loader, script interpreter).
-pub fn execute_set(allowed: &Allowed, fs: &PrefixFs) -> Vec<PathBuf> {
+/// wrap them, and what the kernel loads to run those (ELF loader, script interpreter). An
+/// interpreter the container could change is refused: it would run the workload's code.
+pub fn execute_set(allowed: &Allowed, fs: &PrefixFs) -> Result<Vec<PathBuf>, eval::Denied> {
     let mut todo: Vec<PathBuf> = allowed
         .executables
         .iter()
@@ -55,12 +56,19 @@ pub fn execute_set(allowed: &Allowed, fs: &PrefixFs) -> Vec<PathBuf> {
         if out.contains(&p) || out.len() > 64 {
             continue;
         }
-        let host = fs.prefix.join(p.strip_prefix("/").unwrap_or(&p));
-        let head = read_capped(&host);
+        let head = fs.read_file(&p, MAX_PROGRAM).unwrap_or_default();
         for next in elf_interpreter(&head)
             .into_iter()
             .chain(script_interpreter(&head))
         {
+            if fs.controllable(Path::new(&next)) {
+                return Err(eval::Denied {
+                    segment: p.display().to_string(),
+                    reason: format!(
+                        "its interpreter {next} can be changed from inside the container"
+                    ),
+                });
+            }
             if let Some(r) = fs.resolve(Path::new(&next)) {
                 todo.push(r);
             }
@@ -68,17 +76,12 @@ pub fn execute_set(allowed: &Allowed, fs: &PrefixFs) -> Vec<PathBuf> {
         out.push(p);
     }
     out.sort();
-    out
+    Ok(out)
 }
 
-/// The file, if it is small enough to parse (ELF headers may sit at its end).
-fn read_capped(p: &Path) -> Vec<u8> {
-    const CAP: u64 = 256 << 20;
-    match std::fs::metadata(p) {
-        Ok(m) if m.len() <= CAP => std::fs::read(p).unwrap_or_default(),
-        _ => Vec::new(),
-    }
-}
+/// The most of a program read to find its interpreter (ELF section headers may sit at its
+/// end; a bigger file is parsed from what was read, and a truncated ELF yields nothing).
+const MAX_PROGRAM: u64 = 256 << 20;
 
 /// Hold an exec'd process to `files`: execute rights nowhere else, and on each only while
 /// its path names the file the gate decided on.

@@ -87,8 +87,64 @@ struct Lexer<'a> {
     src: &'a str,
 }
 
+/// Characters after which a `#` starts a comment (it begins a word).
+fn ends_word(c: char) -> bool {
+    matches!(
+        c,
+        ' ' | '\t' | '\n' | ';' | '&' | '|' | '(' | ')' | '<' | '>'
+    )
+}
+
+/// The script with its line continuations (an unquoted or double-quoted backslash-newline)
+/// removed, as every shell does before it reads operators, keywords and `$`: otherwise
+/// `$\<newline>(…)` would look like a literal `$` here and be a command substitution to the
+/// shell. Single quotes and comments keep theirs (a comment ends at the newline even after a
+/// backslash).
+fn join_continuations(script: &str) -> String {
+    #[derive(PartialEq)]
+    enum State {
+        Plain,
+        Single,
+        Double,
+        Comment,
+    }
+    let chars: Vec<char> = script.chars().collect();
+    let mut out = String::with_capacity(script.len());
+    let mut state = State::Plain;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        match state {
+            State::Plain | State::Double if c == '\\' => {
+                if next != Some('\n') {
+                    out.push(c);
+                    out.extend(next);
+                }
+                i += 2;
+                continue;
+            }
+            State::Plain => match c {
+                '\'' => state = State::Single,
+                '"' => state = State::Double,
+                '#' if out.chars().last().is_none_or(ends_word) => state = State::Comment,
+                _ => {}
+            },
+            State::Single if c == '\'' => state = State::Plain,
+            State::Double if c == '"' => state = State::Plain,
+            State::Comment if c == '\n' => state = State::Plain,
+            _ => {}
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
 /// Parse `script` into its simple commands, or the first construct it refuses.
 pub fn parse(script: &str) -> Result<Vec<Command>, Refusal> {
+    let joined = join_continuations(script);
+    let script = joined.as_str();
     let mut lx = Lexer {
         chars: script.chars().collect(),
         pos: 0,
@@ -355,13 +411,39 @@ impl Lexer<'_> {
         })
     }
 
-    /// At a `$`: command and arithmetic substitution are refused; parameters are dynamic.
+    /// At a `$`: only a plain parameter (`$NAME`, `$1`, `$@`, `${NAME}`) is dynamic;
+    /// everything that can evaluate code or quote differently is refused: command and
+    /// arithmetic substitution (`$(…)`, `$((…))`, bash's `$[…]`), the operators of `${…}`
+    /// (`${X@P}` runs prompt expansion, `${X:$Y}` arithmetic), `$'…'` and `$"…"` quoting.
     fn dollar(&self) -> Result<(), Refusal> {
+        let name_start = |c: char| c.is_ascii_alphabetic() || c == '_';
+        let special = |c: char| c.is_ascii_digit() || "@*#?$!-".contains(c);
         match self.peek_at(1) {
             Some('(') if self.peek_at(2) == Some('(') => {
                 Err(refuse("arithmetic expansion", self.src))
             }
             Some('(') => Err(refuse("command substitution", self.src)),
+            Some('[') => Err(refuse("arithmetic expansion ($[…])", self.src)),
+            Some('\'') => Err(refuse("ANSI-C quoting ($'…')", self.src)),
+            Some('"') => Err(refuse("locale quoting ($\"…\")", self.src)),
+            Some('{') => {
+                let rest: String = self.chars[self.pos + 2..]
+                    .iter()
+                    .take_while(|c| **c != '}')
+                    .collect();
+                let closed = self.chars.len() > self.pos + 2 + rest.chars().count();
+                let mut it = rest.chars();
+                let plain = match it.next() {
+                    Some(c) if name_start(c) => it.all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                    Some(c) if special(c) => it.next().is_none(),
+                    _ => false,
+                };
+                if closed && plain {
+                    Ok(())
+                } else {
+                    Err(refuse("parameter expansion operator (${…})", self.src))
+                }
+            }
             _ => Ok(()),
         }
     }
@@ -461,8 +543,36 @@ mod tests {
             ("&& git", "syntax error (empty command)"),
             ("git 'x", "syntax error (unterminated quote)"),
             ("! git status", "pipeline negation"),
+            // A line continuation hides nothing: the shell joins the lines first.
+            (": \"$\\\n(id)\"", "command substitution"),
+            (": $\\\n(id)", "command substitution"),
+            ("i\\\nf true; then x; fi", "conditional (if)"),
+            ("echo $[a[1]]", "arithmetic expansion ($[…])"),
+            ("git $'\\' x'\ncurl evil\n'", "ANSI-C quoting ($'…')"),
+            ("git $\"x\"", "locale quoting ($\"…\")"),
+            ("echo \"${X@P}\"", "parameter expansion operator (${…})"),
+            ("echo \"${HOME:$Y}\"", "parameter expansion operator (${…})"),
+            ("echo ${a[$(id)]}", "parameter expansion operator (${…})"),
+            ("echo ${X", "parameter expansion operator (${…})"),
         ] {
             assert_eq!(refused(script), construct, "{script}");
         }
+    }
+
+    #[test]
+    fn continuations_are_joined_as_the_shell_does() {
+        assert_eq!(words("gi\\\nt status"), [vec!["git", "status"]]);
+        assert_eq!(words("echo \"a\\\nb\""), [vec!["echo", "ab"]]);
+        // Not in single quotes, not in comments: the comment ends at the newline.
+        assert_eq!(words("echo 'a\\\nb'"), [vec!["echo", "a\\\nb"]]);
+        assert_eq!(
+            words("git status # \\\ncurl evil"),
+            [vec!["git", "status"], vec!["curl", "evil"]]
+        );
+        assert_eq!(words("a\\\n#b"), [vec!["a#b"]]);
+        assert_eq!(parse("git &\\\n& x").unwrap()[1].joined, Joined::And);
+        assert_eq!(words("echo \\\\\ncurl"), [vec!["echo", "\\"], vec!["curl"]]);
+        let c = parse("echo $HOME ${HOME} $1 ${1} $@ \"$X\" ${_a1}").unwrap();
+        assert!(c[0].words[1..].iter().all(|w| w.dynamic));
     }
 }

@@ -195,6 +195,57 @@ impl Rule {
     }
 }
 
+/// Trees a writable working directory must not be in or above: what every process runs,
+/// loads or reads at start (`/etc/ld.so.preload`, libraries, profiles) and the kernel's files.
+/// The working directory comes from the image or the pod, not from the node's policy.
+const SYSTEM_TREES: [&str; 20] = [
+    "/etc",
+    "/bin",
+    "/sbin",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/usr/bin",
+    "/usr/sbin",
+    "/usr/lib",
+    "/usr/lib32",
+    "/usr/lib64",
+    "/usr/libexec",
+    "/usr/local/bin",
+    "/usr/local/sbin",
+    "/usr/local/lib",
+    "/proc",
+    "/sys",
+    "/dev",
+    "/boot",
+];
+
+/// Why `include_workdir` does not make `cwd` writable, if it does not: it is in or above a
+/// system tree, it is the user's home or above it (startup files), or a rule more specific
+/// than one for `/` itself already decides it (explicit rules win).
+fn workdir_refusal(cwd: &Path, home: Option<&Path>, rules: &[Rule]) -> Option<String> {
+    let cwd = clean(&cwd.to_string_lossy());
+    if let Some(t) = SYSTEM_TREES
+        .iter()
+        .map(Path::new)
+        .find(|t| cwd.starts_with(t) || t.starts_with(&cwd))
+    {
+        return Some(format!("it is in or above {}", t.display()));
+    }
+    if let Some(h) = home.filter(|h| h.starts_with(&cwd)) {
+        return Some(format!(
+            "it is the user's home ({}) or above it",
+            h.display()
+        ));
+    }
+    rules
+        .iter()
+        .filter(|r| !r.narrowing && r.depth > 0 && r.covers(&cwd))
+        .map(|r| format!("the rule {:?} decides it", r.pattern))
+        .next()
+}
+
 /// The merged map of one container.
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
@@ -224,9 +275,6 @@ impl RuleSet {
             entries.retain(|(p, _, _)| normalized_key(p) != key);
             entries.push((pattern.to_string(), rights, from.to_string()));
         };
-        if fs.include_workdir && cwd != Path::new("/") {
-            put(&cwd.to_string_lossy(), Rights::ALL, "include_workdir");
-        }
         for e in &fs.read_write {
             put(&e.value, Rights::ALL, &e.from);
         }
@@ -244,6 +292,21 @@ impl RuleSet {
             .iter()
             .map(|(p, r, from)| Rule::new(p, *r, from, home, user))
             .collect::<Result<_, _>>()?;
+        if fs.include_workdir && cwd != Path::new("/") {
+            match workdir_refusal(cwd, home, &rules) {
+                None => rules.push(Rule::new(
+                    &cwd.to_string_lossy(),
+                    Rights::ALL,
+                    "include_workdir",
+                    home,
+                    user,
+                )?),
+                Some(why) => tracing::warn!(
+                    "include_workdir: {} stays as the policy has it: {why}",
+                    cwd.display()
+                ),
+            }
+        }
         for (glob, e) in &fs.narrowing {
             let rights = Rights::parse(&e.value).ok_or_else(|| RuleError::Bad {
                 pattern: glob.clone(),

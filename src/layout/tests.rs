@@ -315,3 +315,51 @@ fn default_policy_plan() {
         p.notes
     );
 }
+
+#[test]
+fn the_working_directory_cannot_open_system_trees_or_the_home() {
+    let base = crate::policy::builtin::load_builtin_named("default");
+    let eff = crate::policy::merge::merge(&base, &[], None).unwrap();
+    let at = |cwd: &str, home: Option<&str>, path: &str| {
+        RuleSet::from_policy(
+            &eff.filesystem_policy,
+            Path::new(cwd),
+            home.map(Path::new),
+            "root",
+        )
+        .unwrap()
+        .decide(Path::new(path))
+        .rights
+    };
+    assert_eq!(
+        at("/work", None, "/work/x"),
+        Rights::ALL,
+        "the allowed twin"
+    );
+    assert_eq!(at("/usr/src/app", None, "/usr/src/app/x"), Rights::ALL);
+    for (cwd, probe) in [
+        ("/etc", "/etc/ld.so.preload"),
+        ("/usr", "/usr/lib/libc.so"),
+        (
+            "/usr/lib/x86_64-linux-gnu",
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+        ),
+        ("/proc/sys", "/proc/sys/kernel/x"),
+    ] {
+        assert_eq!(at(cwd, None, probe), Rights::RX, "{cwd}");
+    }
+    assert_eq!(at("/root", Some("/root"), "/root/.bashrc"), Rights::RX);
+    assert_eq!(at("/home", Some("/home/a"), "/home/a/.profile"), Rights::RX);
+    assert_eq!(at("/home/a/p", Some("/home/a"), "/home/a/p/x"), Rights::ALL);
+    // An explicit rule more specific than `/` wins over the working directory.
+    let mut fs = eff.filesystem_policy.clone();
+    fs.permissions.insert(
+        "/data/**".into(),
+        crate::policy::merge::From {
+            value: "r--".into(),
+            from: "test".into(),
+        },
+    );
+    let rules = RuleSet::from_policy(&fs, Path::new("/data/app"), None, "root").unwrap();
+    assert_eq!(rules.decide(Path::new("/data/app/x")).rights, Rights::R);
+}

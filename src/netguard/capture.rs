@@ -371,6 +371,12 @@ fn loader_var(name: &str) -> bool {
         && name != "LD_LIBRARY_PATH"
 }
 
+/// Whether a variable can make a loader, shell or interpreter run code its command line does
+/// not name (`LD_LIBRARY_PATH` included); the exec gate refuses these.
+pub fn injects_code(name: &str) -> bool {
+    injection_var(name) || name == "LD_LIBRARY_PATH"
+}
+
 fn injection_var(name: &str) -> bool {
     loader_var(name)
         || INTERPRETER_VARS.contains(&name)

@@ -70,6 +70,12 @@ pub enum MergeError {
     BaselineAsPreset(String),
     #[error("{0}: `process` may only be set by the baseline or the node configuration")]
     PresetSetsProcess(String),
+    #[error("{by}: network policy {key:?} is already set by {from}; a preset selected by annotation cannot replace it (use another key)")]
+    SelectedReplacesNetwork {
+        by: String,
+        key: String,
+        from: String,
+    },
 }
 
 fn push_unique(list: &mut Vec<From<String>>, value: &str, from: &str) {
@@ -195,7 +201,12 @@ pub fn merge_selected(
     apply_common(&mut eff, base, &baseline.origin);
 
     let narrowing = presets.len();
+    // Whether the node's documents gate `exec`: then annotations cannot widen the gate.
+    let mut node_exec = false;
     for (i, preset) in presets.iter().chain(selected).enumerate() {
+        if i == narrowing {
+            node_exec = eff.exec_policy.is_some();
+        }
         if !preset.is_preset() {
             return Err(MergeError::BaselineAsPreset(preset.origin.clone()));
         }
@@ -218,9 +229,42 @@ pub fn merge_selected(
                 };
             }
         }
-        apply_common(&mut eff, doc, &preset.origin);
+        if i >= narrowing {
+            apply_selected(&mut eff, doc, &preset.origin, node_exec)?;
+        } else {
+            apply_common(&mut eff, doc, &preset.origin);
+        }
     }
     Ok(eff)
+}
+
+/// A preset selected by annotation: it adds network policies under new keys and symlink
+/// guards; its exec allowlist and shells count only where the node's documents have no
+/// `exec_policy` (turning the gate on narrows; adding to the node's list would widen it).
+fn apply_selected(
+    eff: &mut Effective,
+    doc: &PolicyDoc,
+    from: &str,
+    node_exec: bool,
+) -> Result<(), MergeError> {
+    for key in doc.network_policies.keys() {
+        if let Some(existing) = eff.network_policies.get(key) {
+            return Err(MergeError::SelectedReplacesNetwork {
+                by: from.to_string(),
+                key: key.clone(),
+                from: existing.from.clone(),
+            });
+        }
+    }
+    let mut doc = doc.clone();
+    if node_exec {
+        if let Some(ex) = doc.exec_policy.as_mut() {
+            ex.allowlist.clear();
+            ex.shells.clear();
+        }
+    }
+    apply_common(eff, &doc, from);
+    Ok(())
 }
 
 /// Set network policy `key` from document `from`; an entry it replaces is remembered, so that

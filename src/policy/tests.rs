@@ -547,3 +547,46 @@ fn annotation_presets_only_narrow_the_filesystem() {
     let rules = RuleSet::from_policy(&eff.filesystem_policy, Path::new("/"), None, "").unwrap();
     assert_eq!(rules.decide(Path::new("/etc/shadow")).rights, Rights::ALL);
 }
+
+#[test]
+fn annotation_presets_cannot_widen_exec_or_replace_network_policies() {
+    let dir = crate::testutil::TempDir::new("nemo-narrow-exec");
+    let w = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    w(
+        "base.yaml",
+        "version: 1\nexec_policy:\n  allowlist:\n    - { pattern: /usr/bin/git }\nnetwork_policies:\n  api:\n    endpoints: [{ host: api.example.com, port: 443 }]\n    binaries: [{ path: /usr/bin/curl }]\n",
+    );
+    w("plain.yaml", "version: 1\n");
+    w(
+        "wide.yaml",
+        "preset: {name: wide}\nexec_policy:\n  allowlist:\n    - { pattern: /usr/bin/** }\n  shells: [/usr/bin/python3]\n",
+    );
+    w(
+        "takeover.yaml",
+        "preset: {name: takeover}\nnetwork_policies:\n  api:\n    endpoints: [{ host: api.example.com, port: 443 }]\n    binaries: [{ path: /usr/bin/** }]\n",
+    );
+    let mut n = node("allowed_baselines: [base, plain]\n");
+    n.policy_dirs = vec![dir.path().to_path_buf()];
+    let eff = |base: &str, preset: &str| {
+        crate::policy::select::effective(
+            &n,
+            &req(&[(ANNOTATION_POLICY, base), (ANNOTATION_PRESETS, preset)]),
+        )
+    };
+    let e = eff("base", "wide").unwrap().exec_policy.unwrap();
+    let patterns: Vec<&str> = e
+        .allowlist
+        .iter()
+        .map(|p| p.value.pattern.as_str())
+        .collect();
+    assert_eq!(patterns, ["/usr/bin/git"], "the node's gate is not widened");
+    assert!(e.shells.is_empty());
+    // With no gate of the node's, turning one on narrows.
+    let e = eff("plain", "wide").unwrap().exec_policy.unwrap();
+    assert_eq!(e.allowlist.len(), 1);
+    let err = eff("base", "takeover").unwrap_err().to_string();
+    assert!(
+        err.contains("\"api\"") && err.contains("cannot replace"),
+        "{err}"
+    );
+}
