@@ -857,59 +857,190 @@ fn joining_the_guards_cgroup_does_not_open_the_fence() {
 #[test]
 fn the_sandbox_reaches_no_host_daemon_and_sees_no_runtime_state() {
     use std::os::linux::net::SocketAddrExt;
-    use std::os::unix::net::{SocketAddr, UnixListener};
+    use std::os::unix::net::{SocketAddr, UnixDatagram, UnixListener};
     let rt = Runtime::new();
     // Another container's state under the same runtime root.
     let b = bundle(&["sleep", "1000"]);
     let other = unique("other");
     rt.ok(&["create", "--bundle", b.path().to_str().unwrap(), &other]);
+    // Host daemons: one under /run, one elsewhere on the host (a read-only path inside the
+    // sandbox), a datagram one, and an abstract one.
     let name = unique("daemon");
-    let path = format!("/run/{name}.sock");
-    let daemon = UnixListener::bind(&path).unwrap();
+    let run_path = format!("/run/{name}.sock");
+    let dir = std::path::PathBuf::from(format!("/var/lib/{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    /// Removes the host paths the test made, also when it fails.
+    struct Cleanup(Vec<std::path::PathBuf>);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for p in &self.0 {
+                let _ = std::fs::remove_file(p);
+                let _ = std::fs::remove_dir_all(p);
+            }
+        }
+    }
+    let _cleanup = Cleanup(vec![dir.clone(), format!("/run/{name}.sock").into()]);
+    let var_path = dir.join("d.sock");
+    let dgram_path = dir.join("g.sock");
+    let run_daemon = UnixListener::bind(&run_path).unwrap();
+    let var_daemon = UnixListener::bind(&var_path).unwrap();
+    let dgram_daemon = UnixDatagram::bind(&dgram_path).unwrap();
     let abstract_daemon =
         UnixListener::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap()).unwrap();
-    daemon.set_nonblocking(true).unwrap();
-    abstract_daemon.set_nonblocking(true).unwrap();
-    let state = rt.root.path().join(&other);
-    let py = format!(
-        "import os, socket\n\
-         def c(a):\n    s = socket.socket(socket.AF_UNIX)\n    try:\n        s.connect(a); return 'ok'\n    except OSError as e:\n        return 'errno%d' % e.errno\n\
-         print('pathname:', c('{path}'))\n\
-         print('abstract:', c('\\0{name}'))\n\
-         l = socket.socket(socket.AF_UNIX); l.bind('/tmp/own.sock'); l.listen()\n\
-         print('own:', c('/tmp/own.sock'))\n\
-         print('run:', len(os.listdir('/run')))\n\
-         print('runtime-state:', os.path.exists('{}'))\n",
-        state.display()
-    );
-    let out = rt.run(&["sandbox", "--", "python3", "-c", &py]);
-    let _ = std::fs::remove_file(&path);
-    rt.remove(&other);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (abi, _) = nemosandbox::confine::landlock::available_abi();
-    let abstract_want = if abi >= 6 { "errno1" } else { "ok" };
-    expect(
-        &stdout,
-        &[
-            ("pathname", "errno2"),
-            ("abstract", abstract_want),
-            ("own", "ok"),
-            ("run", "0"),
-            ("runtime-state", "False"),
-        ],
-    );
-    assert!(daemon.accept().is_err(), "the host daemon got a connection");
-    if abi >= 6 {
-        assert!(
-            abstract_daemon.accept().is_err(),
-            "the abstract daemon got one"
-        );
+    for l in [&run_daemon, &var_daemon, &abstract_daemon] {
+        l.set_nonblocking(true).unwrap();
     }
+    dgram_daemon.set_nonblocking(true).unwrap();
+    let state = rt.root.path().join(&other);
+    let script = dir.join("attack.py");
+    std::fs::write(
+        &script,
+        format!(
+            r#"import os, socket, threading
+def c(a, fam=socket.AF_UNIX):
+    s = socket.socket(fam)
+    try:
+        s.connect(a); return 'ok'
+    except OSError as e:
+        return 'errno%d' % e.errno
+def send(a):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        s.sendto(b'x', a); return 'ok'
+    except OSError as e:
+        return 'errno%d' % e.errno
+print('run:', c('{run_path}'))
+print('host:', c('{var}'))
+os.chdir('{dir}')
+print('relative:', c('d.sock'))
+os.chdir('/')
+print('abstract:', c('\0{name}'))
+print('dgram:', send('{dgram}'))
+own = socket.socket(socket.AF_UNIX); own.bind('/tmp/own.sock'); own.listen(4096)
+print('own:', c('/tmp/own.sock'))
+od = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); od.bind('/tmp/own.dgram')
+print('own-dgram:', send('/tmp/own.dgram'))
+oa = socket.socket(socket.AF_UNIX); oa.bind('\0own-{name}'); oa.listen()
+print('own-abstract:', c('\0own-{name}'))
+os.symlink('{var}', '/tmp/link.sock')
+print('link:', c('/tmp/link.sock'))
+# The name flips between the sandbox's own socket and a link to the host's while connects run.
+stop = False
+def flip():
+    while not stop:
+        try:
+            os.symlink('{var}', '/tmp/flip.tmp'); os.rename('/tmp/flip.tmp', '/tmp/flip.sock')
+            os.symlink('/tmp/own.sock', '/tmp/flip.tmp'); os.rename('/tmp/flip.tmp', '/tmp/flip.sock')
+        except OSError:
+            pass
+t = threading.Thread(target=flip); t.start()
+results = [c('/tmp/flip.sock') for _ in range(1500)]
+stop = True; t.join()
+print('flip-own:', 'some' if results.count('ok') > 0 else 'none')
+t = socket.socket()
+try:
+    t.bind(('0.0.0.0', 0)); t.listen(); print('listen-any: ok')
+except OSError as e:
+    print('listen-any: errno%d' % e.errno)
+t = socket.socket()
+try:
+    t.bind(('0.0.0.0', 18089)); print('bind-port: ok')
+except OSError as e:
+    print('bind-port: errno%d' % e.errno)
+t = socket.socket()
+try:
+    t.bind(('127.0.0.1', 0)); t.listen(); print('listen-loopback: ok')
+except OSError as e:
+    print('listen-loopback: errno%d' % e.errno)
+print('run-entries:', len(os.listdir('/run')))
+print('runtime-state:', os.path.exists('{state}'))
+"#,
+            var = var_path.display(),
+            dir = dir.display(),
+            dgram = dgram_path.display(),
+            state = state.display(),
+        ),
+    )
+    .unwrap();
+    let (abi, _) = nemosandbox::confine::landlock::available_abi();
+    let unix_fence = nemosandbox::netguard::fence::unix_hooks();
+    // Without network policies the sandbox has its own network namespace; with them it
+    // shares the host's (a preset that allows nothing local).
+    for egress in [false, true] {
+        let mut argv = vec![];
+        if egress {
+            argv.extend(["--preset", "github"]);
+        }
+        argv.extend(["sandbox", "--", "python3", script.to_str().unwrap()]);
+        let out = rt.run(&argv);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut want = vec![
+            ("run", "errno2"),
+            ("own", "ok"),
+            ("own-dgram", "ok"),
+            ("flip-own", "some"),
+            ("listen-loopback", "ok"),
+            ("run-entries", "0"),
+            ("runtime-state", "False"),
+        ];
+        if unix_fence {
+            want.extend([
+                ("host", "errno13"),
+                ("relative", "errno13"),
+                ("link", "errno13"),
+                ("dgram", "errno13"),
+            ]);
+        }
+        if egress {
+            want.extend([
+                ("listen-any", "errno13"),
+                ("bind-port", "errno1"),
+                (
+                    "abstract",
+                    if unix_fence {
+                        "errno13"
+                    } else if abi >= 6 {
+                        "errno1"
+                    } else {
+                        "ok"
+                    },
+                ),
+                ("own-abstract", if unix_fence { "errno13" } else { "ok" }),
+            ]);
+        } else {
+            want.extend([
+                ("listen-any", "ok"),
+                ("bind-port", "ok"),
+                ("abstract", "errno111"),
+                ("own-abstract", "ok"),
+            ]);
+        }
+        eprintln!("egress={egress}:\n{stdout}");
+        expect(&stdout, &want);
+        for (what, l) in [("/run", &run_daemon), ("/var/lib", &var_daemon)] {
+            if unix_fence || what == "/run" {
+                assert!(l.accept().is_err(), "the {what} daemon got a connection");
+            }
+        }
+        if unix_fence {
+            assert!(
+                dgram_daemon.recv(&mut [0u8; 8]).is_err(),
+                "a datagram arrived"
+            );
+        }
+        if unix_fence || abi >= 6 {
+            assert!(
+                abstract_daemon.accept().is_err(),
+                "the abstract daemon got one"
+            );
+        }
+    }
+    rt.remove(&other);
 }
 
 /// Landlock grants are what their paths named at create: a grant directory under a writable

@@ -128,6 +128,19 @@ pub fn checks() -> Vec<Check> {
             Err(_) => "containers with a network guard cannot be created".into(),
         },
     });
+    let unix = fence.is_ok() && crate::netguard::fence::unix_hooks();
+    out.push(Check {
+        feature: "cgroup unix hooks (sandbox)",
+        status: if unix { "available" } else { "unavailable" }.into(),
+        ok: unix,
+        degrades: if unix {
+            String::new()
+        } else {
+            "`sandbox` cannot hold unix sockets: those outside /run and /var/run stay \
+             reachable (needs Linux 6.7)"
+                .into()
+        },
+    });
     let yama = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok());

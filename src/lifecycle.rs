@@ -27,6 +27,7 @@ use crate::confine;
 use crate::executor::ConfiningExecutor;
 use crate::foreground::{self, ForegroundError};
 use crate::helper::{self, HelperError};
+use crate::netguard::local::LocalRules;
 use crate::policy::merge::{sha256_hex, Effective};
 use crate::policy::model::SymlinkGuard;
 use crate::policy::select::{self, NodeConfig};
@@ -145,6 +146,17 @@ pub struct CreateOptions {
     pub no_pivot: bool,
     pub preserve_fds: i32,
     pub detach: bool,
+    /// `nemosandbox sandbox`: the host's own root, so local sockets are held too
+    /// (`netguard::local`).
+    pub sandbox: bool,
+}
+
+/// How a container's network is set up beyond the spec: the fence's extra hooks and, for a
+/// sandbox with a network namespace of its own, its loopback interface.
+#[derive(Debug, Clone, Copy)]
+struct Net {
+    extra: netguard::fence::Extra,
+    loopback_up: bool,
 }
 
 /// Options of `exec`.
@@ -337,6 +349,36 @@ impl Runtime {
             .iter()
             .map(|g| g.value.clone())
             .collect();
+        // A sandbox sees the host's files: its local sockets are the guard's to hold too.
+        let host_net = !rw
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|ns| {
+                ns.iter()
+                    .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
+            });
+        let local = if opts.sandbox {
+            let unix = netguard::fence::unix_hooks();
+            if !unix {
+                tracing::warn!(
+                    "sandbox: this kernel has no cgroup unix socket hooks (Linux 6.7): unix \
+                     sockets outside /run and /var/run stay reachable from the sandbox"
+                );
+            }
+            LocalRules {
+                unix,
+                abstract_names: !host_net,
+                loopback_listen: host_net,
+            }
+        } else {
+            LocalRules::default()
+        };
+        let extra = netguard::fence::Extra {
+            unix: local.unix,
+            bind: local.loopback_listen,
+        };
         let guard_service = rw.plan.netguard.as_ref().map(|n| {
             (
                 control,
@@ -347,6 +389,7 @@ impl Runtime {
                     resolver: n.resolver,
                     upstream: n.upstream.clone(),
                     fence: None,
+                    local,
                 },
             )
         });
@@ -354,12 +397,17 @@ impl Runtime {
             .exec_policy
             .as_ref()
             .map(|e| e.shells.iter().map(|s| s.value.clone()).collect());
+        let net = Net {
+            extra,
+            loopback_up: opts.sandbox && !host_net,
+        };
         if let Err(e) = self.between_create_and_start(
             &mut container,
             &mut meta,
             &guards,
             guard_service,
             exec_shells.as_deref(),
+            net,
         ) {
             let _ = container.kill(Signal::SIGKILL, true);
             if let Some(pid) = meta.helper_pid {
@@ -385,6 +433,7 @@ impl Runtime {
         guards: &[SymlinkGuard],
         net: Option<(UnixListener, netguard::guard::GuardConfigBase)>,
         exec_shells: Option<&[String]>,
+        local_net: Net,
     ) -> Result<()> {
         let id = container.id().to_string();
         let pid = container.pid().ok_or_else(|| LifecycleError::Invalid {
@@ -396,12 +445,23 @@ impl Runtime {
         if let Some((control, mut base)) = net {
             // The fence goes up before anything of the container runs; the guard joins its
             // cgroup right after the fork, before it serves any call.
-            let fence = netguard::fence::Fence::set_up(pid.as_raw(), &id, self.root.path())?;
+            let fence = netguard::fence::Fence::set_up(
+                pid.as_raw(),
+                &id,
+                self.root.path(),
+                local_net.extra,
+            )?;
             meta.fence = Some(fence.clone());
             base.fence = Some(fence);
             services.push(Box::new(netguard::guard::Guard::new(
                 base.with(pid.as_raw(), control),
             )));
+        }
+        if local_net.loopback_up {
+            netguard::local::loopback_up(pid.as_raw()).map_err(|e| LifecycleError::Invalid {
+                what: format!("container {id:?}"),
+                msg: format!("bringing the loopback interface up: {e}"),
+            })?;
         }
         let fs = crate::execgate::eval::PrefixFs {
             prefix: PathBuf::from(format!("/proc/{}/root", pid.as_raw())),

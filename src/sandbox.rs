@@ -5,11 +5,14 @@
 //! `/tmp`. The spec is built in memory; its rewritten form lives in the state directory only
 //! while the command runs.
 //!
-//! Threat: the sandbox shares the host's network namespace and sees its files. A unix socket
-//! on a read-only mount can still be connected to, and `/run` holds the host's daemons
-//! (docker, containerd, D-Bus, systemd) and every runtime's state. So `/run`, `/var/run` and
-//! the runtime's own root are empty tmpfs inside; abstract sockets of the host are out of
-//! reach through Landlock's scoping (ABI 6) in the sandboxed process.
+//! Threat: the sandbox sees the host's files. A unix socket on a read-only mount can still be
+//! connected to, and `/run` holds the host's daemons (docker, containerd, D-Bus, systemd) and
+//! every runtime's state. So `/run`, `/var/run` and the runtime's own root are empty tmpfs
+//! inside, and the guard makes every unix connect and addressed unix send itself, to sockets
+//! on the sandbox's writable mounts only (`netguard::local`). Without network policies the
+//! sandbox has a network namespace of its own (loopback only: no host abstract socket, no
+//! listener on the host's networks); with them it shares the host's, where it may listen on
+//! loopback only and abstract sockets are refused.
 
 use std::path::{Path, PathBuf};
 
@@ -65,7 +68,12 @@ fn hide(dest: &str) -> Mount {
 /// `mount_point` is an empty directory the host root is bound onto inside the container's own
 /// mount namespace (pivot_root cannot make `/` itself the new root); `state_root` is the
 /// runtime's root, hidden inside as well.
-pub fn sandbox_spec(argv: Vec<String>, mount_point: &Path, state_root: &Path) -> Spec {
+pub fn sandbox_spec(
+    argv: Vec<String>,
+    mount_point: &Path,
+    state_root: &Path,
+    egress: bool,
+) -> Spec {
     let cwd = sandbox_cwd(std::env::current_dir().ok());
     let mut env: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
@@ -168,20 +176,24 @@ pub fn sandbox_spec(argv: Vec<String>, mount_point: &Path, state_root: &Path) ->
     spec.set_mounts(Some(mounts));
 
     let base_linux = spec.linux().clone().expect("default spec has linux");
-    let namespaces = [
+    let mut types = vec![
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Mount,
         LinuxNamespaceType::Ipc,
         LinuxNamespaceType::Uts,
-    ]
-    .into_iter()
-    .map(|t| {
-        LinuxNamespaceBuilder::default()
-            .typ(t)
-            .build()
-            .expect("namespace")
-    })
-    .collect::<Vec<_>>();
+    ];
+    if !egress {
+        types.push(LinuxNamespaceType::Network);
+    }
+    let namespaces = types
+        .into_iter()
+        .map(|t| {
+            LinuxNamespaceBuilder::default()
+                .typ(t)
+                .build()
+                .expect("namespace")
+        })
+        .collect::<Vec<_>>();
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .masked_paths(base_linux.masked_paths().clone().unwrap_or_default())
@@ -192,13 +204,18 @@ pub fn sandbox_spec(argv: Vec<String>, mount_point: &Path, state_root: &Path) ->
     spec
 }
 
-/// The in-memory bundle of a sandbox; `state_root` is the runtime's `--root`.
-pub fn sandbox_bundle(argv: Vec<String>, state_root: &Path) -> std::io::Result<SourceBundle> {
+/// The in-memory bundle of a sandbox; `state_root` is the runtime's `--root`; `egress`:
+/// network policies apply, so the sandbox shares the host's network namespace.
+pub fn sandbox_bundle(
+    argv: Vec<String>,
+    state_root: &Path,
+    egress: bool,
+) -> std::io::Result<SourceBundle> {
     let mount_point = state_root.join(".nemosandbox").join(".sandbox-root");
     std::fs::create_dir_all(&mount_point)?;
     Ok(SourceBundle {
         dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
-        spec: sandbox_spec(argv, &mount_point, state_root),
+        spec: sandbox_spec(argv, &mount_point, state_root, egress),
     })
 }
 
@@ -231,6 +248,7 @@ mod tests {
             vec!["true".into()],
             Path::new("/mnt/empty"),
             Path::new("/var/lib/nemo-state"),
+            true,
         );
         let dests: Vec<&Path> = spec
             .mounts()
@@ -265,6 +283,17 @@ mod tests {
             .map(|n| n.typ())
             .collect();
         assert!(ns.contains(&LinuxNamespaceType::Pid) && ns.contains(&LinuxNamespaceType::Mount));
-        assert!(!ns.contains(&LinuxNamespaceType::Network));
+        assert!(
+            !ns.contains(&LinuxNamespaceType::Network),
+            "egress: the host's"
+        );
+        let own = sandbox_spec(vec![], Path::new("/m"), Path::new("/s"), false);
+        let own_ns = own.linux().as_ref().unwrap().namespaces().clone().unwrap();
+        assert!(
+            own_ns
+                .iter()
+                .any(|n| n.typ() == LinuxNamespaceType::Network),
+            "no egress: a network namespace of its own"
+        );
     }
 }

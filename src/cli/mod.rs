@@ -336,6 +336,7 @@ fn create_options(a: &CreateArgs, detach: bool) -> CreateOptions {
         no_pivot: a.no_pivot,
         preserve_fds: a.preserve_fds,
         detach,
+        sandbox: false,
     }
 }
 
@@ -617,9 +618,17 @@ fn dispatch(cli: Cli) -> Result<i32> {
             let opts = CreateOptions {
                 id,
                 detach: false,
+                sandbox: true,
                 ..Default::default()
             };
-            let bundle = sandbox::sandbox_bundle(command, &cli.root)
+            // Without network policies there is no egress to make: the sandbox gets a network
+            // namespace of its own (nothing listens on the host's, no host abstract socket).
+            let egress = !rt
+                .policy
+                .effective(&Default::default())?
+                .network_policies
+                .is_empty();
+            let bundle = sandbox::sandbox_bundle(command, &cli.root, egress)
                 .context("preparing the sandbox root")?;
             return Ok(rt.run_from(&opts, bundle, false)?);
         }

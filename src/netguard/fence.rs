@@ -73,6 +73,20 @@ pub struct Fence {
     /// The container's v1 cgroups the guard joins (memory, pids).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub v1: Vec<PathBuf>,
+    /// The hooks a sandbox adds (see `netguard::local`).
+    #[serde(default)]
+    pub extra: Extra,
+}
+
+/// Hooks beyond inet connects and UDP sends, for `sandbox`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extra {
+    /// Unix connects and addressed unix sends: only the guard (Linux ≥ 6.7).
+    #[serde(default)]
+    pub unix: bool,
+    /// inet binds: port 0 or a loopback address, unless the guard binds.
+    #[serde(default)]
+    pub bind: bool,
 }
 
 /// One line of /proc/PID/mountinfo: mount point, filesystem type, super options.
@@ -190,11 +204,19 @@ impl Fence {
     /// Prepare the fence around the container whose init is `init` (created, not started):
     /// its v2 cgroup and the guard's. `runtime_root` hosts a cgroup2 mount when the host has
     /// none. On error, whatever was made is removed again. `arm` finishes it.
-    pub fn set_up(init: i32, id: &str, runtime_root: &Path) -> Result<Fence, FenceError> {
+    pub fn set_up(
+        init: i32,
+        id: &str,
+        runtime_root: &Path,
+        extra: Extra,
+    ) -> Result<Fence, FenceError> {
         let mnt = v2_mount(&runtime_root.join(".cgroup2"))?;
         let init_path = v2_path_of(&init.to_string()).ok_or(FenceError::NoV2(init))?;
         let ours = v2_path_of("self");
-        let mut fence = Fence::default();
+        let mut fence = Fence {
+            extra,
+            ..Fence::default()
+        };
         if ours.as_deref() == Some(init_path.as_str()) {
             // A cgroup v1 host: the container shares the runtime's v2 cgroup. It gets one.
             fence.container_rel = format!("/{OWN_PARENT}/{id}");
@@ -236,7 +258,7 @@ impl Fence {
             enter(dir, helper)?;
         }
         let cgroup = fs::metadata(&self.guard).map_err(io(&self.guard))?.ino();
-        attach_all(&self.container, guard_task(cgroup, helper))
+        attach_all(&self.container, guard_task(cgroup, helper), self.extra)
     }
 
     /// Whether `pid` is inside the container's v2 cgroup (or below it).
@@ -309,6 +331,10 @@ const ATTACH_TYPES: [(u32, &str); 4] = [
     (14, "udp4 sendmsg"),
     (15, "udp6 sendmsg"),
 ];
+/// Unix connect and addressed unix sends (`BPF_CGROUP_UNIX_CONNECT`, `…_SENDMSG`, 6.7).
+const UNIX_TYPES: [(u32, &str); 2] = [(49, "unix connect"), (50, "unix sendmsg")];
+const BIND4: u32 = 8;
+const BIND6: u32 = 9;
 const FUNC_GET_CURRENT_CGROUP_ID: i32 = 80;
 
 /// One eBPF instruction.
@@ -333,25 +359,90 @@ pub struct GuardTask {
     pub process: Option<(u64, u64, u32)>,
 }
 
-/// The program: allow (1) the guard, refuse (0, EPERM) everyone else.
-pub fn program(guard: GuardTask) -> Vec<EbpfInsn> {
-    let i = |code, dst, src, off, imm| EbpfInsn {
+const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> EbpfInsn {
+    EbpfInsn {
         code,
         dst,
         src,
         off,
         imm,
-    };
+    }
+}
+
+/// Where a jump of a bind prefix goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum To {
+    Allow,
+    Check,
+}
+
+/// The first instructions of a bind program: allow port 0 (the kernel picks one) and loopback
+/// addresses for everyone; anything else goes on to the guard check. `r1` is the context
+/// (`struct bpf_sock_addr`: user_ip4 at 4, user_ip6 at 8..24, user_port at 24); comparisons
+/// are 32-bit (JMP32), so an immediate like 0xffff0000 is not sign-extended.
+fn bind_prefix(attach: u32) -> Vec<(EbpfInsn, Option<To>)> {
+    const LDXW: u8 = 0x61;
+    const JEQ32: u8 = 0x16;
+    const JNE32: u8 = 0x56;
+    const AND32: u8 = 0x54;
+    let ld = |off: i16| (insn(LDXW, 2, 1, off, 0), None);
+    let jeq = |imm: i32, to: To| (insn(JEQ32, 2, 0, 0, imm), Some(to));
+    let jne = |imm: i32, to: To| (insn(JNE32, 2, 0, 0, imm), Some(to));
+    let mut p = vec![ld(24), jeq(0, To::Allow)];
+    if attach == BIND4 {
+        // 127.0.0.0/8: the first address byte is the low byte of the loaded word.
+        p.extend([
+            ld(4),
+            (insn(AND32, 2, 0, 0, 0xff), None),
+            jeq(127, To::Allow),
+        ]);
+    } else {
+        // The first two words are zero in both loopback forms; the third tells them apart.
+        p.extend([ld(8), jne(0, To::Check), ld(12), jne(0, To::Check), ld(16)]);
+        // ::1 — when the third word is 0 (else skip the next three instructions).
+        p.extend([
+            (insn(JNE32, 2, 0, 3, 0), None),
+            ld(20),
+            jeq(0x0100_0000, To::Allow),
+            (insn(0x05, 0, 0, 0, 0), Some(To::Check)),
+        ]);
+        // ::ffff:127.0.0.0/104 — the third word is still in r2.
+        p.extend([
+            jne(0xffff_0000_u32 as i32, To::Check),
+            ld(20),
+            (insn(AND32, 2, 0, 0, 0xff), None),
+            jeq(127, To::Allow),
+        ]);
+    }
+    p
+}
+
+/// The program: allow (1) the guard, refuse (0, EPERM) everyone else.
+pub fn program(guard: GuardTask) -> Vec<EbpfInsn> {
+    program_for(guard, Vec::new())
+}
+
+/// `prefix` runs first; its jumps to `Allow` end at the allow exit, to `Check` at the guard
+/// check that follows it.
+fn program_for(guard: GuardTask, prefix: Vec<(EbpfInsn, Option<To>)>) -> Vec<EbpfInsn> {
+    let i = insn;
+    let mut fixups: Vec<(usize, To)> = Vec::new();
+    let mut p: Vec<EbpfInsn> = Vec::new();
+    for (ins, to) in prefix {
+        if let Some(to) = to {
+            fixups.push((p.len(), to));
+        }
+        p.push(ins);
+    }
+    let check = p.len();
     let imm64 = |dst: u8, v: u64| {
         [
             i(0x18, dst, 0, 0, v as u32 as i32),
             i(0, 0, 0, 0, (v >> 32) as u32 as i32),
         ]
     };
-    let mut p = vec![
-        // r0 = bpf_get_current_cgroup_id()
-        i(0x85, 0, 0, 0, FUNC_GET_CURRENT_CGROUP_ID),
-    ];
+    // r0 = bpf_get_current_cgroup_id()
+    p.push(i(0x85, 0, 0, 0, FUNC_GET_CURRENT_CGROUP_ID));
     p.extend(imm64(2, guard.cgroup));
     // if r0 != r2 goto deny (patched below)
     let to_deny = |p: &mut Vec<EbpfInsn>, insn: EbpfInsn| {
@@ -373,6 +464,7 @@ pub fn program(guard: GuardTask) -> Vec<EbpfInsn> {
         jumps.push(to_deny(&mut p, i(0x55, 0, 0, 0, tgid as i32)));
     }
     // allow: r0 = 1; exit
+    let allow = p.len();
     p.push(i(0xb7, 0, 0, 0, 1));
     p.push(i(0x95, 0, 0, 0, 0));
     // deny: r0 = 0; exit
@@ -381,6 +473,10 @@ pub fn program(guard: GuardTask) -> Vec<EbpfInsn> {
     p.push(i(0x95, 0, 0, 0, 0));
     for j in jumps {
         p[j].off = (deny - j - 1) as i16;
+    }
+    for (j, to) in fixups {
+        let target = if to == To::Allow { allow } else { check };
+        p[j].off = (target - j - 1) as i16;
     }
     p
 }
@@ -417,7 +513,12 @@ fn bpf(cmd: libc::c_long, attr: &mut [u8; 128]) -> Result<i64, nix::Error> {
 
 /// Load the program for one attach point.
 fn load(guard: GuardTask, attach_type: u32) -> Result<OwnedFd, FenceError> {
-    let insns = encode(&program(guard));
+    let prefix = if matches!(attach_type, BIND4 | BIND6) {
+        bind_prefix(attach_type)
+    } else {
+        Vec::new()
+    };
+    let insns = encode(&program_for(guard, prefix));
     let license = b"GPL\0";
     let mut log = vec![0u8; 4096];
     let mut attr = [0u8; 128];
@@ -450,7 +551,7 @@ fn guard_task(cgroup: u64, pid: i32) -> GuardTask {
     }
 }
 
-fn attach_all(container: &Path, guard: GuardTask) -> Result<(), FenceError> {
+fn attach_all(container: &Path, guard: GuardTask, extra: Extra) -> Result<(), FenceError> {
     let dir = fs::File::open(container).map_err(io(container))?;
     // Kernels without the pid-namespace helper in cgroup programs (before 6.10) get the
     // cgroup check alone.
@@ -462,7 +563,10 @@ fn attach_all(container: &Path, guard: GuardTask) -> Result<(), FenceError> {
         },
         Err(e) => return Err(e),
     };
-    for (ty, _) in ATTACH_TYPES {
+    let unix = UNIX_TYPES.iter().filter(|_| extra.unix);
+    let bind = [(BIND4, "inet4 bind"), (BIND6, "inet6 bind")];
+    let bind = bind.iter().filter(|_| extra.bind);
+    for &(ty, _) in ATTACH_TYPES.iter().chain(unix).chain(bind) {
         let prog = load(guard, ty)?;
         let mut attr = [0u8; 128];
         put_u32(&mut attr, 0, dir.as_raw_fd() as u32);
@@ -475,6 +579,15 @@ fn attach_all(container: &Path, guard: GuardTask) -> Result<(), FenceError> {
         })?;
     }
     Ok(())
+}
+
+/// Whether this kernel has the unix hooks (Linux ≥ 6.7).
+pub fn unix_hooks() -> bool {
+    let any = GuardTask {
+        cgroup: 1,
+        process: None,
+    };
+    load(any, UNIX_TYPES[0].0).is_ok()
 }
 
 /// Whether this kernel loads the fence's program (for `doctor`): `Ok(true)` with the check

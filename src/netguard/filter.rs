@@ -4,7 +4,8 @@
 //! The filter sends `connect`, `sendmsg`, `sendmmsg` and `sendto` with a destination to the
 //! guard; `sendto` without one (`send`) is decided in BPF, since its destination pointer is a
 //! register the workload cannot change after the check. `execve` and `execveat` go to the
-//! guard too, which captures what each exec started (`capture`). The program is compiled
+//! guard too, which captures what each exec started (`capture`), and `listen`, which a
+//! sandbox sharing the host's network only allows on loopback (`local`). The program is compiled
 //! once on the host, like the other filters.
 //!
 //! Hand-over: after loading, the process holds the only listener fd. It writes the fd's number
@@ -64,7 +65,9 @@ pub fn profile() -> oci_spec::runtime::LinuxSeccomp {
             Arch::ScmpArchX32,
         ])
         .syscalls(vec![
-            notify(&["connect", "sendmsg", "sendmmsg", "execve", "execveat"]),
+            notify(&[
+                "connect", "sendmsg", "sendmmsg", "execve", "execveat", "listen",
+            ]),
             sendto,
         ])
         .build()

@@ -34,6 +34,7 @@ use super::conns::Connections;
 use super::decide::{self, Attempt, Decision};
 use super::fence::Fence;
 use super::identity::{self, Baseline, Binaries, Caller};
+use super::local::{self, local_address, LocalRules};
 use super::notif::{self, Reply};
 use super::resolver::{self, Answers};
 use super::sockaddr::{self, Target};
@@ -79,6 +80,7 @@ pub struct Shared {
     baseline: Baseline,
     conns: Connections,
     fence: Option<Fence>,
+    local: LocalRules,
     aslr: bool,
     /// pidfds have inodes unique per pid (caller lookups can be cached).
     pidfs: bool,
@@ -220,6 +222,8 @@ pub struct GuardConfigBase {
     pub upstream: Vec<IpAddr>,
     /// The kernel fence, set up between create and start.
     pub fence: Option<Fence>,
+    /// Local socket rules (`sandbox`).
+    pub local: LocalRules,
 }
 
 impl GuardConfigBase {
@@ -257,6 +261,7 @@ impl Guard {
             baseline: Baseline::default(),
             conns: Connections::default(),
             fence: c.base.fence,
+            local: c.base.local,
             aslr: capture::system_aslr(),
             pidfs: pidfs(),
             last_refresh: Mutex::new(Instant::now() - REFRESH_EVERY),
@@ -530,6 +535,7 @@ fn handle(shared: &Arc<Shared>, listener: &Arc<OwnedFd>, req: &libc::seccomp_not
     }
     match nr {
         libc::SYS_execve | libc::SYS_execveat => return exec(shared, listener, id, tid),
+        libc::SYS_listen => return listen(shared, listener, id, tid, &req.data.args),
         libc::SYS_connect | libc::SYS_sendto | libc::SYS_sendmsg | libc::SYS_sendmmsg => {}
         _ => return notif::respond(listener, id, Reply::Error(Errno::ENOSYS)),
     }
@@ -560,6 +566,9 @@ fn handle(shared: &Arc<Shared>, listener: &Arc<OwnedFd>, req: &libc::seccomp_not
                     "fast open on a local socket",
                     what(),
                 );
+            }
+            if domain == libc::AF_UNIX && shared.local.unix {
+                return unix_call(shared, listener, id, tid, nr, &req.data.args, sock, pidfd);
             }
             // Local sockets: no network to guard. If another thread swaps an inet socket
             // onto this descriptor before the kernel looks it up again, the kernel fence
@@ -598,6 +607,109 @@ fn handle(shared: &Arc<Shared>, listener: &Arc<OwnedFd>, req: &libc::seccomp_not
         syscall: syscall_name(nr),
     };
     ctx.run(sock, request);
+}
+
+/// A unix call of a sandbox whose fence holds unix connects and addressed sends for the
+/// guard (`local`): calls without an address continue (a racing thread that adds one meets the
+/// fence); addressed ones the guard judges on the file and makes itself.
+#[allow(clippy::too_many_arguments)]
+fn unix_call(
+    shared: &Arc<Shared>,
+    listener: &Arc<OwnedFd>,
+    id: u64,
+    tid: i32,
+    nr: i64,
+    args: &[u64; 6],
+    sock: OwnedFd,
+    pidfd: OwnedFd,
+) {
+    let what = || serde_json::json!({"syscall": syscall_name(nr), "family": libc::AF_UNIX});
+    let request = match read_request_args(&Mem(Pid::from_raw(tid)), nr, args) {
+        Ok(r) => r,
+        Err(e) => return notif::respond(listener, id, Reply::Error(e)),
+    };
+    if !notif::valid(listener, id) {
+        return;
+    }
+    match &request {
+        Request::SendMsg(h, _) if h.name.is_none() => {
+            return notif::respond(listener, id, Reply::Continue)
+        }
+        Request::SendMmsg { hdrs, .. } if hdrs.iter().all(|h| h.name.is_none()) => {
+            return notif::respond(listener, id, Reply::Continue)
+        }
+        Request::SendMmsg { .. } => {
+            return refuse(
+                shared,
+                listener,
+                id,
+                tid,
+                "addressed unix datagrams in sendmmsg",
+                what(),
+            )
+        }
+        Request::SendMsg(h, _) if !h.control.is_empty() => {
+            return refuse(
+                shared,
+                listener,
+                id,
+                tid,
+                "control data (descriptors, credentials) in an addressed unix datagram",
+                what(),
+            )
+        }
+        _ => {}
+    }
+    let Some(caller) = Caller::of(tid, &shared.captures, shared.pid_key(&pidfd)) else {
+        return notif::respond(listener, id, Reply::Error(Errno::ESRCH));
+    };
+    let ctx = CallCtx {
+        shared: shared.clone(),
+        listener: listener.clone(),
+        id,
+        caller,
+        pidfd: Arc::new(pidfd),
+        syscall: syscall_name(nr),
+    };
+    ctx.unix(tid, sock, request);
+}
+
+/// `listen`: where only loopback may listen, the guard listens on its copy of the socket (so
+/// a descriptor swapped meanwhile changes nothing); elsewhere the call continues.
+fn listen(shared: &Shared, listener: &Arc<OwnedFd>, id: u64, tid: i32, args: &[u64; 6]) {
+    if !shared.local.loopback_listen {
+        return notif::respond(listener, id, Reply::Continue);
+    }
+    let pidfd = match notif::pidfd_of_thread(tid) {
+        Ok(p) => p,
+        Err(_) => return notif::respond(listener, id, Reply::Error(Errno::ESRCH)),
+    };
+    if !notif::valid(listener, id) {
+        return;
+    }
+    let sock = match notif::pidfd_getfd(&pidfd, args[0] as i32) {
+        Ok(s) => s,
+        Err(e) => return notif::respond(listener, id, Reply::Error(e)),
+    };
+    let Some(domain) = domain_of(&sock) else {
+        return notif::respond(listener, id, Reply::Error(Errno::ENOTSOCK));
+    };
+    let inet = matches!(domain, libc::AF_INET | libc::AF_INET6);
+    if inet && !local_address(&sock).is_some_and(|a| local::loopback_bound(&a)) {
+        return refuse(
+            shared,
+            listener,
+            id,
+            tid,
+            "listening on a non-loopback address (the sandbox shares the host's network)",
+            serde_json::json!({"syscall": "listen", "family": domain}),
+        );
+    }
+    notif::respond(
+        listener,
+        id,
+        Reply::of(local::listen(&sock, args[1] as i32).map(|_| 0)),
+    );
 }
 
 /// An `execve`: it continues, and the guard reads what the kernel started at the exec stop.
@@ -669,6 +781,58 @@ struct CallCtx {
 impl CallCtx {
     fn respond(&self, r: Reply) {
         notif::respond(&self.listener, self.id, r);
+    }
+
+    /// An addressed unix call (see `unix_call`), made by the guard on the file it judged.
+    fn unix(self, tid: i32, sock: OwnedFd, request: Request) {
+        let fl = calls::file_flags(&sock);
+        let blocking = fl.is_some_and(|fl| calls::may_block(fl, request.flags()));
+        let mem = Mem(Pid::from_raw(tid));
+        let (addr, payload) = match request {
+            Request::Connect(addr) => (addr, None),
+            Request::SendTo {
+                buf,
+                len,
+                flags,
+                addr,
+            } => (addr, Some((buf, len as u64, None, flags))),
+            Request::SendMsg(h, flags) => (
+                h.name.unwrap_or_default(),
+                Some((h.iov, h.iovlen, Some(()), flags)),
+            ),
+            Request::SendMmsg { .. } => return self.respond(Reply::Error(Errno::EACCES)),
+        };
+        let target = match local::judge(&self.shared.local, tid, &addr) {
+            Ok(t) => t,
+            Err(r) => {
+                if let Some(why) = &r.why {
+                    self.event("denied", "local sockets", why, None, &[]);
+                }
+                return self.respond(Reply::Error(r.errno));
+            }
+        };
+        let to = target.sockaddr();
+        let Some((buf, len, iov, flags)) = payload else {
+            let started = match fl {
+                Some(fl) if blocking => calls::connect_nowait(&sock, &to, fl),
+                _ => calls::connect(&sock, &to).map(Some),
+            };
+            drop(target);
+            // A unix connect is over at once (EAGAIN: the listener's backlog is full).
+            return self.respond(match started {
+                Ok(_) => Reply::Value(0),
+                Err(e) => Reply::Error(e),
+            });
+        };
+        let op = send_op(blocking, flags, move |s, f| {
+            let _keep = &target;
+            let data = match iov {
+                None => mem.read(buf, len as usize)?,
+                Some(()) => calls::read_iov(&mem, buf, len, calls::MAX_DATA)?,
+            };
+            calls::sendto(s, &data, f, &to)
+        });
+        self.finish(sock, blocking, flags, op);
     }
 
     fn run(self, sock: OwnedFd, request: Request) {

@@ -1,0 +1,328 @@
+//! Local sockets of `sandbox`: unix connects and sends, and listening, decided by the guard.
+//!
+//! Threat: the sandbox sees the host's files (read-only) and, with network policies, shares
+//! the host's network namespace. A unix socket on a read-only mount still accepts connects,
+//! Landlock has no rule for pathname sockets, and a listening inet socket there is open to
+//! the host's networks (an inbound channel no egress rule sees). Names are the workload's: a
+//! path can be renamed or swapped for a symlink between a check and the kernel's lookup, and
+//! the sockaddr or msghdr rewritten by another thread.
+//!
+//! So the kernel fence lets only the guard make unix connects and addressed unix sends
+//! (cgroup unix hooks, Linux 6.7), and the guard makes them itself: it opens the path in the
+//! caller's root and working directory, judges the file it opened (a socket on a writable
+//! mount of the sandbox, writable by the caller), and connects to that very file through
+//! `/proc/self/fd/N`. Abstract names are connected by the guard where the sandbox has its own
+//! network namespace and refused where it shares the host's. `listen` is made by the guard on
+//! its copy of the socket, for unix sockets and inet sockets bound to a loopback address; the
+//! fence refuses binds to other addresses with a port.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use serde::{Deserialize, Serialize};
+
+/// What the guard enforces on local sockets, beyond the network policies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalRules {
+    /// Unix connects and addressed sends go through the guard (the fence's unix hooks hold
+    /// everyone else).
+    #[serde(default)]
+    pub unix: bool,
+    /// Abstract unix names may be connected (the sandbox has its own network namespace).
+    #[serde(default)]
+    pub abstract_names: bool,
+    /// Only unix sockets and inet sockets bound to loopback may listen.
+    #[serde(default)]
+    pub loopback_listen: bool,
+}
+
+/// Where a unix address leads.
+pub enum Target {
+    /// An abstract name or an unnamed address: the copied address itself.
+    Address(Vec<u8>),
+    /// A socket file, opened by the guard (`O_PATH`): connect through `/proc/self/fd/N`.
+    File(OwnedFd),
+}
+
+impl Target {
+    /// The address to hand the kernel; `File` targets must outlive the call.
+    pub fn sockaddr(&self) -> Vec<u8> {
+        match self {
+            Target::Address(a) => a.clone(),
+            Target::File(fd) => {
+                unix_sockaddr(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_bytes())
+            }
+        }
+    }
+}
+
+/// A refusal: the errno the caller sees and, for the audit stream, why (none when the kernel
+/// would have failed the call the same way).
+#[derive(Debug)]
+pub struct Refused {
+    pub errno: Errno,
+    pub why: Option<String>,
+}
+
+fn refused(why: impl Into<String>) -> Refused {
+    Refused {
+        errno: Errno::EACCES,
+        why: Some(why.into()),
+    }
+}
+
+fn failed(errno: Errno) -> Refused {
+    Refused { errno, why: None }
+}
+
+pub fn unix_sockaddr(path: &[u8]) -> Vec<u8> {
+    let mut a = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
+    a.extend_from_slice(path);
+    a.push(0);
+    a
+}
+
+/// Decide a unix address the caller (thread `tid`) passed, from the guard's copy `addr`.
+pub fn judge(rules: &LocalRules, tid: i32, addr: &[u8]) -> Result<Target, Refused> {
+    if addr.len() < 2 || u16::from_ne_bytes([addr[0], addr[1]]) != libc::AF_UNIX as u16 {
+        return Err(failed(Errno::EINVAL));
+    }
+    let path = &addr[2..];
+    if path.is_empty() {
+        return Ok(Target::Address(addr.to_vec()));
+    }
+    if path[0] == 0 {
+        return if rules.abstract_names {
+            Ok(Target::Address(addr.to_vec()))
+        } else {
+            Err(refused(
+                "abstract unix sockets of the host's network namespace",
+            ))
+        };
+    }
+    let end = path.iter().position(|b| *b == 0).unwrap_or(path.len());
+    let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&path[..end]);
+    let file = open_in(tid, Path::new(name)).map_err(failed)?;
+    check_file(&file, tid)?;
+    Ok(Target::File(file))
+}
+
+/// Open `path` as thread `tid` would name it: relative to its working directory, inside its
+/// root, every link followed without leaving that root.
+fn open_in(tid: i32, path: &Path) -> Result<OwnedFd, Errno> {
+    let proc = PathBuf::from(format!("/proc/{tid}"));
+    let full = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        let cwd = std::fs::read_link(proc.join("cwd")).map_err(|_| Errno::ESRCH)?;
+        cwd.join(path)
+    };
+    let root = std::fs::File::open(proc.join("root")).map_err(|_| Errno::ESRCH)?;
+    let root = pathrs::Root::from_fd(root);
+    let handle = root.resolve(&full).map_err(|e| match e.kind() {
+        pathrs::error::ErrorKind::OsError(Some(n)) => Errno::from_raw(n),
+        _ => Errno::ENOENT,
+    })?;
+    handle
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF)))
+}
+
+/// The file must be a socket (else the kernel's answer), on a mount the sandbox may write
+/// (its own `/tmp`, working directory and `read_write` paths, not the host's read-only tree),
+/// and writable by the caller's credentials (the guard itself is root).
+fn check_file(file: &OwnedFd, tid: i32) -> Result<(), Refused> {
+    let st = nix::sys::stat::fstat(file.as_raw_fd()).map_err(failed)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(failed(Errno::ECONNREFUSED));
+    }
+    let ro = nix::sys::statvfs::fstatvfs(file.as_fd())
+        .map(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+        .unwrap_or(true);
+    if ro {
+        return Err(refused(
+            "a unix socket outside the sandbox's writable paths",
+        ));
+    }
+    let creds = Creds::of(tid).ok_or_else(|| failed(Errno::ESRCH))?;
+    if !creds.may_write(st.st_uid, st.st_gid, st.st_mode) {
+        return Err(failed(Errno::EACCES));
+    }
+    Ok(())
+}
+
+/// capabilities(7): bypass file write, read and execute permission checks.
+const CAP_DAC_OVERRIDE: u32 = 1;
+
+/// A thread's filesystem credentials, from the kernel's own account (/proc/TID/status).
+struct Creds {
+    fsuid: u32,
+    fsgid: u32,
+    groups: Vec<u32>,
+    dac_override: bool,
+}
+
+impl Creds {
+    fn of(tid: i32) -> Option<Creds> {
+        let text = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.split_whitespace().collect::<Vec<_>>())
+        };
+        let fourth = |v: Vec<&str>| v.get(3).and_then(|s| s.parse().ok());
+        let cap_eff = field("CapEff:")?
+            .first()
+            .and_then(|h| u64::from_str_radix(h, 16).ok())?;
+        Some(Creds {
+            fsuid: fourth(field("Uid:")?)?,
+            fsgid: fourth(field("Gid:")?)?,
+            groups: field("Groups:")?
+                .iter()
+                .filter_map(|g| g.parse().ok())
+                .collect(),
+            dac_override: cap_eff & (1 << CAP_DAC_OVERRIDE) != 0,
+        })
+    }
+
+    fn may_write(&self, uid: u32, gid: u32, mode: u32) -> bool {
+        if self.dac_override {
+            return true;
+        }
+        let bit = if uid == self.fsuid {
+            0o200
+        } else if gid == self.fsgid || self.groups.contains(&gid) {
+            0o020
+        } else {
+            0o002
+        };
+        mode & bit != 0
+    }
+}
+
+/// Whether a bound inet address (a `getsockname` result) is a loopback one.
+pub fn loopback_bound(addr: &[u8]) -> bool {
+    let family = addr
+        .get(..2)
+        .map(|f| u16::from_ne_bytes([f[0], f[1]]) as i32);
+    match family {
+        Some(libc::AF_INET) if addr.len() >= 8 => addr[4] == 127 && addr[2..4] != [0, 0],
+        Some(libc::AF_INET6) if addr.len() >= 24 => {
+            let ip: [u8; 16] = addr[8..24].try_into().expect("16 bytes");
+            let ip = std::net::Ipv6Addr::from(ip);
+            let port_set = addr[2..4] != [0, 0];
+            port_set && (ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()))
+        }
+        _ => false,
+    }
+}
+
+/// The local address of a socket.
+pub fn local_address(sock: &OwnedFd) -> Option<Vec<u8>> {
+    let mut buf = [0u8; 128];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: `buf` is ours and `len` is its size.
+    let r = unsafe {
+        libc::getsockname(
+            sock.as_raw_fd(),
+            buf.as_mut_ptr() as *mut libc::sockaddr,
+            &mut len,
+        )
+    };
+    (r == 0).then(|| buf[..(len as usize).min(buf.len())].to_vec())
+}
+
+/// `listen` on the guard's copy of the caller's socket: the same socket, so the same effect.
+pub fn listen(sock: &OwnedFd, backlog: i32) -> Result<(), Errno> {
+    // SAFETY: a plain syscall on a descriptor we own.
+    let r = unsafe { libc::listen(sock.as_raw_fd(), backlog) };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
+/// Bring the loopback interface of the network namespace of `pid` up (a sandbox with a
+/// network namespace of its own starts with it down).
+pub fn loopback_up(pid: i32) -> std::io::Result<()> {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    std::thread::spawn(move || -> std::io::Result<()> {
+        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
+        let sock = nix::sys::socket::socket(
+            nix::sys::socket::AddressFamily::Inet,
+            nix::sys::socket::SockType::Datagram,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        // SAFETY: an all-zero ifreq is valid; the name is "lo" and NUL-terminated.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *d = *s as libc::c_char;
+        }
+        // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write the ifreq we pass.
+        unsafe {
+            if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| std::io::Error::other("loopback thread panicked"))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_addresses_are_told_from_others() {
+        let v4 = |ip: [u8; 4], port: u16| {
+            let mut a = (libc::AF_INET as u16).to_ne_bytes().to_vec();
+            a.extend(port.to_be_bytes());
+            a.extend(ip);
+            a.extend([0u8; 8]);
+            a
+        };
+        assert!(loopback_bound(&v4([127, 0, 0, 1], 80)));
+        assert!(loopback_bound(&v4([127, 9, 9, 9], 80)));
+        assert!(!loopback_bound(&v4([0, 0, 0, 0], 80)));
+        assert!(!loopback_bound(&v4([10, 0, 0, 1], 80)));
+        let v6 = |ip: std::net::Ipv6Addr| {
+            let mut a = (libc::AF_INET6 as u16).to_ne_bytes().to_vec();
+            a.extend(80u16.to_be_bytes());
+            a.extend([0u8; 4]);
+            a.extend(ip.octets());
+            a.extend([0u8; 4]);
+            a
+        };
+        assert!(loopback_bound(&v6(std::net::Ipv6Addr::LOCALHOST)));
+        assert!(loopback_bound(&v6("::ffff:127.0.0.1".parse().unwrap())));
+        assert!(!loopback_bound(&v6(std::net::Ipv6Addr::UNSPECIFIED)));
+    }
+
+    #[test]
+    fn credentials_decide_like_the_kernel() {
+        let c = Creds {
+            fsuid: 1000,
+            fsgid: 1000,
+            groups: vec![20],
+            dac_override: false,
+        };
+        assert!(c.may_write(1000, 0, 0o600));
+        assert!(!c.may_write(0, 0, 0o660));
+        assert!(c.may_write(0, 20, 0o660));
+        assert!(c.may_write(0, 0, 0o666));
+        assert!(
+            !c.may_write(1000, 1000, 0o466),
+            "owner bits decide for the owner"
+        );
+    }
+}
