@@ -131,6 +131,10 @@ pub struct ConfinementPlan {
     /// `seccomp` is one of `filters` (else libcontainer loads it).
     #[serde(default)]
     pub seccomp_compiled: bool,
+    /// `sandbox`'s own refusals (`confine::seccomp::local_denials`), loaded after the
+    /// always-denied filter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_denials: Option<LinuxSeccomp>,
     /// The network guard: its notification filter, loaded after the always-denied filter,
     /// and the channel its listener goes over.
     #[serde(default, skip_serializing_if = "Option::is_none")]

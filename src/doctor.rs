@@ -136,8 +136,8 @@ pub fn checks() -> Vec<Check> {
         degrades: if unix {
             String::new()
         } else {
-            "`sandbox` cannot hold unix sockets: those outside /run and /var/run stay \
-             reachable (needs Linux 6.7)"
+            "`sandbox` cannot judge unix connects, so it may not create unix sockets \
+             (socketpair works; needs Linux 6.7)"
                 .into()
         },
     });

@@ -290,6 +290,34 @@ impl Runtime {
             .as_ref()
             .map(|r| r.path().clone())
             .unwrap_or_default();
+        // A sandbox sees the host's files: its local sockets are the guard's to hold too.
+        let host_net = !rw
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|ns| {
+                ns.iter()
+                    .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
+            });
+        let local = if opts.sandbox {
+            let unix = netguard::fence::unix_hooks();
+            if !unix {
+                tracing::warn!(
+                    "sandbox: this kernel has no cgroup unix socket hooks (Linux 6.7): the \
+                     sandbox cannot create unix sockets (socketpair still works)"
+                );
+            }
+            LocalRules {
+                unix,
+                abstract_names: !host_net,
+                loopback_listen: host_net,
+            }
+        } else {
+            LocalRules::default()
+        };
+        rw.plan.local_denials =
+            confine::seccomp::local_denials(opts.sandbox && !local.unix, opts.sandbox && host_net);
         let layout = confine::prepare::prepare(&mut rw, &effective, &own, id)?;
         for note in &layout.notes {
             tracing::debug!("container {id:?} layout: {note}");
@@ -349,32 +377,6 @@ impl Runtime {
             .iter()
             .map(|g| g.value.clone())
             .collect();
-        // A sandbox sees the host's files: its local sockets are the guard's to hold too.
-        let host_net = !rw
-            .spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.namespaces().as_ref())
-            .is_some_and(|ns| {
-                ns.iter()
-                    .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
-            });
-        let local = if opts.sandbox {
-            let unix = netguard::fence::unix_hooks();
-            if !unix {
-                tracing::warn!(
-                    "sandbox: this kernel has no cgroup unix socket hooks (Linux 6.7): unix \
-                     sockets outside /run and /var/run stay reachable from the sandbox"
-                );
-            }
-            LocalRules {
-                unix,
-                abstract_names: !host_net,
-                loopback_listen: host_net,
-            }
-        } else {
-            LocalRules::default()
-        };
         let extra = netguard::fence::Extra {
             unix: local.unix,
             bind: local.loopback_listen,

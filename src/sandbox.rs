@@ -9,7 +9,8 @@
 //! connected to, and `/run` holds the host's daemons (docker, containerd, D-Bus, systemd) and
 //! every runtime's state. So `/run`, `/var/run` and the runtime's own root are empty tmpfs
 //! inside, and the guard makes every unix connect and addressed unix send itself, to sockets
-//! on the sandbox's writable mounts only (`netguard::local`). Without network policies the
+//! on the sandbox's own filesystems only (`netguard::local`); its mounts are private, so a
+//! filesystem the host mounts later does not appear inside. Without network policies the
 //! sandbox has a network namespace of its own (loopback only: no host abstract socket, no
 //! listener on the host's networks); with them it shares the host's, where it may listen on
 //! loopback only and abstract sockets are refused.
@@ -198,6 +199,9 @@ pub fn sandbox_spec(
         .namespaces(namespaces)
         .masked_paths(base_linux.masked_paths().clone().unwrap_or_default())
         .readonly_paths(base_linux.readonly_paths().clone().unwrap_or_default())
+        // Not slave: a mount the host makes later (a USB stick, an engine's overlay) would
+        // appear inside with its own flags, writable.
+        .rootfs_propagation("private")
         .build()
         .expect("linux");
     spec.set_linux(Some(linux));

@@ -90,6 +90,7 @@ fn compile_filters(
 ) -> Result<(), PrepareError> {
     let cache = bpf_cache(own);
     let mut profiles = vec![seccomp::always_denied()];
+    profiles.extend(plan.local_denials.clone());
     plan.seccomp_compiled = false;
     if let Some(p) = plan.seccomp.as_ref().filter(|p| super::bpf::compilable(p)) {
         profiles.push(p.clone());

@@ -526,6 +526,54 @@ pub fn always_denied() -> LinuxSeccomp {
         .expect("profile fields set")
 }
 
+/// What `sandbox` refuses beyond `always_denied`, as a filter of its own (default allow).
+/// `no_named_unix`: the kernel cannot hand unix connects to the guard (no cgroup unix hooks),
+/// so unix sockets are not created at all (`socketpair` still works: it names nothing).
+/// `no_reuseport`: the sandbox shares the host's network namespace, where `SO_REUSEPORT` would
+/// let it take a share of a host service's port.
+pub fn local_denials(no_named_unix: bool, no_reuseport: bool) -> Option<LinuxSeccomp> {
+    let errno = LinuxSeccompAction::ScmpActErrno;
+    let mut syscalls = Vec::new();
+    if no_named_unix {
+        syscalls.push(masked(
+            &["socket"],
+            0,
+            0xffff_ffff,
+            libc::AF_UNIX as u64,
+            errno,
+            Some(libc::EACCES as u32),
+        ));
+    }
+    if no_reuseport {
+        let mut r = rule(&["setsockopt"], errno, Some(libc::EPERM as u32));
+        let eq = |index: usize, value: i32| {
+            LinuxSeccompArgBuilder::default()
+                .index(index)
+                .value(value as u64)
+                .value_two(0xffff_ffff_u64)
+                .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
+                .build()
+                .expect("arg fields set")
+        };
+        r.set_args(Some(vec![
+            eq(1, libc::SOL_SOCKET),
+            eq(2, libc::SO_REUSEPORT),
+        ]));
+        syscalls.push(r);
+    }
+    if syscalls.is_empty() {
+        return None;
+    }
+    Some(
+        LinuxSeccompBuilder::default()
+            .default_action(LinuxSeccompAction::ScmpActAllow)
+            .architectures(architectures())
+            .syscalls(syscalls)
+            .build()
+            .expect("profile fields set"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

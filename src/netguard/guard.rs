@@ -628,6 +628,10 @@ fn unix_call(
         Ok(r) => r,
         Err(e) => return notif::respond(listener, id, Reply::Error(e)),
     };
+    // Opened before the validity check: it names this thread, not a later owner of its id.
+    let Ok(proc) = std::fs::File::open(format!("/proc/{tid}")) else {
+        return notif::respond(listener, id, Reply::Error(Errno::ESRCH));
+    };
     if !notif::valid(listener, id) {
         return;
     }
@@ -671,7 +675,7 @@ fn unix_call(
         pidfd: Arc::new(pidfd),
         syscall: syscall_name(nr),
     };
-    ctx.unix(tid, sock, request);
+    ctx.unix(tid, &proc, sock, request);
 }
 
 /// `listen`: where only loopback may listen, the guard listens on its copy of the socket (so
@@ -695,6 +699,19 @@ fn listen(shared: &Shared, listener: &Arc<OwnedFd>, id: u64, tid: i32, args: &[u
         return notif::respond(listener, id, Reply::Error(Errno::ENOTSOCK));
     };
     let inet = matches!(domain, libc::AF_INET | libc::AF_INET6);
+    let abstract_name = domain == libc::AF_UNIX
+        && !shared.local.abstract_names
+        && local_address(&sock).is_some_and(|a| local::is_abstract(&a));
+    if abstract_name {
+        return refuse(
+            shared,
+            listener,
+            id,
+            tid,
+            "listening on an abstract unix name (the host's processes can connect to it)",
+            serde_json::json!({"syscall": "listen", "family": domain}),
+        );
+    }
     if inet && !local_address(&sock).is_some_and(|a| local::loopback_bound(&a)) {
         return refuse(
             shared,
@@ -784,7 +801,7 @@ impl CallCtx {
     }
 
     /// An addressed unix call (see `unix_call`), made by the guard on the file it judged.
-    fn unix(self, tid: i32, sock: OwnedFd, request: Request) {
+    fn unix(self, tid: i32, proc: &std::fs::File, sock: OwnedFd, request: Request) {
         let fl = calls::file_flags(&sock);
         let blocking = fl.is_some_and(|fl| calls::may_block(fl, request.flags()));
         let mem = Mem(Pid::from_raw(tid));
@@ -802,7 +819,7 @@ impl CallCtx {
             ),
             Request::SendMmsg { .. } => return self.respond(Reply::Error(Errno::EACCES)),
         };
-        let target = match local::judge(&self.shared.local, tid, &addr) {
+        let target = match local::judge(&self.shared.local, proc, &addr) {
             Ok(t) => t,
             Err(r) => {
                 if let Some(why) = &r.why {
@@ -813,10 +830,11 @@ impl CallCtx {
         };
         let to = target.sockaddr();
         let Some((buf, len, iov, flags)) = payload else {
-            let started = match fl {
-                Some(fl) if blocking => calls::connect_nowait(&sock, &to, fl),
-                _ => calls::connect(&sock, &to).map(Some),
+            // Never a blocking connect in the guard, whatever the caller's flags say by now.
+            let Some(fl) = fl else {
+                return self.respond(Reply::Error(Errno::EBADF));
             };
+            let started = calls::connect_nowait(&sock, &to, fl);
             drop(target);
             // A unix connect is over at once (EAGAIN: the listener's backlog is full).
             return self.respond(match started {
@@ -841,7 +859,7 @@ impl CallCtx {
         let fl = calls::file_flags(&sock);
         let blocking = fl.is_some_and(|fl| calls::may_block(fl, request.flags()));
         match request {
-            Request::Connect(addr) => self.connect(sock, addr, blocking.then_some(fl).flatten()),
+            Request::Connect(addr) => self.connect(sock, addr, fl, blocking),
             Request::SendTo {
                 buf,
                 len,
@@ -886,14 +904,20 @@ impl CallCtx {
 
     /// A connect, decided; on a blocking socket started without blocking, and finished on the
     /// waiter when the handshake is not over at once (loopback and refusals usually are).
-    fn connect(self, sock: OwnedFd, addr: Vec<u8>, blocking_flags: Option<i32>) {
+    fn connect(self, sock: OwnedFd, addr: Vec<u8>, fl: Option<i32>, blocking: bool) {
         let by = match self.allowed(&addr) {
             Ok(by) => by,
             Err(e) => return self.respond(Reply::Error(e)),
         };
-        let started = match blocking_flags {
+        // Never a blocking connect in the guard: the caller may clear O_NONBLOCK after the
+        // guard read the flags.
+        let started = match fl {
             Some(fl) => calls::connect_nowait(&sock, &addr, fl),
-            None => calls::connect(&sock, &addr).map(Some),
+            None => Err(Errno::EBADF),
+        };
+        let started = match started {
+            Ok(None) if !blocking => Err(Errno::EINPROGRESS),
+            r => r,
         };
         if matches!(started, Ok(_) | Err(Errno::EINPROGRESS)) {
             if let Some(by) = &by {
@@ -986,7 +1010,7 @@ impl CallCtx {
         let mut sent = 0usize;
         let mut bytes = 0usize;
         let op: Op = Box::new(move |s| {
-            let f = flags | if blocking { libc::MSG_DONTWAIT } else { 0 };
+            let f = flags | libc::MSG_DONTWAIT;
             while next < allowed.len() && bytes < calls::MAX_DATA {
                 let h = &allowed[next];
                 let r = calls::read_iov(&mem, h.iov, h.iovlen, calls::MAX_DATA - bytes)
@@ -1102,8 +1126,9 @@ fn send_op(
                 }
             }
         }
-        let dontwait = if blocking { libc::MSG_DONTWAIT } else { 0 };
-        match send(s, f | dontwait) {
+        // Always: a caller that clears O_NONBLOCK after the guard read it must not make the
+        // guard wait; a non-blocking caller gets EAGAIN either way.
+        match send(s, f | libc::MSG_DONTWAIT) {
             Err(Errno::EINPROGRESS) if blocking && f & libc::MSG_FASTOPEN != 0 => {
                 connecting = true;
                 Err(Errno::EAGAIN)

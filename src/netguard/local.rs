@@ -9,12 +9,14 @@
 //!
 //! So the kernel fence lets only the guard make unix connects and addressed unix sends
 //! (cgroup unix hooks, Linux 6.7), and the guard makes them itself: it opens the path in the
-//! caller's root and working directory, judges the file it opened (a socket on a writable
-//! mount of the sandbox, writable by the caller), and connects to that very file through
-//! `/proc/self/fd/N`. Abstract names are connected by the guard where the sandbox has its own
-//! network namespace and refused where it shares the host's. `listen` is made by the guard on
-//! its copy of the socket, for unix sockets and inet sockets bound to a loopback address; the
-//! fence refuses binds to other addresses with a port.
+//! caller's root and working directory, judges the file it opened (a socket on a filesystem
+//! of the sandbox's own, not one the host has mounted, and writable by the caller), and
+//! connects to that very file through `/proc/self/fd/N`. Abstract names are connected by the
+//! guard where the sandbox has its own network namespace and refused where it shares the
+//! host's. `listen` is made by the guard on its copy of the socket, for unix sockets with a
+//! path and inet sockets bound to a loopback address; the fence refuses binds to other
+//! addresses with a port. Every later read about the caller goes through its `/proc/TID`
+//! directory, opened before the notification was checked valid.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -83,8 +85,10 @@ pub fn unix_sockaddr(path: &[u8]) -> Vec<u8> {
     a
 }
 
-/// Decide a unix address the caller (thread `tid`) passed, from the guard's copy `addr`.
-pub fn judge(rules: &LocalRules, tid: i32, addr: &[u8]) -> Result<Target, Refused> {
+/// Decide a unix address the caller passed, from the guard's copy `addr`. `proc` is the
+/// caller thread's `/proc/TID` directory, opened before the notification was checked valid:
+/// every later read goes through it, so a thread id reused meanwhile names nothing.
+pub fn judge(rules: &LocalRules, proc: &std::fs::File, addr: &[u8]) -> Result<Target, Refused> {
     if addr.len() < 2 || u16::from_ne_bytes([addr[0], addr[1]]) != libc::AF_UNIX as u16 {
         return Err(failed(Errno::EINVAL));
     }
@@ -103,22 +107,53 @@ pub fn judge(rules: &LocalRules, tid: i32, addr: &[u8]) -> Result<Target, Refuse
     }
     let end = path.iter().position(|b| *b == 0).unwrap_or(path.len());
     let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&path[..end]);
-    let file = open_in(tid, Path::new(name)).map_err(failed)?;
-    check_file(&file, tid)?;
+    let file = open_in(proc, Path::new(name)).map_err(failed)?;
+    check_file(&file, proc)?;
     Ok(Target::File(file))
 }
 
-/// Open `path` as thread `tid` would name it: relative to its working directory, inside its
+/// Open an entry of a `/proc/TID` directory.
+fn proc_entry(
+    proc: &std::fs::File,
+    name: &str,
+    flags: nix::fcntl::OFlag,
+) -> Result<OwnedFd, Errno> {
+    let fd = nix::fcntl::openat(
+        Some(proc.as_raw_fd()),
+        name,
+        flags | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    // SAFETY: openat returned a new descriptor that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+fn proc_text(proc: &std::fs::File, name: &str) -> Result<String, Errno> {
+    use std::io::Read;
+    let fd = proc_entry(proc, name, nix::fcntl::OFlag::O_RDONLY)?;
+    let mut text = String::new();
+    std::fs::File::from(fd)
+        .read_to_string(&mut text)
+        .map_err(|_| Errno::ESRCH)?;
+    Ok(text)
+}
+
+/// Open `path` as the thread would name it: relative to its working directory, inside its
 /// root, every link followed without leaving that root.
-fn open_in(tid: i32, path: &Path) -> Result<OwnedFd, Errno> {
-    let proc = PathBuf::from(format!("/proc/{tid}"));
+fn open_in(proc: &std::fs::File, path: &Path) -> Result<OwnedFd, Errno> {
     let full = if path.is_absolute() {
         path.to_path_buf()
     } else {
-        let cwd = std::fs::read_link(proc.join("cwd")).map_err(|_| Errno::ESRCH)?;
-        cwd.join(path)
+        let cwd =
+            nix::fcntl::readlinkat(Some(proc.as_raw_fd()), "cwd").map_err(|_| Errno::ESRCH)?;
+        PathBuf::from(cwd).join(path)
     };
-    let root = std::fs::File::open(proc.join("root")).map_err(|_| Errno::ESRCH)?;
+    let root = proc_entry(
+        proc,
+        "root",
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY,
+    )
+    .map_err(|_| Errno::ESRCH)?;
     let root = pathrs::Root::from_fd(root);
     let handle = root.resolve(&full).map_err(|e| match e.kind() {
         pathrs::error::ErrorKind::OsError(Some(n)) => Errno::from_raw(n),
@@ -130,27 +165,53 @@ fn open_in(tid: i32, path: &Path) -> Result<OwnedFd, Errno> {
         .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EBADF)))
 }
 
-/// The file must be a socket (else the kernel's answer), on a mount the sandbox may write
-/// (its own `/tmp`, working directory and `read_write` paths, not the host's read-only tree),
-/// and writable by the caller's credentials (the guard itself is root).
-fn check_file(file: &OwnedFd, tid: i32) -> Result<(), Refused> {
+/// The file must be a socket (else the kernel's answer), on a filesystem of the sandbox's
+/// own (see `private_filesystem`), and writable by the caller's credentials (the guard
+/// itself is root).
+fn check_file(file: &OwnedFd, proc: &std::fs::File) -> Result<(), Refused> {
     let st = nix::sys::stat::fstat(file.as_raw_fd()).map_err(failed)?;
     if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
         return Err(failed(Errno::ECONNREFUSED));
     }
-    let ro = nix::sys::statvfs::fstatvfs(file.as_fd())
-        .map(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
-        .unwrap_or(true);
-    if ro {
+    if !private_filesystem(proc, st.st_dev).map_err(failed)? {
         return Err(refused(
-            "a unix socket outside the sandbox's writable paths",
+            "a unix socket on a filesystem the sandbox shares with the host",
         ));
     }
-    let creds = Creds::of(tid).ok_or_else(|| failed(Errno::ESRCH))?;
+    let creds = proc_text(proc, "status")
+        .ok()
+        .and_then(|t| Creds::parse(&t))
+        .ok_or_else(|| failed(Errno::ESRCH))?;
     if !creds.may_write(st.st_uid, st.st_gid, st.st_mode) {
         return Err(failed(Errno::EACCES));
     }
     Ok(())
+}
+
+/// Whether device `dev` is a filesystem mounted in the caller's mount namespace and in none
+/// of the guard's (the host's): the sandbox's fresh tmpfs. Any filesystem the host has mounted
+/// (its root, a working directory or `read_write` path bound in, a mount that appears later)
+/// may hold a host daemon's socket, whatever its permissions say; and a device number the
+/// caller's table does not list (btrfs subvolumes report their own) is refused too.
+///
+/// The caller's table is read first: a host mount that propagates in is in the host's table
+/// before it is in the caller's, so it cannot slip between the two reads.
+fn private_filesystem(proc: &std::fs::File, dev: u64) -> Result<bool, Errno> {
+    let theirs = proc_text(proc, "mountinfo")?;
+    if !mount_devices(&theirs).any(|d| d == dev) {
+        return Ok(false);
+    }
+    let ours = std::fs::read_to_string("/proc/self/mountinfo").map_err(|_| Errno::EIO)?;
+    let shared = mount_devices(&ours).any(|d| d == dev);
+    Ok(!shared)
+}
+
+/// The device numbers (`major:minor`, third field) of a mountinfo table.
+fn mount_devices(table: &str) -> impl Iterator<Item = u64> + '_ {
+    table.lines().filter_map(|line| {
+        let (major, minor) = line.split(' ').nth(2)?.split_once(':')?;
+        Some(libc::makedev(major.parse().ok()?, minor.parse().ok()?))
+    })
 }
 
 /// capabilities(7): bypass file write, read and execute permission checks.
@@ -165,8 +226,7 @@ struct Creds {
 }
 
 impl Creds {
-    fn of(tid: i32) -> Option<Creds> {
-        let text = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    fn parse(text: &str) -> Option<Creds> {
         let field = |name: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(name))
@@ -200,6 +260,12 @@ impl Creds {
         };
         mode & bit != 0
     }
+}
+
+/// Whether a unix address (a `getsockname` result) is an abstract name, autobound ones
+/// included.
+pub fn is_abstract(addr: &[u8]) -> bool {
+    addr.len() > 2 && addr[2] == 0
 }
 
 /// Whether a bound inet address (a `getsockname` result) is a loopback one.
@@ -324,5 +390,36 @@ mod tests {
             !c.may_write(1000, 1000, 0o466),
             "owner bits decide for the owner"
         );
+    }
+
+    #[test]
+    fn status_gives_filesystem_ids_groups_and_dac_override() {
+        let status = "Name:\tsh\nUid:\t0\t0\t0\t1000\nGid:\t5\t5\t5\t1001\n\
+                      Groups:\t20 30 \nCapEff:\t0000000000000002\n";
+        let c = Creds::parse(status).unwrap();
+        assert_eq!(
+            (c.fsuid, c.fsgid, c.groups.clone()),
+            (1000, 1001, vec![20, 30])
+        );
+        assert!(c.dac_override);
+        assert!(
+            Creds::parse("Uid:\t0\n").is_none(),
+            "a partial status decides nothing"
+        );
+    }
+
+    #[test]
+    fn mount_devices_are_read_from_the_third_field() {
+        let table = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n\
+                     90 22 0:52 / /tmp rw - tmpfs tmpfs rw\nbroken line\n";
+        let devs: Vec<u64> = mount_devices(table).collect();
+        assert_eq!(devs, vec![libc::makedev(8, 1), libc::makedev(0, 52)]);
+    }
+
+    #[test]
+    fn abstract_names_are_told_from_paths() {
+        assert!(is_abstract(&[1, 0, 0, b'x']));
+        assert!(!is_abstract(&[1, 0, b'/', b'x', 0]));
+        assert!(!is_abstract(&[1, 0]));
     }
 }
