@@ -1,0 +1,442 @@
+//! HTTP/1.1 message framing for the layer-7 proxy: read one head, learn where the body ends,
+//! copy exactly that body.
+//!
+//! Threat: request smuggling. The proxy decides on the requests it sees; the upstream must see
+//! the same ones. So framing is strict: a message with both `Content-Length` and
+//! `Transfer-Encoding`, several lengths, a coding other than `chunked`, or a malformed chunk
+//! line is refused, never guessed at.
+
+use std::io::{Read, Write};
+
+/// Largest request or response head accepted.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Most header fields in one head.
+pub const MAX_HEADERS: usize = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("head larger than {MAX_HEAD} bytes")]
+    TooLarge,
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+fn malformed(why: impl Into<String>) -> HttpError {
+    HttpError::Malformed(why.into())
+}
+
+/// A byte stream with a read buffer; writes go straight to the stream.
+pub struct Conn<S> {
+    pub stream: S,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl<S: Read + Write> Conn<S> {
+    pub fn new(stream: S) -> Conn<S> {
+        Conn {
+            stream,
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
+
+    fn buffered(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Read more into the buffer; 0 at end of stream.
+    fn fill(&mut self) -> std::io::Result<usize> {
+        if self.pos > 0 && self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        let n = self.stream.read(&mut chunk)?;
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n)
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.pos += n;
+    }
+
+    /// The next head (through the blank line), or `None` at a clean end of stream.
+    pub fn read_head(&mut self) -> Result<Option<Vec<u8>>, HttpError> {
+        loop {
+            if let Some(end) = find(self.buffered(), b"\r\n\r\n") {
+                let head = self.buffered()[..end + 4].to_vec();
+                self.consume(end + 4);
+                return Ok(Some(head));
+            }
+            if self.buffered().len() > MAX_HEAD {
+                return Err(HttpError::TooLarge);
+            }
+            if self.fill()? == 0 {
+                return if self.buffered().is_empty() {
+                    Ok(None)
+                } else {
+                    Err(malformed("the stream ended inside a head"))
+                };
+            }
+        }
+    }
+
+    /// One line ending in CRLF, without it (chunk sizes, trailers).
+    fn read_line(&mut self) -> Result<Vec<u8>, HttpError> {
+        loop {
+            if let Some(end) = find(self.buffered(), b"\r\n") {
+                let line = self.buffered()[..end].to_vec();
+                self.consume(end + 2);
+                return Ok(line);
+            }
+            if self.buffered().len() > 4096 {
+                return Err(malformed("line too long"));
+            }
+            if self.fill()? == 0 {
+                return Err(malformed("the stream ended inside a line"));
+            }
+        }
+    }
+
+    /// Copy `n` bytes to `out` (or drop them when `out` is `None`).
+    fn copy_n(&mut self, mut n: u64, out: &mut Option<&mut dyn Write>) -> Result<(), HttpError> {
+        while n > 0 {
+            if self.buffered().is_empty() && self.fill()? == 0 {
+                return Err(malformed("the stream ended inside a body"));
+            }
+            let take = (self.buffered().len() as u64).min(n) as usize;
+            if let Some(o) = out.as_mut() {
+                o.write_all(&self.buffered()[..take])?;
+            }
+            self.consume(take);
+            n -= take as u64;
+        }
+        Ok(())
+    }
+
+    /// Copy everything to the end of the stream.
+    fn copy_to_end(&mut self, out: &mut dyn Write) -> Result<(), HttpError> {
+        loop {
+            if !self.buffered().is_empty() {
+                out.write_all(self.buffered())?;
+                let n = self.buffered().len();
+                self.consume(n);
+            }
+            if self.fill()? == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Copy a body framed as `body` to `out` (or drop it).
+    pub fn copy_body(
+        &mut self,
+        body: Body,
+        mut out: Option<&mut dyn Write>,
+    ) -> Result<(), HttpError> {
+        match body {
+            Body::None => Ok(()),
+            Body::Length(n) => self.copy_n(n, &mut out),
+            Body::ToEnd => match out {
+                Some(o) => self.copy_to_end(o),
+                None => Err(malformed("a body to the end of the stream")),
+            },
+            Body::Chunked => loop {
+                let line = self.read_line()?;
+                let size = chunk_size(&line)?;
+                if let Some(o) = out.as_mut() {
+                    o.write_all(&line)?;
+                    o.write_all(b"\r\n")?;
+                }
+                if size == 0 {
+                    // Trailers, through the blank line.
+                    loop {
+                        let t = self.read_line()?;
+                        if let Some(o) = out.as_mut() {
+                            o.write_all(&t)?;
+                            o.write_all(b"\r\n")?;
+                        }
+                        if t.is_empty() {
+                            return Ok(());
+                        }
+                    }
+                }
+                self.copy_n(size + 2, &mut out)?;
+            },
+        }
+    }
+
+    /// What is buffered and not yet consumed (handed on when the connection becomes a tunnel).
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        let rest = self.buffered().to_vec();
+        self.buf.clear();
+        self.pos = 0;
+        rest
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn chunk_size(line: &[u8]) -> Result<u64, HttpError> {
+    let text = std::str::from_utf8(line).map_err(|_| malformed("chunk line"))?;
+    let hex = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim_end_matches([' ', '\t']);
+    if hex.is_empty() || hex.len() > 15 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(malformed(format!("chunk size {hex:?}")));
+    }
+    u64::from_str_radix(hex, 16).map_err(|_| malformed("chunk size"))
+}
+
+/// How a message's body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    None,
+    Length(u64),
+    Chunked,
+    /// A response delimited by the end of the connection.
+    ToEnd,
+}
+
+/// A parsed request head.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub target: String,
+    pub minor: u8,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Body,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// Whether a header lists `token` (comma-separated, case-insensitive).
+    pub fn lists(&self, name: &str, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .flat_map(|(_, v)| v.split(|b| *b == b','))
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    }
+
+    /// The connection stays open after this exchange (HTTP/1.1 default).
+    pub fn keep_alive(&self) -> bool {
+        if self.lists("connection", "close") {
+            return false;
+        }
+        self.minor >= 1 || self.lists("connection", "keep-alive")
+    }
+}
+
+fn framing(headers: &[(String, Vec<u8>)]) -> Result<Option<Body>, HttpError> {
+    let lengths: Vec<&[u8]> = headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| v.as_slice())
+        .collect();
+    let codings: Vec<&[u8]> = headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"))
+        .map(|(_, v)| v.as_slice())
+        .collect();
+    match (lengths.as_slice(), codings.as_slice()) {
+        ([], []) => Ok(None),
+        ([l], []) => {
+            let s = std::str::from_utf8(l).map_err(|_| malformed("content-length"))?;
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) || s.len() > 18 {
+                return Err(malformed(format!("content-length {s:?}")));
+            }
+            Ok(Some(Body::Length(
+                s.parse().map_err(|_| malformed("content-length"))?,
+            )))
+        }
+        ([], [c]) if c.trim_ascii().eq_ignore_ascii_case(b"chunked") => Ok(Some(Body::Chunked)),
+        ([], _) => Err(malformed("a transfer coding other than chunked")),
+        (_, []) => Err(malformed("several content-length fields")),
+        _ => Err(malformed("both content-length and transfer-encoding")),
+    }
+}
+
+fn collect(raw: &[httparse::Header]) -> Result<Vec<(String, Vec<u8>)>, HttpError> {
+    raw.iter()
+        .map(|h| {
+            if h.value
+                .iter()
+                .any(|b| *b == b'\r' || *b == b'\n' || *b == 0)
+            {
+                return Err(malformed(format!("header {}", h.name)));
+            }
+            Ok((h.name.to_string(), h.value.to_vec()))
+        })
+        .collect()
+}
+
+pub fn parse_request(head: &[u8]) -> Result<Request, HttpError> {
+    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut raw);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(malformed("partial head")),
+        Err(e) => return Err(malformed(e.to_string())),
+    }
+    let headers = collect(req.headers)?;
+    let body = framing(&headers)?.unwrap_or(Body::None);
+    Ok(Request {
+        method: req.method.unwrap_or_default().to_string(),
+        target: req.path.unwrap_or_default().to_string(),
+        minor: req.version.unwrap_or(1),
+        headers,
+        body,
+    })
+}
+
+/// A parsed response head: status and body framing (`head_request`: the request was HEAD).
+#[derive(Debug, Clone, Copy)]
+pub struct Response {
+    pub status: u16,
+    pub body: Body,
+    pub close: bool,
+}
+
+pub fn parse_response(head: &[u8], head_request: bool) -> Result<Response, HttpError> {
+    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut raw);
+    match resp.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(malformed("partial head")),
+        Err(e) => return Err(malformed(e.to_string())),
+    }
+    let status = resp.code.unwrap_or(0);
+    let headers = collect(resp.headers)?;
+    let close = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("connection")
+            && v.split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+    }) || resp.version == Some(0);
+    let no_body = head_request || (100..200).contains(&status) || status == 204 || status == 304;
+    let body = if no_body {
+        Body::None
+    } else {
+        framing(&headers)?.unwrap_or(Body::ToEnd)
+    };
+    Ok(Response {
+        status,
+        body,
+        close: close || body == Body::ToEnd,
+    })
+}
+
+/// A complete response the proxy itself gives (403 with a JSON body).
+pub fn reply(status: u16, reason: &str, json: &serde_json::Value, close: bool) -> Vec<u8> {
+    let body = format!("{json}\n");
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    if close {
+        out.push_str("connection: close\r\n");
+    }
+    out.push_str("\r\n");
+    out.push_str(&body);
+    out.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Pipe(std::io::Cursor<Vec<u8>>);
+    impl Read for Pipe {
+        fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+            self.0.read(b)
+        }
+    }
+    impl Write for Pipe {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn conn(bytes: &str) -> Conn<Pipe> {
+        Conn::new(Pipe(std::io::Cursor::new(bytes.as_bytes().to_vec())))
+    }
+
+    #[test]
+    fn keep_alive_requests_are_read_one_by_one_with_their_bodies() {
+        let mut c = conn(
+            "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc\
+             POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+             3;ext=1\r\nxyz\r\n0\r\nT: 1\r\n\r\n\
+             GET /c HTTP/1.1\r\nHost: x\r\n\r\n",
+        );
+        let mut seen = Vec::new();
+        while let Some(head) = c.read_head().unwrap() {
+            let r = parse_request(&head).unwrap();
+            let mut body = Vec::new();
+            c.copy_body(r.body, Some(&mut body)).unwrap();
+            seen.push((r.target, String::from_utf8(body).unwrap()));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                ("/a".to_string(), "abc".to_string()),
+                (
+                    "/b".to_string(),
+                    "3;ext=1\r\nxyz\r\n0\r\nT: 1\r\n\r\n".to_string()
+                ),
+                ("/c".to_string(), String::new()),
+            ]
+        );
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        for head in [
+            "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+            "GET / HTTP/1.1\r\n folded\r\n\r\n",
+        ] {
+            assert!(parse_request(head.as_bytes()).is_err(), "{head:?}");
+        }
+        let mut c = conn("zz\r\n");
+        assert!(c.copy_body(Body::Chunked, None).is_err());
+    }
+
+    #[test]
+    fn response_bodies_follow_status_and_method() {
+        let ok = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false).unwrap();
+        assert_eq!(ok.body, Body::Length(5));
+        let head = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).unwrap();
+        assert_eq!(head.body, Body::None);
+        let none = parse_response(b"HTTP/1.1 304 Not Modified\r\n\r\n", false).unwrap();
+        assert_eq!(none.body, Body::None);
+        let eof = parse_response(b"HTTP/1.1 200 OK\r\n\r\n", false).unwrap();
+        assert_eq!(eof.body, Body::ToEnd);
+        assert!(eof.close);
+    }
+
+    #[test]
+    fn heads_are_bounded() {
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(MAX_HEAD + 10));
+        assert!(matches!(conn(&big).read_head(), Err(HttpError::TooLarge)));
+    }
+}
