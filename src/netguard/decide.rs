@@ -24,6 +24,8 @@ pub enum Decision {
     Allow {
         policy: String,
         endpoint: String,
+        /// Which of the policy's endpoints allowed it.
+        index: usize,
         /// The endpoint is in `enforcement: audit`; `would_deny` says what enforce would do.
         audit: bool,
         would_deny: Option<String>,
@@ -155,6 +157,7 @@ pub fn decide(
                 return Decision::Allow {
                     policy: key.clone(),
                     endpoint,
+                    index: i,
                     audit,
                     would_deny: None,
                 };
@@ -164,6 +167,7 @@ pub fn decide(
                 audit_pass = Some(Decision::Allow {
                     policy: key.clone(),
                     endpoint,
+                    index: i,
                     audit: true,
                     would_deny: Some(why.clone()),
                 });
@@ -208,6 +212,7 @@ mod tests {
                             binaries: vec![Binary {
                                 path: "/usr/bin/node".into(),
                             }],
+                            credentials: None,
                         },
                         from: "test".into(),
                         replaced: vec![],

@@ -34,6 +34,7 @@ use super::conns::Connections;
 use super::decide::{self, Attempt, Decision};
 use super::fence::Fence;
 use super::identity::{self, Baseline, Binaries, Caller};
+use super::l7;
 use super::local::{self, local_address, LocalRules};
 use super::notif::{self, Reply};
 use super::resolver::{self, Answers};
@@ -42,6 +43,7 @@ use super::waiter::{Pending, Waiter};
 use crate::audit::{self, Throttle};
 use crate::helper::{self, HelperService};
 use crate::policy::merge::{Effective, EffectiveNetwork};
+use crate::policy::model::Endpoint;
 
 const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
 const X32_BIT: i64 = 0x4000_0000;
@@ -87,6 +89,10 @@ pub struct Shared {
     last_refresh: Mutex<Instant>,
     listeners: AtomicUsize,
     waiter: OnceLock<Waiter>,
+    /// The layer-7 proxy, started at the first connect that needs it.
+    l7: OnceLock<Result<Arc<l7::Proxy>, String>>,
+    /// PEM files of roots the proxy trusts upstream besides the host's.
+    l7_roots: Vec<PathBuf>,
 }
 
 impl Shared {
@@ -224,6 +230,8 @@ pub struct GuardConfigBase {
     pub fence: Option<Fence>,
     /// Local socket rules (`sandbox`).
     pub local: LocalRules,
+    /// Roots the layer-7 proxy trusts upstream besides the host's (node configuration).
+    pub l7_roots: Vec<PathBuf>,
 }
 
 impl GuardConfigBase {
@@ -267,6 +275,8 @@ impl Guard {
             last_refresh: Mutex::new(Instant::now() - REFRESH_EVERY),
             listeners: AtomicUsize::new(0),
             waiter: OnceLock::new(),
+            l7: OnceLock::new(),
+            l7_roots: c.base.l7_roots,
         };
         Guard {
             shared: Some(Arc::new(shared)),
@@ -765,6 +775,40 @@ fn forget_for_good(shared: &Shared, tid: i32) {
     shared.captures.forget(&keys, true);
 }
 
+/// The source port of the caller's socket, binding it to the wildcard address and an
+/// ephemeral port first if it has none (as `connect` would).
+fn source_port(sock: &OwnedFd, v6: bool) -> Result<u16, Errno> {
+    let port = |a: &[u8]| match sockaddr::parse(a) {
+        Target::Inet(d) => d.port(),
+        _ => 0,
+    };
+    let bound = local_address(sock).map(|a| port(&a)).unwrap_or(0);
+    if bound != 0 {
+        return Ok(bound);
+    }
+    let any = if v6 {
+        SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0)
+    } else {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
+    };
+    let a = sockaddr::encode(&any);
+    // SAFETY: `a` is a valid sockaddr of its length; the descriptor is ours.
+    let r = unsafe {
+        libc::bind(
+            sock.as_raw_fd(),
+            a.as_ptr() as *const libc::sockaddr,
+            a.len() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(Errno::last());
+    }
+    match local_address(sock).map(|a| port(&a)) {
+        Some(p) if p != 0 => Ok(p),
+        _ => Err(Errno::EADDRNOTAVAIL),
+    }
+}
+
 fn domain_of(sock: &OwnedFd) -> Option<i32> {
     let mut d: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -905,9 +949,16 @@ impl CallCtx {
     /// A connect, decided; on a blocking socket started without blocking, and finished on the
     /// waiter when the handshake is not over at once (loopback and refusals usually are).
     fn connect(self, sock: OwnedFd, addr: Vec<u8>, fl: Option<i32>, blocking: bool) {
-        let by = match self.allowed(&addr) {
-            Ok(by) => by,
+        let (by, flow) = match self.allowed(&addr) {
+            Ok(a) => a,
             Err(e) => return self.respond(Reply::Error(e)),
+        };
+        let addr = match flow {
+            None => addr,
+            Some(flow) => match self.splice(&sock, flow) {
+                Ok(a) => a,
+                Err(e) => return self.respond(Reply::Error(e)),
+            },
         };
         // Never a blocking connect in the guard: the caller may clear O_NONBLOCK after the
         // guard read the flags.
@@ -1051,31 +1102,119 @@ impl CallCtx {
     /// Decide the destination `addr` of a connect: `Ok(policy that allowed it)`, `Ok(None)`
     /// when there is no destination to judge (`AF_UNSPEC` dissolves an association),
     /// `Err(EACCES)` when refused (with an audit event).
-    fn allowed(&self, addr: &[u8]) -> Result<Option<String>, Errno> {
-        match sockaddr::parse(addr) {
-            Target::Unspec => Ok(None),
-            _ => self.allowed_send(addr),
+    /// Decide a connect: the policy that allowed it and, for an endpoint with HTTP rules,
+    /// what the layer-7 proxy needs.
+    fn allowed(&self, addr: &[u8]) -> Result<(Option<String>, Option<l7::Flow>), Errno> {
+        let dest = match sockaddr::parse(addr) {
+            Target::Unspec => return Ok((None, None)),
+            Target::Inet(d) => d,
+            Target::Invalid(e) => return Err(Errno::from_raw(e)),
+        };
+        let (policy, endpoint) = self.decided(dest)?;
+        let flow = match (&policy, endpoint) {
+            (Some(p), Some(ep)) if l7::inspected(&ep) => Some(self.flow(p, &ep, dest)?),
+            _ => None,
+        };
+        Ok((policy, flow))
+    }
+
+    fn flow(&self, policy: &str, ep: &Endpoint, dest: SocketAddr) -> Result<l7::Flow, Errno> {
+        let rules = l7::Rules::compile(&l7::endpoint_rules(ep)).map_err(|e| {
+            self.event("denied", policy, &e.to_string(), Some(dest), &[]);
+            Errno::EACCES
+        })?;
+        let names = if ep.host.parse::<IpAddr>().is_ok() {
+            vec![ep.host.clone()]
+        } else {
+            self.shared
+                .answers
+                .names_for(dest.ip())
+                .into_iter()
+                .filter(|n| super::decide::host_matches(&ep.host, n))
+                .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
+                .collect()
+        };
+        Ok(l7::Flow {
+            dest,
+            rules: Arc::new(rules),
+            tls_skip: ep.tls == Some(crate::policy::model::Tls::Skip),
+            websocket: ep.protocol == Some(crate::policy::model::Protocol::Websocket),
+            names,
+            policy: policy.to_string(),
+            by: format!("{policy} {}", ep.host),
+            pid: self.caller.pid,
+            exe: self.caller.exe_path(),
+        })
+    }
+
+    /// Point the caller's socket at the layer-7 proxy: bind it (if it is not) to learn its
+    /// source port, announce the flow under that port, and return the proxy's address.
+    fn splice(&self, sock: &OwnedFd, flow: l7::Flow) -> Result<Vec<u8>, Errno> {
+        let proxy = self
+            .shared
+            .l7
+            .get_or_init(|| {
+                l7::Proxy::start(
+                    self.shared.clone(),
+                    self.shared.resolver,
+                    &self.shared.l7_roots,
+                )
+                .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| {
+                tracing::error!("network guard of {}: {e}", self.shared.id);
+                Errno::EACCES
+            })?
+            .clone();
+        let v6 = domain_of(sock) == Some(libc::AF_INET6);
+        let port = source_port(sock, v6)?;
+        if !proxy.expect(port, flow) {
+            return Err(Errno::EAGAIN);
         }
+        let to = std::net::SocketAddr::V4(proxy.addr());
+        Ok(if v6 {
+            sockaddr::encode(&std::net::SocketAddr::new(
+                IpAddr::V6(proxy.addr().ip().to_ipv6_mapped()),
+                proxy.addr().port(),
+            ))
+        } else {
+            sockaddr::encode(&to)
+        })
     }
 
     /// Decide the destination of a send. `AF_UNSPEC` is refused: IPv4 UDP takes its address
-    /// and port as a destination.
+    /// and port as a destination. Endpoints with HTTP rules take connects only: a datagram
+    /// (QUIC) or a fast-open send would pass uninspected.
     fn allowed_send(&self, addr: &[u8]) -> Result<Option<String>, Errno> {
         let dest = match sockaddr::parse(addr) {
             Target::Inet(d) => d,
             Target::Unspec => return Err(Errno::EAFNOSUPPORT),
             Target::Invalid(e) => return Err(Errno::from_raw(e)),
         };
+        let (policy, endpoint) = self.decided(dest)?;
+        if endpoint.as_ref().is_some_and(l7::inspected) {
+            let why =
+                "an endpoint with HTTP rules takes TCP connects only (datagrams and fast-open \
+                       sends would pass uninspected)";
+            self.event("denied", "network_policies", why, Some(dest), &[]);
+            return Err(Errno::EACCES);
+        }
+        Ok(policy)
+    }
+
+    fn decided(&self, dest: SocketAddr) -> Result<(Option<String>, Option<Endpoint>), Errno> {
         match judge(&self.shared, &self.caller, dest) {
-            Verdict::Allow { policy } => Ok(policy),
+            Verdict::Allow { policy, endpoint } => Ok((policy, endpoint)),
             Verdict::AuditPass {
                 policy,
+                endpoint,
                 by,
                 why,
                 names,
             } => {
                 self.event("allowed (audit)", &by, &why, Some(dest), &names);
-                Ok(Some(policy))
+                Ok((Some(policy), Some(endpoint)))
             }
             Verdict::Deny { why, names } => {
                 self.event("denied", "network_policies", &why, Some(dest), &names);
@@ -1158,9 +1297,12 @@ fn sigpipe(pidfd: &OwnedFd, r: &Result<usize, Errno>, signal: bool) {
 enum Verdict {
     Allow {
         policy: Option<String>,
+        /// The endpoint that allowed it (none for the resolver).
+        endpoint: Option<Endpoint>,
     },
     AuditPass {
         policy: String,
+        endpoint: Endpoint,
         by: String,
         why: String,
         names: Vec<String>,
@@ -1174,7 +1316,10 @@ enum Verdict {
 fn judge(shared: &Shared, caller: &Caller, dest: SocketAddr) -> Verdict {
     if dest.port() == 53 {
         return if dest.ip() == IpAddr::V4(shared.resolver) {
-            Verdict::Allow { policy: None }
+            Verdict::Allow {
+                policy: None,
+                endpoint: None,
+            }
         } else {
             Verdict::Deny {
                 why: "DNS goes through the container's resolver only".into(),
@@ -1191,19 +1336,29 @@ fn judge(shared: &Shared, caller: &Caller, dest: SocketAddr) -> Verdict {
         gen = shared.refresh_binaries(looked_at);
         (d, refusal) = decide_with(shared, &gen, caller, dest, &names);
     }
+    let endpoint_of = |policy: &str, index: usize| {
+        gen.policies
+            .get(policy)
+            .and_then(|n| n.policy.endpoints.get(index))
+            .cloned()
+            .unwrap_or_default()
+    };
     match d {
         Decision::Allow {
             would_deny: Some(why),
             policy,
             endpoint,
+            index,
             ..
         } => Verdict::AuditPass {
             by: format!("{policy} {endpoint}"),
+            endpoint: endpoint_of(&policy, index),
             policy,
             why,
             names,
         },
-        Decision::Allow { policy, .. } => Verdict::Allow {
+        Decision::Allow { policy, index, .. } => Verdict::Allow {
+            endpoint: Some(endpoint_of(&policy, index)),
             policy: Some(policy),
         },
         Decision::Deny { reason } => {

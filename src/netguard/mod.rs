@@ -22,6 +22,7 @@ pub mod fence;
 pub mod filter;
 pub mod guard;
 pub mod identity;
+pub mod l7;
 pub mod local;
 pub mod notif;
 pub mod prepare;

@@ -41,9 +41,48 @@ pub fn parse(b: &[u8]) -> Target {
     }
 }
 
+/// The sockaddr bytes of an address (`sockaddr_in` or `sockaddr_in6`).
+pub fn encode(a: &SocketAddr) -> Vec<u8> {
+    match a {
+        SocketAddr::V4(v4) => {
+            let mut b = vec![0u8; 16];
+            b[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+            b[2..4].copy_from_slice(&v4.port().to_be_bytes());
+            b[4..8].copy_from_slice(&v4.ip().octets());
+            b
+        }
+        SocketAddr::V6(v6) => {
+            let mut b = vec![0u8; 28];
+            b[..2].copy_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+            b[2..4].copy_from_slice(&v6.port().to_be_bytes());
+            b[8..24].copy_from_slice(&v6.ip().octets());
+            b
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoded_addresses_parse_back() {
+        for a in [
+            "127.0.0.53:4000",
+            "[::ffff:127.0.0.53]:4000",
+            "[2001:db8::1]:443",
+        ] {
+            let a: SocketAddr = a.parse().unwrap();
+            let want = match a {
+                SocketAddr::V6(v6) => v6
+                    .ip()
+                    .to_ipv4_mapped()
+                    .map_or(a, |v4| SocketAddr::new(IpAddr::V4(v4), a.port())),
+                _ => a,
+            };
+            assert_eq!(parse(&encode(&a)), Target::Inet(want));
+        }
+    }
 
     fn v4(ip: [u8; 4], port: u16) -> Vec<u8> {
         let mut b = vec![0u8; 16];

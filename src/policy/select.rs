@@ -47,6 +47,10 @@ pub struct NodeConfig {
     /// Process identity for every container (overrides the baseline's).
     #[serde(default)]
     pub process: Option<ProcessPolicy>,
+    /// PEM files of roots the layer-7 proxy trusts upstream, besides the host's system roots
+    /// (a private registry's or a test CA).
+    #[serde(default)]
+    pub l7_upstream_roots: Vec<PathBuf>,
 }
 
 fn default_dirs() -> Vec<PathBuf> {
@@ -64,6 +68,7 @@ impl Default for NodeConfig {
             allow_policy_files: false,
             allow_audit_mode: false,
             process: None,
+            l7_upstream_roots: Vec::new(),
         }
     }
 }

@@ -1,0 +1,182 @@
+//! The container's own certificate authority: made at `create`, trusted inside the container,
+//! and used by the layer-7 proxy to mint a leaf certificate per server name.
+//!
+//! Threat: the CA's key signs for any name the container's programs trust. It lives in the
+//! runtime's state directory (0600, root), never in the container, and the CA is trusted by
+//! this container only.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("certificate: {0}")]
+    Cert(#[from] rcgen::Error),
+}
+
+const KEY_FILE: &str = "l7-ca.key";
+const CERT_FILE: &str = "l7-ca.pem";
+/// Leaves are minted again after this long (they are valid for twice as long).
+const LEAF_REFRESH: Duration = Duration::from_secs(24 * 3600);
+/// Names whose leaves are kept; a container naming more mints again.
+const MAX_LEAVES: usize = 256;
+
+/// The CA's fixed identity: what signs and verifies is the key; these fields only have to be
+/// the same in the CA certificate and in every leaf's issuer.
+fn ca_params(id: &str) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "nemosandbox");
+    dn.push(DnType::CommonName, format!("nemosandbox container CA {id}"));
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
+    move |source| CaError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Make container `id`'s CA in its state directory `own`; returns the certificate (PEM).
+pub fn create(own: &Path, id: &str) -> Result<String, CaError> {
+    let key = KeyPair::generate()?;
+    let mut params = ca_params(id);
+    let now = time_now();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(3650);
+    let cert = params.self_signed(&key)?;
+    let key_path = own.join(KEY_FILE);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&key_path)
+        .map_err(io(&key_path))?;
+    f.write_all(key.serialize_pem().as_bytes())
+        .map_err(io(&key_path))?;
+    let pem = cert.pem();
+    let cert_path = own.join(CERT_FILE);
+    std::fs::write(&cert_path, &pem).map_err(io(&cert_path))?;
+    Ok(pem)
+}
+
+fn time_now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
+/// A leaf certificate and its key, for rustls.
+pub struct Leaf {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+/// The CA as the proxy uses it.
+pub struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    leaves: Mutex<HashMap<String, (Instant, Arc<rustls::sign::CertifiedKey>)>>,
+}
+
+impl Ca {
+    pub fn load(own: &Path, id: &str) -> Result<Ca, CaError> {
+        let key_path = own.join(KEY_FILE);
+        let pem = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
+        let key = KeyPair::from_pem(&pem)?;
+        Ok(Ca {
+            issuer: Issuer::new(ca_params(id), key),
+            leaves: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// A new leaf for `name` (a DNS name or an IP literal).
+    pub fn mint(&self, name: &str) -> Result<Leaf, CaError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(vec![name.to_string()])?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, name.to_string());
+        let now = time_now();
+        params.not_before = now - time::Duration::hours(1);
+        params.not_after = now + time::Duration::days(2);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Leaf {
+            chain: vec![cert.der().clone()],
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        })
+    }
+
+    /// The leaf for `name`, from the cache while it is fresh.
+    pub fn leaf(&self, name: &str) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+        let name = name.to_ascii_lowercase();
+        let mut leaves = self.leaves.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((made, k)) = leaves.get(&name) {
+            if made.elapsed() < LEAF_REFRESH {
+                return Ok(k.clone());
+            }
+        }
+        let leaf = self.mint(&name).map_err(|e| e.to_string())?;
+        let provider = rustls::crypto::ring::default_provider();
+        let key = provider
+            .key_provider
+            .load_private_key(leaf.key)
+            .map_err(|e| e.to_string())?;
+        let certified = Arc::new(rustls::sign::CertifiedKey::new(leaf.chain, key));
+        if leaves.len() >= MAX_LEAVES {
+            leaves.clear();
+        }
+        leaves.insert(name, (Instant::now(), certified.clone()));
+        Ok(certified)
+    }
+}
+
+/// The CA certificate file of a state directory.
+pub fn cert_path(own: &Path) -> PathBuf {
+    own.join(CERT_FILE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_stays_private_and_leaves_name_their_host() {
+        let dir = std::env::temp_dir().join(format!("nemo-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pem = create(&dir, "c1").unwrap();
+        assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        let mode = std::fs::metadata(dir.join(KEY_FILE)).unwrap().permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+        assert!(
+            create(&dir, "c1").is_err(),
+            "an existing key is never replaced"
+        );
+        let ca = Ca::load(&dir, "c1").unwrap();
+        let a = ca.leaf("API.test").unwrap();
+        let b = ca.leaf("api.test").unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "one leaf per name, cached");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,633 @@
+//! The per-container layer-7 proxy. The guard connects an allowed socket bound for an
+//! endpoint with HTTP rules to this proxy instead of the destination, and tells it first who
+//! is coming (by the socket's source port) and where it was going. Nothing in the container
+//! is configured for it: clients that ignore proxy variables are covered too.
+//!
+//! Per connection: a TLS ClientHello is answered with a leaf for its server name minted by
+//! the container's CA, after the upstream has been reached and verified for that same name
+//! (so a client sees an upstream certificate failure as a failed handshake); anything else is
+//! read as plain HTTP. Each request is decided by the endpoint's rules; a refused one gets a
+//! 403 with a JSON body and an audit event, and the connection stays usable.
+//!
+//! Threat: the client is hostile. Its server name and `Host` must be names the guard allowed
+//! for this destination (no fronting another name on an allowed address); heads, lines and
+//! connections are bounded, idle ones time out, and framing is strict (`http`). A connection
+//! the guard did not announce is closed unread. The proxy runs in the guard, so its memory
+//! counts in the container's cgroup, and when the guard dies the container's connects fail.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+
+use super::ca::Ca;
+use super::http::{self, Body, Conn, HttpError};
+use super::rules::{Rules, Verdict};
+use crate::audit;
+use crate::netguard::guard::Shared;
+
+/// Connections served at once; more wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Announced connections not yet accepted.
+const MAX_PENDING: usize = 1024;
+/// An announcement not taken within this time is dropped.
+const PENDING_TTL: Duration = Duration::from_secs(30);
+/// Time for a handshake or a request head; a connection idle longer is closed.
+const IDLE: Duration = Duration::from_secs(60);
+/// How long a tunnel waits on one side before looking at the other.
+const TUNNEL_POLL: Duration = Duration::from_millis(10);
+/// A tunnel with no traffic either way for this long is closed.
+const TUNNEL_IDLE: Duration = Duration::from_secs(600);
+/// Largest body of a refused request read (and dropped) to keep the connection usable.
+const MAX_DISCARD: u64 = 1024 * 1024;
+
+/// What the guard knows of a spliced connection.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    /// Where the client was going.
+    pub dest: SocketAddr,
+    pub rules: Arc<Rules>,
+    /// `tls: skip`: splice bytes unread.
+    pub tls_skip: bool,
+    /// `protocol: websocket`: upgrades may be allowed.
+    pub websocket: bool,
+    /// Names the guard allowed this destination for (lower case); the server name and `Host`
+    /// must be one of them. For an endpoint given as an IP literal, that literal.
+    pub names: Vec<String>,
+    /// The policy that allowed the connection (its credentials go back in).
+    pub policy: String,
+    /// The policy endpoint, for audit events.
+    pub by: String,
+    pub pid: i32,
+    pub exe: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("layer-7 proxy: {0}")]
+    Setup(String),
+}
+
+pub struct Proxy {
+    addr: SocketAddrV4,
+    pending: Mutex<HashMap<u16, (Instant, Flow)>>,
+    active: AtomicUsize,
+    ca: Ca,
+    upstream: Arc<rustls::ClientConfig>,
+    /// (placeholder, value) pairs by policy.
+    secrets: HashMap<String, Vec<(String, String)>>,
+}
+
+impl Proxy {
+    /// Start the proxy in the network namespace of `shared.init_pid`, on `ip` (an address of
+    /// that namespace's loopback), with the container's CA from its state directory and the
+    /// upstream roots (the host's system roots and `extra_roots` PEM files).
+    pub fn start(
+        shared: Arc<Shared>,
+        ip: Ipv4Addr,
+        extra_roots: &[std::path::PathBuf],
+    ) -> Result<Arc<Proxy>, ProxyError> {
+        let setup = |e: String| ProxyError::Setup(e);
+        let ca = Ca::load(&shared.own, &shared.id).map_err(|e| setup(e.to_string()))?;
+        let upstream = Arc::new(client_config(extra_roots).map_err(setup)?);
+        let secrets = super::credentials::load(&shared.own)
+            .map(|s| super::credentials::by_policy(&s))
+            .map_err(|e| setup(e.to_string()))?;
+        let ns: OwnedFd = std::fs::File::open(format!("/proc/{}/ns/net", shared.init_pid))
+            .map_err(|e| setup(format!("network namespace: {e}")))?
+            .into();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("l7-proxy".into())
+            .spawn(move || {
+                // Every thread this one starts is in the container's namespace too: accepted
+                // and upstream sockets are the container's.
+                if let Err(e) = nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                {
+                    let _ = tx.send(Err(format!("entering the network namespace: {e}")));
+                    return;
+                }
+                let listener = match bind(ip) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = tx.send(Err(format!("listening on {ip}: {e}")));
+                        return;
+                    }
+                };
+                let addr = match listener.local_addr() {
+                    Ok(SocketAddr::V4(a)) => a,
+                    _ => {
+                        let _ = tx.send(Err("no local address".into()));
+                        return;
+                    }
+                };
+                let proxy = Arc::new(Proxy {
+                    addr,
+                    pending: Mutex::new(HashMap::new()),
+                    active: AtomicUsize::new(0),
+                    ca,
+                    upstream,
+                    secrets,
+                });
+                let _ = tx.send(Ok(proxy.clone()));
+                accept_loop(proxy, s, listener);
+            })
+            .map_err(|e| setup(format!("no thread: {e}")))?;
+        rx.recv()
+            .map_err(|_| setup("the proxy thread ended".into()))?
+            .map_err(setup)
+    }
+
+    pub fn addr(&self) -> SocketAddrV4 {
+        self.addr
+    }
+
+    /// Announce a connection from source port `port`. Refused when too many are pending.
+    pub fn expect(&self, port: u16, flow: Flow) -> bool {
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if p.len() >= MAX_PENDING {
+            p.retain(|_, (t, _)| t.elapsed() < PENDING_TTL);
+            if p.len() >= MAX_PENDING {
+                return false;
+            }
+        }
+        p.insert(port, (Instant::now(), flow));
+        true
+    }
+
+    fn take(&self, peer: SocketAddr) -> Option<Flow> {
+        if !peer.ip().is_loopback() {
+            return None;
+        }
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.remove(&peer.port())
+            .filter(|(t, _)| t.elapsed() < PENDING_TTL)
+            .map(|(_, f)| f)
+    }
+}
+
+fn bind(ip: Ipv4Addr) -> std::io::Result<TcpListener> {
+    use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
+    let fd = socket::socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let _ = socket::setsockopt(&fd, sockopt::IpFreebind, &true);
+    socket::bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::from(SocketAddrV4::new(ip, 0)),
+    )?;
+    socket::listen(
+        &fd,
+        socket::Backlog::new(1024).unwrap_or(socket::Backlog::MAXCONN),
+    )?;
+    Ok(TcpListener::from(fd))
+}
+
+/// The upstream TLS client: full verification against the host's system roots and the
+/// operator's extra roots.
+fn client_config(extra: &[std::path::PathBuf]) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    let system = [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/cert.pem",
+    ];
+    let files: Vec<std::path::PathBuf> = system
+        .iter()
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.exists())
+        .take(1)
+        .chain(extra.iter().cloned())
+        .collect();
+    for f in &files {
+        let certs =
+            CertificateDer::pem_file_iter(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        for c in certs {
+            let c = c.map_err(|e| format!("{}: {e}", f.display()))?;
+            // A root the library cannot use is skipped, as every TLS client does.
+            let _ = roots.add(c);
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+fn accept_loop(proxy: Arc<Proxy>, shared: Arc<Shared>, listener: TcpListener) {
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let Some(flow) = conn.peer_addr().ok().and_then(|p| proxy.take(p)) else {
+            continue;
+        };
+        if proxy.active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            proxy.active.fetch_sub(1, Ordering::SeqCst);
+            continue;
+        }
+        let (p, s) = (proxy.clone(), shared.clone());
+        let spawned = std::thread::Builder::new()
+            .name("l7-conn".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let c = Client {
+                    proxy: &p,
+                    shared: &s,
+                    flow,
+                };
+                c.serve(conn);
+                p.active.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            proxy.active.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The TCP connection under a stream (for timeouts).
+pub trait Socket {
+    fn socket(&self) -> &TcpStream;
+}
+
+impl Socket for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Socket for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
+    fn socket(&self) -> &TcpStream {
+        &self.sock
+    }
+}
+
+impl Socket for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    fn socket(&self) -> &TcpStream {
+        &self.sock
+    }
+}
+
+#[derive(Debug)]
+struct FixedCert(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for FixedCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+struct Client<'a> {
+    proxy: &'a Proxy,
+    shared: &'a Shared,
+    flow: Flow,
+}
+
+impl Client<'_> {
+    fn event(&self, decision: &str, why: &str, request: serde_json::Value) {
+        let mut ev = audit::Event::new(&self.shared.id, "http", decision, &self.flow.by, why);
+        ev.pid = Some(self.flow.pid);
+        ev.executable = Some(&self.flow.exe);
+        ev.request = request;
+        self.shared.audit(ev);
+    }
+
+    fn serve(&self, conn: TcpStream) {
+        let _ = conn.set_read_timeout(Some(IDLE));
+        let _ = conn.set_write_timeout(Some(IDLE));
+        let _ = conn.set_nodelay(true);
+        if self.flow.tls_skip {
+            return self.tunnel_plain(conn);
+        }
+        let mut first = [0u8; 1];
+        match conn.peek(&mut first) {
+            Ok(1) if first[0] == 0x16 => self.tls(conn),
+            Ok(1) => self.plain(conn),
+            _ => {}
+        }
+    }
+
+    fn dial(&self) -> std::io::Result<TcpStream> {
+        let up = TcpStream::connect_timeout(&self.flow.dest, Duration::from_secs(15))?;
+        up.set_read_timeout(Some(IDLE))?;
+        up.set_write_timeout(Some(IDLE))?;
+        let _ = up.set_nodelay(true);
+        Ok(up)
+    }
+
+    fn allowed_name(&self, name: &str) -> bool {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        self.flow.names.contains(&name)
+    }
+
+    /// `tls: skip`: the bytes go through unread.
+    fn tunnel_plain(&self, conn: TcpStream) {
+        let Ok(up) = self.dial() else { return };
+        let (Ok(c2), Ok(u2)) = (conn.try_clone(), up.try_clone()) else {
+            return;
+        };
+        let t = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || pump(u2, c2));
+        pump(conn, up);
+        if let Ok(t) = t {
+            let _ = t.join();
+        }
+    }
+
+    fn plain(&self, conn: TcpStream) {
+        let Ok(up) = self.dial() else { return };
+        let host_ok = |h: &str| self.allowed_name(h);
+        self.exchange(Conn::new(conn), Conn::new(up), &host_ok);
+    }
+
+    fn tls(&self, mut conn: TcpStream) {
+        let mut acceptor = rustls::server::Acceptor::default();
+        let accepted = loop {
+            match acceptor.read_tls(&mut conn) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            match acceptor.accept() {
+                Ok(Some(a)) => break a,
+                Ok(None) => continue,
+                Err((_, mut alert)) => {
+                    let _ = alert.write_all(&mut conn);
+                    return;
+                }
+            }
+        };
+        let sni = accepted
+            .client_hello()
+            .server_name()
+            .map(|s| s.to_ascii_lowercase());
+        // Without a server name only an endpoint named by its address can be verified.
+        let name = match sni {
+            Some(n) => n,
+            None => match self.flow.names.first() {
+                Some(n) if n.parse::<std::net::IpAddr>().is_ok() => n.clone(),
+                _ => {
+                    self.event(
+                        "denied",
+                        "TLS without a server name",
+                        serde_json::json!({"destination": self.flow.dest.to_string()}),
+                    );
+                    return;
+                }
+            },
+        };
+        if !self.allowed_name(&name) {
+            self.event(
+                "denied",
+                &format!("server name {name} is not what the guard allowed this address for"),
+                serde_json::json!({"destination": self.flow.dest.to_string(), "sni": name}),
+            );
+            return;
+        }
+        // Upstream first: a certificate it cannot verify fails the client's handshake.
+        let upstream = match self.upstream_tls(&name) {
+            Ok(u) => u,
+            Err(why) => {
+                self.event(
+                    "denied",
+                    &format!("upstream {name}: {why}"),
+                    serde_json::json!({"destination": self.flow.dest.to_string(), "sni": name}),
+                );
+                return;
+            }
+        };
+        let leaf = match self.proxy.ca.leaf(&name) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!("layer-7 proxy of {}: leaf for {name}: {e}", self.shared.id);
+                return;
+            }
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let Ok(builder) = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+        else {
+            return;
+        };
+        let mut cfg = builder
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(FixedCert(leaf)));
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let Ok(mut server) = accepted.into_connection(Arc::new(cfg)) else {
+            return;
+        };
+        while server.is_handshaking() {
+            if server.complete_io(&mut conn).is_err() {
+                return;
+            }
+        }
+        let client = rustls::StreamOwned::new(server, conn);
+        let host_ok = |h: &str| h.trim_end_matches('.').eq_ignore_ascii_case(&name);
+        self.exchange(Conn::new(client), Conn::new(upstream), &host_ok);
+    }
+
+    fn upstream_tls(
+        &self,
+        name: &str,
+    ) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, String> {
+        let server_name = ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?;
+        let mut tcp = self.dial().map_err(|e| format!("connect: {e}"))?;
+        let mut c = rustls::ClientConnection::new(self.proxy.upstream.clone(), server_name)
+            .map_err(|e| e.to_string())?;
+        while c.is_handshaking() {
+            c.complete_io(&mut tcp).map_err(|e| e.to_string())?;
+        }
+        Ok(rustls::StreamOwned::new(c, tcp))
+    }
+
+    /// Requests in turn on one connection: each decided, allowed ones forwarded with their
+    /// bodies and answered with the upstream's response.
+    fn exchange<C: Read + Write + Socket, U: Read + Write + Socket>(
+        &self,
+        mut client: Conn<C>,
+        mut up: Conn<U>,
+        host_ok: &dyn Fn(&str) -> bool,
+    ) {
+        loop {
+            let head = match client.read_head() {
+                Ok(Some(h)) => h,
+                Ok(None) => return,
+                Err(e) => return self.bad(&mut client, &e),
+            };
+            let req = match http::parse_request(&head) {
+                Ok(r) => r,
+                Err(e) => return self.bad(&mut client, &e),
+            };
+            let what = serde_json::json!({
+                "method": req.method,
+                "path": req.target,
+                "destination": self.flow.dest.to_string(),
+            });
+            let host = req
+                .header("host")
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .map(strip_port)
+                .unwrap_or_default();
+            let verdict = if !host_ok(host) {
+                Verdict::Deny(format!("Host {host:?} is not the allowed server name"))
+            } else if req.header("upgrade").is_some() && !self.flow.websocket {
+                Verdict::Deny("protocol upgrades need `protocol: websocket`".into())
+            } else {
+                self.flow.rules.decide(&req.method, &req.target)
+            };
+            if let Verdict::Deny(why) = verdict {
+                self.event("denied", &why, what);
+                let keep = match req.body {
+                    Body::None => true,
+                    Body::Length(n) if n <= MAX_DISCARD => client.copy_body(req.body, None).is_ok(),
+                    _ => false,
+                } && req.keep_alive();
+                let body = serde_json::json!({
+                    "error": "denied by policy",
+                    "policy": self.flow.by,
+                    "reason": why,
+                });
+                let _ = client
+                    .stream
+                    .write_all(&http::reply(403, "Forbidden", &body, !keep));
+                let _ = client.stream.flush();
+                if keep {
+                    continue;
+                }
+                return;
+            }
+            let upgrade = req.header("upgrade").is_some();
+            let head = match self.proxy.secrets.get(&self.flow.policy) {
+                Some(pairs) => super::credentials::substitute(&head, pairs),
+                None => head,
+            };
+            if up.stream.write_all(&head).is_err()
+                || client.copy_body(req.body, Some(&mut up.stream)).is_err()
+                || up.stream.flush().is_err()
+            {
+                return;
+            }
+            let Ok(Some(rhead)) = up.read_head() else {
+                return;
+            };
+            let Ok(resp) = http::parse_response(&rhead, req.method.eq_ignore_ascii_case("HEAD"))
+            else {
+                return;
+            };
+            if client.stream.write_all(&rhead).is_err() {
+                return;
+            }
+            if upgrade && resp.status == 101 {
+                let _ = client.stream.flush();
+                return tunnel(client, up);
+            }
+            if up.copy_body(resp.body, Some(&mut client.stream)).is_err()
+                || client.stream.flush().is_err()
+                || resp.close
+                || !req.keep_alive()
+            {
+                return;
+            }
+        }
+    }
+
+    fn bad<C: Read + Write>(&self, client: &mut Conn<C>, e: &HttpError) {
+        if matches!(e, HttpError::Io(_)) {
+            return;
+        }
+        self.event(
+            "denied",
+            &format!("malformed request: {e}"),
+            serde_json::json!({"destination": self.flow.dest.to_string()}),
+        );
+        let body = serde_json::json!({"error": "bad request", "reason": e.to_string()});
+        let _ = client
+            .stream
+            .write_all(&http::reply(400, "Bad Request", &body, true));
+        let _ = client.stream.flush();
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    match host.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream) {
+    let _ = from.set_read_timeout(None);
+    let _ = std::io::copy(&mut from, &mut to);
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+/// An upgraded connection: bytes both ways, in one thread, until either side ends. The
+/// streams may be TLS sessions (not splittable across threads), so both are polled.
+fn tunnel<C: Read + Write + Socket, U: Read + Write + Socket>(
+    mut client: Conn<C>,
+    mut up: Conn<U>,
+) {
+    let pending = client.take_buffered();
+    if !pending.is_empty() && up.stream.write_all(&pending).is_err() {
+        return;
+    }
+    let pending = up.take_buffered();
+    if !pending.is_empty() && client.stream.write_all(&pending).is_err() {
+        return;
+    }
+    let _ = (client.stream.flush(), up.stream.flush());
+    // Short read timeouts turn the blocking streams into a polling loop.
+    for s in [client.stream.socket(), up.stream.socket()] {
+        if s.set_read_timeout(Some(TUNNEL_POLL)).is_err() {
+            return;
+        }
+    }
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut idle = Instant::now();
+    loop {
+        let mut moved = false;
+        for dir in 0..2 {
+            let (from, to): (&mut dyn Read, &mut dyn Write) = if dir == 0 {
+                (&mut client.stream, &mut up.stream)
+            } else {
+                (&mut up.stream, &mut client.stream)
+            };
+            match from.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).is_err() || to.flush().is_err() {
+                        return;
+                    }
+                    moved = true;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return,
+            }
+        }
+        if moved {
+            idle = Instant::now();
+        } else if idle.elapsed() > TUNNEL_IDLE {
+            return;
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! At `create`: the container's CA, and the container's trust in it.
+//!
+//! The image's system bundle is read inside the image root (links cannot lead out of it),
+//! combined with the CA certificate in the state directory, and bound read-only over the
+//! image's file; `SSL_CERT_FILE`, `NODE_EXTRA_CA_CERTS` and `REQUESTS_CA_BUNDLE` name it for
+//! programs that do not read the system file. The user's bundle is not changed.
+
+use std::io::Read;
+use std::path::Path;
+
+use oci_spec::runtime::{MountBuilder, Spec};
+
+use super::ca::{self, CaError};
+
+/// Where images keep their system bundle, most common first.
+const BUNDLES: [&str; 3] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+/// Larger "bundles" are not read.
+const MAX_BUNDLE: u64 = 16 * 1024 * 1024;
+
+const ENV: [&str; 3] = ["SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUNDLE"];
+
+/// Make the CA and make the container trust it. Returns a note when the image has no bundle
+/// to extend (its programs will then refuse the proxy's certificates: fail closed).
+pub fn install(
+    spec: &mut Spec,
+    rootfs: &Path,
+    own: &Path,
+    id: &str,
+) -> Result<Option<String>, CaError> {
+    let pem = ca::create(own, id)?;
+    let Some((path, image)) = image_bundle(rootfs) else {
+        return Ok(Some(format!(
+            "the image has no CA bundle ({}): HTTPS through the layer-7 proxy will not be trusted",
+            BUNDLES.join(", ")
+        )));
+    };
+    let combined = own.join("ca-bundle.pem");
+    let mut text = image;
+    if !text.ends_with('\n') && !text.is_empty() {
+        text.push('\n');
+    }
+    text.push_str(&pem);
+    std::fs::write(&combined, text).map_err(|source| CaError::Io {
+        path: combined.clone(),
+        source,
+    })?;
+    let mount = MountBuilder::default()
+        .destination(path)
+        .typ("bind")
+        .source(&combined)
+        .options(vec!["rbind".to_string(), "ro".to_string()])
+        .build()
+        .expect("static mount");
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.push(mount);
+    spec.set_mounts(Some(mounts));
+    if let Some(p) = spec.process_mut() {
+        let mut env: Vec<String> = p.env().clone().unwrap_or_default();
+        env.retain(|e| !ENV.iter().any(|k| e.starts_with(&format!("{k}="))));
+        env.extend(ENV.iter().map(|k| format!("{k}={path}")));
+        p.set_env(Some(env));
+    }
+    Ok(None)
+}
+
+/// The image's bundle: its path in the container and its text, read without leaving the root.
+fn image_bundle(rootfs: &Path) -> Option<(&'static str, String)> {
+    let root = pathrs::Root::open(rootfs).ok()?;
+    BUNDLES.iter().find_map(|p| {
+        let handle = root.resolve(p).ok()?;
+        let file = handle.reopen(pathrs::flags::OpenFlags::O_RDONLY).ok()?;
+        let meta = file.metadata().ok()?;
+        if !meta.is_file() || meta.len() > MAX_BUNDLE {
+            return None;
+        }
+        let mut text = String::new();
+        file.take(MAX_BUNDLE).read_to_string(&mut text).ok()?;
+        Some((*p, text))
+    })
+}
