@@ -322,6 +322,23 @@ impl Runtime {
         for note in &layout.notes {
             tracing::debug!("container {id:?} layout: {note}");
         }
+        let secrets = netguard::l7::credentials::install(&mut rw.spec, &effective, &own)
+            .map_err(|e| LifecycleError::Policy(format!("credentials: {e}")))?;
+        if secrets > 0 {
+            tracing::debug!("container {id:?}: {secrets} credential(s) replaced by placeholders");
+        }
+        let inspected = effective
+            .network_policies
+            .values()
+            .flat_map(|n| n.policy.endpoints.iter())
+            .any(netguard::l7::inspected);
+        if inspected && rw.plan.netguard.is_some() {
+            let note = netguard::l7::trust::install(&mut rw.spec, &image_root, &own, id)
+                .map_err(|e| LifecycleError::Policy(format!("layer-7 CA: {e}")))?;
+            if let Some(n) = note {
+                tracing::warn!("container {id:?}: {n}");
+            }
+        }
         bundle::write_rewritten(&own, &rw)?;
         let effective_path = own.join("effective.json");
         let canonical = effective.canonical_json();
@@ -392,6 +409,9 @@ impl Runtime {
                     upstream: n.upstream.clone(),
                     fence: None,
                     local,
+                    l7_roots: NodeConfig::load(&self.policy.config)
+                        .map(|n| n.l7_upstream_roots)
+                        .unwrap_or_default(),
                 },
             )
         });
@@ -832,8 +852,11 @@ impl Runtime {
         if !opts.detach {
             foreground::block_forwarded_signals()?;
         }
-        let env: HashMap<String, String> = opts
-            .env
+        let mut requested = opts.env.clone();
+        let secrets = netguard::l7::credentials::load(&own)
+            .map_err(|e| LifecycleError::Policy(format!("credentials: {e}")))?;
+        netguard::l7::credentials::scrub(&mut requested, &secrets);
+        let env: HashMap<String, String> = requested
             .iter()
             .filter_map(|e| {
                 e.split_once('=')
@@ -1075,6 +1098,13 @@ fn bounded_process_copy(
         crate::identity::impose(&mut process, uid, gid);
     }
     process.set_no_new_privileges(Some(true));
+    // Engines pass the container's configured environment again: its secrets stay outside.
+    let secrets = netguard::l7::credentials::load(own)
+        .map_err(|e| LifecycleError::Policy(format!("credentials: {e}")))?;
+    if let Some(mut env) = process.env().clone() {
+        netguard::l7::credentials::scrub(&mut env, &secrets);
+        process.set_env(Some(env));
+    }
     let name = format!(
         "exec-{}-{}.json",
         std::process::id(),

@@ -101,6 +101,18 @@ pub struct NetworkPolicy {
     pub endpoints: Vec<Endpoint>,
     /// The executables allowed to reach the endpoints (exact paths or globs).
     pub binaries: Vec<Binary>,
+    /// nemosandbox extension: environment variables whose values the container only sees as
+    /// placeholders; the layer-7 proxy puts the real value back in request headers sent to
+    /// these endpoints by these binaries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<Vec<Credential>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Credential {
+    /// The environment variable holding the secret.
+    pub env: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -48,20 +48,25 @@ pub fn schema_json() -> String {
     s
 }
 
-/// Does an endpoint ask for more than host/port/binary enforcement can give?
+/// How an endpoint's protocol-level fields are enforced, when it has any.
 fn l7_note(
     protocol: Option<Protocol>,
     has_rules: bool,
     access: Option<Access>,
 ) -> Option<&'static str> {
-    if has_rules {
-        return Some("L7 rules enforced at host/port/binary level only");
+    let http = matches!(protocol, Some(Protocol::Rest | Protocol::Websocket));
+    if http && (has_rules || access.is_some()) {
+        return Some(
+            "HTTP rules enforced per request by the layer-7 proxy (TLS terminated with the container's CA unless tls: skip)",
+        );
     }
-    match (protocol, access) {
-        (_, Some(Access::ReadOnly)) => {
-            Some("access: read-only enforced at host/port/binary level only")
-        }
-        (Some(Protocol::Rest | Protocol::Http | Protocol::Grpc), _) => {
+    if has_rules || access.is_some() {
+        return Some(
+            "rules/access need protocol rest or websocket; enforced at host/port/binary level",
+        );
+    }
+    match protocol {
+        Some(Protocol::Rest | Protocol::Http | Protocol::Grpc) => {
             Some("protocol parsed; enforced at host/port/binary level")
         }
         _ => None,
@@ -154,6 +159,21 @@ pub fn explain(eff: &Effective) -> String {
                 ep.host,
                 bins.join(" ")
             );
+            if crate::netguard::l7::inspected(ep) {
+                for r in crate::netguard::l7::endpoint_rules(ep) {
+                    let (verb, m) = match (&r.allow, &r.deny) {
+                        (Some(m), _) => ("allow", m),
+                        (_, Some(m)) => ("deny", m),
+                        _ => continue,
+                    };
+                    let _ = writeln!(
+                        o,
+                        "      {verb} {} {}",
+                        m.method.as_deref().unwrap_or("*"),
+                        m.path.as_deref().unwrap_or("/**")
+                    );
+                }
+            }
         }
     }
     let _ = writeln!(

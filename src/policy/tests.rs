@@ -121,7 +121,7 @@ fn all_errors_are_reported_at_once() {
 
 #[test]
 fn warnings_do_not_fail() {
-    let doc = "version: 1\nnetwork_policies:\n  t:\n    endpoints:\n      - { host: a.example.com, port: 443, tls: terminate }\n      - { host: b.example.com, port: 443, protocol: rest, rules: [{allow: {method: GET}}] }\n    binaries: [{path: /bin/x}]\n";
+    let doc = "version: 1\nnetwork_policies:\n  t:\n    endpoints:\n      - { host: a.example.com, port: 443, tls: terminate }\n      - { host: b.example.com, port: 443, protocol: grpc, rules: [{allow: {method: GET}}] }\n    binaries: [{path: /bin/x}]\n";
     let l = load_str("w.yaml", doc).unwrap();
     assert_eq!(l.warnings.len(), 2);
     assert!(l.warnings[0].to_string().contains("w.yaml:5:"));

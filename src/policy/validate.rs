@@ -226,6 +226,28 @@ fn validate_fs(f: &mut Findings, fs: &FilesystemPolicy) {
 }
 
 fn validate_network(f: &mut Findings, base: &str, np: &NetworkPolicy) {
+    for (i, c) in np.credentials.iter().flatten().enumerate() {
+        let name_ok = c
+            .env
+            .chars()
+            .next()
+            .is_some_and(|ch| ch.is_ascii_alphabetic() || ch == '_')
+            && c.env
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+        if !name_ok {
+            f.error(
+                format!("{base}.credentials[{i}].env"),
+                format!("{:?} is not an environment variable name", c.env),
+            );
+        }
+    }
+    if np.credentials.is_some() && !np.endpoints.iter().any(crate::netguard::l7::inspected) {
+        f.warn(
+            format!("{base}.credentials"),
+            "credentials are put back only on endpoints with `protocol: rest` and rules or access; this policy has none, so its requests carry the placeholder",
+        );
+    }
     if np.binaries.is_empty() {
         f.error(
             format!("{base}.binaries"),
@@ -296,10 +318,14 @@ fn validate_network(f: &mut Findings, base: &str, np: &NetworkPolicy) {
                     );
                 }
             }
-            if !rules.is_empty() && ep.protocol.is_some() {
+            let http = matches!(
+                ep.protocol,
+                Some(Protocol::Rest) | Some(Protocol::Websocket)
+            );
+            if !rules.is_empty() && ep.protocol.is_some() && !http {
                 f.warn(
                     format!("{e}.rules"),
-                    "layer-7 rules are enforced at host/port/binary level only (no TLS-terminating proxy yet)",
+                    "layer-7 rules are enforced for `protocol: rest` and `websocket` only; this endpoint is enforced at host/port/binary level",
                 );
             }
         }

@@ -1,0 +1,483 @@
+//! Layer-7 rules of `protocol: rest` endpoints, from inside real containers: the guard splices
+//! allowed connects into the container's proxy, which terminates TLS with the container's CA,
+//! decides each request and verifies the upstream against the roots the node trusts.
+//!
+//! Upstreams live in a test network namespace: `api.test` (HTTPS, a certificate from a test
+//! root the node configuration trusts), `bad.test` (HTTPS, a self-signed certificate nobody
+//! trusts) and `plain.test` (HTTP on port 80). They record every request that reaches them.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::os::fd::AsFd;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use common::net::*;
+use common::probe::*;
+use common::*;
+
+type Seen = Arc<Mutex<Vec<String>>>;
+
+/// A test root and a leaf for `name` signed by it (or self-signed when `root` is `None`).
+fn leaf(
+    name: &str,
+    root: Option<&rcgen::Issuer<'static, rcgen::KeyPair>>,
+) -> (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+    let cert = match root {
+        Some(r) => params.signed_by(&key, r).unwrap(),
+        None => params.self_signed(&key).unwrap(),
+    };
+    (
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+}
+
+fn test_root() -> (rcgen::Issuer<'static, rcgen::KeyPair>, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "nemosandbox test root");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = params.self_signed(&key).unwrap();
+    (rcgen::Issuer::new(params, key), cert.pem())
+}
+
+/// Serve HTTP/1.1 (keep-alive, Content-Length bodies) on one connection: each request is
+/// recorded as `host METHOD path auth=…` and answered 200.
+fn serve_http<S: Read + Write>(stream: &mut S, host: &str, seen: &Seen) {
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = line.split_whitespace();
+        let (method, path) = (
+            parts.next().unwrap_or("").to_string(),
+            parts.next().unwrap_or("").to_string(),
+        );
+        let mut length = 0usize;
+        let mut auth = String::new();
+        let mut upgrade = false;
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            let (k, v) = h.split_once(':').unwrap_or((h, ""));
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            if k.eq_ignore_ascii_case("authorization") {
+                auth = v.trim().to_string();
+            }
+            upgrade |= k.eq_ignore_ascii_case("upgrade");
+        }
+        let mut body = vec![0u8; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        seen.lock()
+            .unwrap()
+            .push(format!("{host} {method} {path} auth={auth}"));
+        if upgrade {
+            // An echo tunnel after the switch.
+            let s = reader.get_mut();
+            let _ = s.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+            );
+            let _ = s.flush();
+            let mut buf = [0u8; 1024];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        let s = reader.get_mut();
+                        if s.write_all(&buf[..n]).is_err() || s.flush().is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        let text = format!("{method} {path}\n");
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}",
+            text.len()
+        );
+        let s = reader.get_mut();
+        if s.write_all(reply.as_bytes()).is_err() || s.flush().is_err() {
+            return;
+        }
+    }
+}
+
+/// Listen on `addr` inside the namespace at `netns`; each connection served on its own thread.
+fn listen_in(netns: &str, addr: SocketAddrV4) -> TcpListener {
+    let ns = std::fs::File::open(netns).unwrap();
+    std::thread::spawn(move || {
+        nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        TcpListener::bind(addr).unwrap()
+    })
+    .join()
+    .unwrap()
+}
+
+fn https_server(
+    netns: &str,
+    addr: SocketAddrV4,
+    host: &'static str,
+    cert: (
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ),
+    seen: Seen,
+) {
+    let l = listen_in(netns, addr);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(cert.0, cert.1)
+            .unwrap(),
+    );
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(c) = c else { continue };
+            let (cfg, seen) = (cfg.clone(), seen.clone());
+            std::thread::spawn(move || {
+                let Ok(conn) = rustls::ServerConnection::new(cfg) else {
+                    return;
+                };
+                let mut s = rustls::StreamOwned::new(conn, c);
+                serve_http(&mut s, host, &seen);
+            });
+        }
+    });
+}
+
+fn http_server(netns: &str, addr: SocketAddrV4, host: &'static str, seen: Seen) {
+    let l = listen_in(netns, addr);
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { continue };
+            let seen = seen.clone();
+            std::thread::spawn(move || serve_http(&mut c, host, &seen));
+        }
+    });
+}
+
+const CLIENT: &str = r#"import http.client, ssl, sys, urllib.request, urllib.error
+def step(name, f):
+    try:
+        print(name + ':', f(), flush=True)
+    except Exception as e:
+        print(name + ':', type(e).__name__, flush=True)
+def get(url, method='GET'):
+    req = urllib.request.Request(url, method=method, data=b'x' if method == 'POST' else None)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+import os
+def auth(url):
+    req = urllib.request.Request(url, headers={'Authorization': 'Bearer ' + os.environ['GITHUB_TOKEN']})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.status
+if sys.argv[1] == 'one':
+    step('wrong-binary', lambda: get('https://api.test/repos/x'))
+    sys.exit(0)
+step('get', lambda: get('https://api.test/repos/x'))
+step('post', lambda: get('https://api.test/repos/x', 'POST'))
+step('admin', lambda: get('https://api.test/admin'))
+step('dotdot', lambda: get('https://api.test/repos/%2e%2e/admin'))
+def keepalive():
+    c = http.client.HTTPSConnection('api.test', 443, timeout=10)
+    out = []
+    for m, p in [('GET', '/repos/a'), ('POST', '/repos/a'), ('GET', '/repos/b')]:
+        c.request(m, p, body=b'y' if m == 'POST' else None)
+        r = c.getresponse(); r.read(); out.append(str(r.status))
+    return '-'.join(out)
+step('keepalive', keepalive)
+def fronting():
+    c = http.client.HTTPSConnection('api.test', 443, timeout=10)
+    c.request('GET', '/repos/x', headers={'Host': 'evil.test'})
+    r = c.getresponse(); r.read(); return r.status
+step('host-mismatch', fronting)
+step('plain', lambda: get('http://plain.test/repos/x'))
+step('plain-post', lambda: get('http://plain.test/repos/x', 'POST'))
+step('bad-upstream', lambda: get('https://bad.test/repos/x'))
+def ws(host, path):
+    import socket
+    s = socket.create_connection((host, 80), timeout=10)
+    s.sendall(('GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n' % (path, host)).encode())
+    head = b''
+    while b'\r\n\r\n' not in head:
+        head += s.recv(1)
+    status = head.split()[1].decode()
+    if status != '101':
+        return status
+    s.sendall(b'ping')
+    return status + '-' + s.recv(16).decode()
+step('ws', lambda: ws('ws.test', '/ws/chat'))
+step('ws-path', lambda: ws('ws.test', '/admin'))
+step('ws-on-rest', lambda: ws('plain.test', '/repos/x'))
+def direct():
+    import socket
+    s = socket.create_connection(('api.test', 443), timeout=10)
+    peer = s.getpeername(); s.close()
+    t = socket.socket(); t.settimeout(5)
+    try:
+        t.connect(peer); return 'connected'
+    except OSError as e:
+        return 'errno%d' % e.errno
+step('proxy-direct', direct)
+def quic():
+    import socket
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('api.test', 443)); return 'sent'
+    except OSError as e:
+        return 'errno%d' % e.errno
+step('udp-443', quic)
+step('token-env', lambda: os.environ['GITHUB_TOKEN'].startswith('nemosandbox-credential-'))
+step('token-environ', lambda: b'real-secret-123' in open('/proc/1/environ', 'rb').read())
+step('token-api', lambda: auth('https://api.test/repos/t'))
+step('token-other', lambda: auth('http://other.test/t'))
+"#;
+
+#[test]
+fn rest_rules_are_kept_per_request_through_the_transparent_proxy() {
+    let rt = Runtime::new();
+    let net = TestNetns::new();
+    let t = |last: u8| Ipv4Addr::new(203, 0, 113, last);
+    let _dns = TestDns::start(
+        &net.path(),
+        t(53),
+        &[
+            ("api.test", t(10)),
+            ("bad.test", t(11)),
+            ("plain.test", t(12)),
+            ("other.test", t(13)),
+            ("ws.test", t(14)),
+        ],
+    );
+    let (root, root_pem) = test_root();
+    let seen: Seen = Arc::default();
+    https_server(
+        &net.path(),
+        SocketAddrV4::new(t(10), 443),
+        "api.test",
+        leaf("api.test", Some(&root)),
+        seen.clone(),
+    );
+    https_server(
+        &net.path(),
+        SocketAddrV4::new(t(11), 443),
+        "bad.test",
+        leaf("bad.test", None),
+        seen.clone(),
+    );
+    http_server(
+        &net.path(),
+        SocketAddrV4::new(t(12), 80),
+        "plain.test",
+        seen.clone(),
+    );
+    http_server(
+        &net.path(),
+        SocketAddrV4::new(t(13), 80),
+        "other.test",
+        seen.clone(),
+    );
+    http_server(
+        &net.path(),
+        SocketAddrV4::new(t(14), 80),
+        "ws.test",
+        seen.clone(),
+    );
+
+    let roots = rt.root.path().join("test-root.pem");
+    std::fs::write(&roots, &root_pem).unwrap();
+    let config = rt.root.path().join("node.yaml");
+    std::fs::write(
+        &config,
+        format!("l7_upstream_roots:\n  - {}\n", roots.display()),
+    )
+    .unwrap();
+    let rules = "protocol: rest, rules: [ { allow: { method: GET, path: \"/repos/**\" } } ]";
+    let pol = policy(
+        &rt,
+        &format!(
+            "version: 1\nfilesystem_policy:\n  permissions:\n    \"/**\": \"r-x\"\n    \"/tmp/**\": \"rwx\"\n\
+             network_policies:\n  api:\n    endpoints:\n\
+             \x20     - {{ host: api.test, port: 443, {rules} }}\n\
+             \x20     - {{ host: bad.test, port: 443, {rules} }}\n\
+             \x20     - {{ host: plain.test, port: 80, {rules} }}\n\
+             \x20     - {{ host: ws.test, port: 80, protocol: websocket, rules: [ {{ allow: {{ method: GET, path: \"/ws/**\" }} }} ] }}\n\
+             \x20   binaries:\n      - {{ path: /usr/bin/python3.11 }}\n\
+             \x20   credentials:\n      - {{ env: GITHUB_TOKEN }}\n\
+             \x20 other:\n    endpoints:\n\
+             \x20     - {{ host: other.test, port: 80, protocol: rest, access: read-only }}\n\
+             \x20   binaries:\n      - {{ path: /usr/bin/python3.11 }}\n"
+        ),
+    );
+    let b = bundle(&[
+        "sh",
+        "-c",
+        "python3 /app/client.py all; cp /usr/bin/python3.11 /tmp/py; /tmp/py /app/client.py one",
+    ]);
+    let rootfs = b.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("app")).unwrap();
+    std::fs::write(rootfs.join("app/client.py"), CLIENT).unwrap();
+    std::fs::create_dir_all(rootfs.join("etc/ssl/certs")).unwrap();
+    std::fs::copy(
+        "/etc/ssl/certs/ca-certificates.crt",
+        rootfs.join("etc/ssl/certs/ca-certificates.crt"),
+    )
+    .unwrap();
+    std::fs::write(
+        rootfs.join("etc/resolv.conf"),
+        "nameserver 203.0.113.53\noptions attempts:1 timeout:2\n",
+    )
+    .unwrap();
+    with_interpreters(&b);
+    b.edit(|c| {
+        c["process"]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!("GITHUB_TOKEN=real-secret-123"));
+    });
+    net.join(&b);
+    let id = unique("l7");
+    let out = rt.run(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--policy",
+        &pol,
+        "run",
+        "--keep",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    let audit =
+        std::fs::read_to_string(rt.root.path().join(&id).join("audit.jsonl")).unwrap_or_default();
+    let key = rt
+        .root
+        .path()
+        .join(".nemosandbox")
+        .join(&id)
+        .join("l7-ca.key");
+    let key_mode = std::fs::metadata(&key).map(|m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.permissions().mode() & 0o777
+    });
+    // The secret is in the credentials file only: not in the rewritten spec, the audit trail
+    // or anything else the runtime keeps.
+    let leaks = Command::new("grep")
+        .args(["-rl", "real-secret-123"])
+        .arg(rt.root.path())
+        .output()
+        .unwrap();
+    let leaks = String::from_utf8_lossy(&leaks.stdout).into_owned();
+    rt.remove(&id);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{stdout}{}\n{audit}", String::from_utf8_lossy(&out.stderr));
+    expect(
+        &stdout,
+        &[
+            ("get", "200"),
+            ("post", "403"),
+            ("admin", "403"),
+            ("dotdot", "403"),
+            ("keepalive", "200-403-200"),
+            ("host-mismatch", "403"),
+            ("plain", "200"),
+            ("plain-post", "403"),
+            ("bad-upstream", "URLError"),
+            ("wrong-binary", "URLError"),
+            ("ws", "101-ping"),
+            ("ws-path", "403"),
+            ("ws-on-rest", "403"),
+            ("proxy-direct", "errno13"),
+            ("udp-443", "errno13"),
+            ("token-env", "True"),
+            ("token-environ", "False"),
+            ("token-api", "200"),
+            ("token-other", "200"),
+        ],
+    );
+    assert_eq!(
+        leaks
+            .lines()
+            .map(|l| l.rsplit('/').next().unwrap_or(""))
+            .collect::<Vec<_>>(),
+        vec!["credentials.json"],
+        "{leaks}"
+    );
+    let seen = seen.lock().unwrap().clone();
+    eprintln!("upstreams saw: {seen:?}");
+    assert!(
+        seen.iter().all(|r| r.contains(" GET /repos/")
+            || r.starts_with("other.test GET /t")
+            || r.starts_with("ws.test GET /ws/chat")),
+        "a refused request reached an upstream: {seen:?}"
+    );
+    assert!(seen.contains(&"api.test GET /repos/t auth=Bearer real-secret-123".to_string()));
+    let other = seen.iter().find(|r| r.starts_with("other.test")).unwrap();
+    assert!(
+        other.contains("auth=Bearer nemosandbox-credential-"),
+        "another policy's endpoint got {other}"
+    );
+    assert!(!seen.iter().any(|r| r.starts_with("bad.test")));
+    assert!(audit.contains("\"kind\":\"http\""), "{audit}");
+    assert!(
+        audit.contains("POST /repos/x: no rule allows it"),
+        "{audit}"
+    );
+    assert!(audit.contains("upstream bad.test"), "{audit}");
+    assert!(
+        audit.contains("the executable is not one of api"),
+        "{audit}"
+    );
+    assert_eq!(key_mode.ok(), Some(0o600), "the CA key is root's alone");
+}
+
+fn with_interpreters(b: &Bundle) {
+    b.edit(|c| {
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        for p in [
+            "/usr/bin/python3.11",
+            "/usr/lib/python3.11",
+            "/lib/x86_64-linux-gnu",
+            "/lib64",
+        ] {
+            mounts.push(serde_json::json!({
+                "destination": p, "type": "bind", "source": p, "options": ["rbind", "ro"]
+            }));
+        }
+    });
+    let usr_bin = b.path().join("rootfs/usr/bin");
+    std::fs::create_dir_all(&usr_bin).unwrap();
+    let _ = std::os::unix::fs::symlink("python3.11", usr_bin.join("python3"));
+}
