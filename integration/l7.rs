@@ -119,7 +119,7 @@ fn serve_http<S: Read + Write>(stream: &mut S, host: &str, seen: &Seen) {
         }
         let text = format!("{method} {path}\n");
         let reply = format!(
-            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}",
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\necho: {auth}\r\n\r\n{text}",
             text.len()
         );
         let s = reader.get_mut();
@@ -203,7 +203,14 @@ import os
 def auth(url):
     req = urllib.request.Request(url, headers={'Authorization': 'Bearer ' + os.environ['GITHUB_TOKEN']})
     with urllib.request.urlopen(req, timeout=10) as r:
-        return r.status
+        # A server reflecting the header must not hand the real value back.
+        return '%d-%s' % (r.status, 'real' if 'real-secret' in r.headers.get('echo', '') else 'masked')
+def raw_tls(payload):
+    import socket, ssl
+    s = ssl.create_default_context().wrap_socket(
+        socket.create_connection(('api.test', 443), timeout=10), server_hostname='api.test')
+    s.sendall(payload)
+    return s.recv(64).split(b' ')[1].decode()
 if sys.argv[1] == 'one':
     step('wrong-binary', lambda: get('https://api.test/repos/x'))
     sys.exit(0)
@@ -227,10 +234,12 @@ step('host-mismatch', fronting)
 step('plain', lambda: get('http://plain.test/repos/x'))
 step('plain-post', lambda: get('http://plain.test/repos/x', 'POST'))
 step('bad-upstream', lambda: get('https://bad.test/repos/x'))
-def ws(host, path):
+def ws(host, path, proto='websocket'):
     import socket
     s = socket.create_connection((host, 80), timeout=10)
-    s.sendall(('GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n' % (path, host)).encode())
+    s.sendall(('GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: %s\r\nConnection: Upgrade\r\n'
+               'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n'
+               % (path, host, proto)).encode())
     head = b''
     while b'\r\n\r\n' not in head:
         head += s.recv(1)
@@ -242,6 +251,11 @@ def ws(host, path):
 step('ws', lambda: ws('ws.test', '/ws/chat'))
 step('ws-path', lambda: ws('ws.test', '/admin'))
 step('ws-on-rest', lambda: ws('plain.test', '/repos/x'))
+step('h2c-upgrade', lambda: ws('ws.test', '/ws/chat', 'h2c'))
+step('smuggle-lf', lambda: raw_tls(b'GET /repos/x HTTP/1.1\nHost: api.test\n\nDELETE /admin HTTP/1.1\r\nHost: api.test\r\n\r\n'))
+step('absolute-form', lambda: raw_tls(b'GET http://evil.test/repos/x HTTP/1.1\r\nHost: api.test\r\n\r\n'))
+step('two-hosts', lambda: raw_tls(b'GET /repos/x HTTP/1.1\r\nHost: api.test\r\nHost: evil.test\r\n\r\n'))
+step('path-param', lambda: get('https://api.test/repos/..;/admin'))
 def direct():
     import socket
     s = socket.create_connection(('api.test', 443), timeout=10)
@@ -423,8 +437,13 @@ fn rest_rules_are_kept_per_request_through_the_transparent_proxy() {
             ("udp-443", "errno13"),
             ("token-env", "True"),
             ("token-environ", "False"),
-            ("token-api", "200"),
-            ("token-other", "200"),
+            ("token-api", "200-masked"),
+            ("token-other", "200-masked"),
+            ("h2c-upgrade", "403"),
+            ("smuggle-lf", "400"),
+            ("absolute-form", "400"),
+            ("two-hosts", "400"),
+            ("path-param", "403"),
         ],
     );
     assert_eq!(

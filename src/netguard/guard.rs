@@ -809,6 +809,12 @@ fn source_port(sock: &OwnedFd, v6: bool) -> Result<u16, Errno> {
     }
 }
 
+fn socket_type(sock: &OwnedFd) -> Option<i32> {
+    socket::getsockopt(sock, sockopt::SockType)
+        .ok()
+        .map(|t| t as i32)
+}
+
 fn domain_of(sock: &OwnedFd) -> Option<i32> {
     let mut d: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
@@ -955,6 +961,10 @@ impl CallCtx {
         };
         let addr = match flow {
             None => addr,
+            // A datagram socket "connected" to such an endpoint would send uninspected.
+            Some(_) if socket_type(&sock) != Some(libc::SOCK_STREAM) => {
+                return self.respond(Reply::Error(Errno::EACCES))
+            }
             Some(flow) => match self.splice(&sock, flow) {
                 Ok(a) => a,
                 Err(e) => return self.respond(Reply::Error(e)),
@@ -1110,15 +1120,25 @@ impl CallCtx {
             Target::Inet(d) => d,
             Target::Invalid(e) => return Err(Errno::from_raw(e)),
         };
-        let (policy, endpoint) = self.decided(dest)?;
+        let (policy, endpoint, audit_pass) = self.decided(dest)?;
         let flow = match (&policy, endpoint) {
-            (Some(p), Some(ep)) if l7::inspected(&ep) => Some(self.flow(p, &ep, dest)?),
+            (Some(p), Some(ep)) if l7::inspected(&ep) => {
+                Some(self.flow(p, &ep, dest, !audit_pass)?)
+            }
             _ => None,
         };
         Ok((policy, flow))
     }
 
-    fn flow(&self, policy: &str, ep: &Endpoint, dest: SocketAddr) -> Result<l7::Flow, Errno> {
+    /// What the proxy needs for a connect `policy`'s endpoint `ep` allowed; `secrets`: the
+    /// policy's credentials may go back in (not for a pass an audit-mode endpoint let by).
+    fn flow(
+        &self,
+        policy: &str,
+        ep: &Endpoint,
+        dest: SocketAddr,
+        secrets: bool,
+    ) -> Result<l7::Flow, Errno> {
         let rules = l7::Rules::compile(&l7::endpoint_rules(ep)).map_err(|e| {
             self.event("denied", policy, &e.to_string(), Some(dest), &[]);
             Errno::EACCES
@@ -1141,6 +1161,7 @@ impl CallCtx {
             websocket: ep.protocol == Some(crate::policy::model::Protocol::Websocket),
             names,
             policy: policy.to_string(),
+            secrets,
             by: format!("{policy} {}", ep.host),
             pid: self.caller.pid,
             exe: self.caller.exe_path(),
@@ -1170,7 +1191,7 @@ impl CallCtx {
         let v6 = domain_of(sock) == Some(libc::AF_INET6);
         let port = source_port(sock, v6)?;
         if !proxy.expect(port, flow) {
-            return Err(Errno::EAGAIN);
+            return Err(Errno::EADDRINUSE);
         }
         let to = std::net::SocketAddr::V4(proxy.addr());
         Ok(if v6 {
@@ -1192,7 +1213,7 @@ impl CallCtx {
             Target::Unspec => return Err(Errno::EAFNOSUPPORT),
             Target::Invalid(e) => return Err(Errno::from_raw(e)),
         };
-        let (policy, endpoint) = self.decided(dest)?;
+        let (policy, endpoint, _) = self.decided(dest)?;
         if endpoint.as_ref().is_some_and(l7::inspected) {
             let why =
                 "an endpoint with HTTP rules takes TCP connects only (datagrams and fast-open \
@@ -1203,9 +1224,11 @@ impl CallCtx {
         Ok(policy)
     }
 
-    fn decided(&self, dest: SocketAddr) -> Result<(Option<String>, Option<Endpoint>), Errno> {
+    /// The policy and endpoint that allowed a destination, and whether only an audit-mode
+    /// endpoint let it by.
+    fn decided(&self, dest: SocketAddr) -> Result<(Option<String>, Option<Endpoint>, bool), Errno> {
         match judge(&self.shared, &self.caller, dest) {
-            Verdict::Allow { policy, endpoint } => Ok((policy, endpoint)),
+            Verdict::Allow { policy, endpoint } => Ok((policy, endpoint, false)),
             Verdict::AuditPass {
                 policy,
                 endpoint,
@@ -1214,7 +1237,7 @@ impl CallCtx {
                 names,
             } => {
                 self.event("allowed (audit)", &by, &why, Some(dest), &names);
-                Ok((Some(policy), Some(endpoint)))
+                Ok((Some(policy), Some(endpoint), true))
             }
             Verdict::Deny { why, names } => {
                 self.event("denied", "network_policies", &why, Some(dest), &names);

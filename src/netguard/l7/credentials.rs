@@ -166,20 +166,43 @@ pub fn by_policy(secrets: &[Secret]) -> HashMap<String, Vec<(String, String)>> {
     m
 }
 
-/// Put real values back for placeholders in a request head's header lines (not the request
-/// line: a secret in a URL would end up in logs).
+/// Put real values back for placeholders in a request head's header values (not the request
+/// line: a secret in a URL would end up in logs; not field names).
 pub fn substitute(head: &[u8], pairs: &[(String, String)]) -> Vec<u8> {
-    let split = head
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .map_or(head.len(), |i| i + 2);
-    let (line, headers) = head.split_at(split);
-    let mut out = line.to_vec();
-    let mut rest = headers.to_vec();
-    for (placeholder, value) in pairs {
-        rest = replace_all(&rest, placeholder.as_bytes(), value.as_bytes());
+    in_values(
+        head,
+        pairs.iter().map(|(p, v)| (p.as_bytes(), v.as_bytes())),
+    )
+}
+
+/// Turn real values in a response head back into placeholders (a server that reflects a
+/// request header must not hand the secret to the container).
+pub fn mask(head: &[u8], pairs: &[(String, String)]) -> Vec<u8> {
+    in_values(
+        head,
+        pairs.iter().map(|(p, v)| (v.as_bytes(), p.as_bytes())),
+    )
+}
+
+fn in_values<'a>(
+    head: &[u8],
+    pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(head.len());
+    for (i, line) in head.split_inclusive(|b| *b == b'\n').enumerate() {
+        let colon = line.iter().position(|b| *b == b':');
+        match colon {
+            Some(c) if i > 0 => {
+                out.extend_from_slice(&line[..=c]);
+                let mut value = line[c + 1..].to_vec();
+                for (from, to) in pairs.clone() {
+                    value = replace_all(&value, from, to);
+                }
+                out.extend_from_slice(&value);
+            }
+            _ => out.extend_from_slice(line),
+        }
     }
-    out.extend_from_slice(&rest);
     out
 }
 
@@ -217,11 +240,17 @@ mod tests {
     #[test]
     fn values_go_back_in_headers_only() {
         let pairs = vec![("PH1".to_string(), "real-token".to_string())];
-        let head = b"GET /x?t=PH1 HTTP/1.1\r\nAuthorization: Bearer PH1\r\nX: aPH1b\r\n\r\n";
+        let head =
+            b"GET /x?t=PH1 HTTP/1.1\r\nAuthorization: Bearer PH1\r\nX: aPH1b\r\nPH1: v\r\n\r\n";
         let out = substitute(head, &pairs);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "GET /x?t=PH1 HTTP/1.1\r\nAuthorization: Bearer real-token\r\nX: areal-tokenb\r\n\r\n"
+            String::from_utf8(out.clone()).unwrap(),
+            "GET /x?t=PH1 HTTP/1.1\r\nAuthorization: Bearer real-token\r\nX: areal-tokenb\r\nPH1: v\r\n\r\n"
+        );
+        let reflected = b"HTTP/1.1 200 OK\r\nEcho: Bearer real-token\r\n\r\n";
+        assert_eq!(
+            String::from_utf8(mask(reflected, &pairs)).unwrap(),
+            "HTTP/1.1 200 OK\r\nEcho: Bearer PH1\r\n\r\n"
         );
     }
 

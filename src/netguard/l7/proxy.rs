@@ -31,7 +31,7 @@ use super::rules::{Rules, Verdict};
 use crate::audit;
 use crate::netguard::guard::Shared;
 
-/// Connections served at once; more wait in the listen backlog.
+/// Connections served at once; beyond it new ones are closed.
 pub const MAX_CONNECTIONS: usize = 256;
 /// Announced connections not yet accepted.
 const MAX_PENDING: usize = 1024;
@@ -61,6 +61,8 @@ pub struct Flow {
     pub names: Vec<String>,
     /// The policy that allowed the connection (its credentials go back in).
     pub policy: String,
+    /// Whether they may: not when only an audit-mode endpoint let the connect by.
+    pub secrets: bool,
     /// The policy endpoint, for audit events.
     pub by: String,
     pub pid: i32,
@@ -157,17 +159,18 @@ impl Proxy {
                 return false;
             }
         }
+        // A live announcement for this port is never replaced: the first socket keeps it.
+        if p.get(&port).is_some_and(|(t, _)| t.elapsed() < PENDING_TTL) {
+            return false;
+        }
         p.insert(port, (Instant::now(), flow));
         true
     }
 
     fn take(&self, peer: SocketAddr) -> Option<Flow> {
-        if !peer.ip().is_loopback() {
-            return None;
-        }
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         p.remove(&peer.port())
-            .filter(|(t, _)| t.elapsed() < PENDING_TTL)
+            .filter(|(t, _)| t.elapsed() < PENDING_TTL && peer.ip().is_loopback())
             .map(|(_, f)| f)
     }
 }
@@ -231,7 +234,11 @@ fn client_config(extra: &[std::path::PathBuf]) -> Result<rustls::ClientConfig, S
 
 fn accept_loop(proxy: Arc<Proxy>, shared: Arc<Shared>, listener: TcpListener) {
     for conn in listener.incoming() {
-        let Ok(conn) = conn else { continue };
+        let Ok(conn) = conn else {
+            // Out of descriptors or memory: do not spin.
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
         let Some(flow) = conn.peer_addr().ok().and_then(|p| proxy.take(p)) else {
             continue;
         };
@@ -354,7 +361,8 @@ impl Client<'_> {
     fn plain(&self, conn: TcpStream) {
         let Ok(up) = self.dial() else { return };
         let host_ok = |h: &str| self.allowed_name(h);
-        self.exchange(Conn::new(conn), Conn::new(up), &host_ok);
+        // Credentials travel only inside a verified TLS session.
+        self.exchange(Conn::new(conn), Conn::new(up), &host_ok, false);
     }
 
     fn tls(&self, mut conn: TcpStream) {
@@ -439,7 +447,7 @@ impl Client<'_> {
         }
         let client = rustls::StreamOwned::new(server, conn);
         let host_ok = |h: &str| h.trim_end_matches('.').eq_ignore_ascii_case(&name);
-        self.exchange(Conn::new(client), Conn::new(upstream), &host_ok);
+        self.exchange(Conn::new(client), Conn::new(upstream), &host_ok, true);
     }
 
     fn upstream_tls(
@@ -463,7 +471,12 @@ impl Client<'_> {
         mut client: Conn<C>,
         mut up: Conn<U>,
         host_ok: &dyn Fn(&str) -> bool,
+        tls: bool,
     ) {
+        let secrets = match self.proxy.secrets.get(&self.flow.policy) {
+            Some(pairs) if tls && self.flow.secrets => pairs.as_slice(),
+            _ => &[],
+        };
         loop {
             let head = match client.read_head() {
                 Ok(Some(h)) => h,
@@ -484,10 +497,17 @@ impl Client<'_> {
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .map(strip_port)
                 .unwrap_or_default();
+            let upgrade = req.header("upgrade").is_some();
             let verdict = if !host_ok(host) {
                 Verdict::Deny(format!("Host {host:?} is not the allowed server name"))
-            } else if req.header("upgrade").is_some() && !self.flow.websocket {
+            } else if upgrade && !self.flow.websocket {
                 Verdict::Deny("protocol upgrades need `protocol: websocket`".into())
+            } else if upgrade && !websocket_request(&req) {
+                Verdict::Deny("only websocket upgrades (Upgrade: websocket, a key)".into())
+            } else if req.method == "TRACE" {
+                Verdict::Deny("TRACE echoes the request, credentials included".into())
+            } else if let Some(h) = METHOD_OVERRIDES.iter().find(|h| req.header(h).is_some()) {
+                Verdict::Deny(format!("{h} would change the method after the decision"))
             } else {
                 self.flow.rules.decide(&req.method, &req.target)
             };
@@ -512,10 +532,10 @@ impl Client<'_> {
                 }
                 return;
             }
-            let upgrade = req.header("upgrade").is_some();
-            let head = match self.proxy.secrets.get(&self.flow.policy) {
-                Some(pairs) => super::credentials::substitute(&head, pairs),
-                None => head,
+            let head = if secrets.is_empty() {
+                head
+            } else {
+                super::credentials::substitute(&head, secrets)
             };
             if up.stream.write_all(&head).is_err()
                 || client.copy_body(req.body, Some(&mut up.stream)).is_err()
@@ -523,17 +543,35 @@ impl Client<'_> {
             {
                 return;
             }
-            let Ok(Some(rhead)) = up.read_head() else {
-                return;
+            // Interim responses (100 Continue, 103) go through; the final one follows.
+            let (rhead, resp) = loop {
+                let Ok(Some(rhead)) = up.read_head() else {
+                    return;
+                };
+                let Ok(resp) = http::parse_response(&rhead, req.method == "HEAD") else {
+                    return;
+                };
+                let rhead = if secrets.is_empty() {
+                    rhead
+                } else {
+                    super::credentials::mask(&rhead, secrets)
+                };
+                if (100..200).contains(&resp.status) && resp.status != 101 {
+                    if client.stream.write_all(&rhead).is_err() || client.stream.flush().is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                break (rhead, resp);
             };
-            let Ok(resp) = http::parse_response(&rhead, req.method.eq_ignore_ascii_case("HEAD"))
-            else {
+            if resp.status == 101 && !(upgrade && resp.upgrade_websocket) {
+                // A switch nobody asked for, or to another protocol: no unread tunnel.
                 return;
-            };
+            }
             if client.stream.write_all(&rhead).is_err() {
                 return;
             }
-            if upgrade && resp.status == 101 {
+            if resp.status == 101 {
                 let _ = client.stream.flush();
                 return tunnel(client, up);
             }
@@ -562,6 +600,22 @@ impl Client<'_> {
             .write_all(&http::reply(400, "Bad Request", &body, true));
         let _ = client.stream.flush();
     }
+}
+
+/// Headers some frameworks take as the method instead of the request line's.
+const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// A websocket opening handshake: `Upgrade: websocket`, `Connection: upgrade`, a key.
+fn websocket_request(req: &http::Request) -> bool {
+    req.header("upgrade")
+        .is_some_and(|u| u.trim_ascii().eq_ignore_ascii_case(b"websocket"))
+        && req.lists("connection", "upgrade")
+        && req.header("sec-websocket-key").is_some()
+        && req.method == "GET"
 }
 
 fn strip_port(host: &str) -> &str {

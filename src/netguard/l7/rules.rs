@@ -7,8 +7,8 @@
 //!
 //! Threat: the upstream server, not this matcher, decides what a path means. A path the two
 //! could read differently (`/repos/../admin`, `/repos/%2e%2e/admin`, `/repos%2fx`, `//admin`,
-//! a backslash, control bytes) is refused instead of normalised, so no spelling of `/admin`
-//! passes a `/repos/**` rule.
+//! a backslash, control bytes, `;` parameters, a fragment) is refused instead of normalised,
+//! so no spelling of `/admin` passes a `/repos/**` rule.
 
 use globset::{GlobBuilder, GlobMatcher};
 
@@ -128,7 +128,14 @@ pub fn request_path(target: &str) -> Result<String, String> {
     } else {
         return Err(format!("request target {target:?} is not a path"));
     };
-    let raw = origin.split(['?', '#']).next().unwrap_or("/");
+    if origin.contains('#') {
+        return Err(format!("request target {target:?}: a fragment"));
+    }
+    let raw = origin.split('?').next().unwrap_or("/");
+    // Path parameters: servers that drop them (`/repos/..;/admin`) route elsewhere.
+    if raw.contains(';') || raw.to_ascii_lowercase().contains("%3b") {
+        return Err(format!("path {raw:?}: a parameter (;)"));
+    }
     let path = percent_decode(raw).ok_or_else(|| format!("path {raw:?}: bad percent-encoding"))?;
     // An encoded slash would be one segment here and two upstream.
     if raw.to_ascii_lowercase().contains("%2f") || raw.to_ascii_lowercase().contains("%5c") {
@@ -243,6 +250,10 @@ mod tests {
             "/repos/x\\..\\admin",
             "/repos/%00",
             "/repos/%zz",
+            "/repos/..;/admin",
+            "/repos/..%3b/admin",
+            "/repos/x;jsessionid=1",
+            "/repos/x#/../admin",
             "*",
             "repos/x",
         ] {

@@ -6,6 +6,7 @@
 //! programs that do not read the system file. The user's bundle is not changed.
 
 use std::io::Read;
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use oci_spec::runtime::{MountBuilder, Spec};
@@ -72,11 +73,16 @@ fn image_bundle(rootfs: &Path) -> Option<(&'static str, String)> {
     let root = pathrs::Root::open(rootfs).ok()?;
     BUNDLES.iter().find_map(|p| {
         let handle = root.resolve(p).ok()?;
-        let file = handle.reopen(pathrs::flags::OpenFlags::O_RDONLY).ok()?;
-        let meta = file.metadata().ok()?;
-        if !meta.is_file() || meta.len() > MAX_BUNDLE {
+        // The type is checked on the path handle, before any open: a FIFO would hang
+        // `create`, and opening a device runs its driver.
+        let st = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&handle.as_fd())).ok()?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_size as u64 > MAX_BUNDLE {
             return None;
         }
+        let flags = pathrs::flags::OpenFlags::O_RDONLY
+            | pathrs::flags::OpenFlags::O_NONBLOCK
+            | pathrs::flags::OpenFlags::O_NOCTTY;
+        let file = handle.reopen(flags).ok()?;
         let mut text = String::new();
         file.take(MAX_BUNDLE).read_to_string(&mut text).ok()?;
         Some((*p, text))
