@@ -279,6 +279,19 @@ step('token-api', lambda: auth('https://api.test/repos/t'))
 step('token-other', lambda: auth('http://other.test/t'))
 "#;
 
+/// node's own fetch (undici): its own CA store plus NODE_EXTRA_CA_CERTS, no proxy variables.
+const NODE_CLIENT: &str = r#"(async () => {
+  for (const m of ['GET', 'POST']) {
+    try {
+      const r = await fetch('https://api.test/repos/x', { method: m, body: m === 'POST' ? 'x' : undefined });
+      console.log('node-' + m.toLowerCase() + ':', r.status);
+    } catch (e) {
+      console.log('node-' + m.toLowerCase() + ':', e.cause ? e.cause.code : e.message);
+    }
+  }
+})();
+"#;
+
 #[test]
 fn rest_rules_are_kept_per_request_through_the_transparent_proxy() {
     let rt = Runtime::new();
@@ -348,7 +361,7 @@ fn rest_rules_are_kept_per_request_through_the_transparent_proxy() {
              \x20     - {{ host: bad.test, port: 443, {rules} }}\n\
              \x20     - {{ host: plain.test, port: 80, {rules} }}\n\
              \x20     - {{ host: ws.test, port: 80, protocol: websocket, rules: [ {{ allow: {{ method: GET, path: \"/ws/**\" }} }} ] }}\n\
-             \x20   binaries:\n      - {{ path: /usr/bin/python3.11 }}\n\
+             \x20   binaries:\n      - {{ path: /usr/bin/python3.11 }}\n      - {{ path: /usr/bin/curl }}\n      - {{ path: /usr/bin/node }}\n\
              \x20   credentials:\n      - {{ env: GITHUB_TOKEN }}\n\
              \x20 other:\n    endpoints:\n\
              \x20     - {{ host: other.test, port: 80, protocol: rest, access: read-only }}\n\
@@ -358,11 +371,16 @@ fn rest_rules_are_kept_per_request_through_the_transparent_proxy() {
     let b = bundle(&[
         "sh",
         "-c",
-        "python3 /app/client.py all; cp /usr/bin/python3.11 /tmp/py; /tmp/py /app/client.py one",
+        "python3 /app/client.py all; cp /usr/bin/python3.11 /tmp/py; /tmp/py /app/client.py one; \
+         curl -s -o /dev/null -w 'curl-get: %{http_code}\\n' https://api.test/repos/x; \
+         curl -s -o /dev/null -w 'curl-post: %{http_code}\\n' -d x https://api.test/repos/x; \
+         curl --http2 -s -o /dev/null -w 'curl-h2: %{http_code} %{http_version}\\n' https://api.test/repos/x; \
+         node /app/client.js",
     ]);
     let rootfs = b.path().join("rootfs");
     std::fs::create_dir_all(rootfs.join("app")).unwrap();
     std::fs::write(rootfs.join("app/client.py"), CLIENT).unwrap();
+    std::fs::write(rootfs.join("app/client.js"), NODE_CLIENT).unwrap();
     std::fs::create_dir_all(rootfs.join("etc/ssl/certs")).unwrap();
     std::fs::copy(
         "/etc/ssl/certs/ca-certificates.crt",
@@ -430,6 +448,12 @@ fn rest_rules_are_kept_per_request_through_the_transparent_proxy() {
             ("plain-post", "403"),
             ("bad-upstream", "URLError"),
             ("wrong-binary", "URLError"),
+            ("curl-get", "200"),
+            ("curl-post", "403"),
+            // HTTP/2 is not offered: curl falls back to HTTP/1.1 through the proxy.
+            ("curl-h2", "200 1.1"),
+            ("node-get", "200"),
+            ("node-post", "403"),
             ("ws", "101-ping"),
             ("ws-path", "403"),
             ("ws-on-rest", "403"),
@@ -487,6 +511,8 @@ fn with_interpreters(b: &Bundle) {
         let mounts = c["mounts"].as_array_mut().unwrap();
         for p in [
             "/usr/bin/python3.11",
+            "/usr/bin/curl",
+            "/usr/bin/node",
             "/usr/lib/python3.11",
             "/lib/x86_64-linux-gnu",
             "/lib64",
