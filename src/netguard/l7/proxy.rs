@@ -537,10 +537,7 @@ impl Client<'_> {
             } else {
                 super::credentials::substitute(&head, secrets)
             };
-            if up.stream.write_all(&head).is_err()
-                || client.copy_body(req.body, Some(&mut up.stream)).is_err()
-                || up.stream.flush().is_err()
-            {
+            if send(&head, req.body, &mut client, &mut up.stream).is_err() {
                 return;
             }
             // Interim responses (100 Continue, 103) go through; the final one follows.
@@ -568,15 +565,13 @@ impl Client<'_> {
                 // A switch nobody asked for, or to another protocol: no unread tunnel.
                 return;
             }
-            if client.stream.write_all(&rhead).is_err() {
-                return;
-            }
             if resp.status == 101 {
-                let _ = client.stream.flush();
+                if client.stream.write_all(&rhead).is_err() || client.stream.flush().is_err() {
+                    return;
+                }
                 return tunnel(client, up);
             }
-            if up.copy_body(resp.body, Some(&mut client.stream)).is_err()
-                || client.stream.flush().is_err()
+            if send(&rhead, resp.body, &mut up, &mut client.stream).is_err()
                 || resp.close
                 || !req.keep_alive()
             {
@@ -600,6 +595,34 @@ impl Client<'_> {
             .write_all(&http::reply(400, "Bad Request", &body, true));
         let _ = client.stream.flush();
     }
+}
+
+/// Largest body sent in one piece with its head (one TLS record and one write for a small
+/// message instead of several).
+const COALESCE: u64 = 16 * 1024;
+
+/// Send a head and the body that follows it in `from` to `to`: small bodies with a known
+/// length go in one write with the head.
+fn send<R: Read + Write>(
+    head: &[u8],
+    body: Body,
+    from: &mut Conn<R>,
+    to: &mut impl Write,
+) -> Result<(), HttpError> {
+    match body {
+        Body::None => to.write_all(head)?,
+        Body::Length(n) if n <= COALESCE => {
+            let mut out = head.to_vec();
+            from.copy_body(body, Some(&mut out))?;
+            to.write_all(&out)?;
+        }
+        _ => {
+            to.write_all(head)?;
+            from.copy_body(body, Some(to))?;
+        }
+    }
+    to.flush()?;
+    Ok(())
 }
 
 /// Headers some frameworks take as the method instead of the request line's.
