@@ -1,4 +1,4 @@
-//! Filesystem and process confinement from inside real containers (SPEC §5, §6): each denial
+//! Filesystem and process confinement from inside real containers: each denial
 //! beside its allowed twin, in the init process and in exec'd processes, with a static probe
 //! doing what an attacker would.
 

@@ -1,6 +1,6 @@
 //! Real engines drive the runtime as they drive runc: podman (conmon), dockerd (containerd's
 //! runc shim v2 with a `runtimes` entry) and containerd's `ctr run --runc-binary`. Each test
-//! starts its own daemon with private state (SPEC §12) and an image imported from a
+//! starts its own daemon with private state and an image imported from a
 //! busybox-static rootfs, since no registry is reachable.
 
 mod common;
@@ -58,7 +58,7 @@ fn net_script(port: u16) -> String {
         .replace("PORT", &port.to_string())
 }
 
-/// podman with private storage under `work`, this host's ulimits (SPEC §12) and nemosandbox as
+/// podman with private storage under `work`, this host's ulimits and nemosandbox as
 /// the runtime; `extra` global flags before the verb.
 fn podman_in(work: &Path, extra: &[&str]) -> Command {
     let conf = work.join("containers.conf");

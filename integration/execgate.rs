@@ -1,4 +1,4 @@
-//! The exec gate end to end (SPEC §9): refused chains print the reason, write an audit event
+//! The exec gate end to end: refused chains print the reason, write an audit event
 //! and start nothing; allowed chains run; and an allowed process cannot start a program
 //! outside the list even when the parser never saw it (Landlock execute rights).
 

@@ -1,4 +1,4 @@
-//! The network guard from inside real containers (SPEC §7): every denial beside its allowed
+//! The network guard from inside real containers: every denial beside its allowed
 //! twin, for init and exec'd processes, through the guard's resolver talking to a real DNS
 //! server, for script entries, across a live policy update and with the guard killed.
 //! Servers listen on loopback or in a test network namespace, never on any other address.
@@ -199,7 +199,7 @@ fn run_keep(rt: &Runtime, policy: &str, b: &Bundle) -> (String, String) {
     (stdout, audit)
 }
 
-/// SPEC §7.4 with a real upstream: the resolver answers only names an endpoint matches,
+/// With a real upstream: the resolver answers only names an endpoint matches,
 /// forwards those to the nameserver the image names, and only addresses it answered with
 /// (public ones, unless `allowed_ips` says otherwise) can be reached.
 #[test]
@@ -315,7 +315,7 @@ net.createServer(s => s.destroy()).listen(port, '127.0.0.1', () => {\n\
   c.on('error', e => { console.log(e.code); process.exit(0); });\n\
 });\n";
 
-/// SPEC §7.2 script entries: the policy lists `/app/ok.js`; node running that file may
+/// Script entries: the policy lists `/app/ok.js`; node running that file may
 /// connect, node running other code (another file, `-e`, injected options or libraries) may
 /// not.
 #[test]
@@ -375,7 +375,7 @@ fn network_guard_matches_script_entries_as_interpreter_and_file() {
     );
 }
 
-/// SPEC §7.7: `policy update` adds and removes a preset's network policies in a running
+/// `policy update` adds and removes a preset's network policies in a running
 /// container, returns once the guard runs them, refuses bad changes without touching what is
 /// enforced, and fails (leaving the old policy in place) when the guard is gone.
 #[test]

@@ -1,4 +1,4 @@
-//! Symlink guards end to end (SPEC §8): validated and frozen between create and start, tested
+//! Symlink guards end to end: validated and frozen between create and start, tested
 //! from inside the container as root and as the policy's user, with every invalid layout, a
 //! racing host process, a tmpfs root and a volume.
 

@@ -1,4 +1,4 @@
-//! The audit stream (SPEC §10): one JSON object per line in `<root>/<id>/audit.jsonl`, and the
+//! The audit stream: one JSON object per line in `<root>/<id>/audit.jsonl`, and the
 //! same event in the runtime log at warn level.
 //!
 //! Threat: a workload that makes the same refused call in a loop, or a new refused name

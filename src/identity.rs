@@ -1,4 +1,4 @@
-//! Process identity (SPEC §6): `process.run_as_user/group` resolved in the container's own
+//! Process identity: `process.run_as_user/group` resolved in the container's own
 //! `/etc/passwd` and `/etc/group` (never the host's), and the home `~` stands for.
 
 use std::path::{Path, PathBuf};

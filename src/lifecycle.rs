@@ -206,7 +206,7 @@ impl Default for PolicyInputs {
 }
 
 impl PolicyInputs {
-    /// The effective policy for a spec with these annotations (SPEC §4.4, §4.5).
+    /// The effective policy for a spec with these annotations.
     pub fn effective(&self, annotations: &HashMap<String, String>) -> Result<Effective> {
         let node =
             NodeConfig::load(&self.config).map_err(|e| LifecycleError::Policy(e.to_string()))?;
@@ -517,7 +517,7 @@ impl Runtime {
         Ok(())
     }
 
-    /// Validate and freeze each symlink guard (SPEC §8); on a mismatch undo what earlier
+    /// Validate and freeze each symlink guard; on a mismatch undo what earlier
     /// guards set and fail.
     fn symlink_guards(
         &self,
@@ -902,7 +902,7 @@ impl Runtime {
 }
 
 impl Runtime {
-    /// SPEC §9: when the policy has `exec_policy`, decide before anything starts; an allowed
+    /// when the policy has `exec_policy`, decide before anything starts; an allowed
     /// process gets execute rights only on what was allowed.
     fn exec_gate(
         &self,

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use libcontainer::container::{Container, ContainerStatus};
 use serde::{Deserialize, Serialize};
 
-/// The annotation that carries the effective policy's hash (§4.5).
+/// The annotation that carries the effective policy's hash.
 pub const POLICY_HASH_ANNOTATION: &str = "dev.nemosandbox.policy.sha256";
 /// The documents merged into the effective policy, in order.
 /// Prefix of the per-guard outcome annotations (`…symlink-guard./sandbox/.openclaw`).

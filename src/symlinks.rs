@@ -1,4 +1,4 @@
-//! Symlink guards (SPEC §8): configuration directories whose links must point exactly into a
+//! Symlink guards: configuration directories whose links must point exactly into a
 //! target directory, validated and frozen between `create` and `start`.
 //!
 //! Order closes the time-of-check window: the read-only bind of the directory onto itself is

@@ -205,7 +205,7 @@ enum PolicyCmd {
     },
     /// JSON Schema of the policy format
     Schema,
-    /// Change a running container's network policies: add or remove a preset (SPEC §7.7)
+    /// Change a running container's network policies: add or remove a preset
     #[command(group(clap::ArgGroup::new("change").required(true).args(["add_preset", "remove"])))]
     Update {
         id: String,

@@ -1,4 +1,4 @@
-//! Landlock (SPEC §6): the filesystem grants of the layout, TCP connect ports of the network
+//! Landlock: the filesystem grants of the layout, TCP connect ports of the network
 //! policy, signal and abstract-socket scoping — what the kernel's ABI can carry, decided at
 //! `create` (where `hard_requirement` can still refuse) and applied in every process.
 

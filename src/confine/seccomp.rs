@@ -1,4 +1,4 @@
-//! seccomp (SPEC §6): a Docker-default-equivalent allowlist for specs without a profile, and
+//! seccomp: a Docker-default-equivalent allowlist for specs without a profile, and
 //! the always-denied filter stacked on top of whatever profile runs. Socket families, types
 //! and options are refused by the hand-written filter in `sockets`. Two filters, not one
 //! merged profile: the kernel applies the stricter verdict, and the spec's profile is loaded
@@ -369,7 +369,7 @@ const BY_CAPABILITY: &[(&str, &[&str])] = &[
     ("CAP_SYSLOG", &["syslog"]),
 ];
 
-/// Denied whatever the profile says (SPEC §6, §7.2, §7.5).
+/// Denied whatever the profile says.
 pub const ALWAYS_DENIED: &[&str] = &[
     "io_uring_setup",
     "io_uring_enter",
@@ -496,7 +496,7 @@ pub fn always_denied() -> LinuxSeccomp {
             Some(EPERM),
         ),
         rule(&["clone3"], errno, Some(libc::ENOSYS as u32)),
-        // A second notification listener (SPEC §7.3): on top of the guard's filter it would
+        // A second notification listener: on top of the guard's filter it would
         // take the notifications; once the guard is gone it would let the workload answer
         // "continue" for its own connects. The guard's filter is loaded before this one.
         masked(

@@ -1,4 +1,4 @@
-//! Socket creation and socket options the network guard never sees (SPEC §7.3, §7.5).
+//! Socket creation and socket options the network guard never sees.
 //!
 //! Threat: the guard judges every call that carries a destination, but a socket can reach the
 //! network in ways that never pass through `connect`/`sendto`: SCTP opens associations from

@@ -1,4 +1,4 @@
-//! The gate's decision (SPEC §9): every program a direct argv or a shell wrapper's script
+//! The gate's decision: every program a direct argv or a shell wrapper's script
 //! would start is resolved inside the container (PATH, cwd and `cd`, symlinks within the
 //! root) and must match the allowlist; shell scripts may also use the safe builtins.
 //!

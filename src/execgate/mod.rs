@@ -1,4 +1,4 @@
-//! Exec gate (SPEC §9): what `exec` may start when the effective policy has `exec_policy`.
+//! Exec gate: what `exec` may start when the effective policy has `exec_policy`.
 
 pub mod eval;
 pub mod shell;

@@ -1,4 +1,4 @@
-//! The shell subset the exec gate accepts (SPEC §9): simple commands joined by `&&`, `||`,
+//! The shell subset the exec gate accepts: simple commands joined by `&&`, `||`,
 //! `;`, `|` and newlines, with quoting, escapes and comments. Everything else a POSIX shell
 //! would do — substitutions, redirections, subshells, groups, functions, loops, conditionals,
 //! background jobs, assignments — is refused, naming the construct. The grammar is small on

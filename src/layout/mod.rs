@@ -1,4 +1,4 @@
-//! Filesystem layout (SPEC §5): the effective policy's glob → `rwx` map becomes a mount plan
+//! Filesystem layout: the effective policy's glob → `rwx` map becomes a mount plan
 //! (applied by rewriting the spec's root and mounts in the state directory) and the Landlock
 //! grants the in-container stage installs.
 

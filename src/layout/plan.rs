@@ -1,4 +1,4 @@
-//! The mount plan (SPEC §5): base, then one step per rule target from the least to the most
+//! The mount plan: base, then one step per rule target from the least to the most
 //! specific path, and the Landlock grants that carry the exact bits mounts cannot express.
 
 use std::collections::{BTreeMap, BTreeSet};

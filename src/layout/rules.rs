@@ -1,5 +1,5 @@
 //! Permission rules: one map glob → `rwx` built from a policy's filesystem section, and the
-//! rule that decides for a path (SPEC §5): the deepest literal prefix wins; on a tie, the
+//! rule that decides for a path: the deepest literal prefix wins; on a tie, the
 //! rights all tied rules grant (which is the smaller set whenever they are comparable).
 
 use std::fmt;
@@ -350,7 +350,7 @@ impl RuleSet {
         d
     }
 
-    /// Take `w` away from each of `dirs` (symlink guards, SPEC §8), whatever rule grants it:
+    /// Take `w` away from each of `dirs` (symlink guards), whatever rule grants it:
     /// a rule at the directory's own depth, so the tie keeps the intersection.
     pub fn freeze(&mut self, dirs: &[String]) -> Result<(), RuleError> {
         for d in dirs {

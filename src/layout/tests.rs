@@ -1,4 +1,4 @@
-//! The 13 conformance cases of SPEC §5 on the plan, against a real image tree in a temporary
+//! The 13 conformance cases of the layout on the plan, against a real image tree in a temporary
 //! directory (the same cases run from inside containers in `integration/confinement.rs`).
 
 use std::fs;

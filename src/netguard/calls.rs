@@ -137,7 +137,7 @@ pub fn read_iov(mem: &Mem, iov: u64, iovlen: u64, room: usize) -> Result<Vec<u8>
     Ok(data)
 }
 
-/// IPv6 routing headers and IPv4 source-route options in control data (SPEC §7.3): they send
+/// IPv6 routing headers and IPv4 source-route options in control data: they send
 /// an approved packet through hops no policy named.
 pub fn routing_option(control: &[u8]) -> Option<&'static str> {
     const HDR: usize = 16;

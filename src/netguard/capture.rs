@@ -1,4 +1,4 @@
-//! What a process was started with, captured when it called `execve` (SPEC §7.2).
+//! What a process was started with, captured when it called `execve`.
 //!
 //! Threat: identity beyond the executable file — which script an interpreter runs, which
 //! libraries the loader was told to inject — comes from the process's argv and environment.

@@ -1,5 +1,5 @@
 //! Connections the guard made, by the policy that allowed them, so that revoking a policy
-//! (`policy update --remove`) ends them (SPEC §7.7).
+//! (`policy update --remove`) ends them.
 //!
 //! Threat: an agent whose access is revoked keeps a long-lived stream (a websocket, a
 //! tunnel) open and goes on using it. The guard holds no descriptor of its own for a

@@ -1,4 +1,4 @@
-//! The egress rule (SPEC §7.1), as pure logic: given the destination, the names the runtime's
+//! The egress rule, as pure logic: given the destination, the names the runtime's
 //! resolver returned for that address (still within their TTL) and which policies' binaries
 //! the calling executable is, allow or refuse — and say why.
 
@@ -127,7 +127,7 @@ fn host_covers(ep: &Endpoint, a: &Attempt) -> Result<(), (u8, String)> {
 }
 
 /// Decide one attempt. `binary_allowed(key)` says whether the calling executable is one of
-/// policy `key`'s binaries (identity is the guard's job, SPEC §7.2).
+/// policy `key`'s binaries (identity is the guard's job).
 pub fn decide(
     policies: &BTreeMap<String, EffectiveNetwork>,
     a: &Attempt,
@@ -178,7 +178,7 @@ pub fn decide(
     audit_pass.unwrap_or(Decision::Deny { reason: best.1 })
 }
 
-/// Whether the resolver may answer `name`: some endpoint's host pattern matches it (SPEC §7.4).
+/// Whether the resolver may answer `name`: some endpoint's host pattern matches it.
 pub fn name_allowed(policies: &BTreeMap<String, EffectiveNetwork>, name: &str) -> bool {
     policies
         .values()

@@ -1,4 +1,4 @@
-//! The kernel fence behind the network guard (SPEC §7.3).
+//! The kernel fence behind the network guard.
 //!
 //! Threat: the guard lets calls on unix and netlink sockets continue in the kernel, and the
 //! kernel then looks the descriptor up again. Another thread can `dup2` an inet socket onto

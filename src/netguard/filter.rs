@@ -1,4 +1,4 @@
-//! The user-notification filter of the network guard (SPEC §7.3) and the hand-over of its
+//! The user-notification filter of the network guard and the hand-over of its
 //! listener to the guard.
 //!
 //! The filter sends `connect`, `sendmsg`, `sendmmsg` and `sendto` with a destination to the

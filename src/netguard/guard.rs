@@ -1,6 +1,6 @@
-//! The per-container network guard (SPEC §7.3), run in the helper process for the container's
+//! The per-container network guard, run in the helper process for the container's
 //! life. Each container process hands it the listener of its notification filter; a thread
-//! per listener receives the notified calls, decides (§7.1, §7.2) and, when allowed, performs
+//! per listener receives the notified calls, decides and, when allowed, performs
 //! the call itself on the caller's socket (`pidfd_getfd`) with the arguments it validated.
 //!
 //! What it never does: answer "continue" for a call on an inet socket. Calls on unix and

@@ -1,4 +1,4 @@
-//! Who is calling (SPEC §7.2): the file the kernel runs for the process, by device, inode and
+//! Who is calling: the file the kernel runs for the process, by device, inode and
 //! change time, against each policy's binaries resolved inside the container's root. A
 //! script entry is the interpreter running that script file. What the process was started
 //! with (argv, environment, working directory) comes from its exec capture, never from

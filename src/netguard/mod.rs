@@ -1,6 +1,6 @@
-//! Network guard (SPEC §7): egress allowed per destination and per executable.
+//! Network guard: egress allowed per destination and per executable.
 //!
-//! - `decide`: the §7.1 rule, pure.
+//! - `decide`: the egress rule, pure.
 //! - `prepare`: at `create`, the resolver address, the rewritten `/etc/resolv.conf` and the
 //!   compiled notification filter.
 //! - `fence`: cgroup programs that refuse, in the kernel, inet connects and addressed sends
@@ -8,10 +8,10 @@
 //! - `filter`: the notification filter and the hand-over of its listener (in the container).
 //! - `guard`: the per-container guard (in the helper process): takes listeners, decides each
 //!   notified call and performs allowed ones itself on the caller's socket.
-//! - `identity`: which policies' binaries a process is (§7.2).
-//! - `resolver`: the policy-aware DNS resolver (§7.4).
+//! - `identity`: which policies' binaries a process is.
+//! - `resolver`: the policy-aware DNS resolver.
 //! - `control`: the guard's control socket (listener hand-over, live update).
-//! - `update`: `policy update` (§7.7), the runtime's side of a live update.
+//! - `update`: `policy update`, the runtime's side of a live update.
 
 pub mod calls;
 pub mod capture;

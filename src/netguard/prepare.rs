@@ -1,4 +1,4 @@
-//! The network guard's part of the spec-rewrite stage (SPEC §7.4): the container's
+//! The network guard's part of the spec-rewrite stage: the container's
 //! `/etc/resolv.conf` is replaced by one naming the guard's resolver, and the nameservers it
 //! would otherwise have used become the resolver's upstream.
 

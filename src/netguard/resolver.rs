@@ -1,4 +1,4 @@
-//! The container's resolver (SPEC §7.4): listens on the guard's loopback address in the
+//! The container's resolver: listens on the guard's loopback address in the
 //! container's network namespace, answers A and AAAA only for names some endpoint's host
 //! matches by asking the nameservers the container would have used, refuses every other name,
 //! and records the addresses it returned (with their TTL) for the allow decision.

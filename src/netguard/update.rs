@@ -1,4 +1,4 @@
-//! `nemosandbox policy update ID --preset P | --remove P` (SPEC §7.7): change the network
+//! `nemosandbox policy update ID --preset P | --remove P`: change the network
 //! policies of a running container and return once its guard runs the new generation.
 //!
 //! The new `effective.json` replaces the old one by rename, so the guard never reads half a
@@ -116,7 +116,7 @@ fn apply(
 }
 
 impl Runtime {
-    /// SPEC §7.7: change the network policies of a running (or created) container.
+    /// change the network policies of a running (or created) container.
     pub fn policy_update(&self, id: &str, change: &Change) -> Result<Outcome, UpdateError> {
         let (_, meta, status) = self.load_with_status(id)?;
         if !matches!(

@@ -1,4 +1,4 @@
-//! Live update of a running container's network policies (SPEC §7.7).
+//! Live update of a running container's network policies.
 //!
 //! Only `network_policies` can change under a running workload: mounts, Landlock rulesets and
 //! seccomp filters are fixed once the process runs. A preset's other sections are therefore

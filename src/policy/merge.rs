@@ -1,4 +1,4 @@
-//! Merge a baseline and presets into the effective policy of one container (SPEC §4.5).
+//! Merge a baseline and presets into the effective policy of one container.
 //! Deterministic; every entry remembers the document it came from.
 
 use std::collections::BTreeMap;

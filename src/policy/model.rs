@@ -1,4 +1,4 @@
-//! The policy document format (SPEC §4.1): NemoClaw/OpenShell-compatible YAML plus the
+//! The policy document format: NemoClaw/OpenShell-compatible YAML plus the
 //! nemosandbox extensions. Every struct refuses unknown keys; semantic rules live in
 //! `validate`.
 

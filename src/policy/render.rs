@@ -178,7 +178,7 @@ pub fn explain(eff: &Effective) -> String {
     }
     let _ = writeln!(
         o,
-        "  enforcement: the network guard decides every connect and addressed send per destination and per executable (SPEC §7); the resolver answers only the names above; Landlock grants no TCP connect of its own"
+        "  enforcement: the network guard decides every connect and addressed send per destination and per executable; the resolver answers only the names above; Landlock grants no TCP connect of its own"
     );
 
     if let Some(ex) = &eff.exec_policy {

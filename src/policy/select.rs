@@ -1,4 +1,4 @@
-//! Node configuration and policy selection (SPEC §4.4): node config, then runtime flags, then
+//! Node configuration and policy selection: node config, then runtime flags, then
 //! the bundle's annotations — which can add allowed presets but never weaken what the node
 //! fixes.
 
@@ -74,7 +74,7 @@ impl Default for NodeConfig {
 }
 
 impl NodeConfig {
-    /// Load; an absent file means built-in defaults (SPEC §2).
+    /// Load; an absent file means built-in defaults.
     pub fn load(path: &Path) -> Result<NodeConfig, LoadError> {
         let origin = path.display().to_string();
         let text = match std::fs::read_to_string(path) {

@@ -1,4 +1,4 @@
-//! Conformance table of the loader (SPEC §4.2) and the merge/selection rules (§4.4, §4.5).
+//! Conformance table of the loader and the merge/selection rules.
 
 use std::collections::HashMap;
 

@@ -1,4 +1,4 @@
-//! Semantic rules of SPEC §4.2 on a parsed document: fail closed, every violation reported
+//! Semantic rules on a parsed document: fail closed, every violation reported
 //! with the path of the offending field (turned into file:line:column by the loader).
 
 use std::net::IpAddr;
