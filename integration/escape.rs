@@ -379,27 +379,6 @@ fn other_transports_and_source_routing_are_refused() {
     expect(&c.exec_sh(&checks), &want);
 }
 
-/// python3 and node from the host, with their libraries, bound read-only into the image.
-fn with_interpreters(b: &Bundle) {
-    b.edit(|c| {
-        let mounts = c["mounts"].as_array_mut().unwrap();
-        for p in [
-            "/usr/bin/node",
-            "/usr/bin/python3.11",
-            "/usr/lib/python3.11",
-            "/lib/x86_64-linux-gnu",
-            "/lib64",
-        ] {
-            mounts.push(serde_json::json!({
-                "destination": p, "type": "bind", "source": p, "options": ["rbind", "ro"]
-            }));
-        }
-    });
-    let usr_bin = b.path().join("rootfs/usr/bin");
-    std::fs::create_dir_all(&usr_bin).unwrap();
-    let _ = std::os::unix::fs::symlink("python3.11", usr_bin.join("python3"));
-}
-
 const PY_CONNECT: &str = "import errno, socket, sys\n\
 port = int(sys.argv[-1])\n\
 l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\

@@ -505,24 +505,3 @@ fn rest_rules_are_kept_per_request_through_the_transparent_proxy() {
     );
     assert_eq!(key_mode.ok(), Some(0o600), "the CA key is root's alone");
 }
-
-fn with_interpreters(b: &Bundle) {
-    b.edit(|c| {
-        let mounts = c["mounts"].as_array_mut().unwrap();
-        for p in [
-            "/usr/bin/python3.11",
-            "/usr/bin/curl",
-            "/usr/bin/node",
-            "/usr/lib/python3.11",
-            "/lib/x86_64-linux-gnu",
-            "/lib64",
-        ] {
-            mounts.push(serde_json::json!({
-                "destination": p, "type": "bind", "source": p, "options": ["rbind", "ro"]
-            }));
-        }
-    });
-    let usr_bin = b.path().join("rootfs/usr/bin");
-    std::fs::create_dir_all(&usr_bin).unwrap();
-    let _ = std::os::unix::fs::symlink("python3.11", usr_bin.join("python3"));
-}

@@ -829,9 +829,18 @@ impl Runtime {
             }
         }
 
+        // Engines pass the container's configured environment again: its secrets stay outside.
+        let secrets = netguard::l7::credentials::load(&own)
+            .map_err(|e| LifecycleError::Policy(format!("credentials: {e}")))?;
         // The engine's process.json is not ours to change: bound it into a copy.
         let process_copy = match &opts.process {
-            Some(path) => Some(bounded_process_copy(path, &bounding, plan.run_as, &own)?),
+            Some(path) => Some(bounded_process_copy(
+                path,
+                &bounding,
+                plan.run_as,
+                &own,
+                &secrets,
+            )?),
             None => None,
         };
         let _cleanup = RemoveOnDrop {
@@ -853,8 +862,6 @@ impl Runtime {
             foreground::block_forwarded_signals()?;
         }
         let mut requested = opts.env.clone();
-        let secrets = netguard::l7::credentials::load(&own)
-            .map_err(|e| LifecycleError::Policy(format!("credentials: {e}")))?;
         netguard::l7::credentials::scrub(&mut requested, &secrets);
         let env: HashMap<String, String> = requested
             .iter()
@@ -1067,6 +1074,7 @@ fn bounded_process_copy(
     container: &LinuxCapabilities,
     run_as: Option<(u32, u32)>,
     own: &Path,
+    secrets: &[netguard::l7::credentials::Secret],
 ) -> Result<PathBuf> {
     let mut process: Process = bundle::read_json(path)?;
     if process.args().as_ref().is_none_or(|a| a.is_empty()) {
@@ -1098,11 +1106,8 @@ fn bounded_process_copy(
         crate::identity::impose(&mut process, uid, gid);
     }
     process.set_no_new_privileges(Some(true));
-    // Engines pass the container's configured environment again: its secrets stay outside.
-    let secrets = netguard::l7::credentials::load(own)
-        .map_err(|e| LifecycleError::Policy(format!("credentials: {e}")))?;
     if let Some(mut env) = process.env().clone() {
-        netguard::l7::credentials::scrub(&mut env, &secrets);
+        netguard::l7::credentials::scrub(&mut env, secrets);
         process.set_env(Some(env));
     }
     let name = format!(

@@ -176,3 +176,26 @@ pub fn localnet_preset(dir: &Path, port: u16) -> PathBuf {
     .unwrap();
     path
 }
+
+/// Bind the host's python3, node and curl (and the libraries they load) read-only into the
+/// bundle, with `/usr/bin/python3` naming python3.11 as on the host.
+pub fn with_interpreters(b: &Bundle) {
+    b.edit(|c| {
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        for p in [
+            "/usr/bin/node",
+            "/usr/bin/python3.11",
+            "/usr/bin/curl",
+            "/usr/lib/python3.11",
+            "/lib/x86_64-linux-gnu",
+            "/lib64",
+        ] {
+            mounts.push(serde_json::json!({
+                "destination": p, "type": "bind", "source": p, "options": ["rbind", "ro"]
+            }));
+        }
+    });
+    let usr_bin = b.path().join("rootfs/usr/bin");
+    std::fs::create_dir_all(&usr_bin).unwrap();
+    let _ = std::os::unix::fs::symlink("python3.11", usr_bin.join("python3"));
+}

@@ -605,16 +605,8 @@ fn handle(shared: &Arc<Shared>, listener: &Arc<OwnedFd>, req: &libc::seccomp_not
     if !notif::valid(listener, id) {
         return;
     }
-    let Some(caller) = Caller::of(tid, &shared.captures, shared.pid_key(&pidfd)) else {
-        return notif::respond(listener, id, Reply::Error(Errno::ESRCH));
-    };
-    let ctx = CallCtx {
-        shared: shared.clone(),
-        listener: listener.clone(),
-        id,
-        caller,
-        pidfd: Arc::new(pidfd),
-        syscall: syscall_name(nr),
+    let Some(ctx) = CallCtx::of(shared, listener, id, tid, nr, pidfd) else {
+        return;
     };
     ctx.run(sock, request);
 }
@@ -674,16 +666,8 @@ fn unix_call(
         }
         _ => {}
     }
-    let Some(caller) = Caller::of(tid, &shared.captures, shared.pid_key(&pidfd)) else {
-        return notif::respond(listener, id, Reply::Error(Errno::ESRCH));
-    };
-    let ctx = CallCtx {
-        shared: shared.clone(),
-        listener: listener.clone(),
-        id,
-        caller,
-        pidfd: Arc::new(pidfd),
-        syscall: syscall_name(nr),
+    let Some(ctx) = CallCtx::of(shared, listener, id, tid, nr, pidfd) else {
+        return;
     };
     ctx.unix(tid, &proc, sock, request);
 }
@@ -846,6 +830,30 @@ struct CallCtx {
 }
 
 impl CallCtx {
+    /// The context of thread `tid`'s notified call `nr`; `None` (answered ESRCH) when the
+    /// caller is gone.
+    fn of(
+        shared: &Arc<Shared>,
+        listener: &Arc<OwnedFd>,
+        id: u64,
+        tid: i32,
+        nr: i64,
+        pidfd: OwnedFd,
+    ) -> Option<CallCtx> {
+        let Some(caller) = Caller::of(tid, &shared.captures, shared.pid_key(&pidfd)) else {
+            notif::respond(listener, id, Reply::Error(Errno::ESRCH));
+            return None;
+        };
+        Some(CallCtx {
+            shared: shared.clone(),
+            listener: listener.clone(),
+            id,
+            caller,
+            pidfd: Arc::new(pidfd),
+            syscall: syscall_name(nr),
+        })
+    }
+
     fn respond(&self, r: Reply) {
         notif::respond(&self.listener, self.id, r);
     }

@@ -108,17 +108,22 @@ pub fn prepare(
         // has no resolver configuration; its DNS is still refused except through the guard.
         return finish(own, cache, resolver, upstream);
     }
+    bind_read_only(spec, RESOLV, &conf);
+    finish(own, cache, resolver, upstream)
+}
+
+/// Bind `source` (a runtime file) read-only over `dest` in the container.
+pub fn bind_read_only(spec: &mut Spec, dest: &str, source: &Path) {
     let mount: Mount = MountBuilder::default()
-        .destination(RESOLV)
+        .destination(dest)
         .typ("bind")
-        .source(&conf)
+        .source(source)
         .options(vec!["rbind".to_string(), "ro".to_string()])
         .build()
         .expect("static mount");
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     mounts.push(mount);
     spec.set_mounts(Some(mounts));
-    finish(own, cache, resolver, upstream)
 }
 
 fn finish(

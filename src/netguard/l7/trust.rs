@@ -9,7 +9,7 @@ use std::io::Read;
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use oci_spec::runtime::{MountBuilder, Spec};
+use oci_spec::runtime::Spec;
 
 use super::ca::{self, CaError};
 
@@ -49,16 +49,7 @@ pub fn install(
         path: combined.clone(),
         source,
     })?;
-    let mount = MountBuilder::default()
-        .destination(path)
-        .typ("bind")
-        .source(&combined)
-        .options(vec!["rbind".to_string(), "ro".to_string()])
-        .build()
-        .expect("static mount");
-    let mut mounts = spec.mounts().clone().unwrap_or_default();
-    mounts.push(mount);
-    spec.set_mounts(Some(mounts));
+    crate::netguard::prepare::bind_read_only(spec, path, &combined);
     if let Some(p) = spec.process_mut() {
         let mut env: Vec<String> = p.env().clone().unwrap_or_default();
         env.retain(|e| !ENV.iter().any(|k| e.starts_with(&format!("{k}="))));
