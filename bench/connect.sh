@@ -9,9 +9,15 @@
 # keep = 64-byte request/reply on one connection. Each row: median of ROUNDS runs of N ops.
 # Also the guard's resident memory after the load (VmHWM of the helper process).
 #   bash bench/connect.sh [N] [ROUNDS]
+#   bash bench/connect.sh https [N] [ROUNDS]   HTTPS request/response through the layer-7
+#                                              path (bench/https.sh)
 # Needs root, runc, crun, tinyproxy, gcc, busybox-static, and a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = https ]; then
+    shift
+    exec bash bench/https.sh "$@"
+fi
 N=${1:-2000}
 ROUNDS=${2:-5}
 NEMO=${NEMO:-$PWD/target/release/nemosandbox}

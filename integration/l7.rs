@@ -214,6 +214,78 @@ def raw_tls(payload):
 if sys.argv[1] == 'one':
     step('wrong-binary', lambda: get('https://api.test/repos/x'))
     sys.exit(0)
+if sys.argv[1] == 'neighbour':
+    import time
+    codes, end = [], time.time() + float(sys.argv[2])
+    while time.time() < end:
+        try:
+            codes.append(str(get('https://api.test/repos/n')))
+        except Exception as e:
+            codes.append(type(e).__name__)
+        time.sleep(0.2)
+    bad = [c for c in codes if c != '200']
+    print('neighbour:', 'all-200' if codes and not bad else bad, flush=True)
+    print('neighbour-requests:', len(codes), flush=True)
+    sys.exit(0)
+if sys.argv[1] == 'hostile':
+    import socket, threading, time
+    def flood():
+        import select
+        held = [socket.create_connection(('api.test', 443), timeout=10) for _ in range(300)]
+        time.sleep(0.5)
+        closed = 0
+        for s in select.select(held, [], [], 0)[0]:
+            try:
+                closed += s.recv(1) == b''
+            except OSError:
+                closed += 1
+        during = 'refused'
+        try:
+            during = str(get('https://api.test/repos/x'))
+        except Exception:
+            pass
+        time.sleep(float(sys.argv[2]))
+        for s in held:
+            s.close()
+        time.sleep(1)
+        return '%s-%s-%s' % ('bounded' if closed >= 44 else 'closed%d' % closed, during,
+                             get('https://api.test/repos/x'))
+    step('flood', flood)
+    def timed(f):
+        t = time.time(); r = f(); return '%s-%s' % (r, 'in-time' if time.time() - t < 16 else 'late')
+    def slowloris():
+        s = ssl.create_default_context().wrap_socket(
+            socket.create_connection(('api.test', 443), timeout=30), server_hostname='api.test')
+        s.sendall(b'GET /repos/x HTTP/1.1\r\nHost: api.test\r\n')
+        s.settimeout(0.5)
+        for _ in range(60):
+            try:
+                s.sendall(b'X')
+                data = s.recv(64)
+                return data.split(b' ')[1].decode() if data else 'closed'
+            except socket.timeout:
+                continue
+            except OSError as e:
+                return type(e).__name__
+        return 'never-closed'
+    def slow_handshake():
+        s = socket.create_connection(('api.test', 443), timeout=30)
+        s.sendall(b'\x16\x03')
+        return 'closed' if s.recv(64) == b'' else 'answered'
+    out = {}
+    threads = [threading.Thread(target=lambda n=n, f=f: out.__setitem__(n, timed(f)))
+               for n, f in [('slowloris', slowloris), ('slow-handshake', slow_handshake)]]
+    for t in threads: t.start()
+    time.sleep(1)
+    step('during-slowloris', lambda: get('https://api.test/repos/x'))
+    for t in threads: t.join()
+    for n in ('slowloris', 'slow-handshake'):
+        print(n + ':', out.get(n), flush=True)
+    step('huge-head', lambda: raw_tls(b'GET /repos/x HTTP/1.1\r\nHost: api.test\r\nX: ' + b'a' * 100000 + b'\r\n\r\n'))
+    step('many-headers', lambda: raw_tls(b'GET /repos/x HTTP/1.1\r\nHost: api.test\r\n' + b'X: y\r\n' * 200 + b'\r\n'))
+    step('garbage', lambda: raw_tls(b'\x00\x01\x02 nonsense\r\n\r\n'))
+    step('after', lambda: get('https://api.test/repos/x'))
+    sys.exit(0)
 step('get', lambda: get('https://api.test/repos/x'))
 step('post', lambda: get('https://api.test/repos/x', 'POST'))
 step('admin', lambda: get('https://api.test/admin'))
@@ -292,12 +364,22 @@ const NODE_CLIENT: &str = r#"(async () => {
 })();
 "#;
 
-#[test]
-fn rest_rules_are_kept_per_request_through_the_transparent_proxy() {
+/// The upstreams, the DNS server that names them, the node configuration trusting the test
+/// root, and the policy every container here runs under.
+struct Lab {
+    rt: Runtime,
+    net: TestNetns,
+    _dns: TestDns,
+    seen: Seen,
+    config: String,
+    policy: String,
+}
+
+fn lab() -> Lab {
     let rt = Runtime::new();
     let net = TestNetns::new();
     let t = |last: u8| Ipv4Addr::new(203, 0, 113, last);
-    let _dns = TestDns::start(
+    let dns = TestDns::start(
         &net.path(),
         t(53),
         &[
@@ -324,25 +406,14 @@ fn rest_rules_are_kept_per_request_through_the_transparent_proxy() {
         leaf("bad.test", None),
         seen.clone(),
     );
-    http_server(
-        &net.path(),
-        SocketAddrV4::new(t(12), 80),
-        "plain.test",
-        seen.clone(),
-    );
-    http_server(
-        &net.path(),
-        SocketAddrV4::new(t(13), 80),
-        "other.test",
-        seen.clone(),
-    );
-    http_server(
-        &net.path(),
-        SocketAddrV4::new(t(14), 80),
-        "ws.test",
-        seen.clone(),
-    );
-
+    for (last, host) in [(12, "plain.test"), (13, "other.test"), (14, "ws.test")] {
+        http_server(
+            &net.path(),
+            SocketAddrV4::new(t(last), 80),
+            host,
+            seen.clone(),
+        );
+    }
     let roots = rt.root.path().join("test-root.pem");
     std::fs::write(&roots, &root_pem).unwrap();
     let config = rt.root.path().join("node.yaml");
@@ -352,7 +423,7 @@ fn rest_rules_are_kept_per_request_through_the_transparent_proxy() {
     )
     .unwrap();
     let rules = "protocol: rest, rules: [ { allow: { method: GET, path: \"/repos/**\" } } ]";
-    let pol = policy(
+    let policy = policy(
         &rt,
         &format!(
             "version: 1\nfilesystem_policy:\n  permissions:\n    \"/**\": \"r-x\"\n    \"/tmp/**\": \"rwx\"\n\
@@ -361,57 +432,88 @@ fn rest_rules_are_kept_per_request_through_the_transparent_proxy() {
              \x20     - {{ host: bad.test, port: 443, {rules} }}\n\
              \x20     - {{ host: plain.test, port: 80, {rules} }}\n\
              \x20     - {{ host: ws.test, port: 80, protocol: websocket, rules: [ {{ allow: {{ method: GET, path: \"/ws/**\" }} }} ] }}\n\
-             \x20   binaries:\n      - {{ path: /usr/bin/python3.11 }}\n      - {{ path: /usr/bin/curl }}\n      - {{ path: /usr/bin/node }}\n\
+             \x20   binaries:\n      - {{ path: /usr/bin/python3.11 }}\n      - {{ path: /usr/bin/curl }}\n      - {{ path: /usr/bin/node }}\n      - {{ path: /app/tls-client }}\n\
              \x20   credentials:\n      - {{ env: GITHUB_TOKEN }}\n\
              \x20 other:\n    endpoints:\n\
              \x20     - {{ host: other.test, port: 80, protocol: rest, access: read-only }}\n\
              \x20   binaries:\n      - {{ path: /usr/bin/python3.11 }}\n"
         ),
     );
-    let b = bundle(&[
-        "sh",
-        "-c",
+    Lab {
+        config: config.to_str().unwrap().to_string(),
+        rt,
+        net,
+        _dns: dns,
+        seen,
+        policy,
+    }
+}
+
+impl Lab {
+    /// A bundle in the lab's network running `sh -c script`, with the clients under /app and
+    /// the interpreters of the host.
+    fn bundle(&self, script: &str) -> Bundle {
+        let b = bundle(&["sh", "-c", script]);
+        let rootfs = b.path().join("rootfs");
+        std::fs::create_dir_all(rootfs.join("app")).unwrap();
+        std::fs::write(rootfs.join("app/client.py"), CLIENT).unwrap();
+        std::fs::write(rootfs.join("app/client.js"), NODE_CLIENT).unwrap();
+        std::fs::copy(tls_client(), rootfs.join("app/tls-client")).unwrap();
+        std::fs::create_dir_all(rootfs.join("etc/ssl/certs")).unwrap();
+        std::fs::copy(
+            "/etc/ssl/certs/ca-certificates.crt",
+            rootfs.join("etc/ssl/certs/ca-certificates.crt"),
+        )
+        .unwrap();
+        std::fs::write(
+            rootfs.join("etc/resolv.conf"),
+            "nameserver 203.0.113.53\noptions attempts:1 timeout:2\n",
+        )
+        .unwrap();
+        with_interpreters(&b);
+        b.edit(|c| {
+            c["process"]["env"]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!("GITHUB_TOKEN=real-secret-123"));
+        });
+        self.net.join(&b);
+        b
+    }
+
+    fn run(&self, b: &Bundle, id: &str) -> std::process::Output {
+        self.rt.run(&[
+            "--config",
+            &self.config,
+            "--policy",
+            &self.policy,
+            "run",
+            "--keep",
+            "--bundle",
+            b.path().to_str().unwrap(),
+            id,
+        ])
+    }
+}
+
+#[test]
+fn rest_rules_are_kept_per_request_through_the_transparent_proxy() {
+    let lab = lab();
+    let rt = &lab.rt;
+    let b = lab.bundle(
         "python3 /app/client.py all; cp /usr/bin/python3.11 /tmp/py; /tmp/py /app/client.py one; \
          curl -s -o /dev/null -w 'curl-get: %{http_code}\\n' https://api.test/repos/x; \
          curl -s -o /dev/null -w 'curl-post: %{http_code}\\n' -d x https://api.test/repos/x; \
          curl --http2 -s -o /dev/null -w 'curl-h2: %{http_code} %{http_version}\\n' https://api.test/repos/x; \
-         node /app/client.js",
-    ]);
-    let rootfs = b.path().join("rootfs");
-    std::fs::create_dir_all(rootfs.join("app")).unwrap();
-    std::fs::write(rootfs.join("app/client.py"), CLIENT).unwrap();
-    std::fs::write(rootfs.join("app/client.js"), NODE_CLIENT).unwrap();
-    std::fs::create_dir_all(rootfs.join("etc/ssl/certs")).unwrap();
-    std::fs::copy(
-        "/etc/ssl/certs/ca-certificates.crt",
-        rootfs.join("etc/ssl/certs/ca-certificates.crt"),
-    )
-    .unwrap();
-    std::fs::write(
-        rootfs.join("etc/resolv.conf"),
-        "nameserver 203.0.113.53\noptions attempts:1 timeout:2\n",
-    )
-    .unwrap();
-    with_interpreters(&b);
-    b.edit(|c| {
-        c["process"]["env"]
-            .as_array_mut()
-            .unwrap()
-            .push(serde_json::json!("GITHUB_TOKEN=real-secret-123"));
-    });
-    net.join(&b);
+         node /app/client.js; \
+         echo static-get: $(HTTPS_PROXY=http://0.0.0.0:1 https_proxy=http://0.0.0.0:1 /app/tls-client api.test 443 GET /repos/x); \
+         echo static-system-bundle: $(SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt /app/tls-client api.test 443 GET /repos/x); \
+         echo static-post: $(/app/tls-client api.test 443 POST /repos/x); \
+         echo static-admin: $(/app/tls-client api.test 443 GET /admin); \
+         echo static-bad: $(/app/tls-client bad.test 443 GET /repos/x)",
+    );
     let id = unique("l7");
-    let out = rt.run(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--policy",
-        &pol,
-        "run",
-        "--keep",
-        "--bundle",
-        b.path().to_str().unwrap(),
-        &id,
-    ]);
+    let out = lab.run(&b, &id);
     let audit =
         std::fs::read_to_string(rt.root.path().join(&id).join("audit.jsonl")).unwrap_or_default();
     let key = rt
@@ -468,6 +570,13 @@ fn rest_rules_are_kept_per_request_through_the_transparent_proxy() {
             ("absolute-form", "400"),
             ("two-hosts", "400"),
             ("path-param", "403"),
+            // A static client that ignores proxy variables is spliced all the same; it
+            // trusts the container CA through the variable or the image's system bundle.
+            ("static-get", "200"),
+            ("static-system-bundle", "200"),
+            ("static-post", "403"),
+            ("static-admin", "403"),
+            ("static-bad", "tls-error"),
         ],
     );
     assert_eq!(
@@ -478,7 +587,7 @@ fn rest_rules_are_kept_per_request_through_the_transparent_proxy() {
         vec!["credentials.json"],
         "{leaks}"
     );
-    let seen = seen.lock().unwrap().clone();
+    let seen = lab.seen.lock().unwrap().clone();
     eprintln!("upstreams saw: {seen:?}");
     assert!(
         seen.iter().all(|r| r.contains(" GET /repos/")
@@ -504,4 +613,45 @@ fn rest_rules_are_kept_per_request_through_the_transparent_proxy() {
         "{audit}"
     );
     assert_eq!(key_mode.ok(), Some(0o600), "the CA key is root's alone");
+}
+
+#[test]
+fn a_hostile_client_is_bounded_and_leaves_other_containers_alone() {
+    let lab = lab();
+    let a = lab.bundle("python3 /app/client.py hostile 3");
+    let b = lab.bundle("sleep 1; python3 /app/client.py neighbour 6");
+    let (ida, idb) = (unique("l7-hostile"), unique("l7-neighbour"));
+    let (out_a, out_b) = std::thread::scope(|s| {
+        let a = s.spawn(|| lab.run(&a, &ida));
+        let b = s.spawn(|| lab.run(&b, &idb));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let audit = std::fs::read_to_string(lab.rt.root.path().join(&ida).join("audit.jsonl"))
+        .unwrap_or_default();
+    lab.rt.remove(&ida);
+    lab.rt.remove(&idb);
+    let stdout = String::from_utf8_lossy(&out_a.stdout).into_owned()
+        + &String::from_utf8_lossy(&out_b.stdout);
+    eprintln!(
+        "{stdout}{}{}",
+        String::from_utf8_lossy(&out_a.stderr),
+        String::from_utf8_lossy(&out_b.stderr)
+    );
+    expect(
+        &stdout,
+        &[
+            // 300 idle connections: the proxy serves its bound and closes the rest, this
+            // container's next request waits its turn, and all is well once they go.
+            ("flood", "bounded-refused-200"),
+            ("during-slowloris", "200"),
+            ("slowloris", "408-in-time"),
+            ("slow-handshake", "closed-in-time"),
+            ("huge-head", "431"),
+            ("many-headers", "400"),
+            ("garbage", "400"),
+            ("after", "200"),
+            ("neighbour", "all-200"),
+        ],
+    );
+    assert!(audit.contains("head not complete within"), "{audit}");
 }

@@ -15,6 +15,7 @@ fn built(
     name: &str,
     flags: &[&str],
     sources: &[&str],
+    libs: &[&str],
 ) -> &'static Path {
     cell.get_or_init(|| {
         let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
@@ -25,6 +26,7 @@ fn built(
             .arg("-o")
             .arg(&tmp)
             .args(sources.iter().map(|s| dir.join(s)))
+            .args(libs)
             .arg("-lpthread")
             .status()
             .expect("gcc (apt-get install gcc libc6-dev)");
@@ -42,13 +44,20 @@ pub fn probe() -> &'static Path {
         "probe",
         &["-static", "-O2"],
         &["probe.c", "probe_escape.c"],
+        &[],
     )
 }
 
 /// The same probe linked dynamically: what the loader's variables act on.
 pub fn probe_dynamic() -> &'static Path {
     static P: OnceLock<PathBuf> = OnceLock::new();
-    built(&P, "probe-dyn", &["-O2"], &["probe.c", "probe_escape.c"])
+    built(
+        &P,
+        "probe-dyn",
+        &["-O2"],
+        &["probe.c", "probe_escape.c"],
+        &[],
+    )
 }
 
 /// A library whose constructor connects (`PRELOAD_PORT`), for `LD_PRELOAD` attacks.
@@ -59,6 +68,20 @@ pub fn preload_library() -> &'static Path {
         "preload.so",
         &["-O2", "-shared", "-fPIC"],
         &["preload.c"],
+        &[],
+    )
+}
+
+/// A static HTTPS client linked with OpenSSL (`integration/tls_client.c`): a binary that
+/// ignores proxy variables, as Go and Rust clients do.
+pub fn tls_client() -> &'static Path {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    built(
+        &P,
+        "tls-client",
+        &["-static", "-O2"],
+        &["tls_client.c"],
+        &["-lssl", "-lcrypto"],
     )
 }
 

@@ -7,11 +7,15 @@
 //! line is refused, never guessed at.
 
 use std::io::{Read, Write};
+use std::time::{Duration, Instant};
 
 /// Largest request or response head accepted.
 pub const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in one head.
 pub const MAX_HEADERS: usize = 100;
+/// Time a head may take from its first byte to its blank line. A client trickling bytes
+/// (slowloris) loses its connection after this, however short the gaps.
+pub const HEAD_TIME: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -19,6 +23,8 @@ pub enum HttpError {
     Io(#[from] std::io::Error),
     #[error("head larger than {MAX_HEAD} bytes")]
     TooLarge,
+    #[error("head not complete within {0:?} of its first byte")]
+    Slow(Duration),
     #[error("malformed message: {0}")]
     Malformed(String),
 }
@@ -67,6 +73,42 @@ impl<S: Read + Write> Conn<S> {
 
     /// The next head (through the blank line), or `None` at a clean end of stream.
     pub fn read_head(&mut self) -> Result<Option<Vec<u8>>, HttpError> {
+        self.read_head_within(Duration::MAX, &mut |_| {})
+    }
+
+    /// As `read_head`, but the head must complete within `limit` of its first byte.
+    /// `pace` sets the stream's read timeout: the time left while a head is arriving, `None`
+    /// to restore the idle timeout once it is complete.
+    pub fn read_head_within(
+        &mut self,
+        limit: Duration,
+        pace: &mut dyn FnMut(Option<Duration>),
+    ) -> Result<Option<Vec<u8>>, HttpError> {
+        let mut started = (!self.buffered().is_empty()).then(Instant::now);
+        let result = self.scan_head(limit, &mut started, pace);
+        if started.is_some() {
+            pace(None);
+        }
+        match result {
+            Err(HttpError::Io(e))
+                if started.is_some()
+                    && matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+            {
+                Err(HttpError::Slow(limit))
+            }
+            r => r,
+        }
+    }
+
+    fn scan_head(
+        &mut self,
+        limit: Duration,
+        started: &mut Option<Instant>,
+        pace: &mut dyn FnMut(Option<Duration>),
+    ) -> Result<Option<Vec<u8>>, HttpError> {
         // Where the search resumes: a head trickled in byte by byte is scanned once.
         let mut scanned = 0usize;
         loop {
@@ -80,6 +122,13 @@ impl<S: Read + Write> Conn<S> {
                 return Err(HttpError::TooLarge);
             }
             scanned = self.buffered().len().saturating_sub(3);
+            if let Some(t) = started {
+                let left = limit.saturating_sub(t.elapsed());
+                if left.is_zero() {
+                    return Err(HttpError::Slow(limit));
+                }
+                pace(Some(left));
+            }
             if self.fill()? == 0 {
                 return if self.buffered().is_empty() {
                     Ok(None)
@@ -87,6 +136,7 @@ impl<S: Read + Write> Conn<S> {
                     Err(malformed("the stream ended inside a head"))
                 };
             }
+            started.get_or_insert_with(Instant::now);
         }
     }
 
@@ -546,6 +596,36 @@ mod tests {
         let mut c = Conn::new(Trickle(body.into_bytes(), 0));
         c.copy_body(Body::Chunked, None).unwrap();
         assert!(c.buf.capacity() < 64 * 1024, "{}", c.buf.capacity());
+    }
+
+    #[test]
+    fn a_trickled_head_runs_out_of_time() {
+        struct Slowloris(usize);
+        impl Read for Slowloris {
+            fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+                std::thread::sleep(Duration::from_millis(200));
+                self.0 += 1;
+                b[0] = b"GET / HTTP/1.1\r\nX: "[self.0.min(18) - 1];
+                Ok(1)
+            }
+        }
+        impl Write for Slowloris {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut paced = Vec::new();
+        let mut c = Conn::new(Slowloris(0));
+        let t = Instant::now();
+        let limit = Duration::from_secs(1);
+        let r = c.read_head_within(limit, &mut |d| paced.push(d));
+        assert!(matches!(r, Err(HttpError::Slow(_))), "{r:?}");
+        assert!(t.elapsed() < limit + Duration::from_millis(500));
+        assert!(paced.iter().flatten().all(|d| *d <= limit));
+        assert_eq!(paced.last(), Some(&None), "the idle timeout is restored");
     }
 
     #[test]

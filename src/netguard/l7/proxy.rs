@@ -37,9 +37,11 @@ pub const MAX_CONNECTIONS: usize = 256;
 const MAX_PENDING: usize = 1024;
 /// An announcement not taken within this time is dropped.
 const PENDING_TTL: Duration = Duration::from_secs(30);
-/// Time for a handshake or a request head; a connection idle longer is closed.
+/// A connection with nothing to read for this long (between requests) is closed.
 const IDLE: Duration = Duration::from_secs(60);
-/// How long a tunnel waits on one side before looking at the other.
+/// Time a client has to complete its TLS handshake.
+const HANDSHAKE_TIME: Duration = Duration::from_secs(10);
+/// How often a tunnel looks at its other direction.
 const TUNNEL_POLL: Duration = Duration::from_millis(10);
 /// A tunnel with no traffic either way for this long is closed.
 const TUNNEL_IDLE: Duration = Duration::from_secs(600);
@@ -366,8 +368,17 @@ impl Client<'_> {
     }
 
     fn tls(&self, mut conn: TcpStream) {
+        // A handshake trickled byte by byte ends at HANDSHAKE_TIME, as a slow head does.
+        let began = Instant::now();
+        let in_time = |conn: &TcpStream| {
+            let left = HANDSHAKE_TIME.saturating_sub(began.elapsed());
+            !left.is_zero() && conn.set_read_timeout(Some(left)).is_ok()
+        };
         let mut acceptor = rustls::server::Acceptor::default();
         let accepted = loop {
+            if !in_time(&conn) {
+                return;
+            }
             match acceptor.read_tls(&mut conn) {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
@@ -441,9 +452,12 @@ impl Client<'_> {
             return;
         };
         while server.is_handshaking() {
-            if server.complete_io(&mut conn).is_err() {
+            if !in_time(&conn) || server.complete_io(&mut conn).is_err() {
                 return;
             }
+        }
+        if conn.set_read_timeout(Some(IDLE)).is_err() {
+            return;
         }
         let client = rustls::StreamOwned::new(server, conn);
         let host_ok = |h: &str| h.trim_end_matches('.').eq_ignore_ascii_case(&name);
@@ -477,8 +491,15 @@ impl Client<'_> {
             Some(pairs) if tls && self.flow.secrets => pairs.as_slice(),
             _ => &[],
         };
+        // The same socket, to pace head reads without borrowing the stream.
+        let Ok(pacer) = client.stream.socket().try_clone() else {
+            return;
+        };
+        let mut pace = |t: Option<Duration>| {
+            let _ = pacer.set_read_timeout(Some(t.unwrap_or(IDLE)));
+        };
         loop {
-            let head = match client.read_head() {
+            let head = match client.read_head_within(http::HEAD_TIME, &mut pace) {
                 Ok(Some(h)) => h,
                 Ok(None) => return,
                 Err(e) => return self.bad(&mut client, &e),
@@ -530,7 +551,7 @@ impl Client<'_> {
                 if keep {
                     continue;
                 }
-                return;
+                return linger(client.stream.socket());
             }
             let head = if secrets.is_empty() {
                 head
@@ -580,7 +601,7 @@ impl Client<'_> {
         }
     }
 
-    fn bad<C: Read + Write>(&self, client: &mut Conn<C>, e: &HttpError) {
+    fn bad<C: Read + Write + Socket>(&self, client: &mut Conn<C>, e: &HttpError) {
         if matches!(e, HttpError::Io(_)) {
             return;
         }
@@ -589,11 +610,43 @@ impl Client<'_> {
             &format!("malformed request: {e}"),
             serde_json::json!({"destination": self.flow.dest.to_string()}),
         );
-        let body = serde_json::json!({"error": "bad request", "reason": e.to_string()});
+        let (status, reason) = match e {
+            HttpError::Slow(_) => (408, "Request Timeout"),
+            HttpError::TooLarge => (431, "Request Header Fields Too Large"),
+            _ => (400, "Bad Request"),
+        };
+        let body = serde_json::json!({"error": reason, "reason": e.to_string()});
         let _ = client
             .stream
-            .write_all(&http::reply(400, "Bad Request", &body, true));
+            .write_all(&http::reply(status, reason, &body, true));
         let _ = client.stream.flush();
+        linger(client.stream.socket());
+    }
+}
+
+/// Most bytes and time spent draining a client after its last answer.
+const LINGER_BYTES: usize = 1024 * 1024;
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Close after an error answer without losing it: closing with unread input resets the
+/// connection, and a reset can discard the answer before the client reads it. So the write
+/// side is shut first and what the client still sends is read and dropped, within bounds.
+fn linger(sock: &TcpStream) {
+    if sock.shutdown(Shutdown::Write).is_err() {
+        return;
+    }
+    let began = Instant::now();
+    let mut drained = 0usize;
+    let mut chunk = [0u8; 16 * 1024];
+    while drained < LINGER_BYTES {
+        let left = LINGER_TIME.saturating_sub(began.elapsed());
+        if left.is_zero() || sock.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match (&*sock).read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => drained += n,
+        }
     }
 }
 
