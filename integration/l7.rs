@@ -268,18 +268,41 @@ if sys.argv[1] == 'hostile':
             except OSError as e:
                 return type(e).__name__
         return 'never-closed'
+    def slow_record():
+        # A whole TLS record with the head's first bytes, then a record announced at 16 KiB
+        # whose bytes come one at a time: rustls waits for the whole record inside one read.
+        import os
+        s = ssl.create_default_context().wrap_socket(
+            socket.create_connection(('api.test', 443), timeout=30), server_hostname='api.test')
+        s.sendall(b'GET /repos/x HTTP/1.1\r\n')
+        os.write(s.fileno(), bytes([0x17, 0x03, 0x03, 0x41, 0x00]))
+        s.settimeout(0.5)
+        for _ in range(60):
+            try:
+                os.write(s.fileno(), b'x')
+            except OSError as e:
+                return type(e).__name__
+            try:
+                data = s.recv(64)
+                return data.split(b' ')[1].decode() if data else 'closed'
+            except socket.timeout:
+                continue
+            except (OSError, ssl.SSLError) as e:
+                return 'closed'
+        return 'never-closed'
     def slow_handshake():
         s = socket.create_connection(('api.test', 443), timeout=30)
         s.sendall(b'\x16\x03')
         return 'closed' if s.recv(64) == b'' else 'answered'
     out = {}
     threads = [threading.Thread(target=lambda n=n, f=f: out.__setitem__(n, timed(f)))
-               for n, f in [('slowloris', slowloris), ('slow-handshake', slow_handshake)]]
+               for n, f in [('slowloris', slowloris), ('slow-record', slow_record),
+                            ('slow-handshake', slow_handshake)]]
     for t in threads: t.start()
     time.sleep(1)
     step('during-slowloris', lambda: get('https://api.test/repos/x'))
     for t in threads: t.join()
-    for n in ('slowloris', 'slow-handshake'):
+    for n in ('slowloris', 'slow-record', 'slow-handshake'):
         print(n + ':', out.get(n), flush=True)
     step('huge-head', lambda: raw_tls(b'GET /repos/x HTTP/1.1\r\nHost: api.test\r\nX: ' + b'a' * 100000 + b'\r\n\r\n'))
     step('many-headers', lambda: raw_tls(b'GET /repos/x HTTP/1.1\r\nHost: api.test\r\n' + b'X: y\r\n' * 200 + b'\r\n'))
@@ -645,6 +668,7 @@ fn a_hostile_client_is_bounded_and_leaves_other_containers_alone() {
             ("flood", "bounded-refused-200"),
             ("during-slowloris", "200"),
             ("slowloris", "408-in-time"),
+            ("slow-record", "408-in-time"),
             ("slow-handshake", "closed-in-time"),
             ("huge-head", "431"),
             ("many-headers", "400"),

@@ -397,7 +397,8 @@ pub fn parse_request(head: &[u8]) -> Result<Request, HttpError> {
         return Err(malformed("transfer-encoding in HTTP/1.0"));
     }
     let method = req.method.unwrap_or_default().to_string();
-    if !method.bytes().all(|b| b.is_ascii_uppercase()) {
+    // Methods are short words; a long one would only fill audit events.
+    if method.is_empty() || method.len() > 32 || !method.bytes().all(|b| b.is_ascii_uppercase()) {
         return Err(malformed(format!("method {method:?}")));
     }
     let target = req.path.unwrap_or_default().to_string();

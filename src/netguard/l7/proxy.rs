@@ -267,6 +267,60 @@ fn accept_loop(proxy: Arc<Proxy>, shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
+/// When the read in progress must end: shared between a client connection and whoever paces
+/// it (the handshake, the head reader).
+type Clock = std::rc::Rc<std::cell::Cell<Option<Instant>>>;
+
+/// The client's TCP stream, whose reads end at the clock's deadline when one is set. TLS
+/// needs it: rustls reads the socket in a loop until a whole record has arrived, so a client
+/// trickling one record byte by byte would otherwise outlast any check between reads.
+pub struct Timed {
+    sock: TcpStream,
+    clock: Clock,
+    /// A deadline set the socket's timeout, which must go back to `IDLE` once it clears.
+    armed: bool,
+}
+
+impl Timed {
+    fn new(sock: TcpStream, clock: Clock) -> Timed {
+        Timed {
+            sock,
+            clock,
+            armed: false,
+        }
+    }
+}
+
+impl Read for Timed {
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        match self.clock.get() {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(std::io::ErrorKind::TimedOut.into());
+                }
+                self.sock.set_read_timeout(Some(left))?;
+                self.armed = true;
+            }
+            None if self.armed => {
+                self.sock.set_read_timeout(Some(IDLE))?;
+                self.armed = false;
+            }
+            None => {}
+        }
+        self.sock.read(b)
+    }
+}
+
+impl Write for Timed {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.sock.write(b)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.sock.flush()
+    }
+}
+
 /// The TCP connection under a stream (for timeouts).
 pub trait Socket {
     fn socket(&self) -> &TcpStream;
@@ -278,9 +332,15 @@ impl Socket for TcpStream {
     }
 }
 
-impl Socket for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
+impl Socket for Timed {
     fn socket(&self) -> &TcpStream {
         &self.sock
+    }
+}
+
+impl Socket for rustls::StreamOwned<rustls::ServerConnection, Timed> {
+    fn socket(&self) -> &TcpStream {
+        &self.sock.sock
     }
 }
 
@@ -310,7 +370,8 @@ struct Client<'a> {
 
 impl Client<'_> {
     fn event(&self, decision: &str, why: &str, request: serde_json::Value) {
-        let mut ev = audit::Event::new(&self.shared.id, "http", decision, &self.flow.by, why);
+        let why = clip(why, 512);
+        let mut ev = audit::Event::new(&self.shared.id, "http", decision, &self.flow.by, &why);
         ev.pid = Some(self.flow.pid);
         ev.executable = Some(&self.flow.exe);
         ev.request = request;
@@ -364,21 +425,18 @@ impl Client<'_> {
         let Ok(up) = self.dial() else { return };
         let host_ok = |h: &str| self.allowed_name(h);
         // Credentials travel only inside a verified TLS session.
-        self.exchange(Conn::new(conn), Conn::new(up), &host_ok, false);
+        let clock = Clock::default();
+        let client = Conn::new(Timed::new(conn, clock.clone()));
+        self.exchange(client, Conn::new(up), &host_ok, &clock, false);
     }
 
-    fn tls(&self, mut conn: TcpStream) {
-        // A handshake trickled byte by byte ends at HANDSHAKE_TIME, as a slow head does.
-        let began = Instant::now();
-        let in_time = |conn: &TcpStream| {
-            let left = HANDSHAKE_TIME.saturating_sub(began.elapsed());
-            !left.is_zero() && conn.set_read_timeout(Some(left)).is_ok()
-        };
+    fn tls(&self, conn: TcpStream) {
+        // The ClientHello, and later the rest of the handshake, within HANDSHAKE_TIME each
+        // (the upstream's own handshake happens in between).
+        let clock = Clock::new(std::cell::Cell::new(Some(Instant::now() + HANDSHAKE_TIME)));
+        let mut conn = Timed::new(conn, clock.clone());
         let mut acceptor = rustls::server::Acceptor::default();
         let accepted = loop {
-            if !in_time(&conn) {
-                return;
-            }
             match acceptor.read_tls(&mut conn) {
                 Ok(0) | Err(_) => return,
                 Ok(_) => {}
@@ -451,17 +509,22 @@ impl Client<'_> {
         let Ok(mut server) = accepted.into_connection(Arc::new(cfg)) else {
             return;
         };
+        clock.set(Some(Instant::now() + HANDSHAKE_TIME));
         while server.is_handshaking() {
-            if !in_time(&conn) || server.complete_io(&mut conn).is_err() {
+            if server.complete_io(&mut conn).is_err() {
                 return;
             }
         }
-        if conn.set_read_timeout(Some(IDLE)).is_err() {
-            return;
-        }
+        clock.set(None);
         let client = rustls::StreamOwned::new(server, conn);
         let host_ok = |h: &str| h.trim_end_matches('.').eq_ignore_ascii_case(&name);
-        self.exchange(Conn::new(client), Conn::new(upstream), &host_ok, true);
+        self.exchange(
+            Conn::new(client),
+            Conn::new(upstream),
+            &host_ok,
+            &clock,
+            true,
+        );
     }
 
     fn upstream_tls(
@@ -485,19 +548,15 @@ impl Client<'_> {
         mut client: Conn<C>,
         mut up: Conn<U>,
         host_ok: &dyn Fn(&str) -> bool,
+        clock: &Clock,
         tls: bool,
     ) {
         let secrets = match self.proxy.secrets.get(&self.flow.policy) {
             Some(pairs) if tls && self.flow.secrets => pairs.as_slice(),
             _ => &[],
         };
-        // The same socket, to pace head reads without borrowing the stream.
-        let Ok(pacer) = client.stream.socket().try_clone() else {
-            return;
-        };
-        let mut pace = |t: Option<Duration>| {
-            let _ = pacer.set_read_timeout(Some(t.unwrap_or(IDLE)));
-        };
+        // Head reads are paced through the clock the client's socket reads by.
+        let mut pace = |t: Option<Duration>| clock.set(t.map(|t| Instant::now() + t));
         loop {
             let head = match client.read_head_within(http::HEAD_TIME, &mut pace) {
                 Ok(Some(h)) => h,
@@ -510,7 +569,7 @@ impl Client<'_> {
             };
             let what = serde_json::json!({
                 "method": req.method,
-                "path": req.target,
+                "path": clip(&req.target, 256),
                 "destination": self.flow.dest.to_string(),
             });
             let host = req
@@ -528,7 +587,11 @@ impl Client<'_> {
             } else if req.method == "TRACE" {
                 Verdict::Deny("TRACE echoes the request, credentials included".into())
             } else if let Some(h) = METHOD_OVERRIDES.iter().find(|h| req.header(h).is_some()) {
-                Verdict::Deny(format!("{h} would change the method after the decision"))
+                Verdict::Deny(format!("{h} would change the request after the decision"))
+            } else if overrides_in_query(&req.target) {
+                Verdict::Deny(
+                    "_method in the query would change the method after the decision".into(),
+                )
             } else {
                 self.flow.rules.decide(&req.method, &req.target)
             };
@@ -679,11 +742,37 @@ fn send<R: Read + Write>(
 }
 
 /// Headers some frameworks take as the method instead of the request line's.
-const METHOD_OVERRIDES: [&str; 3] = [
+/// Headers with which frameworks let a request name another method or path than the one
+/// the rules decided on.
+const METHOD_OVERRIDES: [&str; 6] = [
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-method",
 ];
+
+/// Text from a request as recorded in an audit event: at most `max` bytes, so a long refused
+/// path cannot swell the trail or its rate-limit keys.
+fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+/// A query that asks the framework for another method (`_method=DELETE`).
+fn overrides_in_query(target: &str) -> bool {
+    target.split_once('?').is_some_and(|(_, q)| {
+        q.split('&')
+            .any(|p| p.to_ascii_lowercase().starts_with("_method="))
+    })
+}
 
 /// A websocket opening handshake: `Upgrade: websocket`, `Connection: upgrade`, a key.
 fn websocket_request(req: &http::Request) -> bool {
@@ -702,7 +791,8 @@ fn strip_port(host: &str) -> &str {
 }
 
 fn pump(mut from: TcpStream, mut to: TcpStream) {
-    let _ = from.set_read_timeout(None);
+    // A direction with nothing for TUNNEL_IDLE ends (the clones share the socket's timeout).
+    let _ = from.set_read_timeout(Some(TUNNEL_IDLE));
     let _ = std::io::copy(&mut from, &mut to);
     let _ = to.shutdown(Shutdown::Write);
 }
