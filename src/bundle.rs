@@ -96,6 +96,16 @@ fn check_spec(path: &Path, spec: &Spec) -> Result<(), BundleError> {
             ))
         }
     }
+    if let Some(gids) = process.user().additional_gids() {
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = gids.iter().find(|g| !seen.insert(**g)) {
+            return Err(field_err(
+                path,
+                "process.user.additionalGids",
+                format!("gid {dup} is listed twice"),
+            ));
+        }
+    }
     if !process.cwd().is_absolute() {
         return Err(field_err(
             path,
@@ -139,6 +149,14 @@ pub struct ConfinementPlan {
     /// and the channel its listener goes over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netguard: Option<crate::netguard::NetPlan>,
+    /// The `oci` baseline: libcontainer applies the spec as it is; the in-container stage
+    /// adds nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unconfined: bool,
+    /// `oci` only: the engine's seccomp listener socket, reached through the runtime's relay
+    /// (`listener`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp_listener: Option<PathBuf>,
 }
 
 /// A compiled seccomp program stored beside the rewritten spec.
@@ -157,11 +175,72 @@ pub struct FilterFile {
 pub struct Rewritten {
     pub spec: Spec,
     pub plan: ConfinementPlan,
+    /// The spec's `poststop` hooks, which the runtime runs itself at `delete`.
+    pub poststop: Vec<oci_spec::runtime::Hook>,
 }
 
-/// The base rewrite every container gets: absolute paths (the spec no longer sits beside the
-/// rootfs), a default cgroup path, no_new_privs, and seccomp moved into the confinement plan.
+/// The base rewrite every confined container gets: `rewrite_common`, then no_new_privs and
+/// seccomp moved into the confinement plan.
 pub fn rewrite_base(src: &SourceBundle, id: &str) -> Result<Rewritten, BundleError> {
+    let cfg = src.config_path();
+    let (mut spec, poststop) = rewrite_common(src, id)?;
+    let mut linux = spec.linux().clone().expect("checked in load");
+    let seccomp = linux.seccomp().clone();
+    if let Some(s) = &seccomp {
+        if s.listener_path().is_some() {
+            return Err(field_err(
+                &cfg,
+                "linux.seccomp.listenerPath",
+                "seccomp notify listeners are not supported (the runtime owns user notification)",
+            ));
+        }
+    }
+    linux.set_seccomp(None);
+    spec.set_linux(Some(linux));
+
+    let mut process = spec.process().clone().expect("checked in load");
+    process.set_no_new_privileges(Some(true));
+    spec.set_process(Some(process));
+
+    Ok(Rewritten {
+        spec,
+        plan: ConfinementPlan {
+            seccomp,
+            ..ConfinementPlan::default()
+        },
+        poststop,
+    })
+}
+
+/// The rewrite of the unconfined `oci` baseline: `rewrite_common` only. Seccomp (with its
+/// listener), no_new_privs, the root's read-only flag and every mount stay as the spec says,
+/// for libcontainer to apply as runc would.
+pub fn rewrite_oci(src: &SourceBundle, id: &str) -> Result<Rewritten, BundleError> {
+    let (mut spec, poststop) = rewrite_common(src, id)?;
+    // `false` and absent mean the same, but libcontainer loads the seccomp profile late
+    // (after dropping capabilities, where it needs no_new_privs) whenever the field is set.
+    let mut process = spec.process().clone().expect("checked in load");
+    if process.no_new_privileges() == Some(false) {
+        process.set_no_new_privileges(None);
+        spec.set_process(Some(process));
+    }
+    Ok(Rewritten {
+        spec,
+        plan: ConfinementPlan {
+            unconfined: true,
+            ..ConfinementPlan::default()
+        },
+        poststop,
+    })
+}
+
+/// What every container's spec needs once it no longer sits beside its rootfs: absolute root
+/// and bind sources, a default cgroup path, and the hooks told the engine's bundle. Returns
+/// the spec and its `poststop` hooks, taken out of it.
+fn rewrite_common(
+    src: &SourceBundle,
+    id: &str,
+) -> Result<(Spec, Vec<oci_spec::runtime::Hook>), BundleError> {
     let cfg = src.config_path();
     let mut spec = src.spec.clone();
 
@@ -195,30 +274,9 @@ pub fn rewrite_base(src: &SourceBundle, id: &str) -> Result<Rewritten, BundleErr
     if linux.cgroups_path().is_none() {
         linux.set_cgroups_path(Some(PathBuf::from(format!("/nemosandbox/{id}"))));
     }
-    let seccomp = linux.seccomp().clone();
-    if let Some(s) = &seccomp {
-        if s.listener_path().is_some() {
-            return Err(field_err(
-                &cfg,
-                "linux.seccomp.listenerPath",
-                "seccomp notify listeners are not supported (the runtime owns user notification)",
-            ));
-        }
-    }
-    linux.set_seccomp(None);
     spec.set_linux(Some(linux));
-
-    let mut process = spec.process().clone().expect("checked in load");
-    process.set_no_new_privileges(Some(true));
-    spec.set_process(Some(process));
-
-    Ok(Rewritten {
-        spec,
-        plan: ConfinementPlan {
-            seccomp,
-            ..ConfinementPlan::default()
-        },
-    })
+    let poststop = crate::hooks::relay_all(&mut spec, &src.dir);
+    Ok((spec, poststop))
 }
 
 fn absolute_in(base: &Path, p: &Path) -> PathBuf {

@@ -3,16 +3,19 @@
 
 pub mod audit;
 pub mod bundle;
+pub mod cgroupv1;
 pub mod confine;
 pub mod doctor;
 pub mod execgate;
 pub mod executor;
 pub mod foreground;
 pub mod helper;
+pub mod hooks;
 pub mod identity;
 pub mod info;
 pub mod layout;
 pub mod lifecycle;
+pub mod listener;
 pub mod logging;
 pub mod netguard;
 pub mod policy;

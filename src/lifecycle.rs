@@ -177,6 +177,8 @@ pub struct ExecOptions {
     pub preserve_fds: i32,
     pub ignore_paused: bool,
     pub sub_cgroup: Option<String>,
+    /// `--no-new-privs` (confined containers always get it).
+    pub no_new_privs: bool,
 }
 
 /// The runtime as configured by the global flags.
@@ -274,7 +276,12 @@ impl Runtime {
         let effective = self.policy.effective(&annotations)?;
 
         // Spec-rewrite stage.
-        let mut rw = bundle::rewrite_base(&src, id)?;
+        let mut rw = if effective.unconfined {
+            tracing::warn!("container {id:?}: baseline \"oci\": unconfined, runs as runc would");
+            bundle::rewrite_oci(&src, id)?
+        } else {
+            bundle::rewrite_base(&src, id)?
+        };
 
         let own = self.root.own_dir(id);
         // No libcontainer state exists for this id, so anything here is a leftover of a crash.
@@ -316,11 +323,15 @@ impl Runtime {
         } else {
             LocalRules::default()
         };
-        rw.plan.local_denials =
-            confine::seccomp::local_denials(opts.sandbox && !local.unix, opts.sandbox && host_net);
-        let layout = confine::prepare::prepare(&mut rw, &effective, &own, id)?;
-        for note in &layout.notes {
-            tracing::debug!("container {id:?} layout: {note}");
+        if !effective.unconfined {
+            rw.plan.local_denials = confine::seccomp::local_denials(
+                opts.sandbox && !local.unix,
+                opts.sandbox && host_net,
+            );
+            let layout = confine::prepare::prepare(&mut rw, &effective, &own, id)?;
+            for note in &layout.notes {
+                tracing::debug!("container {id:?} layout: {note}");
+            }
         }
         let secrets = netguard::l7::credentials::install(&mut rw.spec, &effective, &own)
             .map_err(|e| LifecycleError::Policy(format!("credentials: {e}")))?;
@@ -339,6 +350,9 @@ impl Runtime {
                 tracing::warn!("container {id:?}: {n}");
             }
         }
+        if effective.unconfined {
+            rw.plan.seccomp_listener = crate::listener::redirect(&mut rw.spec, &own);
+        }
         bundle::write_rewritten(&own, &rw)?;
         let effective_path = own.join("effective.json");
         let canonical = effective.canonical_json();
@@ -346,6 +360,7 @@ impl Runtime {
         let mut meta = Meta {
             bundle: src.dir.clone(),
             rootfs: image_root,
+            poststop: rw.poststop.clone(),
             ..Meta::default()
         };
         meta.annotations
@@ -363,6 +378,13 @@ impl Runtime {
         if let Some(n) = rw.plan.netguard.as_mut() {
             n.channel = Some(channel.as_raw_fd());
         }
+        let systemd =
+            crate::cgroupv1::SystemdJoin::enter(&rw.spec).map_err(|e| LifecycleError::Invalid {
+                what: format!("container {id:?} name=systemd cgroup"),
+                msg: e.to_string(),
+            })?;
+        meta.systemd_cgroup = systemd.as_ref().map(|s| s.dir.clone());
+        let relay = self.listener_relay(&rw.plan, &own, &src.dir)?;
         let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
             .with_executor(ConfiningExecutor::new(rw.plan.clone(), false))
             .with_root_path(self.root.path())
@@ -380,10 +402,28 @@ impl Runtime {
                     .build()
             });
         drop(channel);
+        if let Some(s) = &systemd {
+            s.leave();
+        }
+        let relayed = match (&built, relay) {
+            (Ok(_), Some(r)) => r.finish(Duration::from_secs(10)),
+            _ => Ok(()),
+        };
+        let built = match (built, relayed) {
+            (Ok(mut c), Err(e)) => {
+                let _ = c.kill(Signal::SIGKILL, true);
+                let _ = c.delete(true);
+                Err(LibcontainerError::Other(format!("seccomp listener: {e}")))
+            }
+            (b, _) => b,
+        };
         let mut container = match built {
             Ok(c) => c,
             Err(e) => {
                 // libcontainer removes what it made once its process started; not before.
+                if let Some(s) = &systemd {
+                    crate::cgroupv1::remove_systemd_cgroup(&s.dir);
+                }
                 self.purge(id);
                 return Err(lc("create", id)(e));
             }
@@ -423,14 +463,17 @@ impl Runtime {
             extra,
             loopback_up: opts.sandbox && !host_net,
         };
-        if let Err(e) = self.between_create_and_start(
-            &mut container,
-            &mut meta,
-            &guards,
-            guard_service,
-            exec_shells.as_deref(),
-            net,
-        ) {
+        let staged = cgroup_fixups(&container, &rw.spec);
+        if let Err(e) = staged.and_then(|()| {
+            self.between_create_and_start(
+                &mut container,
+                &mut meta,
+                &guards,
+                guard_service,
+                exec_shells.as_deref(),
+                net,
+            )
+        }) {
             let _ = container.kill(Signal::SIGKILL, true);
             if let Some(pid) = meta.helper_pid {
                 helper::kill_helper(pid, meta.helper_start_time);
@@ -439,11 +482,30 @@ impl Runtime {
                 f.tear_down(meta.helper_pid);
             }
             let _ = container.delete(true);
+            if let Some(d) = &meta.systemd_cgroup {
+                crate::cgroupv1::remove_systemd_cgroup(d);
+            }
             self.purge(id);
             return Err(e);
         }
         guard.path = None;
         Ok(container)
+    }
+
+    /// The relay to the engine's seccomp listener (`oci` baseline), started before
+    /// libcontainer sends to it.
+    fn listener_relay(
+        &self,
+        plan: &bundle::ConfinementPlan,
+        own: &Path,
+        bundle: &Path,
+    ) -> Result<Option<crate::listener::Relay>> {
+        let Some(target) = &plan.seccomp_listener else {
+            return Ok(None);
+        };
+        crate::listener::start(own, target.clone(), bundle.to_path_buf())
+            .map(Some)
+            .map_err(io_err(own))
     }
 
     /// The stage between `create` and `start`: the container's mounts exist and its init
@@ -677,6 +739,7 @@ impl Runtime {
                 f.tear_down(m.helper_pid);
             }
         }
+        let annotations = c.state.annotations.clone().unwrap_or_default();
         let mut attempt = 0;
         loop {
             match c.delete(true) {
@@ -692,8 +755,14 @@ impl Runtime {
         }
         if let Some(m) = &meta {
             undo_guards(&m.guards);
+            if let Some(d) = &m.systemd_cgroup {
+                crate::cgroupv1::remove_systemd_cgroup(d);
+            }
         }
         self.purge(id);
+        if let Some(m) = &meta {
+            crate::hooks::run_poststop(&m.poststop, id, &m.bundle, &annotations);
+        }
         Ok(())
     }
 
@@ -840,6 +909,7 @@ impl Runtime {
                 plan.run_as,
                 &own,
                 &secrets,
+                !plan.unconfined,
             )?),
             None => None,
         };
@@ -874,6 +944,15 @@ impl Runtime {
             Some((u, g)) => (Some(u), Some(g)),
             None => (opts.user, opts.group),
         };
+        // Confined: always. Unconfined (`oci`): as runc, the flag or else the spec's value.
+        let force_nnp = !plan.unconfined || opts.no_new_privs;
+        let relay = match &plan.seccomp_listener {
+            Some(_) => {
+                let meta = Meta::load(&self.root, id)?;
+                self.listener_relay(&plan, &own, &meta.bundle)?
+            }
+            None => None,
+        };
         let pid = ContainerBuilder::new(id.to_string(), SyscallType::default())
             .with_executor(ConfiningExecutor::new(plan, true))
             .with_root_path(self.root.path())
@@ -884,12 +963,16 @@ impl Runtime {
             })
             .and_then(|b| b.validate_id())
             .and_then(|b| {
-                b.as_tenant()
-                    .with_detach(opts.detach)
+                let t = b.as_tenant();
+                let t = if force_nnp {
+                    t.with_no_new_privs(true)
+                } else {
+                    t
+                };
+                t.with_detach(opts.detach)
                     .with_cwd(opts.cwd.as_ref())
                     .with_env(env)
                     .with_process(process_copy.as_ref())
-                    .with_no_new_privs(true)
                     .with_container_args(opts.args.clone())
                     .with_capabilities(opts.caps.iter().map(|c| normalize_cap(c)).collect())
                     .with_additional_gids(opts.additional_gids.clone())
@@ -901,6 +984,10 @@ impl Runtime {
             })
             .map_err(lc("exec in", id))?;
         drop(channel);
+        if let Some(r) = relay {
+            r.finish(Duration::from_secs(10))
+                .map_err(|e| LifecycleError::Policy(format!("seccomp listener: {e}")))?;
+        }
         if opts.detach {
             return Ok(0);
         }
@@ -1035,6 +1122,20 @@ impl Runtime {
 
 /// The environment libcontainer gives an exec without a process.json: the container's,
 /// minus the keys the request sets, then the request's (the last value of a repeated key).
+/// What libcontainer leaves undone on cgroup v1 hosts (`cgroupv1`), once the init process
+/// exists.
+fn cgroup_fixups(container: &Container, spec: &oci_spec::runtime::Spec) -> Result<()> {
+    let Some(pid) = container.pid() else {
+        return Ok(());
+    };
+    let v1 = |e: crate::cgroupv1::CgroupV1Error| LifecycleError::Invalid {
+        what: format!("container {:?} cgroups", container.id()),
+        msg: e.to_string(),
+    };
+    crate::cgroupv1::fix_mounts(spec, pid.as_raw()).map_err(v1)?;
+    crate::cgroupv1::apply_oom_control(spec, pid.as_raw()).map_err(v1)
+}
+
 fn exec_environment(base: &[String], request: &[String]) -> Vec<String> {
     let mut set: Vec<(&str, &str)> = Vec::new();
     for e in request {
@@ -1068,13 +1169,14 @@ fn normalize_cap(cap: &str) -> String {
 }
 
 /// Copy of an exec process.json with capabilities limited to the container's and
-/// no_new_privs set; written into our state dir, removed after the exec.
+/// no_new_privs set (when `nnp`); written into our state dir, removed after the exec.
 fn bounded_process_copy(
     path: &Path,
     container: &LinuxCapabilities,
     run_as: Option<(u32, u32)>,
     own: &Path,
     secrets: &[netguard::l7::credentials::Secret],
+    nnp: bool,
 ) -> Result<PathBuf> {
     let mut process: Process = bundle::read_json(path)?;
     if process.args().as_ref().is_none_or(|a| a.is_empty()) {
@@ -1105,7 +1207,12 @@ fn bounded_process_copy(
         // The policy's identity holds for every process.
         crate::identity::impose(&mut process, uid, gid);
     }
-    process.set_no_new_privileges(Some(true));
+    if nnp {
+        process.set_no_new_privileges(Some(true));
+    } else if process.no_new_privileges() == Some(false) {
+        // As at create: libcontainer treats a present `false` as "load seccomp late".
+        process.set_no_new_privileges(None);
+    }
     if let Some(mut env) = process.env().clone() {
         netguard::l7::credentials::scrub(&mut env, secrets);
         process.set_env(Some(env));

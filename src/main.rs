@@ -3,5 +3,13 @@
 mod cli;
 
 fn main() {
+    // A hook relay runs in the middle of libcontainer's create: before any of the CLI.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv
+        .first()
+        .is_some_and(|a| a == nemosandbox::hooks::RELAY_ARG0)
+    {
+        nemosandbox::hooks::relay(&argv);
+    }
     std::process::exit(cli::main());
 }

@@ -162,6 +162,12 @@ pub struct Meta {
     /// The network guard's kernel fence (cgroups `delete` removes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fence: Option<crate::netguard::fence::Fence>,
+    /// The spec's `poststop` hooks: `delete` runs them once the container is gone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub poststop: Vec<oci_spec::runtime::Hook>,
+    /// The container's `name=systemd` cgroup on a cgroup v1 host (`delete` removes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd_cgroup: Option<PathBuf>,
 }
 
 impl Meta {

@@ -541,6 +541,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 preserve_fds: a.preserve_fds,
                 ignore_paused: a.ignore_paused,
                 sub_cgroup: a.cgroup.clone(),
+                no_new_privs: a.no_new_privs,
             };
             return Ok(rt.exec(&opts)?);
         }
@@ -726,7 +727,7 @@ fn policy_cmd(rt: &Runtime, cmd: PolicyCmd) -> Result<i32> {
             for w in nemosandbox::layout::writable_binaries(&eff) {
                 println!("  warning: {}: {}", w.field, w.message());
             }
-            if let Some(b) = &bundle {
+            if let Some(b) = bundle.as_ref().filter(|_| !eff.unconfined) {
                 let src = nemosandbox::bundle::SourceBundle::load(b)?;
                 let plan = nemosandbox::confine::prepare::plan_only(&src, &eff)?;
                 println!("\nfilesystem plan for {}:", src.dir.display());

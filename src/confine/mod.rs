@@ -88,6 +88,10 @@ fn load_netguard(plan: &ConfinementPlan) -> Result<(), ConfineError> {
 /// forbids `seccomp` itself cannot skip them.
 pub fn apply(plan: &ConfinementPlan, exec: bool) -> Result<(), ConfineError> {
     reset_signals()?;
+    if plan.unconfined {
+        // The `oci` baseline: libcontainer applied the spec's own no_new_privs and seccomp.
+        return Ok(());
+    }
     set_no_new_privs()?;
     if let Some(l) = &plan.landlock {
         landlock::apply(l, exec)?;

@@ -150,6 +150,11 @@ impl Runtime {
             path: path.display().to_string(),
             source: e.into(),
         })?;
+        if eff.unconfined {
+            return Err(UpdateError::Load(format!(
+                "container {id:?} runs the unconfined baseline \"oci\": it has no network guard, so no network policies to update"
+            )));
+        }
         let node =
             NodeConfig::load(&self.policy.config).map_err(|e| UpdateError::Load(e.to_string()))?;
         let notes = apply(&mut eff, change, &node.library())?;

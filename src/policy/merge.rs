@@ -60,6 +60,9 @@ pub struct Effective {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec_policy: Option<EffectiveExec>,
     pub symlink_guards: Vec<From<SymlinkGuard>>,
+    /// The `oci` baseline: the spec runs as runc would run it, with none of the above.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unconfined: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -187,6 +190,7 @@ pub fn merge_selected(
         network_policies: BTreeMap::new(),
         exec_policy: None,
         symlink_guards: Vec::new(),
+        unconfined: false,
     };
     match &base.filesystem_policy {
         Some(fs) => merge_fs(&mut eff.filesystem_policy, fs, &baseline.origin),
@@ -337,6 +341,24 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 impl Effective {
     /// Canonical JSON (maps are ordered) — what is stored and hashed.
+    /// The `oci` baseline's policy: nothing enforced by the runtime.
+    pub fn unconfined() -> Effective {
+        let origin = format!("builtin:{}", super::select::OCI_BASELINE);
+        Effective {
+            sources: vec![origin.clone()],
+            filesystem_policy: EffectiveFs::default(),
+            landlock: From {
+                value: Compatibility::default(),
+                from: origin,
+            },
+            process: None,
+            network_policies: BTreeMap::new(),
+            exec_policy: None,
+            symlink_guards: Vec::new(),
+            unconfined: true,
+        }
+    }
+
     pub fn canonical_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("effective policy serializes")
     }

@@ -74,8 +74,24 @@ fn l7_note(
 }
 
 /// What will be enforced for this effective policy, section by section.
+/// What `explain` says of the `oci` baseline.
+const UNCONFINED: &str = "\
+!!! UNCONFINED: baseline \"oci\" !!!
+The runtime behaves as runc: the spec is applied as written (root read-only only if
+root.readonly says so, no_new_privs only if process.noNewPrivileges says so, the spec's
+seccomp profile or none, its masked and read-only paths). No Landlock, no mount layout, no
+network guard, no exec gate, no symlink guards, no audit of denials. Use it to tell a policy
+problem from a runtime problem, or for workloads the operator chooses not to confine.
+";
+
 pub fn explain(eff: &Effective) -> String {
     let mut o = String::new();
+    if eff.unconfined {
+        let _ = writeln!(o, "sources: {}", eff.sources.join(", "));
+        let _ = writeln!(o, "policy sha256: {}\n", eff.sha256());
+        o.push_str(UNCONFINED);
+        return o;
+    }
     let _ = writeln!(o, "sources (merge order): {}", eff.sources.join(", "));
     let _ = writeln!(o, "policy sha256: {}", eff.sha256());
 

@@ -138,7 +138,15 @@ pub enum SelectError {
     AuditNotAllowed(String),
     #[error("{0}")]
     Merge(#[from] MergeError),
+    #[error("annotation {ANNOTATION_POLICY}={OCI_BASELINE:?}: the unconfined baseline can be chosen only by the node configuration or the runtime's --policy flag")]
+    OciByAnnotation,
+    #[error("baseline {OCI_BASELINE:?} is unconfined and takes no presets ({0}): presets need the confinement it leaves out")]
+    OciWithPresets(String),
 }
+
+/// The baseline under which the runtime behaves as runc: the spec as written, no Landlock,
+/// no layout rewrite, no network guard, no exec gate. Not a document: nothing to merge.
+pub const OCI_BASELINE: &str = "oci";
 
 /// Where the request for policies came from.
 #[derive(Debug, Clone, Default)]
@@ -274,8 +282,46 @@ pub fn select(node: &NodeConfig, req: &Request) -> Result<Selection, SelectError
     })
 }
 
+/// The `oci` baseline, when the node or the runtime flags fix it; an annotation asking for it
+/// is refused (a workload cannot opt out of confinement), as are presets beside it.
+fn oci(node: &NodeConfig, req: &Request) -> Result<Option<Effective>, SelectError> {
+    let ann = req
+        .annotations
+        .get(ANNOTATION_POLICY)
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty());
+    let fixed = req.flag_policy.as_deref().or(node.baseline.as_deref());
+    if fixed != Some(OCI_BASELINE) {
+        return match ann {
+            Some(OCI_BASELINE) if fixed.is_none() => Err(SelectError::OciByAnnotation),
+            _ => Ok(None),
+        };
+    }
+    if let Some(a) = ann.filter(|a| *a != OCI_BASELINE) {
+        return Err(SelectError::BaselineFixed(a.into(), OCI_BASELINE.into()));
+    }
+    let ann_presets = req
+        .annotations
+        .get(ANNOTATION_PRESETS)
+        .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()));
+    let presets: Vec<&str> = node
+        .presets
+        .iter()
+        .chain(req.flag_presets.iter())
+        .map(String::as_str)
+        .chain(ann_presets.into_iter().flatten())
+        .collect();
+    if !presets.is_empty() {
+        return Err(SelectError::OciWithPresets(presets.join(", ")));
+    }
+    Ok(Some(Effective::unconfined()))
+}
+
 /// Select and merge: the effective policy of a container.
 pub fn effective(node: &NodeConfig, req: &Request) -> Result<Effective, SelectError> {
+    if let Some(e) = oci(node, req)? {
+        return Ok(e);
+    }
     let sel = select(node, req)?;
     Ok(merge_selected(
         &sel.baseline,

@@ -590,3 +590,38 @@ fn annotation_presets_cannot_widen_exec_or_replace_network_policies() {
         "{err}"
     );
 }
+
+#[test]
+fn the_unconfined_baseline_is_the_nodes_choice_alone() {
+    use super::select::{effective, OCI_BASELINE};
+    // The node or the flag chooses it: nothing to merge, marked unconfined.
+    let e = effective(&node("baseline: oci\n"), &req(&[])).unwrap();
+    assert!(e.unconfined);
+    assert!(e.network_policies.is_empty() && e.exec_policy.is_none());
+    let flag = Request {
+        flag_policy: Some(OCI_BASELINE.into()),
+        ..req(&[(ANNOTATION_POLICY, OCI_BASELINE)])
+    };
+    assert!(effective(&node(""), &flag).unwrap().unconfined);
+    // A workload cannot opt out, even where annotations may choose baselines.
+    let n = node("allowed_baselines: [default, oci]\n");
+    let e = effective(&n, &req(&[(ANNOTATION_POLICY, OCI_BASELINE)])).unwrap_err();
+    assert_eq!(e, SelectError::OciByAnnotation);
+    // Under a fixed oci, another baseline by annotation is refused as for any fixed one.
+    let e = effective(
+        &node("baseline: oci\n"),
+        &req(&[(ANNOTATION_POLICY, "default")]),
+    )
+    .unwrap_err();
+    assert!(matches!(e, SelectError::BaselineFixed(..)), "{e}");
+    // No presets beside it, from any source.
+    for (cfg, ann) in [
+        ("baseline: oci\npresets: [npm]\n", vec![]),
+        ("baseline: oci\n", vec![(ANNOTATION_PRESETS, "pypi")]),
+    ] {
+        let e = effective(&node(cfg), &req(&ann)).unwrap_err();
+        assert!(matches!(e, SelectError::OciWithPresets(_)), "{e}");
+    }
+    // Every other baseline stays confined.
+    assert!(!effective(&node(""), &req(&[])).unwrap().unconfined);
+}
