@@ -123,7 +123,11 @@ fn only_the_node_or_the_flags_choose_oci_and_it_takes_no_presets() {
 /// A hook script that saves its stdin as `dir/NAME.json`.
 fn recorder(dir: &Path) -> String {
     let script = dir.join("record.sh");
-    std::fs::write(&script, "#!/bin/sh\ncat > \"$0.$1.json\"\n").unwrap();
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncat > \"$0.$1.json\"\nreadlink /proc/$PPID/exe > \"$0.$1.exe\"\nexit 0\n",
+    )
+    .unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     script.to_str().unwrap().to_string()
 }
@@ -177,6 +181,14 @@ fn hooks_get_the_engines_bundle_and_a_failing_poststop_does_not_block_delete() {
                 "{policy}: hook {k} got {state}"
             );
             assert_eq!(state["id"], id.as_str());
+        }
+        // The runtime that ran the hooks: under `oci` a sealed in-memory copy of itself, so a
+        // container process can reach no writable runtime binary (CVE-2019-5736).
+        let exe = std::fs::read_to_string(format!("{rec}.createRuntime.exe")).unwrap();
+        if policy == "oci" {
+            assert!(exe.starts_with("/memfd:nemosandbox"), "{exe}");
+        } else {
+            assert!(exe.contains("nemosandbox"), "{exe}");
         }
     }
 }

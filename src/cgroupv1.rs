@@ -112,6 +112,29 @@ pub fn fix_mounts(spec: &Spec, pid: i32) -> Result<(), CgroupV1Error> {
     }
     let ns_path = PathBuf::from(format!("/proc/{pid}/ns/mnt"));
     let ns = fs::File::open(&ns_path).map_err(io(&ns_path))?;
+    // A container in the runtime's own mount namespace (or one joined by path) would have
+    // the host's hierarchies remounted: only a namespace of its own is changed.
+    use std::os::unix::fs::MetadataExt;
+    let mine = Path::new("/proc/self/ns/mnt");
+    let (theirs, ours) = (
+        ns.metadata().map_err(io(&ns_path))?,
+        fs::metadata(mine).map_err(io(mine))?,
+    );
+    let own_ns = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|n| {
+            n.iter().any(|n| {
+                n.typ() == oci_spec::runtime::LinuxNamespaceType::Mount && n.path().is_none()
+            })
+        });
+    if !own_ns || (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()) {
+        tracing::warn!(
+            "cgroup v1 mounts left as they are: the container has no mount namespace of its own"
+        );
+        return Ok(());
+    }
     std::thread::scope(|s| {
         s.spawn(|| in_namespace(&ns, &dest))
             .join()
@@ -150,6 +173,20 @@ impl SystemdJoin {
         else {
             return Ok(None);
         };
+        // Only plain names below the hierarchy: `..` would create directories anywhere.
+        if !target
+            .components()
+            .skip(1)
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(CgroupV1Error::Io {
+                path: target,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "linux.cgroupsPath: only plain names may follow the leading /",
+                ),
+            });
+        }
         let me = std::process::id() as i32;
         let Some((_, previous)) = cgroups_of(me)?
             .into_iter()
@@ -160,7 +197,10 @@ impl SystemdJoin {
         let dir = hierarchy.join(target.strip_prefix("/").unwrap_or(&target));
         fs::create_dir_all(&dir).map_err(io(&dir))?;
         let procs = dir.join("cgroup.procs");
-        fs::write(&procs, me.to_string()).map_err(io(&procs))?;
+        if let Err(e) = fs::write(&procs, me.to_string()) {
+            let _ = fs::remove_dir(&dir);
+            return Err(io(&procs)(e));
+        }
         Ok(Some(SystemdJoin {
             dir,
             previous: hierarchy.join(previous.trim_start_matches('/')),
@@ -188,11 +228,10 @@ fn in_namespace(ns: &fs::File, dest: &Path) -> Result<(), CgroupV1Error> {
         .map_err(sys("joining the container's mount namespace"))?;
     use std::os::unix::fs::MetadataExt;
     let top = fs::metadata(dest).map_err(io(dest))?;
-    for e in fs::read_dir(dest).map_err(io(dest))?.flatten() {
+    for e in fs::read_dir(dest).map_err(io(dest))? {
+        let e = e.map_err(io(dest))?;
         let path = e.path();
-        let Ok(md) = fs::symlink_metadata(&path) else {
-            continue;
-        };
+        let md = fs::symlink_metadata(&path).map_err(io(&path))?;
         // Co-mount links (cpu -> cpu,cpuacct) and anything not mounted stay as they are.
         if md.file_type().is_symlink() || md.dev() == top.dev() {
             continue;

@@ -4,7 +4,7 @@
 //! directory it loaded `config.json` from: the runtime's private rewrite. Hooks (GPU, network,
 //! seccomp-profile recorders) read `bundle/config.json` and write beside it, so each hook of
 //! the rewritten spec runs through a relay: this same binary (`/proc/self/exe`, which names
-//! the running runtime in any mount namespace), which puts the engine's bundle into the state
+//! the running runtime), which puts the engine's bundle into the state
 //! on its standard input and then executes the real hook in its place (same pid, so
 //! libcontainer's timeout still applies).
 //!
@@ -50,13 +50,6 @@ fn relayed(hook: &Hook, bundle: &Path) -> Hook {
     b.build().expect("a hook with a path builds")
 }
 
-fn mounts_proc(spec: &Spec) -> bool {
-    spec.mounts().as_ref().is_some_and(|ms| {
-        ms.iter()
-            .any(|m| m.destination() == Path::new("/proc") && m.typ().as_deref() == Some("proc"))
-    })
-}
-
 /// Route every hook of `spec` through the relay, telling it `bundle`; take out and return
 /// the `poststop` hooks (the runtime runs them at `delete`).
 pub fn relay_all(spec: &mut Spec, bundle: &Path) -> Vec<Hook> {
@@ -71,11 +64,9 @@ pub fn relay_all(spec: &mut Spec, bundle: &Path) -> Vec<Hook> {
     hooks.set_prestart(wrap(hooks.prestart()));
     hooks.set_create_runtime(wrap(hooks.create_runtime()));
     hooks.set_create_container(wrap(hooks.create_container()));
-    // startContainer hooks run inside the container after pivot_root: the relay is reachable
-    // there only through the container's own /proc.
-    if mounts_proc(spec) {
-        hooks.set_start_container(wrap(hooks.start_container()));
-    }
+    // startContainer hooks run inside the container after pivot_root: not relayed. The relay
+    // would be the host's runtime binary running there with the image's loader, libraries
+    // and environment — a handle on the host binary for image code (CVE-2019-5736).
     hooks.set_poststart(wrap(hooks.poststart()));
     let poststop = hooks.poststop().clone().unwrap_or_default();
     hooks.set_poststop(None);
@@ -206,12 +197,9 @@ mod tests {
             ]
         );
         assert_eq!(cr.timeout(), Some(5));
-        // The default spec mounts /proc: startContainer is relayed too, arg0 = path.
+        // startContainer runs inside the container: never the host binary there.
         let sc = &h.start_container().as_ref().unwrap()[0];
-        assert_eq!(
-            sc.args().as_deref().unwrap(),
-            [RELAY_ARG0, "/engine/bundle", "/bin/true", "/bin/true"]
-        );
+        assert_eq!(sc.path(), Path::new("/bin/true"));
     }
 
     #[test]

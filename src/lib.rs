@@ -20,6 +20,7 @@ pub mod logging;
 pub mod netguard;
 pub mod policy;
 pub mod sandbox;
+pub mod sealed;
 pub mod signals;
 pub mod state;
 pub mod symlinks;

@@ -277,6 +277,7 @@ impl Runtime {
 
         // Spec-rewrite stage.
         let mut rw = if effective.unconfined {
+            crate::sealed::ensure().map_err(LifecycleError::Policy)?;
             tracing::warn!("container {id:?}: baseline \"oci\": unconfined, runs as runc would");
             bundle::rewrite_oci(&src, id)?
         } else {
@@ -378,13 +379,13 @@ impl Runtime {
         if let Some(n) = rw.plan.netguard.as_mut() {
             n.channel = Some(channel.as_raw_fd());
         }
+        let relay = self.listener_relay(&rw.plan, &own, &src.dir)?;
         let systemd =
             crate::cgroupv1::SystemdJoin::enter(&rw.spec).map_err(|e| LifecycleError::Invalid {
                 what: format!("container {id:?} name=systemd cgroup"),
                 msg: e.to_string(),
             })?;
         meta.systemd_cgroup = systemd.as_ref().map(|s| s.dir.clone());
-        let relay = self.listener_relay(&rw.plan, &own, &src.dir)?;
         let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
             .with_executor(ConfiningExecutor::new(rw.plan.clone(), false))
             .with_root_path(self.root.path())
@@ -870,6 +871,9 @@ impl Runtime {
         })?;
         let own = self.root.own_dir(id);
         let mut plan = bundle::load_plan(&own)?;
+        if plan.unconfined {
+            crate::sealed::ensure().map_err(LifecycleError::Policy)?;
+        }
         let spec = bundle::load_rewritten_spec(&own)?;
         if let Some(l) = plan.landlock.as_mut() {
             // The kernel cannot have changed, but the ABI cap may have: decide again.
@@ -946,6 +950,24 @@ impl Runtime {
         };
         // Confined: always. Unconfined (`oci`): as runc, the flag or else the spec's value.
         let force_nnp = !plan.unconfined || opts.no_new_privs;
+        // One exec at a time per container talks to the relay socket (its path is in the
+        // spec every exec loads).
+        let _listener_lock = match &plan.seccomp_listener {
+            Some(_) => {
+                let path = own.join("listener.lock");
+                let f = fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
+                Some(
+                    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+                        .map_err(|(_, e)| io_err(&path)(e.into()))?,
+                )
+            }
+            None => None,
+        };
         let relay = match &plan.seccomp_listener {
             Some(_) => {
                 let meta = Meta::load(&self.root, id)?;
@@ -985,8 +1007,10 @@ impl Runtime {
             .map_err(lc("exec in", id))?;
         drop(channel);
         if let Some(r) = relay {
-            r.finish(Duration::from_secs(10))
-                .map_err(|e| LifecycleError::Policy(format!("seccomp listener: {e}")))?;
+            if let Err(e) = r.finish(Duration::from_secs(10)) {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                return Err(LifecycleError::Policy(format!("seccomp listener: {e}")));
+            }
         }
         if opts.detach {
             return Ok(0);

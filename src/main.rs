@@ -11,5 +11,6 @@ fn main() {
     {
         nemosandbox::hooks::relay(&argv);
     }
+    nemosandbox::sealed::note_marker();
     std::process::exit(cli::main());
 }
