@@ -14,6 +14,7 @@
 # Needs root, runc, crun, tinyproxy, gcc, busybox-static, and a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 if [ "${1:-}" = https ]; then
     shift
     exec bash bench/https.sh "$@"
@@ -64,30 +65,12 @@ network_policies:
 YAML
 
 "$work/connbench" server $SERVER_PORT & pids+=($!)
-cat > "$work/tinyproxy.conf" <<CONF
-Port $PROXY_PORT
-Listen 127.0.0.1
-Timeout 60
-MaxClients 200
-Allow 127.0.0.1
-ConnectPort $SERVER_PORT
-LogLevel Critical
-PidFile "$work/tinyproxy.pid"
-CONF
-tinyproxy -d -c "$work/tinyproxy.conf" >/dev/null 2>&1 & pids+=($!)
-sleep 0.5
+start_tinyproxy "$work" $PROXY_PORT $SERVER_PORT
 
 # run_in RUNTIME ARGS…: run the client once in a fresh container, print its result line.
 run_in() {
     local rt=$1; shift
-    local args
-    args=$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1:]))' "$@")
-    python3 - "$work/bundle/config.json" "$args" <<'PY'
-import json, sys
-p = sys.argv[1]; c = json.load(open(p))
-c["process"]["args"] = json.loads(sys.argv[2])
-json.dump(c, open(p, "w"))
-PY
+    set_args "$work/bundle/config.json" "$@"
     local id="cb$RANDOM$RANDOM"
     case $rt in
         runc|proxy) runc --root "$work/runc" run --bundle "$work/bundle" "$id" ;;

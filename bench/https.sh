@@ -12,6 +12,7 @@
 # Needs root, runc, tinyproxy, openssl, python3, and a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 N=${1:-300}
 ROUNDS=${2:-5}
 NEMO=${NEMO:-$PWD/target/release/nemosandbox}
@@ -78,29 +79,11 @@ YAML
 printf 'l7_upstream_roots:\n  - %s\n' "$work/root.pem" > "$work/node.yaml"
 
 python3 bench/https_client.py serve $PORT "$work/server.pem" "$work/server.key" & pids+=($!)
-cat > "$work/tinyproxy.conf" <<CONF
-Port $PROXY_PORT
-Listen 127.0.0.1
-Timeout 60
-MaxClients 200
-Allow 127.0.0.1
-ConnectPort $PORT
-LogLevel Critical
-PidFile "$work/tinyproxy.pid"
-CONF
-tinyproxy -d -c "$work/tinyproxy.conf" >/dev/null 2>&1 & pids+=($!)
-sleep 0.5
+start_tinyproxy "$work" $PROXY_PORT $PORT
 
 run_in() {
     local rt=$1; shift
-    local args
-    args=$(python3 -c 'import json,sys; print(json.dumps(sys.argv[1:]))' "$@")
-    python3 - "$work/bundle/config.json" "$args" <<'PY'
-import json, sys
-p = sys.argv[1]; c = json.load(open(p))
-c["process"]["args"] = json.loads(sys.argv[2])
-json.dump(c, open(p, "w"))
-PY
+    set_args "$work/bundle/config.json" "$@"
     local id="hb$RANDOM$RANDOM"
     case $rt in
         direct|proxy) runc --root "$work/runc" run --bundle "$work/bundle" "$id" ;;

@@ -127,7 +127,7 @@ fn relay_exec(argv: &[OsString]) -> Result<std::convert::Infallible, String> {
         .take(MAX_STATE)
         .read_to_end(&mut input)
         .map_err(|e| format!("reading the state: {e}"))?;
-    let state = with_bundle(&input, Path::new(bundle));
+    let state = rebundle(&input, "", Path::new(bundle));
     let fd =
         nix::sys::memfd::memfd_create(c"hook-state", nix::sys::memfd::MemFdCreateFlag::empty())
             .map_err(|e| format!("memfd_create: {e}"))?;
@@ -144,18 +144,21 @@ fn relay_exec(argv: &[OsString]) -> Result<std::convert::Infallible, String> {
     Err(format!("exec {}: {err}", PathBuf::from(path).display()))
 }
 
-/// The state with `bundle` set; input that is not a JSON object goes through unchanged.
-fn with_bundle(input: &[u8], bundle: &Path) -> Vec<u8> {
-    match serde_json::from_slice::<serde_json::Value>(input) {
-        Ok(serde_json::Value::Object(mut m)) => {
-            m.insert(
-                "bundle".into(),
-                serde_json::Value::String(bundle.display().to_string()),
-            );
-            serde_json::to_vec(&m).unwrap_or_else(|_| input.to_vec())
-        }
-        _ => input.to_vec(),
-    }
+/// A JSON message with `bundle` set in the object at `pointer` (`""`: the top level, for a
+/// hook's state; `"/state"`: a seccomp listener's message). Anything else goes through
+/// unchanged.
+pub fn rebundle(input: &[u8], pointer: &str, bundle: &Path) -> Vec<u8> {
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(input) else {
+        return input.to_vec();
+    };
+    let Some(obj) = v.pointer_mut(pointer).and_then(|o| o.as_object_mut()) else {
+        return input.to_vec();
+    };
+    obj.insert(
+        "bundle".into(),
+        serde_json::Value::String(bundle.display().to_string()),
+    );
+    serde_json::to_vec(&v).unwrap_or_else(|_| input.to_vec())
 }
 
 #[cfg(test)]
@@ -204,13 +207,14 @@ mod tests {
 
     #[test]
     fn the_state_gets_the_engines_bundle() {
-        let out = with_bundle(
+        let out = rebundle(
             br#"{"ociVersion":"1.0.2","id":"c","status":"creating","bundle":"/run/x/.nemosandbox/c"}"#,
+            "",
             Path::new("/engine/b"),
         );
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["bundle"], "/engine/b");
         assert_eq!(v["id"], "c");
-        assert_eq!(with_bundle(b"not json", Path::new("/x")), b"not json");
+        assert_eq!(rebundle(b"not json", "", Path::new("/x")), b"not json");
     }
 }

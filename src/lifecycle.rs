@@ -210,6 +210,14 @@ impl Default for PolicyInputs {
 impl PolicyInputs {
     /// The effective policy for a spec with these annotations.
     pub fn effective(&self, annotations: &HashMap<String, String>) -> Result<Effective> {
+        self.resolve(annotations).map(|(_, e)| e)
+    }
+
+    /// The node configuration, read once, and the effective policy under it.
+    pub fn resolve(
+        &self,
+        annotations: &HashMap<String, String>,
+    ) -> Result<(NodeConfig, Effective)> {
         let node =
             NodeConfig::load(&self.config).map_err(|e| LifecycleError::Policy(e.to_string()))?;
         let req = select::Request {
@@ -217,7 +225,9 @@ impl PolicyInputs {
             flag_presets: self.flag_presets.clone(),
             annotations: annotations.clone(),
         };
-        select::effective(&node, &req).map_err(|e| LifecycleError::Policy(e.to_string()))
+        let eff =
+            select::effective(&node, &req).map_err(|e| LifecycleError::Policy(e.to_string()))?;
+        Ok((node, eff))
     }
 }
 
@@ -273,7 +283,7 @@ impl Runtime {
         // Policy selection and merge: an unknown or disallowed preset fails here, before
         // anything exists.
         let annotations = src.spec.annotations().clone().unwrap_or_default();
-        let effective = self.policy.effective(&annotations)?;
+        let (node, effective) = self.policy.resolve(&annotations)?;
 
         // Spec-rewrite stage.
         let mut rw = if effective.unconfined {
@@ -374,11 +384,15 @@ impl Runtime {
 
         // The guard's socket exists before the init process, which inherits a connection
         // to it and hands its notification listener over at `start`.
-        let control = netguard::control::bind(&own)?;
-        let channel = netguard::control::connect(&own)?;
-        if let Some(n) = rw.plan.netguard.as_mut() {
-            n.channel = Some(channel.as_raw_fd());
-        }
+        let (control, channel) = match rw.plan.netguard.as_mut() {
+            Some(n) => {
+                let control = netguard::control::bind(&own)?;
+                let channel = netguard::control::connect(&own)?;
+                n.channel = Some(channel.as_raw_fd());
+                (Some(control), Some(channel))
+            }
+            None => (None, None),
+        };
         let relay = self.listener_relay(&rw.plan, &own, &src.dir)?;
         let systemd =
             crate::cgroupv1::SystemdJoin::enter(&rw.spec).map_err(|e| LifecycleError::Invalid {
@@ -439,7 +453,7 @@ impl Runtime {
             unix: local.unix,
             bind: local.loopback_listen,
         };
-        let guard_service = rw.plan.netguard.as_ref().map(|n| {
+        let guard_service = rw.plan.netguard.as_ref().zip(control).map(|(n, control)| {
             (
                 control,
                 netguard::guard::GuardConfigBase {
@@ -450,9 +464,7 @@ impl Runtime {
                     upstream: n.upstream.clone(),
                     fence: None,
                     local,
-                    l7_roots: NodeConfig::load(&self.policy.config)
-                        .map(|n| n.l7_upstream_roots)
-                        .unwrap_or_default(),
+                    l7_roots: node.l7_upstream_roots.clone(),
                 },
             )
         });
@@ -955,16 +967,7 @@ impl Runtime {
         let _listener_lock = match &plan.seccomp_listener {
             Some(_) => {
                 let path = own.join("listener.lock");
-                let f = fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&path)
-                    .map_err(io_err(&path))?;
-                Some(
-                    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-                        .map_err(|(_, e)| io_err(&path)(e.into()))?,
-                )
+                Some(state::lock_exclusive(&path).map_err(io_err(&path))?)
             }
             None => None,
         };

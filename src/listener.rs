@@ -67,7 +67,7 @@ impl Relay {
 fn relay_one(listener: &UnixListener, target: &Path, bundle: &Path) -> Result<(), String> {
     let (conn, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
     let (msg, fds) = receive(conn.as_raw_fd())?;
-    let msg = with_bundle(&msg, bundle);
+    let msg = crate::hooks::rebundle(&msg, "/state", bundle);
     let out = socket::socket(
         socket::AddressFamily::Unix,
         socket::SockType::Stream,
@@ -119,22 +119,6 @@ fn receive(fd: RawFd) -> Result<(Vec<u8>, Vec<OwnedFd>), String> {
     Ok((msg, fds))
 }
 
-/// The container process state with the engine's bundle in `state.bundle`.
-fn with_bundle(msg: &[u8], bundle: &Path) -> Vec<u8> {
-    match serde_json::from_slice::<serde_json::Value>(msg) {
-        Ok(mut v) => {
-            if let Some(state) = v.get_mut("state").and_then(|s| s.as_object_mut()) {
-                state.insert(
-                    "bundle".into(),
-                    serde_json::Value::String(bundle.display().to_string()),
-                );
-            }
-            serde_json::to_vec(&v).unwrap_or_else(|_| msg.to_vec())
-        }
-        Err(_) => msg.to_vec(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,7 +127,8 @@ mod tests {
     fn the_relayed_state_names_the_engines_bundle() {
         let m = br#"{"ociVersion":"1.0.2","fds":["seccompFd"],"pid":7,"metadata":"m","state":{"id":"c","bundle":"/run/x/.nemosandbox/c"}}"#;
         let v: serde_json::Value =
-            serde_json::from_slice(&with_bundle(m, Path::new("/engine/b"))).unwrap();
+            serde_json::from_slice(&crate::hooks::rebundle(m, "/state", Path::new("/engine/b")))
+                .unwrap();
         assert_eq!(v["state"]["bundle"], "/engine/b");
         assert_eq!(v["metadata"], "m");
     }

@@ -195,6 +195,17 @@ impl Meta {
 }
 
 /// Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat).
+/// Hold an exclusive lock on `path` (created if absent) until the returned value drops:
+/// serialises commands that change one container's files.
+pub fn lock_exclusive(path: &Path) -> io::Result<nix::fcntl::Flock<fs::File>> {
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e.into())
+}
+
 pub fn process_start_time(pid: i32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // comm may contain spaces and parentheses; fields resume after the last ')'.

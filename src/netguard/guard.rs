@@ -66,6 +66,24 @@ pub struct Generation {
     pub binaries: Binaries,
     /// When the resolution of `binaries` started.
     pub resolved_at: Instant,
+    /// The HTTP rules of every inspected endpoint, compiled once per generation.
+    pub rules: Arc<CompiledRules>,
+}
+
+/// Each inspected endpoint with its compiled rules (or why they do not compile).
+pub type CompiledRules = Vec<(Endpoint, Result<Arc<l7::Rules>, String>)>;
+
+fn compile_rules(policies: &BTreeMap<String, EffectiveNetwork>) -> Arc<CompiledRules> {
+    let mut out: CompiledRules = Vec::new();
+    for ep in policies.values().flat_map(|n| n.policy.endpoints.iter()) {
+        if l7::inspected(ep) && !out.iter().any(|(e, _)| e == ep) {
+            let rules = l7::Rules::compile(&l7::endpoint_rules(ep))
+                .map(Arc::new)
+                .map_err(|e| e.to_string());
+            out.push((ep.clone(), rules));
+        }
+    }
+    Arc::new(out)
 }
 
 /// What every guard thread shares.
@@ -137,6 +155,7 @@ impl Shared {
             let n = g.n + 1;
             *g = Arc::new(Generation {
                 n,
+                rules: compile_rules(&policies),
                 policies,
                 binaries,
                 resolved_at,
@@ -178,6 +197,7 @@ impl Shared {
             policies: cur.policies.clone(),
             binaries,
             resolved_at: started,
+            rules: cur.rules.clone(),
         });
         let mut g = self.generation.write().unwrap_or_else(|e| e.into_inner());
         if g.n == cur.n {
@@ -263,6 +283,7 @@ impl Guard {
                 policies: BTreeMap::new(),
                 binaries: Binaries::default(),
                 resolved_at: Instant::now(),
+                rules: Arc::default(),
             })),
             answers: Answers::default(),
             captures: Captures::default(),
@@ -1147,10 +1168,24 @@ impl CallCtx {
         dest: SocketAddr,
         secrets: bool,
     ) -> Result<l7::Flow, Errno> {
-        let rules = l7::Rules::compile(&l7::endpoint_rules(ep)).map_err(|e| {
-            self.event("denied", policy, &e.to_string(), Some(dest), &[]);
-            Errno::EACCES
-        })?;
+        // Compiled with the generation; an endpoint a reload replaced meanwhile, here.
+        let compiled = self
+            .shared
+            .current()
+            .rules
+            .iter()
+            .find(|(e, _)| e == ep)
+            .map(|(_, r)| r.clone());
+        let rules = compiled
+            .unwrap_or_else(|| {
+                l7::Rules::compile(&l7::endpoint_rules(ep))
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| {
+                self.event("denied", policy, &e, Some(dest), &[]);
+                Errno::EACCES
+            })?;
         let names = if ep.host.parse::<IpAddr>().is_ok() {
             vec![ep.host.clone()]
         } else {
@@ -1164,7 +1199,7 @@ impl CallCtx {
         };
         Ok(l7::Flow {
             dest,
-            rules: Arc::new(rules),
+            rules,
             tls_skip: ep.tls == Some(crate::policy::model::Tls::Skip),
             websocket: ep.protocol == Some(crate::policy::model::Protocol::Websocket),
             names,

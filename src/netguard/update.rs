@@ -7,8 +7,6 @@
 use std::fs;
 use std::path::Path;
 
-use nix::fcntl::{Flock, FlockArg};
-
 use crate::lifecycle::{LifecycleError, Runtime};
 use crate::policy::builtin::load_name_or_file;
 use crate::policy::live::{self, LiveError};
@@ -135,14 +133,7 @@ impl Runtime {
         let own = self.root.own_dir(id);
         // One update at a time per container: each reads the file the last one wrote.
         let lock_path = own.join("policy.lock");
-        let lock_file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io(&lock_path))?;
-        let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| io(&lock_path)(e.into()))?;
+        let _lock = state::lock_exclusive(&lock_path).map_err(io(&lock_path))?;
 
         let path = own.join("effective.json");
         let old = fs::read(&path).map_err(io(&path))?;

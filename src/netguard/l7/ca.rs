@@ -92,7 +92,9 @@ pub struct Leaf {
 /// The CA as the proxy uses it.
 pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
-    leaves: Mutex<HashMap<String, (Instant, Arc<rustls::sign::CertifiedKey>)>>,
+    /// The TLS server configuration per name, holding its leaf: built once per name, so
+    /// connections share it (and its session cache).
+    leaves: Mutex<HashMap<String, (Instant, Arc<rustls::ServerConfig>)>>,
 }
 
 impl Ca {
@@ -125,27 +127,48 @@ impl Ca {
         })
     }
 
-    /// The leaf for `name`, from the cache while it is fresh.
-    pub fn leaf(&self, name: &str) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+    /// The server configuration presenting the leaf for `name` (ALPN `http/1.1`), from the
+    /// cache while the leaf is fresh.
+    pub fn server(&self, name: &str) -> Result<Arc<rustls::ServerConfig>, String> {
         let name = name.to_ascii_lowercase();
         let mut leaves = self.leaves.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((made, k)) = leaves.get(&name) {
+        if let Some((made, cfg)) = leaves.get(&name) {
             if made.elapsed() < LEAF_REFRESH {
-                return Ok(k.clone());
+                return Ok(cfg.clone());
             }
         }
         let leaf = self.mint(&name).map_err(|e| e.to_string())?;
-        let provider = rustls::crypto::ring::default_provider();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
         let key = provider
             .key_provider
             .load_private_key(leaf.key)
             .map_err(|e| e.to_string())?;
         let certified = Arc::new(rustls::sign::CertifiedKey::new(leaf.chain, key));
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(FixedCert(certified)));
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let cfg = Arc::new(cfg);
         if leaves.len() >= MAX_LEAVES {
             leaves.clear();
         }
-        leaves.insert(name, (Instant::now(), certified.clone()));
-        Ok(certified)
+        leaves.insert(name, (Instant::now(), cfg.clone()));
+        Ok(cfg)
+    }
+}
+
+/// One leaf whatever the ClientHello says: the proxy checked the server name before.
+#[derive(Debug)]
+struct FixedCert(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for FixedCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
     }
 }
 
@@ -174,8 +197,8 @@ mod tests {
             "an existing key is never replaced"
         );
         let ca = Ca::load(&dir, "c1").unwrap();
-        let a = ca.leaf("API.test").unwrap();
-        let b = ca.leaf("api.test").unwrap();
+        let a = ca.server("API.test").unwrap();
+        let b = ca.server("api.test").unwrap();
         assert!(Arc::ptr_eq(&a, &b), "one leaf per name, cached");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -350,18 +350,6 @@ impl Socket for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
     }
 }
 
-#[derive(Debug)]
-struct FixedCert(Arc<rustls::sign::CertifiedKey>);
-
-impl rustls::server::ResolvesServerCert for FixedCert {
-    fn resolve(
-        &self,
-        _hello: rustls::server::ClientHello<'_>,
-    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
-        Some(self.0.clone())
-    }
-}
-
 struct Client<'a> {
     proxy: &'a Proxy,
     shared: &'a Shared,
@@ -489,24 +477,14 @@ impl Client<'_> {
                 return;
             }
         };
-        let leaf = match self.proxy.ca.leaf(&name) {
-            Ok(l) => l,
+        let cfg = match self.proxy.ca.server(&name) {
+            Ok(c) => c,
             Err(e) => {
                 tracing::warn!("layer-7 proxy of {}: leaf for {name}: {e}", self.shared.id);
                 return;
             }
         };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let Ok(builder) = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-        else {
-            return;
-        };
-        let mut cfg = builder
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(FixedCert(leaf)));
-        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let Ok(mut server) = accepted.into_connection(Arc::new(cfg)) else {
+        let Ok(mut server) = accepted.into_connection(cfg) else {
             return;
         };
         clock.set(Some(Instant::now() + HANDSHAKE_TIME));
