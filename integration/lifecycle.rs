@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::time::Duration;
 
 use common::*;
@@ -289,16 +291,21 @@ fn pause_resume_ps_events_update_list() {
     assert_eq!(ev["type"], "stats");
     assert_eq!(ev["id"], id.as_str());
     assert!(ev["data"]["pids"]["current"].as_u64().unwrap() >= 1);
-    // runc's spelling of the interval, streaming until interrupted.
+    // runc's spelling of the interval, streaming until interrupted: two reports arrive
+    // (waited for, not timed, so a slow machine or an emulated guest passes too).
     let mut stream = rt
         .command(&["events", "--interval=100ms", &id])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(450));
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stream.stdout.take().unwrap()));
+    for _ in 0..2 {
+        let line = lines.next().expect("events stream ended").unwrap();
+        let ev: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(ev["type"], "stats", "{line}");
+    }
     stream.kill().unwrap();
-    let out = stream.wait_with_output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stdout).lines().count() >= 2);
+    let _ = stream.wait();
 
     let mut upd = rt
         .command(&["update", "--resources", "-", &id])
@@ -569,4 +576,171 @@ fn doctor_reports_the_kernel_features() {
         .as_str()
         .unwrap()
         .starts_with('v'));
+}
+
+/// The container's cgroup as the kernel keeps it: on v2 one directory, on v1 one per
+/// controller, found from the init's /proc/PID/cgroup.
+fn cgroup_file(pid: i64, controller: &str, file: &str) -> PathBuf {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let line = text
+        .lines()
+        .find(|l| {
+            if v2 {
+                l.starts_with("0::")
+            } else {
+                l.split(':')
+                    .nth(1)
+                    .is_some_and(|c| c.split(',').any(|c| c == controller))
+            }
+        })
+        .unwrap_or_else(|| panic!("no {controller} cgroup in {text}"));
+    let rel = line.splitn(3, ':').nth(2).unwrap().trim_start_matches('/');
+    if v2 {
+        Path::new("/sys/fs/cgroup").join(rel).join(file)
+    } else {
+        Path::new("/sys/fs/cgroup")
+            .join(controller)
+            .join(rel)
+            .join(file)
+    }
+}
+
+fn read_trim(p: &Path) -> String {
+    std::fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .trim()
+        .to_string()
+}
+
+/// `update`, `pause`/`resume`, `events` and `delete` act on the kernel's cgroup files, not
+/// only on the runtime's state, on cgroup v1 and v2 alike (the kernel-matrix guest runs v2):
+/// the limits land in memory.max/pids.max, a pause freezes the cgroup, an OOM kill in the
+/// container is reported by `events` as runc reports it, and `delete` removes the cgroup.
+#[test]
+fn cgroup_limits_freeze_oom_and_removal_reach_the_kernel() {
+    let rt = Runtime::new();
+    let b = Bundle::busybox(&["sleep", "1000"]);
+    let id = unique("cg");
+    rt.start_sleeper(&b, &id);
+    let pid = rt.state(&id)["pid"].as_i64().unwrap();
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+
+    rt.ok(&["update", "--memory", "33554432", "--pids-limit", "40", &id]);
+    let limit = if v2 {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
+    assert_eq!(read_trim(&cgroup_file(pid, "memory", limit)), "33554432");
+    assert_eq!(read_trim(&cgroup_file(pid, "pids", "pids.max")), "40");
+    let ev: serde_json::Value = serde_json::from_str(&rt.ok(&["events", "--stats", &id])).unwrap();
+    assert_eq!(ev["data"]["memory"]["memory"]["limit"], 33554432);
+    assert_eq!(ev["data"]["pids"]["limit"], 40);
+
+    rt.ok(&["pause", &id]);
+    if v2 {
+        assert_eq!(read_trim(&cgroup_file(pid, "", "cgroup.freeze")), "1");
+        wait_until(|| read_trim(&cgroup_file(pid, "", "cgroup.events")).contains("frozen 1"));
+    } else {
+        assert_eq!(
+            read_trim(&cgroup_file(pid, "freezer", "freezer.state")),
+            "FROZEN"
+        );
+    }
+    rt.ok(&["resume", &id]);
+    if v2 {
+        assert_eq!(read_trim(&cgroup_file(pid, "", "cgroup.freeze")), "0");
+    } else {
+        assert_eq!(
+            read_trim(&cgroup_file(pid, "freezer", "freezer.state")),
+            "THAWED"
+        );
+    }
+    rt.ok(&["exec", &id, "true"]);
+
+    // An exec'd shell that grows past 32 MiB is OOM-killed; `events` reports it.
+    let mut stream = rt
+        .command(&["events", "--interval=100ms", &id])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stream.stdout.take().unwrap()));
+    assert!(lines.next().unwrap().unwrap().contains("\"stats\""));
+    let hog = rt.run(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived ${#x}",
+    ]);
+    assert_eq!(hog.status.code(), Some(137), "{hog:?}");
+    // At 100 ms a report, 200 lines bound the wait to about 20 s.
+    let oom = lines
+        .take(200)
+        .find(|l| l.as_ref().is_ok_and(|l| l.contains("\"oom\"")))
+        .expect("events ended without an oom event")
+        .unwrap();
+    let oom: serde_json::Value = serde_json::from_str(&oom).unwrap();
+    assert_eq!(oom["id"], id.as_str());
+    stream.kill().unwrap();
+    let _ = stream.wait();
+    assert_eq!(rt.status(&id), "running", "the OOM kill took only the hog");
+
+    let dirs = cgroup_dirs_of(&id);
+    assert!(
+        !dirs.is_empty(),
+        "the test does not see the container's cgroup"
+    );
+    rt.ok(&["kill", &id, "9"]);
+    wait_until(|| rt.status(&id) == "stopped");
+    rt.ok(&["delete", &id]);
+    for d in dirs {
+        assert!(!d.exists(), "{} left after delete", d.display());
+    }
+    assert_nothing_left(&rt, &id);
+}
+
+/// The first containers of a node are created at once and share a parent cgroup that does not
+/// exist yet. On cgroup v2, libcontainer's `mkdir` of that parent fails with EEXIST for all
+/// but one of them (seen on the 6.1 guest); every create must succeed.
+#[test]
+fn parallel_creates_share_a_fresh_parent_cgroup() {
+    let rt = Runtime::new();
+    let parent = unique("nemopar");
+    let ids: Vec<String> = (0..6).map(|i| format!("{parent}-{i}")).collect();
+    let bundles: Vec<Bundle> = ids
+        .iter()
+        .map(|id| {
+            let b = Bundle::busybox(&["sleep", "1000"]);
+            b.edit(|c| c["linux"]["cgroupsPath"] = format!("/{parent}/{id}").into());
+            b
+        })
+        .collect();
+    let outs: Vec<Output> = std::thread::scope(|s| {
+        let handles: Vec<_> = ids
+            .iter()
+            .zip(&bundles)
+            .map(|(id, b)| {
+                let rt = &rt;
+                s.spawn(move || rt.run(&["create", "--bundle", b.path().to_str().unwrap(), id]))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (id, out) in ids.iter().zip(&outs) {
+        assert!(
+            out.status.success(),
+            "{id}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for id in &ids {
+        rt.ok(&["delete", "--force", id]);
+        assert_nothing_left(&rt, id);
+    }
+    // The shared parent outlives its containers, as runc's does; the test removes its own.
+    for dir in cgroup_dirs_of(&parent) {
+        let _ = std::fs::remove_dir(&dir);
+    }
 }

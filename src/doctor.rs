@@ -141,6 +141,17 @@ pub fn checks() -> Vec<Check> {
                 .into()
         },
     });
+    // PIDFD_THREAD shares O_EXCL's value; older kernels refuse the flag with EINVAL.
+    let thread_pidfd =
+        crate::helper::pidfd_open_flags(nix::unistd::gettid().as_raw(), libc::O_EXCL as u32)
+            .is_ok();
+    out.push(presence(
+        "pidfd for threads",
+        thread_pidfd,
+        "a thread with a descriptor table of its own (unshare(CLONE_FILES)) has its network \
+         calls judged on its process's table: they fail or act on another socket of the same \
+         process (needs Linux 6.9)",
+    ));
     let yama = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok());

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod bundle;
 pub mod cgroupv1;
+pub mod cgroupv2;
 pub mod confine;
 pub mod doctor;
 pub mod execgate;

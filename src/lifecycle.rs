@@ -394,6 +394,12 @@ impl Runtime {
             None => (None, None),
         };
         let relay = self.listener_relay(&rw.plan, &own, &src.dir)?;
+        crate::cgroupv2::prepare_parents(&rw.spec, self.systemd_cgroup).map_err(|e| {
+            LifecycleError::Invalid {
+                what: format!("container {id:?} cgroup"),
+                msg: e.to_string(),
+            }
+        })?;
         let systemd =
             crate::cgroupv1::SystemdJoin::enter(&rw.spec).map_err(|e| LifecycleError::Invalid {
                 what: format!("container {id:?} name=systemd cgroup"),
@@ -873,6 +879,32 @@ impl Runtime {
         let m = self.cgroup_manager(&c)?;
         let stats = m.stats().map_err(cgroup_err(id))?;
         Ok(serde_json::json!({"type": "stats", "id": id, "data": stats}))
+    }
+
+    /// How many processes the kernel's OOM killer has killed in the container's cgroup
+    /// (`oom_kill` of memory.events on cgroup v2, of memory.oom_control on v1).
+    pub fn oom_kills(&self, id: &str) -> Result<u64> {
+        let c = self.load(id)?;
+        let cfg = c.spec().map_err(lc("read config of", &id.to_string()))?;
+        let rel = cfg
+            .cgroup_path
+            .strip_prefix("/")
+            .unwrap_or(&cfg.cgroup_path);
+        let candidates = [
+            Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
+            Path::new("/sys/fs/cgroup/memory")
+                .join(rel)
+                .join("memory.oom_control"),
+        ];
+        let count = candidates
+            .iter()
+            .find_map(|f| std::fs::read_to_string(f).ok())
+            .and_then(|text| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix("oom_kill "))
+                    .and_then(|n| n.trim().parse().ok())
+            });
+        Ok(count.unwrap_or(0))
     }
 
     /// `exec`: start a process in a running container under the container's confinement.

@@ -247,15 +247,87 @@ pub fn output_within(mut cmd: Command, limit: Duration) -> Output {
     }
 }
 
+/// `d` stretched by `NEMOSANDBOX_TEST_TIME_SCALE` (default 1): the kernel-matrix guest runs
+/// under emulation, several times slower, and sets it. Only patience is scaled, never a
+/// bound the runtime itself promises.
+pub fn scaled(d: Duration) -> Duration {
+    let k: u32 = std::env::var("NEMOSANDBOX_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    d * k
+}
+
 pub fn wait_until(mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
+    let limit = scaled(Duration::from_secs(20));
     while !cond() {
         assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "condition not reached in 20s"
+            start.elapsed() < limit,
+            "condition not reached in {limit:?}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// This kernel as the runtime's own feature table (`doctor --format json`) describes it.
+/// A test whose expectation depends on the kernel asserts the degraded behaviour (and the
+/// warning or refusal) from this, and never skips.
+#[derive(Debug)]
+pub struct Kernel {
+    /// The Landlock ABI (0: no Landlock).
+    pub landlock_abi: u32,
+    pub cgroup_v2: bool,
+    /// cgroup BPF hooks on unix connect/sendmsg (Linux 6.7).
+    pub unix_hooks: bool,
+    /// The fence checks the caller's pid, not only its cgroup (Linux 6.10).
+    pub fence_pid_check: bool,
+}
+
+impl Kernel {
+    /// Landlock scopes signals and abstract unix sockets (ABI 6).
+    pub fn landlock_scopes(&self) -> bool {
+        self.landlock_abi >= 6
+    }
+    /// Landlock limits TCP connect and bind by port (ABI 4).
+    pub fn landlock_tcp(&self) -> bool {
+        self.landlock_abi >= 4
+    }
+}
+
+pub fn kernel() -> &'static Kernel {
+    static K: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+    K.get_or_init(|| {
+        let out = Command::new(bin())
+            .args(["doctor", "--format", "json"])
+            .env_remove("NEMOSANDBOX_LANDLOCK_ABI_MAX")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "doctor: {out:?}");
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let status = |f: &str| -> String {
+            rows.iter()
+                .find(|r| r["feature"] == f)
+                .unwrap_or_else(|| panic!("doctor has no {f}"))["status"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let ll = status("landlock");
+        let k = Kernel {
+            landlock_abi: ll
+                .strip_prefix("ABI ")
+                .and_then(|r| r.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+            cgroup_v2: status("cgroup mode").starts_with("v2"),
+            unix_hooks: status("cgroup unix hooks (sandbox)") == "available",
+            fence_pid_check: status("cgroup bpf (network fence)") == "available",
+        };
+        eprintln!("kernel features (doctor): {k:?}");
+        k
+    })
 }
 
 /// Cgroup directories (v1 hierarchies and the v2 tree) that name this container.
@@ -264,10 +336,17 @@ pub fn cgroup_dirs_of(id: &str) -> Vec<PathBuf> {
     let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") else {
         return found;
     };
+    // cgroup v2: the container's directory sits right under the mount.
+    for parent in ["nemosandbox", ""] {
+        let p = Path::new("/sys/fs/cgroup").join(parent).join(id);
+        if p.exists() && !found.contains(&p) {
+            found.push(p);
+        }
+    }
     for h in rd.filter_map(|e| e.ok()) {
         for parent in ["nemosandbox", ""] {
             let p = h.path().join(parent).join(id);
-            if p.exists() {
+            if p.exists() && !found.contains(&p) {
                 found.push(p);
             }
         }
@@ -319,7 +398,7 @@ pub fn assert_nothing_left(rt: &Runtime, id: &str) {
             return;
         }
         // The helper notices init's exit asynchronously; give it a moment.
-        if start.elapsed() > Duration::from_secs(5) {
+        if start.elapsed() > scaled(Duration::from_secs(5)) {
             panic!(
                 "container {id} left: state_dir={} own_dir={} cgroups={cgroups:?} procs={procs:?} mounted={mounted}",
                 state_dir.exists(),

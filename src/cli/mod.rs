@@ -580,7 +580,14 @@ fn dispatch(cli: Cli) -> Result<i32> {
             if stats {
                 println!("{}", rt.stats_event(&id)?);
             } else {
+                // runc reports each OOM kill in the container's cgroup as an "oom" event.
+                let mut ooms = rt.oom_kills(&id).unwrap_or(0);
                 loop {
+                    let now = rt.oom_kills(&id).unwrap_or(ooms);
+                    if now > ooms {
+                        println!("{}", serde_json::json!({"type": "oom", "id": id}));
+                        ooms = now;
+                    }
                     match rt.stats_event(&id) {
                         Ok(ev) => println!("{ev}"),
                         // The container ended: runc's events stops then too.

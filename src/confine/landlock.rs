@@ -117,6 +117,8 @@ pub fn available_abi() -> (u8, Option<u8>) {
     let cap = std::env::var(ABI_CAP_ENV)
         .ok()
         .and_then(|v| v.trim().parse::<u8>().ok());
+    // A cap at or above the kernel's ABI changes nothing and is not reported.
+    let cap = cap.filter(|c| *c < kernel);
     (cap.map_or(kernel, |c| kernel.min(c)), cap)
 }
 
