@@ -94,6 +94,76 @@ fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+/// A thread with a descriptor table of its own (cloned without `CLONE_FILES`) puts inet sockets at
+/// numbers where the main thread holds unix sockets, and sends to a refused port. Below Linux
+/// 6.9 the guard can only read the main thread's table: the call would be judged on the unix
+/// socket and run on the inet one. Nothing reaches the refused port, in init and in an exec'd
+/// process; the allowed twin (the same thread sharing its table) reaches the allowed port; a
+/// thread with its own table reaches it where the kernel names threads (6.9) and is refused
+/// (EPERM) where it cannot.
+#[test]
+fn a_thread_with_its_own_descriptor_table_is_judged_on_its_own_sockets() {
+    let rt = Runtime::new();
+    let (allowed, refused) = (18661u16, 18662u16);
+    let pol = probe_policy(&rt, &[allowed]);
+    let listen = |port: u16| {
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap();
+        udp.set_nonblocking(true).unwrap();
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        tcp.set_nonblocking(true).unwrap();
+        (udp, tcp)
+    };
+    let (udp_ok, tcp_ok) = listen(allowed);
+    let (udp_no, tcp_no) = listen(refused);
+    let script = [
+        p("shared-allowed", &format!("probe fdtable {allowed} shared")),
+        p("own-allowed", &format!("probe fdtable {allowed} own")),
+        p("own-refused", &format!("probe fdtable {refused} own")),
+        p("shared-refused", &format!("probe fdtable {refused} shared")),
+    ]
+    .concat();
+    let b = bundle(&[
+        "sh",
+        "-c",
+        &format!("{{ {script} }} > /tmp/init; sleep 1000"),
+    ]);
+    host_network(&b);
+    let c = Running::start(&rt, &pol, &[], &b);
+    wait_for("init's probes", Duration::from_secs(60), || {
+        c.file("/tmp/init").contains("shared-refused")
+    });
+    let (own_allowed, own_refused) = if kernel().pidfd_threads {
+        ("udp=ok tcp=ok", "udp=EACCES tcp=EACCES")
+    } else {
+        ("udp=EPERM tcp=EPERM", "udp=EPERM tcp=EPERM")
+    };
+    let want = [
+        ("shared-allowed", "udp=ok tcp=ok"),
+        ("own-allowed", own_allowed),
+        ("own-refused", own_refused),
+        ("shared-refused", "udp=EACCES tcp=EACCES"),
+    ];
+    expect(&c.file("/tmp/init"), &want);
+    expect(&c.exec_sh(&script), &want);
+    let mut buf = [0u8; 16];
+    assert!(
+        udp_no.recv(&mut buf).is_err(),
+        "a datagram reached the refused port"
+    );
+    assert!(
+        tcp_no.accept().is_err(),
+        "a connection reached the refused port"
+    );
+    assert!(
+        udp_ok.recv(&mut buf).is_ok(),
+        "the allowed twin sent nothing"
+    );
+    assert!(
+        tcp_ok.accept().is_ok(),
+        "the allowed twin connected nowhere"
+    );
+}
+
 /// Attack 1: a descriptor swapped (`dup2`) between the guard's look at a unix socket and the
 /// kernel's execution of the continued call. Fast open, UDP `sendto`, `sendmsg` and
 /// `connect`, 20 s each at once, in init and in an exec'd process: nothing reaches the

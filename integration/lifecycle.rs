@@ -708,7 +708,7 @@ fn cgroup_limits_freeze_oom_and_removal_reach_the_kernel() {
 fn parallel_creates_share_a_fresh_parent_cgroup() {
     let rt = Runtime::new();
     let parent = unique("nemopar");
-    let ids: Vec<String> = (0..6).map(|i| format!("{parent}-{i}")).collect();
+    let ids: Vec<String> = (0..10).map(|i| format!("{parent}-{i}")).collect();
     let bundles: Vec<Bundle> = ids
         .iter()
         .map(|id| {
@@ -717,13 +717,17 @@ fn parallel_creates_share_a_fresh_parent_cgroup() {
             b
         })
         .collect();
+    let start = std::sync::Barrier::new(ids.len());
     let outs: Vec<Output> = std::thread::scope(|s| {
         let handles: Vec<_> = ids
             .iter()
             .zip(&bundles)
             .map(|(id, b)| {
-                let rt = &rt;
-                s.spawn(move || rt.run(&["create", "--bundle", b.path().to_str().unwrap(), id]))
+                let (rt, start) = (&rt, &start);
+                s.spawn(move || {
+                    start.wait();
+                    rt.run(&["create", "--bundle", b.path().to_str().unwrap(), id])
+                })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -743,4 +747,96 @@ fn parallel_creates_share_a_fresh_parent_cgroup() {
     for dir in cgroup_dirs_of(&parent) {
         let _ = std::fs::remove_dir(&dir);
     }
+}
+
+/// A hostile bundle's `linux.cgroupsPath`: `..` out of the hierarchy, the root, and a cgroup
+/// that already holds a host process (a service's or an engine's, which the container would
+/// join, limit and kill on `delete`). Each is refused at `create` naming the field, the host
+/// process survives, nothing is created on the host; parents made for a create that fails
+/// later are removed. The allowed twins: a fresh path, and an existing empty cgroup.
+#[test]
+fn hostile_cgroups_paths_are_refused_and_leave_nothing() {
+    let rt = Runtime::new();
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let create = |path: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let b = Bundle::busybox(&["sleep", "1000"]);
+        b.edit(|c| {
+            c["linux"]["cgroupsPath"] = path.into();
+            edit(c);
+        });
+        let id = unique("cgpath");
+        let out = rt.run(&["create", "--bundle", b.path().to_str().unwrap(), &id]);
+        (id, out)
+    };
+    let refused = |path: &str, why: &str| {
+        let (id, out) = create(path, &|_| {});
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{path} was accepted");
+        assert!(
+            err.contains("cgroupsPath") && err.contains(why),
+            "{path}: {err}"
+        );
+        assert_nothing_left(&rt, &id);
+    };
+
+    let escape = unique("nemo-esc");
+    refused(&format!("/../../../tmp/{escape}/c"), "only plain names");
+    assert!(
+        !Path::new("/tmp").join(&escape).exists(),
+        "created outside the hierarchy"
+    );
+    refused("/", "only plain names");
+
+    // A host process in a cgroup of its own (pids hierarchy on v1), one level down.
+    let victim = unique("nemovictim");
+    let base = if v2 {
+        PathBuf::from("/sys/fs/cgroup")
+    } else {
+        PathBuf::from("/sys/fs/cgroup/pids")
+    };
+    std::fs::create_dir_all(base.join(&victim).join("svc")).unwrap();
+    let mut host = std::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    std::fs::write(
+        base.join(&victim).join("svc/cgroup.procs"),
+        host.id().to_string(),
+    )
+    .unwrap();
+    refused(&format!("/{victim}/svc"), "already holds processes");
+    refused(&format!("/{victim}"), "already holds processes");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        host.try_wait().unwrap().is_none(),
+        "the host process was killed"
+    );
+    host.kill().unwrap();
+    host.wait().unwrap();
+    wait_until(|| {
+        std::fs::read_to_string(base.join(&victim).join("svc/cgroup.procs"))
+            .is_ok_and(|p| p.trim().is_empty())
+    });
+
+    // Allowed twin: the same cgroup, now empty, is taken (as runc takes it).
+    let (id, out) = create(&format!("/{victim}/svc"), &|_| {});
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rt.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&rt, &id);
+    let _ = std::fs::remove_dir(base.join(&victim).join("svc"));
+    let _ = std::fs::remove_dir(base.join(&victim));
+
+    // A create that fails after the parents were made (a terminal without a console socket)
+    // takes them away again.
+    let leak = unique("nemoleak");
+    let (id, out) = create(&format!("/{leak}/a/c"), &|c| {
+        c["process"]["terminal"] = true.into()
+    });
+    assert!(!out.status.success());
+    assert_nothing_left(&rt, &id);
+    assert_eq!(cgroup_dirs_of(&leak), Vec::<PathBuf>::new(), "parents left");
 }

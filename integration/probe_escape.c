@@ -12,6 +12,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -494,6 +495,68 @@ static int hold(int pa, int pb, int seconds, const char *out) {
     return 0;
 }
 
+/* ---- fdtable: a thread with a descriptor table of its own ------------------------------ */
+
+/* fdtable PORT own|shared: the main thread holds unix sockets at descriptors 100 and 101; a
+ * second thread puts a UDP socket at 100 and a TCP socket at 101 and sends/connects to
+ * loopback PORT. "own": the thread is cloned without CLONE_FILES (a thread with a copy of
+ * the table: no capability needed, unlike unshare). Without PIDFD_THREAD (Linux 6.9) the
+ * guard reads the main thread's table: the call must not be judged on the unix socket and
+ * run on the inet one. Prints "udp=R tcp=R". */
+struct fdt {
+    int port;
+    volatile int done;
+    int e1, e2;
+};
+
+/* A system call without libc: -errno on failure, and no errno written. */
+static long rsys(long n, long a1, long a2, long a3, long a4, long a5, long a6) {
+    long ret;
+    register long r10 __asm__("r10") = a4;
+    register long r8 __asm__("r8") = a5;
+    register long r9 __asm__("r9") = a6;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(n), "D"(a1), "S"(a2), "d"(a3), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return ret;
+}
+
+static int fdt_thread(void *p) {
+    /* Raw system calls only: this thread has no TLS of its own (libc's errno is the main
+     * thread's). */
+    struct fdt *t = p;
+    struct sockaddr_in a = lo(t->port);
+    long u = rsys(SYS_socket, AF_INET, SOCK_DGRAM, 0, 0, 0, 0);
+    long c = rsys(SYS_socket, AF_INET, SOCK_STREAM, 0, 0, 0, 0);
+    rsys(SYS_dup2, u, 100, 0, 0, 0, 0);
+    rsys(SYS_dup2, c, 101, 0, 0, 0, 0);
+    long r1 = rsys(SYS_sendto, 100, (long)"x", 1, 0, (long)&a, sizeof a);
+    long r2 = rsys(SYS_connect, 101, (long)&a, sizeof a, 0, 0, 0);
+    t->e1 = r1 >= 0 ? 0 : (int)-r1;
+    t->e2 = r2 >= 0 ? 0 : (int)-r2;
+    __atomic_store_n(&t->done, 1, __ATOMIC_SEQ_CST);
+    rsys(SYS_exit, 0, 0, 0, 0, 0, 0);
+    return 0;
+}
+
+static int fdtable(int port, const char *mode) {
+    dup2(socket(AF_UNIX, SOCK_DGRAM, 0), 100);
+    dup2(socket(AF_UNIX, SOCK_STREAM, 0), 101);
+    struct fdt t = {.port = port};
+    int flags = CLONE_VM | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
+    if (strcmp(mode, "own")) flags |= CLONE_FILES;
+    size_t size = 1 << 16;
+    char *stack = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (clone(fdt_thread, stack + size, flags, &t) < 0) {
+        printf("clone=%s\n", err_name(errno));
+        return 0;
+    }
+    while (!__atomic_load_n(&t.done, __ATOMIC_SEQ_CST)) usleep(1000);
+    printf("udp=%s tcp=%s\n", t.e1 ? err_name(t.e1) : "ok", t.e2 ? err_name(t.e2) : "ok");
+    return 0;
+}
+
 int escape_main(int argc, char **argv) {
     const char *cmd = argv[1];
     const char *a2 = argc > 2 ? argv[2] : "", *a3 = argc > 3 ? argv[3] : "", *a4 = argc > 4 ? argv[4] : "";
@@ -511,6 +574,7 @@ int escape_main(int argc, char **argv) {
     if (!strcmp(cmd, "unspec")) return unspec(atoi(a2));
     if (!strcmp(cmd, "sockopt32")) return sockopt32(a2);
     if (!strcmp(cmd, "execas") && argc > 3) return execas(argc, argv);
+    if (!strcmp(cmd, "fdtable")) return fdtable(atoi(a2), a3);
     if (!strcmp(cmd, "hold")) return hold(atoi(a2), atoi(a3), atoi(a4), argc > 5 ? argv[5] : "/tmp/hold");
     return -1;
 }

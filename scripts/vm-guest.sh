@@ -51,6 +51,8 @@ for a in $(cat /proc/cmdline); do
     esac
 done
 cd "$repo" || finish 125
+# shellcheck disable=SC1091
+. "$run/env"
 
 echo "vm-guest: kernel $(uname -r), cgroup controllers: $(cat /sys/fs/cgroup/cgroup.subtree_control)"
 "$repo/target/release/nemosandbox" doctor

@@ -154,6 +154,8 @@ pub struct SystemdJoin {
     /// The container's cgroup in the host's hierarchy (`delete` removes it).
     pub dir: PathBuf,
     previous: PathBuf,
+    /// The directories this create made (the cgroup and new parents), for a failed create.
+    pub made: crate::cgroups::Parents,
 }
 
 impl SystemdJoin {
@@ -173,20 +175,7 @@ impl SystemdJoin {
         else {
             return Ok(None);
         };
-        // Only plain names below the hierarchy: `..` would create directories anywhere.
-        if !target
-            .components()
-            .skip(1)
-            .all(|c| matches!(c, std::path::Component::Normal(_)))
-        {
-            return Err(CgroupV1Error::Io {
-                path: target,
-                source: std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    "linux.cgroupsPath: only plain names may follow the leading /",
-                ),
-            });
-        }
+        // Plain names only: `cgroups::prepare` refused `..` before this runs.
         let me = std::process::id() as i32;
         let Some((_, previous)) = cgroups_of(me)?
             .into_iter()
@@ -195,15 +184,18 @@ impl SystemdJoin {
             return Ok(None);
         };
         let dir = hierarchy.join(target.strip_prefix("/").unwrap_or(&target));
-        fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let made =
+            crate::cgroups::make_dirs(&hierarchy, target.strip_prefix("/").unwrap_or(&target))
+                .map_err(|(path, source)| CgroupV1Error::Io { path, source })?;
         let procs = dir.join("cgroup.procs");
         if let Err(e) = fs::write(&procs, me.to_string()) {
-            let _ = fs::remove_dir(&dir);
+            made.remove();
             return Err(io(&procs)(e));
         }
         Ok(Some(SystemdJoin {
             dir,
             previous: hierarchy.join(previous.trim_start_matches('/')),
+            made,
         }))
     }
 

@@ -148,9 +148,8 @@ pub fn checks() -> Vec<Check> {
     out.push(presence(
         "pidfd for threads",
         thread_pidfd,
-        "a thread with a descriptor table of its own (unshare(CLONE_FILES)) has its network \
-         calls judged on its process's table: they fail or act on another socket of the same \
-         process (needs Linux 6.9)",
+        "network calls of a thread with a descriptor table of its own (cloned without \
+         CLONE_FILES) are refused (needs Linux 6.9)",
     ));
     let yama = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
         .ok()

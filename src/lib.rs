@@ -3,8 +3,8 @@
 
 pub mod audit;
 pub mod bundle;
+pub mod cgroups;
 pub mod cgroupv1;
-pub mod cgroupv2;
 pub mod confine;
 pub mod doctor;
 pub mod execgate;

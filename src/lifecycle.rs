@@ -394,17 +394,19 @@ impl Runtime {
             None => (None, None),
         };
         let relay = self.listener_relay(&rw.plan, &own, &src.dir)?;
-        crate::cgroupv2::prepare_parents(&rw.spec, self.systemd_cgroup).map_err(|e| {
+        let parents = crate::cgroups::prepare(&rw.spec, self.systemd_cgroup).map_err(|e| {
             LifecycleError::Invalid {
                 what: format!("container {id:?} cgroup"),
                 msg: e.to_string(),
             }
         })?;
-        let systemd =
-            crate::cgroupv1::SystemdJoin::enter(&rw.spec).map_err(|e| LifecycleError::Invalid {
+        let systemd = crate::cgroupv1::SystemdJoin::enter(&rw.spec).map_err(|e| {
+            parents.remove();
+            LifecycleError::Invalid {
                 what: format!("container {id:?} name=systemd cgroup"),
                 msg: e.to_string(),
-            })?;
+            }
+        })?;
         meta.systemd_cgroup = systemd.as_ref().map(|s| s.dir.clone());
         let built = ContainerBuilder::new(id.to_string(), SyscallType::default())
             .with_executor(ConfiningExecutor::new(rw.plan.clone(), false))
@@ -443,8 +445,9 @@ impl Runtime {
             Err(e) => {
                 // libcontainer removes what it made once its process started; not before.
                 if let Some(s) = &systemd {
-                    crate::cgroupv1::remove_systemd_cgroup(&s.dir);
+                    s.made.remove();
                 }
+                parents.remove();
                 self.purge(id);
                 return Err(lc("create", id)(e));
             }
@@ -885,7 +888,7 @@ impl Runtime {
     /// (`oom_kill` of memory.events on cgroup v2, of memory.oom_control on v1).
     pub fn oom_kills(&self, id: &str) -> Result<u64> {
         let c = self.load(id)?;
-        let cfg = c.spec().map_err(lc("read config of", &id.to_string()))?;
+        let cfg = c.spec().map_err(lc("read config of", id))?;
         let rel = cfg
             .cgroup_path
             .strip_prefix("/")

@@ -570,17 +570,18 @@ fn handle(shared: &Arc<Shared>, listener: &Arc<OwnedFd>, req: &libc::seccomp_not
         libc::SYS_connect | libc::SYS_sendto | libc::SYS_sendmsg | libc::SYS_sendmmsg => {}
         _ => return notif::respond(listener, id, Reply::Error(Errno::ENOSYS)),
     }
-    let pidfd = match notif::pidfd_of_thread(tid) {
+    let fds = match notif::ThreadFds::open(tid) {
         Ok(p) => p,
         Err(_) => return notif::respond(listener, id, Reply::Error(Errno::ESRCH)),
     };
     if !notif::valid(listener, id) {
         return;
     }
-    let sock = match notif::pidfd_getfd(&pidfd, req.data.args[0] as i32) {
+    let sock = match fds.get(req.data.args[0] as i32) {
         Ok(s) => s,
         Err(e) => return notif::respond(listener, id, Reply::Error(e)),
     };
+    let pidfd = fds.pidfd;
     let Some(domain) = domain_of(&sock) else {
         return notif::respond(listener, id, Reply::Error(Errno::ENOTSOCK));
     };
@@ -699,14 +700,14 @@ fn listen(shared: &Shared, listener: &Arc<OwnedFd>, id: u64, tid: i32, args: &[u
     if !shared.local.loopback_listen {
         return notif::respond(listener, id, Reply::Continue);
     }
-    let pidfd = match notif::pidfd_of_thread(tid) {
+    let fds = match notif::ThreadFds::open(tid) {
         Ok(p) => p,
         Err(_) => return notif::respond(listener, id, Reply::Error(Errno::ESRCH)),
     };
     if !notif::valid(listener, id) {
         return;
     }
-    let sock = match notif::pidfd_getfd(&pidfd, args[0] as i32) {
+    let sock = match fds.get(args[0] as i32) {
         Ok(s) => s,
         Err(e) => return notif::respond(listener, id, Reply::Error(e)),
     };

@@ -104,10 +104,63 @@ pub fn take_listener(pid: i32, fd: i32) -> Result<OwnedFd, Errno> {
     Ok(listener)
 }
 
-/// A pidfd for the notifying thread: PIDFD_THREAD (Linux 6.9) where the kernel has it.
+/// A pidfd for the notifying thread: PIDFD_THREAD (Linux 6.9) where the kernel has it, else
+/// (EINVAL) one for its thread group.
 pub fn pidfd_of_thread(tid: i32) -> Result<OwnedFd, Errno> {
-    crate::helper::pidfd_open_flags(tid, libc::O_EXCL as u32).or_else(|_| {
-        let tgid = super::capture::tgid_of(tid).ok_or(Errno::ESRCH)?;
-        crate::helper::pidfd_open_flags(tgid, 0)
-    })
+    Ok(ThreadFds::open(tid)?.pidfd)
+}
+
+/// The way to the descriptors of a notifying thread.
+pub struct ThreadFds {
+    pub pidfd: OwnedFd,
+    /// Without PIDFD_THREAD, the thread group leader the pidfd names instead of `tid`.
+    leader: Option<i32>,
+    tid: i32,
+}
+
+impl ThreadFds {
+    pub fn open(tid: i32) -> Result<ThreadFds, Errno> {
+        // PIDFD_THREAD shares O_EXCL's value; a kernel without it answers EINVAL.
+        match crate::helper::pidfd_open_flags(tid, libc::O_EXCL as u32) {
+            Ok(pidfd) => Ok(ThreadFds {
+                pidfd,
+                leader: None,
+                tid,
+            }),
+            Err(Errno::EINVAL) => {
+                let tgid = super::capture::tgid_of(tid).ok_or(Errno::ESRCH)?;
+                let pidfd = crate::helper::pidfd_open_flags(tgid, 0)?;
+                Ok(ThreadFds {
+                    pidfd,
+                    leader: (tgid != tid).then_some(tgid),
+                    tid,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The guard's copy of the thread's descriptor `fd`. Without PIDFD_THREAD the copy comes
+    /// from the leader's descriptor table; a thread that unshared its own
+    /// (`unshare(CLONE_FILES)`) would have its call judged on one file and, where the call
+    /// continues in the kernel, run on another. So the two tables must be one, compared after
+    /// the copy: tables only ever split, never join, so "one table now" means the copy is the
+    /// thread's file. Otherwise (or when the kernel cannot compare) EPERM.
+    pub fn get(&self, fd: i32) -> Result<OwnedFd, Errno> {
+        let file = pidfd_getfd(&self.pidfd, fd)?;
+        if let Some(leader) = self.leader {
+            if !same_fd_table(self.tid, leader) {
+                return Err(Errno::EPERM);
+            }
+        }
+        Ok(file)
+    }
+}
+
+/// Do tasks `a` and `b` share one descriptor table (`kcmp(KCMP_FILES)`)?
+fn same_fd_table(a: i32, b: i32) -> bool {
+    const KCMP_FILES: libc::c_long = 2;
+    // SAFETY: kcmp compares two tasks' kernel objects and writes nothing.
+    let rc = unsafe { libc::syscall(libc::SYS_kcmp, a, b, KCMP_FILES, 0, 0) };
+    rc == 0
 }
