@@ -12,7 +12,7 @@
 # set runs. The guest shares the host root read-only over virtio-9p with a tmpfs overlay on top,
 # boots under TCG (guests hang under KVM here) and prints the guest's exit status last; the
 # script exits with it. VM_TIMEOUT (seconds, default 2400), VM_MEM (default 6G), VM_CPUS;
-# NEMOSANDBOX_TEST_BIN is passed to the guest's tests.
+# NEMOSANDBOX_TEST_BIN and NEMOSANDBOX_TEST_TIME_SCALE are passed to the guest's tests.
 # The body is one compound command, read whole before it runs: editing the file meanwhile is safe.
 {
 set -euo pipefail
@@ -133,7 +133,9 @@ run=$(mktemp -d "$cache/run.XXXXXX")
 printf '%s\n' "${specs[@]}" >"$run/tests"
 # The runtime under test can be swapped, as on the host (an older binary, for comparison).
 : >"$run/env"
-[ -n "${NEMOSANDBOX_TEST_BIN:-}" ] && printf 'export NEMOSANDBOX_TEST_BIN=%q\n' "$NEMOSANDBOX_TEST_BIN" >"$run/env"
+for v in NEMOSANDBOX_TEST_BIN NEMOSANDBOX_TEST_TIME_SCALE; do
+    [ -n "${!v:-}" ] && printf 'export %s=%q\n' "$v" "${!v}" >>"$run/env"
+done
 log="$run/console.log"
 : >"$log"
 echo "vm-test: booting $version under TCG (timeout ${timeout_s}s, console $log)"
