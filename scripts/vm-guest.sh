@@ -17,6 +17,18 @@ finish() {
 
 mount -t proc proc /proc
 mount -t sysfs sys /sys
+run=
+repo=
+for a in $(cat /proc/cmdline); do
+    case "$a" in
+    nemo.run=*) run=${a#*=} ;;
+    nemo.repo=*) repo=${a#*=} ;;
+    esac
+done
+# The checkout may live under a directory that gets a fresh tmpfs below (/tmp in CI): hold
+# it aside and put it back afterwards.
+mkdir -p /mnt/nemo-repo
+mount --bind "$repo" /mnt/nemo-repo || finish 125
 mount -t cgroup2 -o nsdelegate cgroup2 /sys/fs/cgroup || finish 125
 mkdir -p /dev/pts /dev/shm /dev/mqueue
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
@@ -28,6 +40,9 @@ for d in /tmp /run /var/tmp /var/lib/containers /var/lib/docker /var/lib/contain
     mkdir -p "$d" && mount -t tmpfs -o mode=0755 tmpfs "$d"
 done
 chmod 1777 /tmp /var/tmp
+if [ ! -d "$repo/scripts" ]; then
+    mkdir -p "$repo" && mount --bind /mnt/nemo-repo "$repo" || finish 125
+fi
 mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
 mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 mount -t bpf bpf /sys/fs/bpf 2>/dev/null
@@ -42,14 +57,6 @@ for c in $(cat /sys/fs/cgroup/cgroup.controllers); do
     echo "+$c" >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null
 done
 
-run=
-repo=
-for a in $(cat /proc/cmdline); do
-    case "$a" in
-    nemo.run=*) run=${a#*=} ;;
-    nemo.repo=*) repo=${a#*=} ;;
-    esac
-done
 cd "$repo" || finish 125
 # shellcheck disable=SC1091
 . "$run/env"
