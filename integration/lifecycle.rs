@@ -582,7 +582,7 @@ fn doctor_reports_the_kernel_features() {
 /// controller, found from the init's /proc/PID/cgroup.
 fn cgroup_file(pid: i64, controller: &str, file: &str) -> PathBuf {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let v2 = kernel().cgroup_v2;
     let line = text
         .lines()
         .find(|l| {
@@ -624,7 +624,7 @@ fn cgroup_limits_freeze_oom_and_removal_reach_the_kernel() {
     let id = unique("cg");
     rt.start_sleeper(&b, &id);
     let pid = rt.state(&id)["pid"].as_i64().unwrap();
-    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let v2 = kernel().cgroup_v2;
 
     rt.ok(&["update", "--memory", "33554432", "--pids-limit", "40", &id]);
     let limit = if v2 {
@@ -757,7 +757,7 @@ fn parallel_creates_share_a_fresh_parent_cgroup() {
 #[test]
 fn hostile_cgroups_paths_are_refused_and_leave_nothing() {
     let rt = Runtime::new();
-    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let v2 = kernel().cgroup_v2;
     let create = |path: &str, edit: &dyn Fn(&mut serde_json::Value)| {
         let b = Bundle::busybox(&["sleep", "1000"]);
         b.edit(|c| {

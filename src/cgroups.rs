@@ -31,6 +31,19 @@ pub enum CgroupPathError {
     },
 }
 
+/// The OOM-kill count in `file` (`oom_kill` of memory.events or memory.oom_control); 0 when
+/// unreadable.
+pub fn oom_kills(file: &Path) -> u64 {
+    fs::read_to_string(file)
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("oom_kill "))
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// Is this host on the unified hierarchy alone?
 pub fn host_is_v2() -> bool {
     Path::new(HOST_CGROUP).join("cgroup.controllers").exists()
@@ -68,10 +81,11 @@ pub fn prepare(spec: &Spec, systemd: bool) -> Result<Parents, CgroupPathError> {
         return Ok(Parents::default());
     }
     let rel: PathBuf = names.iter().collect();
-    if populated(&rel) {
+    let v2 = host_is_v2();
+    if populated(&rel, v2) {
         return Err(CgroupPathError::Populated(path));
     }
-    if !host_is_v2() {
+    if !v2 {
         return Ok(Parents::default());
     }
     let parent: PathBuf = names[..names.len() - 1].iter().collect();
@@ -113,12 +127,12 @@ fn plain_names(path: &Path) -> Option<Vec<&std::ffi::OsStr>> {
 }
 
 /// Does the cgroup at `rel` exist with processes in it or below it, in any hierarchy?
-fn populated(rel: &Path) -> bool {
+fn populated(rel: &Path, v2: bool) -> bool {
     let events_say = |dir: &Path| {
         fs::read_to_string(dir.join("cgroup.events"))
             .is_ok_and(|e| e.lines().any(|l| l == "populated 1"))
     };
-    if host_is_v2() {
+    if v2 {
         return events_say(&Path::new(HOST_CGROUP).join(rel));
     }
     let Ok(hierarchies) = fs::read_dir(HOST_CGROUP) else {

@@ -41,7 +41,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupV1Error + '_ {
 
 /// A cgroup v1 (or hybrid) host: no unified hierarchy at /sys/fs/cgroup.
 pub fn host_is_v1() -> bool {
-    Path::new(HOST_CGROUP).is_dir() && !Path::new(HOST_CGROUP).join("cgroup.controllers").exists()
+    Path::new(HOST_CGROUP).is_dir() && !crate::cgroups::host_is_v2()
 }
 
 /// `hierarchy -> path` of `pid` from /proc/PID/cgroup (`memory`, `name=systemd`, …; every

@@ -42,7 +42,7 @@ fn syscall_exists(nr: libc::c_long, a: libc::c_long, b: libc::c_long, c: libc::c
 }
 
 pub fn cgroup_mode() -> &'static str {
-    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+    if crate::cgroups::host_is_v2() {
         "v2 (unified)"
     } else if Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists() {
         "v1 hybrid (v2 at /sys/fs/cgroup/unified)"

@@ -884,9 +884,9 @@ impl Runtime {
         Ok(serde_json::json!({"type": "stats", "id": id, "data": stats}))
     }
 
-    /// How many processes the kernel's OOM killer has killed in the container's cgroup
-    /// (`oom_kill` of memory.events on cgroup v2, of memory.oom_control on v1).
-    pub fn oom_kills(&self, id: &str) -> Result<u64> {
+    /// The file that counts OOM kills in the container's cgroup (memory.events on cgroup v2,
+    /// memory.oom_control on v1), for `cgroups::oom_kills`; `None` when neither exists.
+    pub fn oom_file(&self, id: &str) -> Result<Option<PathBuf>> {
         let c = self.load(id)?;
         let cfg = c.spec().map_err(lc("read config of", id))?;
         let rel = cfg
@@ -899,15 +899,7 @@ impl Runtime {
                 .join(rel)
                 .join("memory.oom_control"),
         ];
-        let count = candidates
-            .iter()
-            .find_map(|f| std::fs::read_to_string(f).ok())
-            .and_then(|text| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix("oom_kill "))
-                    .and_then(|n| n.trim().parse().ok())
-            });
-        Ok(count.unwrap_or(0))
+        Ok(candidates.into_iter().find(|f| f.exists()))
     }
 
     /// `exec`: start a process in a running container under the container's confinement.

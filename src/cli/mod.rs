@@ -581,9 +581,15 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 println!("{}", rt.stats_event(&id)?);
             } else {
                 // runc reports each OOM kill in the container's cgroup as an "oom" event.
-                let mut ooms = rt.oom_kills(&id).unwrap_or(0);
+                let oom_file = rt.oom_file(&id).ok().flatten();
+                let oom_kills = || {
+                    oom_file
+                        .as_deref()
+                        .map_or(0, nemosandbox::cgroups::oom_kills)
+                };
+                let mut ooms = oom_kills();
                 loop {
-                    let now = rt.oom_kills(&id).unwrap_or(ooms);
+                    let now = oom_kills();
                     if now > ooms {
                         println!("{}", serde_json::json!({"type": "oom", "id": id}));
                         ooms = now;
