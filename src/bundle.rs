@@ -56,6 +56,17 @@ impl SourceBundle {
     pub fn config_path(&self) -> PathBuf {
         self.dir.join("config.json")
     }
+
+    /// The image's root, absolute (a relative `root.path` is the bundle's).
+    pub fn rootfs(&self) -> PathBuf {
+        let root = self
+            .spec
+            .root()
+            .as_ref()
+            .map(|r| r.path().clone())
+            .unwrap_or_else(|| PathBuf::from("rootfs"));
+        self.dir.join(root)
+    }
 }
 
 fn field_err(path: &Path, field: &'static str, msg: impl Into<String>) -> BundleError {

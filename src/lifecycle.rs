@@ -195,6 +195,8 @@ pub struct PolicyInputs {
     pub config: PathBuf,
     pub flag_policy: Option<String>,
     pub flag_presets: Vec<String>,
+    /// `--audit-format`: the node sink's line shape, over the node configuration's.
+    pub audit_format: Option<crate::audit::Format>,
 }
 
 impl Default for PolicyInputs {
@@ -203,6 +205,7 @@ impl Default for PolicyInputs {
             config: PathBuf::from(select::DEFAULT_CONFIG),
             flag_policy: None,
             flag_presets: Vec::new(),
+            audit_format: None,
         }
     }
 }
@@ -218,8 +221,11 @@ impl PolicyInputs {
         &self,
         annotations: &HashMap<String, String>,
     ) -> Result<(NodeConfig, Effective)> {
-        let node =
+        let mut node =
             NodeConfig::load(&self.config).map_err(|e| LifecycleError::Policy(e.to_string()))?;
+        if let Some(f) = self.audit_format {
+            node.audit.format = f;
+        }
         let req = select::Request {
             flag_policy: self.flag_policy.clone(),
             flag_presets: self.flag_presets.clone(),
@@ -376,6 +382,12 @@ impl Runtime {
         };
         meta.annotations
             .insert(state::POLICY_HASH_ANNOTATION.into(), sha256_hex(&canonical));
+        meta.audit = audit::Context {
+            container: id.to_string(),
+            pod: audit::Pod::from_annotations(&annotations),
+            policy_sha256: sha256_hex(&canonical),
+            sink: node.audit.enabled.then(|| node.audit.clone()),
+        };
         meta.annotations.insert(
             state::POLICY_SOURCES_ANNOTATION.into(),
             effective.sources.join(","),
@@ -468,6 +480,7 @@ impl Runtime {
                 netguard::guard::GuardConfigBase {
                     id: id.to_string(),
                     audit_dir: self.root.container_dir(id),
+                    audit: meta.audit.clone(),
                     own: own.clone(),
                     resolver: n.resolver,
                     upstream: n.upstream.clone(),
@@ -611,7 +624,7 @@ impl Runtime {
         meta: &mut Meta,
     ) -> Result<()> {
         let container_root = PathBuf::from(format!("/proc/{pid}/root"));
-        let dir = self.root.container_dir(id);
+        let recorder = audit::Recorder::new(meta.audit.clone(), &self.root.container_dir(id));
         for g in guards {
             match symlinks::harden(g, &container_root, &meta.rootfs) {
                 Ok(o) => {
@@ -621,10 +634,15 @@ impl Runtime {
                     } else {
                         tracing::warn!("{line}");
                     }
-                    let mut ev =
-                        audit::Event::new(id, "symlink", &o.outcome, "symlink_guards", &o.detail);
-                    ev.request = serde_json::json!({"dir": o.dir, "target_dir": g.target_dir});
-                    audit::record(&dir, &ev);
+                    recorder.record(
+                        &audit::Event::new(
+                            audit::Kind::Symlink,
+                            o.outcome.as_str(),
+                            "symlink_guards",
+                            o.detail.as_str(),
+                        )
+                        .request(serde_json::json!({"dir": o.dir, "target_dir": g.target_dir})),
+                    );
                     meta.annotations.insert(
                         format!("{}{}", state::GUARD_ANNOTATION_PREFIX, o.dir),
                         o.annotation_value(),
@@ -634,10 +652,10 @@ impl Runtime {
                 Err(e) => {
                     undo_guards(&meta.guards);
                     let msg = e.to_string();
-                    let mut ev =
-                        audit::Event::new(id, "symlink", "refused", "symlink_guards", &msg);
-                    ev.request = serde_json::json!({"dir": g.dir, "target_dir": g.target_dir});
-                    audit::record(&dir, &ev);
+                    recorder.record(
+                        &audit::Event::new(audit::Kind::Symlink, "refused", "symlink_guards", msg)
+                            .request(serde_json::json!({"dir": g.dir, "target_dir": g.target_dir})),
+                    );
                     return Err(LifecycleError::Guard(e));
                 }
             }
@@ -1060,11 +1078,6 @@ impl Runtime {
         plan: &mut bundle::ConfinementPlan,
     ) -> Result<()> {
         let id = opts.id.as_str();
-        let own = self.root.own_dir(id);
-        let effective: Effective = bundle::read_json(&own.join("effective.json"))?;
-        let Some(policy) = &effective.exec_policy else {
-            return Ok(());
-        };
         let base = spec.process().clone().unwrap_or_default();
         let base_env = base.env().clone().unwrap_or_default();
         // What libcontainer will run: a process.json as written (it ignores --cwd and
@@ -1092,22 +1105,63 @@ impl Runtime {
             .filter(|e| !base_env.contains(e))
             .cloned()
             .collect();
-        let path_var = crate::executor::path_var(&env).map(str::to_string);
+        let req = ExecRequest {
+            argv,
+            env,
+            exec_env,
+            cwd,
+            uid,
+        };
         let meta = Meta::load(&self.root, id)?;
         let refuse = |denied: crate::execgate::eval::Denied| -> LifecycleError {
-            let mut ev = audit::Event::new(id, "exec", "denied", "exec_policy", &denied.reason);
-            ev.request = serde_json::json!({"command": argv});
-            audit::record(&self.root.container_dir(id), &ev);
+            audit::Recorder::new(meta.audit.clone(), &self.root.container_dir(id)).record(
+                &audit::Event::new(
+                    audit::Kind::Exec,
+                    "denied",
+                    "exec_policy",
+                    denied.reason.as_str(),
+                )
+                .request(serde_json::json!({"command": req.argv})),
+            );
             denied.into()
         };
-        let deny = |reason: String| {
-            refuse(crate::execgate::eval::Denied {
-                segment: argv.first().cloned().unwrap_or_default(),
-                reason,
-            })
+        match self.exec_verdict(id, &req, plan, &meta)? {
+            None => Ok(()),
+            Some(Err(denied)) => Err(refuse(denied)),
+            Some(Ok((allowed, fs))) => {
+                if let Some(l) = plan.landlock.as_mut() {
+                    let files = crate::execgate::execute_set(&allowed, &fs).map_err(refuse)?;
+                    crate::execgate::restrict_execute(l, &files, &fs);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The exec gate's verdict on one request (`None`: the policy has no exec gate). Shared by
+    /// `exec` and `policy explain --exec`, so the two cannot disagree.
+    fn exec_verdict(
+        &self,
+        id: &str,
+        req: &ExecRequest,
+        plan: &bundle::ConfinementPlan,
+        meta: &Meta,
+    ) -> Result<Option<ExecVerdict>> {
+        let own = self.root.own_dir(id);
+        let effective: Effective = bundle::read_json(&own.join("effective.json"))?;
+        let Some(policy) = &effective.exec_policy else {
+            return Ok(None);
         };
+        let deny = |reason: String| {
+            Some(Err(crate::execgate::eval::Denied {
+                segment: req.argv.first().cloned().unwrap_or_default(),
+                reason,
+            }))
+        };
+        let path_var = crate::executor::path_var(&req.env).map(str::to_string);
         // The process gets the last non-empty HOME, else its user's home from the image.
-        let home = match env
+        let home = match req
+            .env
             .iter()
             .rev()
             .find_map(|e| e.strip_prefix("HOME="))
@@ -1115,18 +1169,18 @@ impl Runtime {
         {
             Some(h) if h.starts_with('/') => PathBuf::from(h),
             Some(h) => {
-                return Err(deny(format!(
+                return Ok(deny(format!(
                     "HOME={h} is not an absolute path (the shell would read its startup files relative to the working directory)"
                 )))
             }
-            None => crate::identity::resolve(&meta.rootfs, None, uid, 0)
+            None => crate::identity::resolve(&meta.rootfs, None, req.uid, 0)
                 .ok()
                 .and_then(|i| i.home)
                 .unwrap_or_else(|| PathBuf::from("/")),
         };
         // Without Landlock nothing holds an allowed process to the files decided on.
         if plan.landlock.as_ref().is_none_or(|l| l.abi == 0) {
-            return Err(deny(
+            return Ok(deny(
                 "the exec gate needs Landlock, which this kernel does not offer".into(),
             ));
         }
@@ -1154,25 +1208,82 @@ impl Runtime {
             allowlist: &allowlist,
             safe_builtins: policy.safe_builtins,
             path_var: path_var.as_deref(),
-            cwd,
+            cwd: req.cwd.clone(),
             home,
             shells: &meta.shells,
-            exec_env: &exec_env,
-            env: &env,
+            exec_env: &req.exec_env,
+            env: &req.env,
             stdin_socket: stdin_is_socket(),
         };
-        match crate::execgate::eval::evaluate(&argv, &ctx, &fs) {
-            Ok(allowed) => {
-                if let Some(l) = plan.landlock.as_mut() {
-                    let files = crate::execgate::execute_set(&allowed, &fs).map_err(refuse)?;
-                    crate::execgate::restrict_execute(l, &files, &fs);
-                }
-                Ok(())
-            }
-            Err(denied) => Err(refuse(denied)),
-        }
+        Ok(Some(
+            crate::execgate::eval::evaluate(&req.argv, &ctx, &fs).map(|a| (a, fs)),
+        ))
+    }
+
+    /// A running container's root (through its init process) and its live effective policy,
+    /// for `policy explain --connect ID`.
+    pub fn live_policy(&self, id: &str) -> Result<(PathBuf, Effective)> {
+        let c = self.load_for(id, "explain", |s| s == ContainerStatus::Running)?;
+        let pid = c.pid().ok_or_else(|| LifecycleError::Invalid {
+            what: format!("container {id:?}"),
+            msg: "no init pid".into(),
+        })?;
+        let effective: Effective =
+            bundle::read_json(&self.root.own_dir(id).join("effective.json"))?;
+        Ok((
+            PathBuf::from(format!("/proc/{}/root", pid.as_raw())),
+            effective,
+        ))
+    }
+
+    /// `policy explain --exec LINE ID`: what the exec gate would say to `sh -c LINE` exec'd
+    /// into the running container with its own environment, as its user, in `/`. `Ok(None)`:
+    /// the container has no exec gate.
+    pub fn explain_exec(
+        &self,
+        id: &str,
+        line: &str,
+    ) -> Result<Option<std::result::Result<Vec<PathBuf>, crate::execgate::eval::Denied>>> {
+        self.load_for(id, "explain exec in", |s| s == ContainerStatus::Running)?;
+        let own = self.root.own_dir(id);
+        let plan = bundle::load_plan(&own)?;
+        let spec = bundle::load_rewritten_spec(&own)?;
+        let env = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.env().clone())
+            .unwrap_or_default();
+        let req = ExecRequest {
+            argv: vec!["sh".into(), "-c".into(), line.to_string()],
+            env,
+            exec_env: Vec::new(),
+            cwd: PathBuf::from("/"),
+            uid: plan.run_as.map_or(0, |r| r.0),
+        };
+        let meta = Meta::load(&self.root, id)?;
+        Ok(self
+            .exec_verdict(id, &req, &plan, &meta)?
+            .map(|v| v.and_then(|(allowed, fs)| crate::execgate::execute_set(&allowed, &fs))))
     }
 }
+
+/// One exec request as the gate sees it.
+struct ExecRequest {
+    argv: Vec<String>,
+    env: Vec<String>,
+    /// Variables the request sets beyond the container's own environment.
+    exec_env: Vec<String>,
+    cwd: PathBuf,
+    uid: u32,
+}
+
+type ExecVerdict = std::result::Result<
+    (
+        crate::execgate::eval::Allowed,
+        crate::execgate::eval::PrefixFs,
+    ),
+    crate::execgate::eval::Denied,
+>;
 
 /// The environment libcontainer gives an exec without a process.json: the container's,
 /// minus the keys the request sets, then the request's (the last value of a repeated key).

@@ -51,12 +51,16 @@ struct RuncLayer {
 struct Fields {
     msg: String,
     extra: String,
+    /// An audit event's JSON (`audit = %line`): a structured field of its own in the log.
+    audit: Option<String>,
 }
 
 impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         if field.name() == "message" {
             let _ = write!(self.msg, "{value:?}");
+        } else if field.name() == "audit" {
+            self.audit = Some(format!("{value:?}"));
         } else {
             let _ = write!(self.extra, " {}={value:?}", field.name());
         }
@@ -72,12 +76,30 @@ impl Visit for Fields {
 
 /// Format one log line in runc's shape; pure so the shape is unit-tested.
 pub fn format_line(format: LogFormat, level: &str, msg: &str, time: &str) -> String {
+    format_event(format, level, msg, None, time)
+}
+
+/// A log line that may carry an audit event: in JSON, an `audit` object beside `msg`; in
+/// text, an `audit=` field holding the event's JSON.
+pub fn format_event(
+    format: LogFormat,
+    level: &str,
+    msg: &str,
+    audit: Option<&str>,
+    time: &str,
+) -> String {
     match format {
         LogFormat::Json => {
-            let obj = serde_json::json!({"level": level, "msg": msg, "time": time});
+            let mut obj = serde_json::json!({"level": level, "msg": msg, "time": time});
+            if let Some(a) = audit {
+                obj["audit"] = serde_json::from_str(a).unwrap_or_else(|_| a.into());
+            }
             format!("{obj}\n")
         }
-        LogFormat::Text => format!("time=\"{time}\" level={level} msg={msg:?}\n"),
+        LogFormat::Text => match audit {
+            Some(a) => format!("time=\"{time}\" level={level} msg={msg:?} audit={a:?}\n"),
+            None => format!("time=\"{time}\" level={level} msg={msg:?}\n"),
+        },
     }
 }
 
@@ -116,7 +138,13 @@ impl<S: Subscriber> Layer<S> for RuncLayer {
             format!("{}{}", fields.msg, fields.extra)
         };
         let lvl = level.as_str().to_ascii_lowercase();
-        self.write(&format_line(self.format, &lvl, &msg, &now_rfc3339()));
+        self.write(&format_event(
+            self.format,
+            &lvl,
+            &msg,
+            fields.audit.as_deref(),
+            &now_rfc3339(),
+        ));
     }
 }
 
@@ -173,6 +201,20 @@ mod tests {
         assert_eq!(v["time"], "T");
         assert_eq!(v.as_object().unwrap().len(), 3);
         assert!(line.ends_with('\n'));
+    }
+
+    #[test]
+    fn an_audit_event_is_an_object_in_the_json_log() {
+        let line = format_event(
+            LogFormat::Json,
+            "warning",
+            "network denied",
+            Some(r#"{"kind":"network","decision":"denied"}"#),
+            "T",
+        );
+        let v: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
+        assert_eq!(v["audit"]["kind"], "network");
+        assert_eq!(v["msg"], "network denied");
     }
 
     #[test]

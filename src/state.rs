@@ -152,6 +152,9 @@ pub struct Meta {
     /// Annotations the runtime adds to `state` (policy hash, stage outcomes).
     #[serde(default)]
     pub annotations: HashMap<String, String>,
+    /// What the container's audit events carry and where they go besides its own file.
+    #[serde(default)]
+    pub audit: crate::audit::Context,
     /// Symlink guard outcomes (what `delete` must undo).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub guards: Vec<crate::symlinks::Outcome>,

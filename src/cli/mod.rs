@@ -48,6 +48,10 @@ struct Cli {
     /// Baseline policy, by name or file
     #[arg(long, global = true)]
     policy: Option<String>,
+    /// Shape of the node audit sink's lines for containers created now: json or ocsf
+    /// (overrides audit.format in the node configuration)
+    #[arg(long = "audit-format", global = true)]
+    audit_format: Option<nemosandbox::audit::Format>,
     /// Print the version
     #[arg(short = 'v', long = "version")]
     version: bool,
@@ -174,6 +178,24 @@ enum Cmd {
     /// Policy tools: lint, list, show, explain, schema, update
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// Audit events: the node sink (kept after delete), or a container's own file while it
+    /// exists
+    Audit {
+        /// Only this container's events (read from its own file while it exists)
+        id: Option<String>,
+        /// Keep printing new events as they come, across rotations of the sink
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only events newer than this long ago: 30s, 10m, 1h30m, 2days
+        #[arg(long)]
+        since: Option<String>,
+        /// Only events of this kind (repeatable): network, http, dns, exec, fs, symlink, policy
+        #[arg(long)]
+        kind: Vec<nemosandbox::audit::Kind>,
+        /// text (one readable line per event) or json (the events as written)
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
     /// Run a host command in a fresh sandbox (host root read-only), no image needed
     Sandbox {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
@@ -198,10 +220,30 @@ enum PolicyCmd {
         #[arg(long, default_value = "yaml")]
         format: String,
     },
-    /// What will be enforced for the effective policy
+    /// What will be enforced for the effective policy; with --connect or --exec, what the
+    /// guard or the exec gate would decide for one request, and why
+    #[command(group(clap::ArgGroup::new("target").args(["bundle", "id"])))]
     Explain {
+        /// Take annotations (and, for --connect, the image) from this bundle
         #[arg(long)]
         bundle: Option<PathBuf>,
+        /// A running container (its live policy and root)
+        id: Option<String>,
+        /// Decide a connection to HOST:PORT (a name or an address)
+        #[arg(long, value_name = "HOST:PORT", requires = "exe")]
+        connect: Option<String>,
+        /// The executable making the connection, as a path inside the container
+        #[arg(long, value_name = "PATH")]
+        exe: Option<PathBuf>,
+        /// For a name: the address its resolver would answer (default: what this host resolves)
+        #[arg(long, value_name = "IP")]
+        address: Option<std::net::IpAddr>,
+        /// Decide an exec of this command line (run as `sh -c LINE`) in the running container ID
+        #[arg(long, value_name = "LINE", requires = "id", conflicts_with = "connect")]
+        exec: Option<String>,
+        /// text or json (for --connect)
+        #[arg(long, default_value = "text")]
+        format: String,
     },
     /// JSON Schema of the policy format
     Schema,
@@ -493,6 +535,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
         config: cli.config.clone(),
         flag_policy: cli.policy.clone(),
         flag_presets: cli.preset.clone(),
+        audit_format: cli.audit_format,
     };
     match cmd {
         Cmd::Create(a) => {
@@ -619,6 +662,13 @@ fn dispatch(cli: Cli) -> Result<i32> {
             bail!("checkpoint/restore is not supported by nemosandbox")
         }
         Cmd::Policy(cmd) => return policy_cmd(&rt, cmd),
+        Cmd::Audit {
+            id,
+            follow,
+            since,
+            kind,
+            format,
+        } => return audit_cmd(&rt, id, follow, since, kind, &format),
         Cmd::Doctor { format } => {
             let checks = nemosandbox::doctor::checks();
             match format.as_str() {
@@ -734,7 +784,34 @@ fn policy_cmd(rt: &Runtime, cmd: PolicyCmd) -> Result<i32> {
             }
             Ok(0)
         }
-        PolicyCmd::Explain { bundle } => {
+        PolicyCmd::Explain {
+            bundle,
+            id,
+            connect,
+            exe,
+            address,
+            exec,
+            format,
+        } => {
+            if let Some(target) = connect {
+                let exe = exe.ok_or_else(|| anyhow!("--connect needs --exe"))?;
+                return explain_connect(
+                    rt,
+                    bundle.as_ref(),
+                    id.as_deref(),
+                    &target,
+                    exe,
+                    address,
+                    &format,
+                );
+            }
+            if let Some(line) = exec {
+                let id = id.ok_or_else(|| anyhow!("--exec needs a running container ID"))?;
+                return explain_exec(rt, &id, &line);
+            }
+            if id.is_some() {
+                bail!("a container ID goes with --connect or --exec");
+            }
             let eff = rt.policy.effective(&bundle_annotations(bundle.as_ref())?)?;
             print!("{}", render::explain(&eff));
             for w in nemosandbox::layout::writable_binaries(&eff) {
@@ -776,6 +853,156 @@ fn policy_cmd(rt: &Runtime, cmd: PolicyCmd) -> Result<i32> {
             Ok(0)
         }
     }
+}
+
+/// `policy explain --connect`.
+fn explain_connect(
+    rt: &Runtime,
+    bundle: Option<&PathBuf>,
+    id: Option<&str>,
+    target: &str,
+    exe: PathBuf,
+    address: Option<std::net::IpAddr>,
+    format: &str,
+) -> Result<i32> {
+    use nemosandbox::netguard::explain;
+    let (host, port) = target
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow!("--connect {target:?}: expected HOST:PORT"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| anyhow!("--connect {target:?}: {port:?} is not a port"))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let (root, eff) = match (id, bundle) {
+        (Some(id), _) => rt.live_policy(id)?,
+        (None, b) => {
+            let eff = rt.policy.effective(&bundle_annotations(b)?)?;
+            let root = match b {
+                Some(b) => nemosandbox::bundle::SourceBundle::load(b)?.rootfs(),
+                None => PathBuf::from("/"),
+            };
+            (root, eff)
+        }
+    };
+    let q = explain::Query {
+        host,
+        port,
+        exe,
+        address,
+    };
+    let answer = explain::explain(&root, &eff.network_policies, &q);
+    match format {
+        "json" => println!("{}", serde_json::to_string_pretty(&answer)?),
+        "text" => print!("{}", explain::render(&answer)),
+        other => bail!("--format {other:?}: use text or json"),
+    }
+    Ok(0)
+}
+
+/// `policy explain --exec LINE ID`.
+fn explain_exec(rt: &Runtime, id: &str, line: &str) -> Result<i32> {
+    match rt.explain_exec(id, line)? {
+        None => println!("allowed: container {id} has no exec policy (every exec is allowed)"),
+        Some(Ok(files)) => {
+            println!("allowed: sh -c {line:?}");
+            println!("  by: exec_policy");
+            let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+            println!("  may execute: {}", files.join(", "));
+        }
+        Some(Err(d)) => {
+            println!("denied: sh -c {line:?}");
+            println!("  by: exec_policy");
+            println!("  segment: {}", d.segment);
+            println!("  reason: {}", d.reason);
+        }
+    }
+    Ok(0)
+}
+
+/// `nemosandbox audit`.
+fn audit_cmd(
+    rt: &Runtime,
+    id: Option<String>,
+    follow: bool,
+    since: Option<String>,
+    kinds: Vec<nemosandbox::audit::Kind>,
+    format: &str,
+) -> Result<i32> {
+    use nemosandbox::audit::{self, read};
+    let json = match format {
+        "json" => true,
+        "text" => false,
+        other => bail!("--format {other:?}: use text or json"),
+    };
+    let since = since
+        .map(|s| {
+            humantime::parse_duration(&s)
+                .map_err(|e| anyhow!("--since {s:?}: {e} (like 30s, 10m, 1h30m)"))
+                .and_then(|d| {
+                    chrono::Duration::from_std(d).map_err(|_| anyhow!("--since {s:?}: too long"))
+                })
+                .map(|d| chrono::Utc::now() - d)
+        })
+        .transpose()?;
+    let filter = read::Filter {
+        container: id.clone(),
+        since,
+        kinds,
+    };
+    let node = NodeConfig::load(&rt.policy.config).map_err(|e| anyhow!("{e}"))?;
+    let own_file = id
+        .as_ref()
+        .map(|id| rt.root.container_dir(id).join(audit::CONTAINER_FILE))
+        .filter(|f| f.exists());
+    // A live container's own file has all its events (the sink may have missed some); once
+    // it is gone, the node sink has them.
+    let (history, current): (Vec<PathBuf>, PathBuf) = match own_file {
+        Some(f) => (Vec::new(), f),
+        None if node.audit.enabled => {
+            let mut files = node.audit.files();
+            let current = files.pop().unwrap_or_else(|| node.audit.path.clone());
+            (files, current)
+        }
+        None => match &id {
+            Some(id) => bail!(
+                "container {id:?} does not exist and the node audit sink is disabled (audit.enabled in {})",
+                rt.policy.config.display()
+            ),
+            None => bail!(
+                "the node audit sink is disabled (audit.enabled in {})",
+                rt.policy.config.display()
+            ),
+        },
+    };
+    let mut stdout = std::io::stdout().lock();
+    let mut print = |rec: &audit::Record| -> bool {
+        use std::io::Write;
+        let line = if json {
+            serde_json::to_string(rec).unwrap_or_default()
+        } else {
+            read::text(rec)
+        };
+        writeln!(stdout, "{line}")
+            .and_then(|()| stdout.flush())
+            .is_ok()
+    };
+    // Following from now on skips what is already there, unless --since asks for it.
+    if !follow || filter.since.is_some() {
+        read::read_all(&history, &filter, &mut |r| {
+            print(r);
+        });
+    }
+    if follow {
+        read::follow(&current, filter.since.is_some(), &filter, &mut print);
+    } else {
+        read::read_all(&[current], &filter, &mut |r| {
+            print(r);
+        });
+    }
+    Ok(0)
 }
 
 /// The error chain on one line, without the repetitions libcontainer's nested errors carry.

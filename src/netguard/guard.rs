@@ -242,7 +242,9 @@ pub struct Guard {
 /// What `create` knows of the guard before the init process exists.
 pub struct GuardConfigBase {
     pub id: String,
+    /// The container's directory (its audit file) and what its events carry.
     pub audit_dir: PathBuf,
+    pub audit: audit::Context,
     pub own: PathBuf,
     pub resolver: Ipv4Addr,
     pub upstream: Vec<IpAddr>,
@@ -274,7 +276,7 @@ impl Guard {
     pub fn new(c: GuardConfig) -> Guard {
         let shared = Shared {
             id: c.base.id,
-            audit: Throttle::new(c.base.audit_dir),
+            audit: Throttle::new(audit::Recorder::new(c.base.audit, &c.base.audit_dir)),
             own: c.base.own,
             init_pid: c.init_pid,
             resolver: c.base.resolver,
@@ -528,10 +530,11 @@ fn refuse(
     why: &str,
     request: serde_json::Value,
 ) {
-    let mut ev = audit::Event::new(&shared.id, "network", "denied", "network guard", why);
-    ev.pid = Some(tid);
-    ev.request = request;
-    shared.audit(ev);
+    shared.audit(
+        audit::Event::new(audit::Kind::Network, "denied", "network guard", why)
+            .pid(tid)
+            .request(request),
+    );
     notif::respond(listener, id, Reply::Error(Errno::EACCES));
 }
 
@@ -1298,15 +1301,14 @@ impl CallCtx {
         dest: Option<SocketAddr>,
         names: &[String],
     ) {
-        let exe = self.caller.exe_path();
-        let mut ev = audit::Event::new(&self.shared.id, "network", decision, by, why);
-        ev.pid = Some(self.caller.pid);
-        ev.executable = Some(&exe);
-        ev.request = serde_json::json!({
-            "syscall": self.syscall,
-            "destination": dest.map(|d| d.to_string()),
-            "names": names,
-        });
+        let ev = audit::Event::new(audit::Kind::Network, decision, by, why)
+            .pid(self.caller.pid)
+            .executable(self.caller.exe_path())
+            .request(serde_json::json!({
+                "syscall": self.syscall,
+                "destination": dest.map(|d| d.to_string()),
+                "names": names,
+            }));
         self.shared.audit(ev);
     }
 }

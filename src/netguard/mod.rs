@@ -18,6 +18,7 @@ pub mod capture;
 pub mod conns;
 pub mod control;
 pub mod decide;
+pub mod explain;
 pub mod fence;
 pub mod filter;
 pub mod guard;

@@ -289,38 +289,70 @@ fn bare_reply(q: &Packet, rcode: RCODE) -> Option<Vec<u8>> {
     r.build_bytes_vec().ok()
 }
 
+/// Extended DNS Error (RFC 8914) option code, and its info code 15, "Blocked": refused by
+/// the resolver operator's policy.
+const EDE_OPTION: u16 = 15;
+const EDE_BLOCKED: u16 = 15;
+pub const EDE_TEXT: &str = "blocked by nemosandbox policy";
+
+/// REFUSED for a name the policy does not allow, telling a client that shows Extended DNS
+/// Errors (dig, systemd-resolved) why. Only a query that itself used EDNS gets the OPT
+/// record back (RFC 6891: a responder must not add one otherwise).
+fn policy_refusal(q: &Packet) -> Option<Vec<u8>> {
+    let mut r = Packet::new_reply(q.id());
+    r.set_flags(PacketFlag::RECURSION_AVAILABLE);
+    if q.has_flags(PacketFlag::RECURSION_DESIRED) {
+        r.set_flags(PacketFlag::RECURSION_DESIRED);
+    }
+    r.questions = q.questions.clone();
+    *r.rcode_mut() = RCODE::Refused;
+    if q.opt().is_some() {
+        let mut data = EDE_BLOCKED.to_be_bytes().to_vec();
+        data.extend_from_slice(EDE_TEXT.as_bytes());
+        *r.opt_mut() = Some(simple_dns::rdata::OPT {
+            opt_codes: vec![simple_dns::rdata::OPTCode {
+                code: EDE_OPTION,
+                data: data.into(),
+            }],
+            udp_packet_size: 1232,
+            version: 0,
+        });
+    }
+    r.build_bytes_vec().ok()
+}
+
 /// The reply to one query (`None`: drop it).
 fn answer(shared: &Shared, up: &Upstream, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
     let q = Packet::parse(query).ok()?;
     if q.questions.len() != 1 {
         // Several questions would let a refused name ride along with an allowed one.
-        let mut ev = audit::Event::new(
-            &shared.id,
-            "dns",
-            "refused",
-            "network guard",
-            "a query must ask exactly one question",
+        shared.audit(
+            audit::Event::new(
+                audit::Kind::Dns,
+                "refused",
+                "network guard",
+                "a query must ask exactly one question",
+            )
+            .request(serde_json::json!({
+                "names": q.questions.iter().map(|x| x.qname.to_string()).collect::<Vec<_>>()
+            })),
         );
-        ev.request = serde_json::json!({
-            "names": q.questions.iter().map(|x| x.qname.to_string()).collect::<Vec<_>>()
-        });
-        shared.audit(ev);
         return bare_reply(&q, RCODE::Refused);
     }
     let question = q.questions.first()?;
     let name = question.qname.to_string();
     let policies = shared.current();
     if !decide::name_allowed(&policies.policies, &name) {
-        let mut ev = audit::Event::new(
-            &shared.id,
-            "dns",
-            "refused",
-            "network_policies",
-            "no endpoint's host matches this name",
+        shared.audit(
+            audit::Event::new(
+                audit::Kind::Dns,
+                "refused",
+                "network_policies",
+                "no endpoint's host matches this name",
+            )
+            .request(serde_json::json!({"name": name})),
         );
-        ev.request = serde_json::json!({"name": name});
-        shared.audit(ev);
-        return bare_reply(&q, RCODE::Refused);
+        return policy_refusal(&q);
     }
     let wanted = matches!(
         question.qtype,
@@ -430,5 +462,43 @@ mod tests {
         a.record("api.example.com", ip, Duration::from_secs(60));
         assert_eq!(a.names_for(ip).len(), 1, "one entry per name");
         assert!(a.names_for("203.0.113.8".parse().unwrap()).is_empty());
+    }
+
+    fn query(edns: bool) -> Vec<u8> {
+        let mut q = Packet::new_query(7);
+        q.set_flags(PacketFlag::RECURSION_DESIRED);
+        q.questions.push(simple_dns::Question::new(
+            simple_dns::Name::new_unchecked("evil.example"),
+            QTYPE::TYPE(TYPE::A),
+            simple_dns::QCLASS::CLASS(simple_dns::CLASS::IN),
+            false,
+        ));
+        if edns {
+            *q.opt_mut() = Some(simple_dns::rdata::OPT {
+                opt_codes: Vec::new(),
+                udp_packet_size: 1232,
+                version: 0,
+            });
+        }
+        q.build_bytes_vec().unwrap()
+    }
+
+    #[test]
+    fn a_refused_name_says_why_to_clients_that_speak_edns() {
+        let bytes = query(true);
+        let q = Packet::parse(&bytes).unwrap();
+        let reply = policy_refusal(&q).unwrap();
+        let r = Packet::parse(&reply).unwrap();
+        assert_eq!(r.rcode(), RCODE::Refused);
+        let opt = r.opt().expect("an OPT record");
+        let ede = &opt.opt_codes[0];
+        assert_eq!(ede.code, EDE_OPTION);
+        assert_eq!(&ede.data[..2], &EDE_BLOCKED.to_be_bytes());
+        assert_eq!(&ede.data[2..], EDE_TEXT.as_bytes());
+        // Without EDNS in the query, none in the reply.
+        let bytes = query(false);
+        let plain = Packet::parse(&bytes).unwrap();
+        let reply = policy_refusal(&plain).unwrap();
+        assert!(Packet::parse(&reply).unwrap().opt().is_none());
     }
 }

@@ -51,6 +51,9 @@ pub struct NodeConfig {
     /// (a private registry's or a test CA).
     #[serde(default)]
     pub l7_upstream_roots: Vec<PathBuf>,
+    /// The node audit sink: every container's events, kept after the container is gone.
+    #[serde(default)]
+    pub audit: crate::audit::SinkConfig,
 }
 
 fn default_dirs() -> Vec<PathBuf> {
@@ -69,6 +72,7 @@ impl Default for NodeConfig {
             allow_audit_mode: false,
             process: None,
             l7_upstream_roots: Vec::new(),
+            audit: crate::audit::SinkConfig::default(),
         }
     }
 }
@@ -107,10 +111,14 @@ impl NodeConfig {
         if spanned.value.is_null() {
             return Ok(NodeConfig::default());
         }
-        serde_path_to_error::deserialize(&spanned.value).map_err(|e| {
+        let node: NodeConfig = serde_path_to_error::deserialize(&spanned.value).map_err(|e| {
             let path = e.path().to_string();
             err(spanned.pos(&path), format!("{path}: {}", e.inner()))
-        })
+        })?;
+        node.audit
+            .check()
+            .map_err(|m| err(spanned.pos("audit"), m))?;
+        Ok(node)
     }
 
     pub fn library(&self) -> Library {

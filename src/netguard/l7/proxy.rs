@@ -359,10 +359,10 @@ struct Client<'a> {
 impl Client<'_> {
     fn event(&self, decision: &str, why: &str, request: serde_json::Value) {
         let why = clip(why, 512);
-        let mut ev = audit::Event::new(&self.shared.id, "http", decision, &self.flow.by, &why);
-        ev.pid = Some(self.flow.pid);
-        ev.executable = Some(&self.flow.exe);
-        ev.request = request;
+        let ev = audit::Event::new(audit::Kind::Http, decision, self.flow.by.as_str(), why)
+            .pid(self.flow.pid)
+            .executable(self.flow.exe.as_str())
+            .request(request);
         self.shared.audit(ev);
     }
 

@@ -1,0 +1,421 @@
+//! The audit stream: every decision worth a record (a refused connect, name, exec or file
+//! access; a symlink guard's outcome) as one JSON object per line.
+//!
+//! Each event goes to three places:
+//! - the container's own file, `<root>/<id>/audit.jsonl`, capped in size and gone with the
+//!   container (`nemosandbox audit ID` reads it while the container exists);
+//! - the node sink (`audit:` in the node configuration), which outlives the container, is
+//!   rotated by size and shared by every container and runtime process on the node;
+//! - the runtime log, as a structured `audit` field.
+//!
+//! Threat: the workload chooses how many events it causes and what they carry (names,
+//! addresses, command lines). So the guard merges repeats (`Throttle`), a line is capped in
+//! size, and a sink that cannot be written is counted and reported but never holds up or
+//! changes a decision.
+
+pub mod ocsf;
+pub mod read;
+pub mod sink;
+mod throttle;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use sink::{Format, Sink, SinkConfig};
+pub use throttle::{Throttle, MAX_KEYS, WINDOW};
+
+/// The container's file, in libcontainer's directory for it.
+pub const CONTAINER_FILE: &str = "audit.jsonl";
+/// The per-container file stops growing here; later events still reach the node sink.
+pub const MAX_FILE: u64 = 16 << 20;
+/// A line longer than this has its `request` cut down (command lines can be megabytes).
+pub const MAX_LINE: usize = 8 << 10;
+
+/// What kind of decision an event records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// A connect or send the network guard decided.
+    Network,
+    /// A request the layer-7 proxy decided.
+    Http,
+    /// A name the guard's resolver refused.
+    Dns,
+    /// An `exec` the exec policy refused.
+    Exec,
+    /// A file access the kernel refused and reported.
+    Fs,
+    /// A symlink guard's outcome.
+    Symlink,
+    /// The audit machinery itself, or policy handling (a sink that cannot be written).
+    Policy,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 7] = [
+        Kind::Network,
+        Kind::Http,
+        Kind::Dns,
+        Kind::Exec,
+        Kind::Fs,
+        Kind::Symlink,
+        Kind::Policy,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Network => "network",
+            Kind::Http => "http",
+            Kind::Dns => "dns",
+            Kind::Exec => "exec",
+            Kind::Fs => "fs",
+            Kind::Symlink => "symlink",
+            Kind::Policy => "policy",
+        }
+    }
+}
+
+impl std::str::FromStr for Kind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Kind, String> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+                format!("unknown kind {s:?} (one of {})", names.join(", "))
+            })
+    }
+}
+
+/// The Kubernetes pod a container belongs to, from the annotations the CRI runtime sets.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Pod {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// The container's name in the pod spec (absent for the pod's sandbox container).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
+}
+
+/// (field, containerd's annotation, CRI-O's annotation)
+const POD_ANNOTATIONS: [(&str, &str, &str); 4] = [
+    (
+        "namespace",
+        "io.kubernetes.cri.sandbox-namespace",
+        "io.kubernetes.pod.namespace",
+    ),
+    (
+        "name",
+        "io.kubernetes.cri.sandbox-name",
+        "io.kubernetes.pod.name",
+    ),
+    (
+        "uid",
+        "io.kubernetes.cri.sandbox-uid",
+        "io.kubernetes.pod.uid",
+    ),
+    (
+        "container_name",
+        "io.kubernetes.cri.container-name",
+        "io.kubernetes.container.name",
+    ),
+];
+
+impl Pod {
+    /// The pod named by a spec's annotations (containerd's or CRI-O's), if any.
+    pub fn from_annotations(a: &HashMap<String, String>) -> Option<Pod> {
+        let mut pod = Pod::default();
+        for (field, containerd, crio) in POD_ANNOTATIONS {
+            let v = a.get(containerd).or_else(|| a.get(crio)).cloned();
+            match field {
+                "namespace" => pod.namespace = v,
+                "name" => pod.name = v,
+                "uid" => pod.uid = v,
+                _ => pod.container_name = v,
+            }
+        }
+        (pod != Pod::default()).then_some(pod)
+    }
+}
+
+/// What every event of one container carries, fixed at create and kept in its metadata.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Context {
+    pub container: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<Pod>,
+    #[serde(default)]
+    pub policy_sha256: String,
+    /// The node sink the container's events also go to (none: disabled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sink: Option<SinkConfig>,
+}
+
+/// One decision, as the code that made it describes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub kind: Kind,
+    pub decision: String,
+    /// The policy, endpoint or rule that decided.
+    pub by: String,
+    pub reason: String,
+    pub pid: Option<i32>,
+    pub executable: Option<String>,
+    pub request: serde_json::Value,
+}
+
+impl Event {
+    pub fn new(
+        kind: Kind,
+        decision: impl Into<String>,
+        by: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Event {
+        Event {
+            kind,
+            decision: decision.into(),
+            by: by.into(),
+            reason: reason.into(),
+            pid: None,
+            executable: None,
+            request: serde_json::Value::Null,
+        }
+    }
+
+    pub fn request(mut self, request: serde_json::Value) -> Event {
+        self.request = request;
+        self
+    }
+
+    pub fn pid(mut self, pid: i32) -> Event {
+        self.pid = Some(pid);
+        self
+    }
+
+    pub fn executable(mut self, exe: impl Into<String>) -> Event {
+        let exe = exe.into();
+        self.executable = (!exe.is_empty()).then_some(exe);
+        self
+    }
+}
+
+/// One line of the stream (docs/audit.md has its JSON Schema).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(title = "nemosandbox audit event")]
+pub struct Record {
+    /// When it happened (for a merged line: the last repeat), RFC 3339 UTC.
+    pub time: String,
+    /// The container id.
+    pub container: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<Pod>,
+    pub kind: Kind,
+    /// The calling process's executable, where one is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executable: Option<String>,
+    /// The calling thread, as the host sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// What was asked, by kind: `destination`/`names`/`syscall`, `name`, `command`, `path`.
+    #[serde(default)]
+    pub request: serde_json::Value,
+    /// `denied`, `refused`, `allowed (audit)`, or a symlink guard's outcome.
+    pub decision: String,
+    /// The policy, endpoint or rule that decided.
+    pub by: String,
+    pub reason: String,
+    /// sha256 of the effective policy the decision was made under.
+    #[serde(default)]
+    pub policy_sha256: String,
+    /// Repeats merged into this line (absent: it happened once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// For a merged line, when the first merged repeat happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_time: Option<String>,
+}
+
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+impl Record {
+    pub fn of(ctx: &Context, ev: &Event) -> Record {
+        Record {
+            time: now(),
+            container: ctx.container.clone(),
+            pod: ctx.pod.clone(),
+            kind: ev.kind,
+            executable: ev.executable.clone(),
+            pid: ev.pid,
+            request: ev.request.clone(),
+            decision: ev.decision.clone(),
+            by: ev.by.clone(),
+            reason: ev.reason.clone(),
+            policy_sha256: ctx.policy_sha256.clone(),
+            count: None,
+            first_time: None,
+        }
+    }
+
+    /// The line as written: JSON, with an oversized `request` replaced by its start.
+    pub fn to_line(&self) -> String {
+        let line = serde_json::to_string(self).expect("a record serializes");
+        if line.len() <= MAX_LINE {
+            return line;
+        }
+        let mut cut = self.clone();
+        let text = self.request.to_string();
+        let mut end = 1024.min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        cut.request = serde_json::json!({"truncated": &text[..end], "bytes": text.len()});
+        cut.reason = cut.reason.chars().take(1024).collect();
+        serde_json::to_string(&cut).expect("a record serializes")
+    }
+}
+
+/// Writes one container's events to its file, the node sink and the log.
+pub struct Recorder {
+    ctx: Context,
+    file: PathBuf,
+    sink: Option<Sink>,
+    /// Events the node sink could not take.
+    lost: AtomicU64,
+}
+
+impl Recorder {
+    /// `container_dir`: libcontainer's directory for the container (its file goes there).
+    pub fn new(ctx: Context, container_dir: &Path) -> Recorder {
+        let sink = ctx.sink.clone().map(Sink::new);
+        Recorder {
+            ctx,
+            file: container_dir.join(CONTAINER_FILE),
+            sink,
+            lost: AtomicU64::new(0),
+        }
+    }
+
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Record one event now.
+    pub fn record(&self, ev: &Event) {
+        self.write(&Record::of(&self.ctx, ev));
+    }
+
+    /// Write a finished record everywhere it goes.
+    pub fn write(&self, rec: &Record) {
+        let line = rec.to_line();
+        tracing::warn!(target: "nemosandbox::audit", audit = %line, "{}", read::text(rec));
+        append_capped(&self.file, &line);
+        let Some(sink) = &self.sink else {
+            return;
+        };
+        if let Err(e) = sink.write(rec, &line) {
+            let lost = self.lost.fetch_add(1, Ordering::Relaxed) + 1;
+            // Reported at the first loss and then at each doubling, so a dead disk cannot
+            // turn the reports themselves into a flood.
+            if lost.is_power_of_two() {
+                self.sink_failed(sink, &e, lost);
+            }
+        }
+    }
+
+    /// Events the node sink could not take so far.
+    pub fn lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
+    }
+
+    fn sink_failed(&self, sink: &Sink, e: &sink::SinkError, lost: u64) {
+        let reason = format!(
+            "node audit sink {}: {e}; {lost} event(s) not written there so far (the decisions \
+             stand; this file still has them)",
+            sink.path().display()
+        );
+        tracing::error!("container {}: {reason}", self.ctx.container);
+        let rec = Record::of(
+            &self.ctx,
+            &Event::new(Kind::Policy, "error", "audit sink", reason),
+        );
+        append_capped(&self.file, &rec.to_line());
+    }
+}
+
+/// Append a line to the container's own file unless it has reached its cap.
+fn append_capped(path: &Path, line: &str) {
+    if std::fs::metadata(path).is_ok_and(|m| m.len() >= MAX_FILE) {
+        return;
+    }
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+    if let Err(e) = written {
+        tracing::warn!("audit: cannot write {}: {e}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_fields_come_from_either_cri_runtime() {
+        let a: HashMap<String, String> = [
+            ("io.kubernetes.cri.sandbox-namespace", "team"),
+            ("io.kubernetes.cri.sandbox-name", "agent-1"),
+            ("io.kubernetes.cri.sandbox-uid", "u-1"),
+            ("io.kubernetes.cri.container-name", "agent"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let pod = Pod::from_annotations(&a).unwrap();
+        assert_eq!(pod.namespace.as_deref(), Some("team"));
+        assert_eq!(pod.container_name.as_deref(), Some("agent"));
+        let crio: HashMap<String, String> =
+            [("io.kubernetes.pod.name".to_string(), "p".to_string())].into();
+        assert_eq!(
+            Pod::from_annotations(&crio).unwrap().name.as_deref(),
+            Some("p")
+        );
+        assert_eq!(Pod::from_annotations(&HashMap::new()), None);
+    }
+
+    #[test]
+    fn an_oversized_request_is_cut_to_a_bounded_line() {
+        let ctx = Context {
+            container: "c".into(),
+            ..Context::default()
+        };
+        let ev = Event::new(Kind::Exec, "denied", "exec_policy", "r".repeat(5000))
+            .request(serde_json::json!({"command": ["x".repeat(100_000)]}));
+        let line = Record::of(&ctx, &ev).to_line();
+        assert!(line.len() < MAX_LINE, "{}", line.len());
+        let back: Record = serde_json::from_str(&line).unwrap();
+        assert!(back.request["bytes"].as_u64().unwrap() > 100_000);
+    }
+
+    #[test]
+    fn kinds_parse_by_name() {
+        for k in Kind::ALL {
+            assert_eq!(k.as_str().parse::<Kind>().unwrap(), k);
+            assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
+        }
+        assert!("disk".parse::<Kind>().is_err());
+    }
+}
