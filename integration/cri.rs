@@ -46,8 +46,9 @@ impl Containerd {
         std::fs::write(
             d.join("config.yaml"),
             format!(
-                "policy_dirs: [{}]\nallowed_presets: [podnet]\n",
-                d.join("policies").display()
+                "policy_dirs: [{}]\nallowed_presets: [podnet]\naudit:\n  path: {}\n",
+                d.join("policies").display(),
+                d.join("audit/audit.jsonl").display()
             ),
         )
         .unwrap();
@@ -431,6 +432,31 @@ fn cri_pods_run_through_nemosandbox() {
         remove_pod(&mut rt, &pod).await;
         nothing_left(&c, &[&pod, &app]);
 
+        // The denial outlives the pod, with the pod's names, in the node audit sink.
+        let audit = Command::new(bin())
+            .arg("--root")
+            .arg(c.runtime_root("nemosandbox"))
+            .arg("--config")
+            .arg(c.dir.path().join("config.yaml"))
+            .args(["audit", &app, "--kind", "network", "--format", "json"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&audit.stdout);
+        assert!(audit.status.success(), "{text}");
+        let denied: serde_json::Value = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|e| {
+                e["decision"] == "denied"
+                    && e["request"]["destination"].as_str()
+                        == Some(format!("127.0.0.1:{other}").as_str())
+            })
+            .unwrap_or_else(|| panic!("no denial for port {other}: {text}"));
+        assert_eq!(denied["pod"]["namespace"], "default", "{denied}");
+        assert_eq!(denied["pod"]["container_name"], "app", "{denied}");
+        assert!(denied["pod"]["name"].as_str().is_some_and(|n| !n.is_empty()));
+        assert!(denied["pod"]["uid"].as_str().is_some_and(|n| !n.is_empty()));
+
         // A preset the node does not allow fails the pod, with the runtime's reason.
         let err = start_pod(
             &mut rt,
@@ -479,6 +505,31 @@ fn cri_pods_run_through_nemosandbox() {
         assert_eq!(out.trim(), "EACCES");
         remove_pod(&mut rt, &pod).await;
         nothing_left(&c, &[&pod, &app]);
+
+        // The denial outlives the pod, with the pod's names, in the node audit sink.
+        let audit = Command::new(bin())
+            .arg("--root")
+            .arg(c.runtime_root("nemosandbox"))
+            .arg("--config")
+            .arg(c.dir.path().join("config.yaml"))
+            .args(["audit", &app, "--kind", "network", "--format", "json"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&audit.stdout);
+        assert!(audit.status.success(), "{text}");
+        let denied: serde_json::Value = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|e| {
+                e["decision"] == "denied"
+                    && e["request"]["destination"].as_str()
+                        == Some(format!("127.0.0.1:{other}").as_str())
+            })
+            .unwrap_or_else(|| panic!("no denial for port {other}: {text}"));
+        assert_eq!(denied["pod"]["namespace"], "default", "{denied}");
+        assert_eq!(denied["pod"]["container_name"], "app", "{denied}");
+        assert!(denied["pod"]["name"].as_str().is_some_and(|n| !n.is_empty()));
+        assert!(denied["pod"]["uid"].as_str().is_some_and(|n| !n.is_empty()));
 
         // Figures: pod + container start, nemosandbox vs runc as the handler, same run.
         let mut times: HashMap<&str, Vec<Duration>> = HashMap::new();

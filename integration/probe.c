@@ -97,6 +97,84 @@ static void *many_worker(void *unused) {
     return NULL;
 }
 
+/* dns, dnsflood: raw queries to the container's nameserver (the guard's resolver). */
+static int resolver_socket(void) {
+    char line[256], ns[64] = "";
+    FILE *f = fopen("/etc/resolv.conf", "r");
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "nameserver %63s", ns) == 1) break;
+    if (f) fclose(f);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(53)};
+    if (!ns[0] || inet_pton(AF_INET, ns, &a.sin_addr) != 1) return -1;
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    struct timeval tv = {.tv_sec = 2};
+    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (connect(s, (struct sockaddr *)&a, sizeof a) < 0) return -1;
+    return s;
+}
+
+/* A query for NAME (type A), with an EDNS OPT record when edns is set. */
+static int dns_query(unsigned char *q, unsigned short id, const char *name, int edns) {
+    unsigned char h[12] = {id >> 8, id & 0xff, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, edns ? 1 : 0};
+    memcpy(q, h, 12);
+    int n = 12;
+    const char *p = name;
+    while (*p) {
+        const char *dot = strchr(p, '.');
+        int len = dot ? (int)(dot - p) : (int)strlen(p);
+        q[n++] = len;
+        memcpy(q + n, p, len);
+        n += len;
+        p += len + (dot ? 1 : 0);
+    }
+    q[n++] = 0;
+    unsigned char tail[4] = {0, 1, 0, 1};
+    memcpy(q + n, tail, 4);
+    n += 4;
+    if (edns) {
+        unsigned char opt[11] = {0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0};
+        memcpy(q + n, opt, 11);
+        n += 11;
+    }
+    return n;
+}
+
+/* Skip a (possibly compressed) name at r[i]. */
+static int skip_name(const unsigned char *r, int n, int i) {
+    while (i < n && r[i]) {
+        if ((r[i] & 0xc0) == 0xc0) return i + 2;
+        i += r[i] + 1;
+    }
+    return i + 1;
+}
+
+/* Print the reply's rcode and its Extended DNS Error, if any: "rcode=5 ede=15:text". */
+static void dns_print(const unsigned char *r, int n) {
+    if (n < 12) { puts("short"); return; }
+    int rcode = r[3] & 0xf, qd = r[4] << 8 | r[5];
+    int rrs = (r[6] << 8 | r[7]) + (r[8] << 8 | r[9]) + (r[10] << 8 | r[11]);
+    int i = 12;
+    for (int k = 0; k < qd; k++) i = skip_name(r, n, i) + 4;
+    char ede[300] = "none";
+    for (int k = 0; k < rrs && i < n; k++) {
+        i = skip_name(r, n, i);
+        if (i + 10 > n) break;
+        int type = r[i] << 8 | r[i + 1], len = r[i + 8] << 8 | r[i + 9];
+        int d = i + 10;
+        if (type == 41) {
+            for (int o = d; o + 4 <= d + len && o + 4 <= n;) {
+                int code = r[o] << 8 | r[o + 1], olen = r[o + 2] << 8 | r[o + 3];
+                if (code == 15 && olen >= 2 && o + 4 + olen <= n)
+                    snprintf(ede, sizeof ede, "%d:%.*s", r[o + 4] << 8 | r[o + 5], olen - 2,
+                             (const char *)r + o + 6);
+                o += 4 + olen;
+            }
+        }
+        i = d + len;
+    }
+    printf("rcode=%d ede=%s\n", rcode, ede);
+}
+
 int escape_main(int argc, char **argv);
 
 int main(int argc, char **argv) {
@@ -192,6 +270,35 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "memfd")) return report(memfd_create("probe", 0));
     if (!strcmp(cmd, "userns")) return report(unshare(CLONE_NEWUSER));
     if (!strcmp(cmd, "ptrace")) return report(ptrace(PTRACE_ATTACH, atoi(arg), 0, 0));
+    if (!strcmp(cmd, "dns")) {
+        /* dns NAME: one query with EDNS; prints the rcode and any Extended DNS Error. */
+        int s = resolver_socket();
+        if (s < 0) return report(-1);
+        unsigned char q[512], r[1500];
+        int n = dns_query(q, 0x4242, arg, 1);
+        if (send(s, q, n, 0) < 0) return report(-1);
+        int got = recv(s, r, sizeof r, 0);
+        if (got < 0) return report(-1);
+        dns_print(r, got);
+        return 0;
+    }
+    if (!strcmp(cmd, "dnsflood")) {
+        /* dnsflood N: N queries for distinct names, one at a time; prints how many were
+         * answered REFUSED. */
+        int s = resolver_socket(), total = atoi(arg), refused = 0;
+        if (s < 0) return report(-1);
+        unsigned char q[512], r[1500];
+        char name[64];
+        for (int k = 0; k < total; k++) {
+            snprintf(name, sizeof name, "f%d.flood.invalid", k);
+            int n = dns_query(q, k & 0xffff, name, 0);
+            if (send(s, q, n, 0) < 0) continue;
+            int got = recv(s, r, sizeof r, 0);
+            if (got >= 4 && (r[3] & 0xf) == 5) refused++;
+        }
+        printf("refused %d\n", refused);
+        return 0;
+    }
     if (!strcmp(cmd, "rawsock")) return report(socket(AF_INET, SOCK_RAW, IPPROTO_ICMP));
     if (!strcmp(cmd, "fork")) {
         pid_t p = fork();

@@ -6,10 +6,10 @@
 //! It is a fork of the `create` process, not a new exec, so starting it costs one fork.
 
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::{fork, setsid, ForkResult, Pid};
+use nix::unistd::{fork, setsid, ForkResult};
 
 use crate::state::process_start_time;
 
@@ -105,6 +105,7 @@ pub fn spawn(
             let _ = nix::sys::prctl::set_name(&std::ffi::CString::new(HELPER_COMM).unwrap());
             let mut keep: Vec<i32> = services.iter().flat_map(|s| s.keep_fds()).collect();
             keep.push(pidfd.as_raw_fd());
+            keep.extend(crate::logging::log_fd());
             detach_stdio_and_fds(&keep);
             for svc in services.iter_mut() {
                 svc.run(&pidfd);
@@ -118,6 +119,13 @@ pub fn spawn(
 
 /// Kill a helper recorded at create, if that pid is still our helper.
 pub fn kill_helper(pid: i32, start_time: Option<u64>) {
+    stop_helper(pid, start_time, Duration::ZERO);
+}
+
+/// Stop a helper recorded at create, if that pid is still our helper: once the container's
+/// init is gone the helper finishes on its own (the guard writes its merged audit counts),
+/// so it gets `grace` to do that before it is killed.
+pub fn stop_helper(pid: i32, start_time: Option<u64>, grace: Duration) {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     if comm.trim_end() != HELPER_COMM {
         return;
@@ -125,5 +133,24 @@ pub fn kill_helper(pid: i32, start_time: Option<u64>) {
     if start_time.is_some() && process_start_time(pid) != start_time {
         return;
     }
-    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    let Ok(pidfd) = pidfd_open(pid) else {
+        return;
+    };
+    if !grace.is_zero() {
+        let ms = u16::try_from(grace.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        if matches!(poll(&mut fds, PollTimeout::from(ms)), Ok(n) if n > 0) {
+            return;
+        }
+    }
+    // SAFETY: pidfd_send_signal on a pidfd we own: the signal cannot reach a reused pid.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
 }

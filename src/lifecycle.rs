@@ -237,6 +237,9 @@ impl PolicyInputs {
     }
 }
 
+/// How long `delete` lets the helper finish on its own (the guard's last audit lines).
+const HELPER_GRACE: Duration = Duration::from_secs(2);
+
 /// Removes a file or directory on drop unless disarmed: a failed create leaves nothing.
 struct RemoveOnDrop {
     path: Option<PathBuf>,
@@ -773,7 +776,7 @@ impl Runtime {
             // The guard lives in a child of the container's cgroup: it goes first, or the
             // container's cgroup cannot be removed.
             if let Some(pid) = m.helper_pid {
-                helper::kill_helper(pid, m.helper_start_time);
+                helper::stop_helper(pid, m.helper_start_time, HELPER_GRACE);
             }
             if let Some(f) = &m.fence {
                 f.tear_down(m.helper_pid);

@@ -148,12 +148,25 @@ impl<S: Subscriber> Layer<S> for RuncLayer {
     }
 }
 
+/// The `--log` file's descriptor, for the helper process to keep: the guard's audit events
+/// and warnings go to the same log as the runtime's.
+static LOG_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+pub fn log_fd() -> Option<i32> {
+    let fd = LOG_FD.load(std::sync::atomic::Ordering::Relaxed);
+    (fd >= 0).then_some(fd)
+}
+
 /// Install the global subscriber. Without `--log`, only warnings and errors reach stderr so that
 /// `state` and friends keep stdout and stderr clean on success.
 pub fn init(log: Option<&Path>, format: LogFormat, debug: bool) -> std::io::Result<()> {
     let (sink, max) = match log {
         Some(path) => {
             let f = OpenOptions::new().create(true).append(true).open(path)?;
+            LOG_FD.store(
+                std::os::fd::AsRawFd::as_raw_fd(&f),
+                std::sync::atomic::Ordering::Relaxed,
+            );
             (
                 Sink::File(Mutex::new(f)),
                 if debug { Level::DEBUG } else { Level::WARN },

@@ -410,6 +410,22 @@ mod tests {
         assert!(back.request["bytes"].as_u64().unwrap() > 100_000);
     }
 
+    /// docs/audit.schema.json is this type's schema; `UPDATE_SCHEMA=1` rewrites it.
+    #[test]
+    fn the_documented_schema_is_the_records() {
+        let schema = schemars::schema_for!(Record);
+        let text = serde_json::to_string_pretty(&schema).unwrap() + "\n";
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/audit.schema.json");
+        if std::env::var_os("UPDATE_SCHEMA").is_some() {
+            std::fs::write(&path, &text).unwrap();
+        }
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap_or_default(),
+            text,
+            "docs/audit.schema.json is stale: run UPDATE_SCHEMA=1 cargo test --lib the_documented_schema"
+        );
+    }
+
     #[test]
     fn kinds_parse_by_name() {
         for k in Kind::ALL {

@@ -175,8 +175,19 @@ pub fn follow(
             }
             let renamed = std::fs::metadata(path).map_or(true, |m| m.ino() != *ino);
             if renamed {
+                // Writers append only through the name, so what the old file got before the
+                // rename is all it will ever have: read it to the end, then move on.
+                let mut rest = String::new();
+                let _ = std::io::Read::read_to_string(reader, &mut rest);
+                partial.push_str(&rest);
+                for line in std::mem::take(&mut partial).lines() {
+                    if let Some(rec) = parse(line) {
+                        if filter.keeps(&rec) && !out(&rec) {
+                            return;
+                        }
+                    }
+                }
                 current = None;
-                partial.clear();
             }
         }
         if current.is_none() {
