@@ -543,3 +543,100 @@ fn parse_time(t: &str) -> f64 {
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
+
+/// The kernel's audit switch (`AUDIT_GET`/`AUDIT_SET` over netlink), as auditctl -e does.
+fn kernel_audit(set: Option<bool>) -> bool {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: a netlink socket owned by the OwnedFd; send/recv with the buffer lengths given.
+    unsafe {
+        let fd = libc::socket(libc::AF_NETLINK, libc::SOCK_RAW, 9);
+        assert!(fd >= 0, "audit netlink socket");
+        let s = OwnedFd::from_raw_fd(fd);
+        let mut msg = vec![0u8; 16];
+        let (typ, flags) = match set {
+            None => (1000u16, libc::NLM_F_REQUEST as u16),
+            Some(_) => (1001u16, (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16),
+        };
+        if let Some(on) = set {
+            // struct audit_status: mask = AUDIT_STATUS_ENABLED, enabled, the rest zero.
+            msg.extend_from_slice(&1u32.to_ne_bytes());
+            msg.extend_from_slice(&(on as u32).to_ne_bytes());
+            msg.extend_from_slice(&[0u8; 32]);
+        }
+        let len = msg.len() as u32;
+        msg[0..4].copy_from_slice(&len.to_ne_bytes());
+        msg[4..6].copy_from_slice(&typ.to_ne_bytes());
+        msg[6..8].copy_from_slice(&flags.to_ne_bytes());
+        msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
+        assert!(libc::send(s.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) > 0);
+        let mut buf = [0u8; 8192];
+        let n = libc::recv(s.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0);
+        assert!(n >= 24, "audit reply");
+        let rtype = u16::from_ne_bytes([buf[4], buf[5]]);
+        if rtype == libc::NLMSG_ERROR as u16 {
+            let errno = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
+            assert_eq!(errno, 0, "AUDIT_SET");
+            return set.unwrap_or(false);
+        }
+        u32::from_ne_bytes([buf[20], buf[21], buf[22], buf[23]]) != 0
+    }
+}
+
+#[test]
+fn landlock_denials_reach_the_trail_as_fs_events_when_the_kernel_audits() {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            kernel_audit(Some(self.0));
+        }
+    }
+    let _restore = Restore(kernel_audit(None));
+    kernel_audit(Some(true));
+    let rt = Runtime::new();
+    let sink = TempDir::new("fs");
+    let cfg = node_config(&rt, sink.path(), "");
+    let pol = probe_policy(&rt, 18551);
+    let script = [
+        // Landlock refuses it (the directory is writable, the policy gives no write there).
+        p("landlock", "probe write /dev/denied"),
+        // The allowed twin.
+        p("allowed", "probe write /tmp/fine"),
+        // A read-only mount refuses it before Landlock is asked: not observable.
+        p("erofs", "probe write /etc/ro"),
+    ]
+    .concat();
+    let b = guarded_bundle(&["sh", "-c", &script]);
+    let id = unique("fsaudit");
+    let out = rt.ok(&[
+        "--config",
+        &cfg,
+        "--policy",
+        &pol,
+        "run",
+        "--keep",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    expect(
+        &out,
+        &[("landlock", "EACCES"), ("allowed", "ok"), ("erofs", "EROFS")],
+    );
+    wait_until(|| helper_of(&id).is_none());
+    let fs = audit_json(&rt, &cfg, &[&id, "--kind", "fs"]);
+    rt.remove(&id);
+    assert_nothing_left(&rt, &id);
+    if kernel().landlock_abi < 7 {
+        // Before Linux 6.15 Landlock writes no audit records: nothing to report, nothing
+        // made up.
+        assert!(fs.is_empty(), "{fs:?}");
+        return;
+    }
+    assert_eq!(fs.len(), 1, "{fs:?}");
+    assert_eq!(fs[0]["request"]["path"], "/dev");
+    assert_eq!(fs[0]["request"]["access"][0], "fs.make_reg");
+    assert_eq!(fs[0]["by"], "landlock");
+    // The node sink has it too, after the container is gone.
+    let kept = audit_json(&rt, &cfg, &[&id, "--kind", "fs"]);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+}

@@ -33,6 +33,8 @@ pub trait HelperService: Send {
     }
     /// Run until the container's init exits; `init_exit` becomes readable then.
     fn run(&mut self, init_exit: &OwnedFd);
+    /// After the init has exited and every service's `run` returned: write what is left.
+    fn finish(&mut self) {}
 }
 
 pub fn pidfd_open(pid: i32) -> Result<OwnedFd, HelperError> {
@@ -111,6 +113,9 @@ pub fn spawn(
                 svc.run(&pidfd);
             }
             wait_exit(&pidfd);
+            for svc in services.iter_mut() {
+                svc.finish();
+            }
             // SAFETY: _exit skips atexit handlers and destructors that belong to the parent.
             unsafe { libc::_exit(0) }
         }

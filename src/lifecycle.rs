@@ -390,6 +390,9 @@ impl Runtime {
             pod: audit::Pod::from_annotations(&annotations),
             policy_sha256: sha256_hex(&canonical),
             sink: node.audit.enabled.then(|| node.audit.clone()),
+            kernel_records: !effective.unconfined
+                && rw.plan.landlock.as_ref().is_some_and(|l| l.abi >= 7)
+                && audit::kernel::enabled().unwrap_or(false),
         };
         meta.annotations.insert(
             state::POLICY_SOURCES_ANNOTATION.into(),
@@ -564,6 +567,16 @@ impl Runtime {
         })?;
         meta.init_start_time = state::process_start_time(pid.as_raw());
         let mut services: Vec<Box<dyn helper::HelperService>> = Vec::new();
+        if meta.audit.kernel_records {
+            // First: it only starts a thread, and the guard's `run` holds the helper.
+            let out = audit::Recorder::new(meta.audit.clone(), &self.root.container_dir(&id));
+            match audit::kernel::FsAudit::new(pid.as_raw(), out) {
+                Ok(s) => services.push(Box::new(s)),
+                Err(e) => tracing::warn!(
+                    "container {id:?}: no fs audit events: cannot read the kernel's audit records: {e}"
+                ),
+            }
+        }
         if let Some((control, mut base)) = net {
             // The fence goes up before anything of the container runs; the guard joins its
             // cgroup right after the fork, before it serves any call.

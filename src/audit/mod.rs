@@ -13,6 +13,7 @@
 //! size, and a sink that cannot be written is counted and reported but never holds up or
 //! changes a decision.
 
+pub mod kernel;
 pub mod ocsf;
 pub mod read;
 pub mod sink;
@@ -159,6 +160,9 @@ pub struct Context {
     /// The node sink the container's events also go to (none: disabled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sink: Option<SinkConfig>,
+    /// The kernel's audit records the container's Landlock denials (`fs` events).
+    #[serde(default)]
+    pub kernel_records: bool,
 }
 
 /// One decision, as the code that made it describes it.

@@ -187,6 +187,7 @@ mod tests {
             }),
             policy_sha256: "ab".into(),
             sink: None,
+            kernel_records: false,
         };
         Record::of(
             &ctx,

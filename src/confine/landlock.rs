@@ -245,6 +245,15 @@ pub fn apply(plan: &LandlockPlan, exec: bool) -> Result<(), LandlockError> {
                 .map_err(rs_err)?;
         }
     }
+    if plan.abi >= 7 {
+        // The kernel's audit (when enabled) records the workload's denials, which the helper
+        // turns into `fs` events; the runtime's own steps before the exec are not the
+        // workload's and stay out of it.
+        created = created
+            .log_same_exec(false)
+            .and_then(|c| c.log_new_exec(true))
+            .map_err(rs_err)?;
+    }
     let status = created.restrict_self().map_err(rs_err)?;
     if status.ruleset == RulesetStatus::NotEnforced {
         return Err(LandlockError::NotEnforced);
