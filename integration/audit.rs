@@ -165,9 +165,10 @@ fn denials_outlive_a_removed_container_in_the_node_sink() {
     assert!(audit_json(&rt, &cfg, &[&id, "--since", "1h"]).len() == events.len());
     let text = rt.ok(&["--config", &cfg, "audit", &id]);
     assert!(
-        text.lines().any(|l| l.contains(" network denied 127.0.0.1:18502")
-            && l.contains("/probe (pid ")
-            && l.contains("network_policies")),
+        text.lines()
+            .any(|l| l.contains(" network denied 127.0.0.1:18502")
+                && l.contains("/probe (pid ")
+                && l.contains("network_policies")),
         "{text}"
     );
     let bad = rt.fails(&["--config", &cfg, "audit", "--since", "soon"]);
@@ -219,8 +220,8 @@ fn a_hundred_thousand_refused_names_leave_a_bounded_file_with_merged_counts() {
     assert_eq!(total, 100_000, "{} lines", own.len());
     assert!(own.len() < 10_000, "{} lines for 100000 events", own.len());
     assert!(
-        own.iter().any(|e| e["count"].as_u64().is_some_and(|n| n > 1000)
-            && e["first_time"].is_string()),
+        own.iter()
+            .any(|e| e["count"].as_u64().is_some_and(|n| n > 1000) && e["first_time"].is_string()),
         "a merged line with a count and a first time"
     );
     rt.remove(&id);
@@ -362,17 +363,73 @@ fn policy_explain_agrees_with_the_guard_case_by_case() {
     };
     let cases = [
         case("literal", "/bin/probe", "127.0.0.1", 18533, None, true),
-        case("literal-port", "/bin/probe", "127.0.0.1", 18534, None, false),
+        case(
+            "literal-port",
+            "/bin/probe",
+            "127.0.0.1",
+            18534,
+            None,
+            false,
+        ),
         case("literal-copy", "/bin/copy", "127.0.0.1", 18533, None, false),
         // An address no allowed name resolved to (before any lookup).
         case("ip-first", "/bin/probe", "203.0.113.10", 18531, None, false),
-        case("name", "/bin/probe", "ok.nemo.test", 18531, Some(t(10)), true),
-        case("name-port", "/bin/probe", "ok.nemo.test", 18532, Some(t(10)), false),
-        case("name-copy", "/bin/copy", "ok.nemo.test", 18531, Some(t(10)), false),
-        case("glob", "/bin/probe", "a.glob.nemo.test", 18531, Some(t(11)), true),
-        case("glob-deep", "/bin/probe", "a.b.glob.nemo.test", 18531, Some(t(11)), false),
-        case("other", "/bin/probe", "other.nemo.test", 18531, Some(t(12)), false),
-        case("private", "/bin/probe", "priv.nemo.test", 18531, Some(Ipv4Addr::new(127, 0, 0, 5)), false),
+        case(
+            "name",
+            "/bin/probe",
+            "ok.nemo.test",
+            18531,
+            Some(t(10)),
+            true,
+        ),
+        case(
+            "name-port",
+            "/bin/probe",
+            "ok.nemo.test",
+            18532,
+            Some(t(10)),
+            false,
+        ),
+        case(
+            "name-copy",
+            "/bin/copy",
+            "ok.nemo.test",
+            18531,
+            Some(t(10)),
+            false,
+        ),
+        case(
+            "glob",
+            "/bin/probe",
+            "a.glob.nemo.test",
+            18531,
+            Some(t(11)),
+            true,
+        ),
+        case(
+            "glob-deep",
+            "/bin/probe",
+            "a.b.glob.nemo.test",
+            18531,
+            Some(t(11)),
+            false,
+        ),
+        case(
+            "other",
+            "/bin/probe",
+            "other.nemo.test",
+            18531,
+            Some(t(12)),
+            false,
+        ),
+        case(
+            "private",
+            "/bin/probe",
+            "priv.nemo.test",
+            18531,
+            Some(Ipv4Addr::new(127, 0, 0, 5)),
+            false,
+        ),
     ];
     let script: String = cases
         .iter()
@@ -620,7 +677,11 @@ fn landlock_denials_reach_the_trail_as_fs_events_when_the_kernel_audits() {
     ]);
     expect(
         &out,
-        &[("landlock", "EACCES"), ("allowed", "ok"), ("erofs", "EROFS")],
+        &[
+            ("landlock", "EACCES"),
+            ("allowed", "ok"),
+            ("erofs", "EROFS"),
+        ],
     );
     wait_until(|| helper_of(&id).is_none());
     let fs = audit_json(&rt, &cfg, &[&id, "--kind", "fs"]);

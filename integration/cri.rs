@@ -454,7 +454,9 @@ fn cri_pods_run_through_nemosandbox() {
             .unwrap_or_else(|| panic!("no denial for port {other}: {text}"));
         assert_eq!(denied["pod"]["namespace"], "default", "{denied}");
         assert_eq!(denied["pod"]["container_name"], "app", "{denied}");
-        assert!(denied["pod"]["name"].as_str().is_some_and(|n| !n.is_empty()));
+        assert!(denied["pod"]["name"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty()));
         assert!(denied["pod"]["uid"].as_str().is_some_and(|n| !n.is_empty()));
 
         // A preset the node does not allow fails the pod, with the runtime's reason.
@@ -528,7 +530,9 @@ fn cri_pods_run_through_nemosandbox() {
             .unwrap_or_else(|| panic!("no denial for port {other}: {text}"));
         assert_eq!(denied["pod"]["namespace"], "default", "{denied}");
         assert_eq!(denied["pod"]["container_name"], "app", "{denied}");
-        assert!(denied["pod"]["name"].as_str().is_some_and(|n| !n.is_empty()));
+        assert!(denied["pod"]["name"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty()));
         assert!(denied["pod"]["uid"].as_str().is_some_and(|n| !n.is_empty()));
 
         // Figures: pod + container start, nemosandbox vs runc as the handler, same run.

@@ -141,6 +141,24 @@ pub fn checks() -> Vec<Check> {
                 .into()
         },
     });
+    let abi = landlock_abi().unwrap_or(0);
+    let audit = crate::audit::kernel::enabled();
+    out.push(Check {
+        feature: "landlock audit (fs events)",
+        status: match (abi >= 7, &audit) {
+            (false, _) => "unavailable (Landlock ABI 7, Linux 6.15)".into(),
+            (true, Ok(true)) => "available".into(),
+            (true, Ok(false)) => "kernel audit disabled".into(),
+            (true, Err(e)) => format!("unavailable ({e})"),
+        },
+        ok: abi >= 7 && matches!(audit, Ok(true)),
+        degrades: match (abi >= 7, &audit) {
+            (true, Ok(true)) => String::new(),
+            (true, Ok(false)) => "no fs events: enable the kernel's audit (run auditd, or boot                                   with audit=1) for Landlock denials to reach the trail"
+                .into(),
+            _ => "no fs events: file denials are not reported".into(),
+        },
+    });
     // PIDFD_THREAD shares O_EXCL's value; older kernels refuse the flag with EINVAL.
     let thread_pidfd =
         crate::helper::pidfd_open_flags(nix::unistd::gettid().as_raw(), libc::O_EXCL as u32)

@@ -242,10 +242,9 @@ impl Tracker {
                     self.domains.clear();
                 }
                 self.domains.insert(domain.clone(), ours);
-                let (mine, rest): (Vec<Denial>, Vec<Denial>) =
-                    std::mem::take(&mut self.pending)
-                        .into_iter()
-                        .partition(|d| d.domain == domain);
+                let (mine, rest): (Vec<Denial>, Vec<Denial>) = std::mem::take(&mut self.pending)
+                    .into_iter()
+                    .partition(|d| d.domain == domain);
                 self.pending = rest;
                 if ours {
                     mine
@@ -262,7 +261,8 @@ impl Tracker {
 /// the container has its own, else the same cgroups.
 pub fn same_container(init: i32, pid: i32) -> bool {
     let link = |p: i32| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
-    let own_ns = link(init).is_some_and(|ns| Some(ns) != std::fs::read_link("/proc/self/ns/pid").ok());
+    let own_ns =
+        link(init).is_some_and(|ns| Some(ns) != std::fs::read_link("/proc/self/ns/pid").ok());
     if own_ns {
         return link(pid).is_some() && link(pid) == link(init);
     }
@@ -325,7 +325,7 @@ impl FsAudit {
         Ok(FsAudit {
             sock: subscribe()?,
             init_pid,
-            throttle: std::sync::Arc::new(super::Throttle::new(out)),
+            throttle: std::sync::Arc::new(super::Throttle::new(out.background())),
             stop: std::sync::Arc::default(),
             thread: None,
         })
@@ -376,6 +376,7 @@ impl crate::helper::HelperService for FsAudit {
             let _ = t.join();
         }
         self.throttle.flush(true);
+        self.throttle.recorder().finish();
     }
 }
 

@@ -292,6 +292,20 @@ impl Record {
 
 /// Writes one container's events to its file, the node sink and the log.
 pub struct Recorder {
+    writer: std::sync::Arc<Writer>,
+    /// With a background writer: the queue to it, and the thread.
+    queue: Option<Queue>,
+}
+
+struct Queue {
+    tx: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<Record>>>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Records waiting for the background writer; beyond it they are counted as lost.
+pub const QUEUE: usize = 4096;
+
+struct Writer {
     ctx: Context,
     file: PathBuf,
     sink: Option<Sink>,
@@ -304,24 +318,87 @@ impl Recorder {
     pub fn new(ctx: Context, container_dir: &Path) -> Recorder {
         let sink = ctx.sink.clone().map(Sink::new);
         Recorder {
-            ctx,
-            file: container_dir.join(CONTAINER_FILE),
-            sink,
-            lost: AtomicU64::new(0),
+            writer: std::sync::Arc::new(Writer {
+                ctx,
+                file: container_dir.join(CONTAINER_FILE),
+                sink,
+                lost: AtomicU64::new(0),
+            }),
+            queue: None,
         }
     }
 
+    /// Write from a thread of its own, so a slow or busy sink never holds up the decision
+    /// that caused an event (the guard's and the kernel reader's). `finish` waits for it.
+    pub fn background(mut self) -> Recorder {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Record>(QUEUE);
+        let w = self.writer.clone();
+        let thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || {
+                for rec in rx {
+                    w.write(&rec);
+                }
+            });
+        // Without the thread, events are written in place: slower, never lost.
+        if let Ok(t) = thread {
+            self.queue = Some(Queue {
+                tx: std::sync::Mutex::new(Some(tx)),
+                thread: std::sync::Mutex::new(Some(t)),
+            });
+        }
+        self
+    }
+
     pub fn context(&self) -> &Context {
-        &self.ctx
+        &self.writer.ctx
     }
 
     /// Record one event now.
     pub fn record(&self, ev: &Event) {
-        self.write(&Record::of(&self.ctx, ev));
+        self.write(&Record::of(&self.writer.ctx, ev));
     }
 
     /// Write a finished record everywhere it goes.
     pub fn write(&self, rec: &Record) {
+        let Some(q) = &self.queue else {
+            return self.writer.write(rec);
+        };
+        let tx = q.tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match tx.map(|tx| tx.try_send(rec.clone())) {
+            Some(Ok(())) => {}
+            Some(Err(std::sync::mpsc::TrySendError::Full(_))) => {
+                let lost = self.writer.lost.fetch_add(1, Ordering::Relaxed) + 1;
+                if lost.is_power_of_two() {
+                    tracing::error!(
+                        "container {}: audit writer behind: {lost} event(s) dropped so far",
+                        self.writer.ctx.container
+                    );
+                }
+            }
+            _ => self.writer.write(rec),
+        }
+    }
+
+    /// Wait until the background writer has written everything queued.
+    pub fn finish(&self) {
+        let Some(q) = &self.queue else {
+            return;
+        };
+        drop(q.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let Some(t) = q.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Events lost so far (the node sink could not take them, or the queue was full).
+    pub fn lost(&self) -> u64 {
+        self.writer.lost.load(Ordering::Relaxed)
+    }
+}
+
+impl Writer {
+    fn write(&self, rec: &Record) {
         let line = rec.to_line();
         tracing::warn!(target: "nemosandbox::audit", audit = %line, "{}", read::text(rec));
         append_capped(&self.file, &line);
@@ -336,11 +413,6 @@ impl Recorder {
                 self.sink_failed(sink, &e, lost);
             }
         }
-    }
-
-    /// Events the node sink could not take so far.
-    pub fn lost(&self) -> u64 {
-        self.lost.load(Ordering::Relaxed)
     }
 
     fn sink_failed(&self, sink: &Sink, e: &sink::SinkError, lost: u64) {

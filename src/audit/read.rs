@@ -87,7 +87,25 @@ fn request_text(rec: &Record) -> String {
 }
 
 /// One readable line: `TIME CONTAINER [ns/pod] KIND DECISION REQUEST [exe pid] by BY: REASON`.
+/// What the workload chose (names, paths, commands) may hold control characters: they are
+/// escaped, so a line cannot rewrite the operator's terminal or forge a second line.
 pub fn text(rec: &Record) -> String {
+    escape_controls(&text_raw(rec))
+}
+
+fn escape_controls(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn text_raw(rec: &Record) -> String {
     let mut out = format!("{} {}", rec.time, rec.container);
     if let Some(pod) = &rec.pod {
         out.push_str(&format!(
@@ -233,6 +251,15 @@ mod tests {
             ),
             "{t}"
         );
+    }
+
+    #[test]
+    fn control_characters_cannot_reach_the_terminal() {
+        let mut r = rec(Kind::Dns, "c1");
+        r.request = serde_json::json!({"name": "evil\u{1b}[2J\nfake line"});
+        let t = text(&r);
+        assert!(!t.contains('\u{1b}') && !t.contains('\n'), "{t}");
+        assert!(t.contains("evil\\u{1b}[2J\\nfake line"), "{t}");
     }
 
     #[test]

@@ -14,7 +14,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -207,7 +207,12 @@ impl Sink {
             let p = p.to_path_buf();
             move |e| SinkError::Io(p, e)
         };
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        // Command lines and names are not every host user's to read.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(dir)
+            .map_err(io(dir))?;
         let lock = File::open(dir).map_err(io(dir))?;
         lock_within(&lock, LOCK_WAIT)?;
         // Opened here first: file-rotate would swallow a failure to open and drop the line.

@@ -947,6 +947,9 @@ fn audit_cmd(
                 .map(|d| chrono::Utc::now() - d)
         })
         .transpose()?;
+    if let Some(id) = &id {
+        nemosandbox::state::validate_id(id)?;
+    }
     let filter = read::Filter {
         container: id.clone(),
         since,

@@ -276,7 +276,9 @@ impl Guard {
     pub fn new(c: GuardConfig) -> Guard {
         let shared = Shared {
             id: c.base.id,
-            audit: Throttle::new(audit::Recorder::new(c.base.audit, &c.base.audit_dir)),
+            audit: Throttle::new(
+                audit::Recorder::new(c.base.audit, &c.base.audit_dir).background(),
+            ),
             own: c.base.own,
             init_pid: c.init_pid,
             resolver: c.base.resolver,
@@ -346,6 +348,7 @@ impl HelperService for Guard {
         }
         helper::wait_exit(init_exit);
         shared.audit.flush(true);
+        shared.audit.recorder().finish();
     }
 }
 
