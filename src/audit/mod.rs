@@ -293,13 +293,16 @@ impl Record {
 /// Writes one container's events to its file, the node sink and the log.
 pub struct Recorder {
     writer: std::sync::Arc<Writer>,
-    /// With a background writer: the queue to it, and the thread.
-    queue: Option<Queue>,
+    /// With a background writer: its queue and thread, started by the first event.
+    queue: Option<std::sync::Mutex<Queue>>,
 }
 
+#[derive(Default)]
 struct Queue {
-    tx: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<Record>>>,
-    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    tx: Option<std::sync::mpsc::SyncSender<Record>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// `finish` ran: later events are written in place.
+    closed: bool,
 }
 
 /// Records waiting for the background writer; beyond it they are counted as lost.
@@ -329,24 +332,11 @@ impl Recorder {
     }
 
     /// Write from a thread of its own, so a slow or busy sink never holds up the decision
-    /// that caused an event (the guard's and the kernel reader's). `finish` waits for it.
+    /// that caused an event (the guard's and the kernel reader's). The thread starts with the
+    /// first event, in the process that has it (recorders are made before the helper forks,
+    /// and threads do not cross a fork). `finish` waits for it.
     pub fn background(mut self) -> Recorder {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Record>(QUEUE);
-        let w = self.writer.clone();
-        let thread = std::thread::Builder::new()
-            .name("audit-writer".into())
-            .spawn(move || {
-                for rec in rx {
-                    w.write(&rec);
-                }
-            });
-        // Without the thread, events are written in place: slower, never lost.
-        if let Ok(t) = thread {
-            self.queue = Some(Queue {
-                tx: std::sync::Mutex::new(Some(tx)),
-                thread: std::sync::Mutex::new(Some(t)),
-            });
-        }
+        self.queue = Some(std::sync::Mutex::new(Queue::default()));
         self
     }
 
@@ -359,15 +349,42 @@ impl Recorder {
         self.write(&Record::of(&self.writer.ctx, ev));
     }
 
+    /// The background writer's queue, started if need be (`None`: write in place).
+    fn sender(&self) -> Option<std::sync::mpsc::SyncSender<Record>> {
+        let mut q = self
+            .queue
+            .as_ref()?
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if q.closed {
+            return None;
+        }
+        if q.tx.is_none() {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Record>(QUEUE);
+            let w = self.writer.clone();
+            let spawned = std::thread::Builder::new()
+                .name("audit-writer".into())
+                .spawn(move || {
+                    for rec in rx {
+                        w.write(&rec);
+                    }
+                });
+            // Without the thread, events are written in place: slower, never lost.
+            let t = spawned.ok()?;
+            q.tx = Some(tx);
+            q.thread = Some(t);
+        }
+        q.tx.clone()
+    }
+
     /// Write a finished record everywhere it goes.
     pub fn write(&self, rec: &Record) {
-        let Some(q) = &self.queue else {
+        let Some(tx) = self.sender() else {
             return self.writer.write(rec);
         };
-        let tx = q.tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        match tx.map(|tx| tx.try_send(rec.clone())) {
-            Some(Ok(())) => {}
-            Some(Err(std::sync::mpsc::TrySendError::Full(_))) => {
+        match tx.try_send(rec.clone()) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(_)) => {
                 let lost = self.writer.lost.fetch_add(1, Ordering::Relaxed) + 1;
                 if lost.is_power_of_two() {
                     tracing::error!(
@@ -376,7 +393,7 @@ impl Recorder {
                     );
                 }
             }
-            _ => self.writer.write(rec),
+            Err(std::sync::mpsc::TrySendError::Disconnected(r)) => self.writer.write(&r),
         }
     }
 
@@ -385,8 +402,13 @@ impl Recorder {
         let Some(q) = &self.queue else {
             return;
         };
-        drop(q.tx.lock().unwrap_or_else(|e| e.into_inner()).take());
-        if let Some(t) = q.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        let thread = {
+            let mut q = q.lock().unwrap_or_else(|e| e.into_inner());
+            q.closed = true;
+            q.tx = None;
+            q.thread.take()
+        };
+        if let Some(t) = thread {
             let _ = t.join();
         }
     }
