@@ -651,7 +651,7 @@ fn landlock_denials_reach_the_trail_as_fs_events_when_the_kernel_audits() {
     kernel_audit(Some(true));
     let rt = Runtime::new();
     let sink = TempDir::new("fs");
-    let cfg = node_config(&rt, sink.path(), "");
+    let cfg = node_config(&rt, sink.path(), "  landlock_denials: true\n");
     let pol = probe_policy(&rt, 18551);
     let script = [
         // Landlock refuses it (the directory is writable, the policy gives no write there).
@@ -700,4 +700,80 @@ fn landlock_denials_reach_the_trail_as_fs_events_when_the_kernel_audits() {
     // The node sink has it too, after the container is gone.
     let kept = audit_json(&rt, &cfg, &[&id, "--kind", "fs"]);
     assert_eq!(kept.len(), 1, "{kept:?}");
+
+    // An exec'd process makes a Landlock domain of its own: its denial is this container's
+    // too, and a denial in another container is not.
+    let a = guarded_bundle(&["sleep", "1000"]);
+    let other = guarded_bundle(&["sh", "-c", "sleep 1; probe write /dev/theirs; sleep 1000"]);
+    let (ida, idb) = (unique("fsa"), unique("fsb"));
+    for (b, id) in [(&a, &ida), (&other, &idb)] {
+        rt.ok(&[
+            "--config",
+            &cfg,
+            "--policy",
+            &pol,
+            "create",
+            "--bundle",
+            b.path().to_str().unwrap(),
+            id,
+        ]);
+        rt.ok(&["start", id]);
+    }
+    let out = rt.ok(&["exec", &ida, "sh", "-c", "probe write /dev/ours; sleep 0.5"]);
+    assert_eq!(out.trim(), "EACCES");
+    std::thread::sleep(Duration::from_secs(2));
+    let mine = audit_json(&rt, &cfg, &[&ida, "--kind", "fs"]);
+    rt.remove(&ida);
+    rt.remove(&idb);
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0]["request"]["path"], "/dev");
+    let theirs = audit_json(&rt, &cfg, &[&idb, "--kind", "fs"]);
+    assert_eq!(theirs.len(), 1, "{theirs:?}");
+}
+
+/// A FIFO where a policy's binary glob looks: resolving binaries (the guard's, and
+/// `policy explain`'s) must not open it and wait for a writer forever.
+#[test]
+fn a_fifo_at_a_binary_path_stalls_neither_the_guard_nor_explain() {
+    let rt = Runtime::new();
+    let pol = policy(
+        &rt,
+        "version: 1\nfilesystem_policy:\n  permissions:\n    \"/**\": \"r-x\"\n    \"/tmp/**\": \"rwx\"\n\
+         network_policies:\n  local:\n    endpoints:\n      - { host: 127.0.0.1, port: 18561 }\n\
+         \x20   binaries:\n      - { path: /bin/probe }\n      - { path: \"/tmp/tools/*\" }\n",
+    );
+    let script = [
+        "mkdir /tmp/tools; mkfifo /tmp/tools/a-fifo; cp /bin/probe /tmp/tools/tool; ".to_string(),
+        // The glob's new match is found when this connect misses: the guard resolves the
+        // glob again, FIFO included.
+        p("tool", "/tmp/tools/tool connect 18561"),
+        p("listed", "probe connect 18561"),
+    ]
+    .concat();
+    let script = format!("{{ {script} }} > /tmp/out 2>&1; echo done > /tmp/done; sleep 1000");
+    let b = guarded_bundle(&["sh", "-c", &script]);
+    let id = unique("fifo");
+    rt.ok(&create_args(&pol, &b, &id));
+    rt.ok(&["start", &id]);
+    let init: i64 = rt.state(&id)["pid"].as_i64().unwrap();
+    wait_until(|| Path::new(&format!("/proc/{init}/root/tmp/done")).exists());
+    let out = std::fs::read_to_string(format!("/proc/{init}/root/tmp/out")).unwrap();
+    expect(&out, &[("tool", "ok"), ("listed", "ok")]);
+    let answer: serde_json::Value = serde_json::from_str(&rt.ok(&[
+        "--policy",
+        &pol,
+        "policy",
+        "explain",
+        "--format",
+        "json",
+        "--connect",
+        "127.0.0.1:18561",
+        "--exe",
+        "/tmp/tools/tool",
+        &id,
+    ]))
+    .unwrap();
+    assert_eq!(answer["allowed"], true, "{answer}");
+    rt.remove(&id);
+    assert_nothing_left(&rt, &id);
 }

@@ -373,6 +373,9 @@ impl Runtime {
         if effective.unconfined {
             rw.plan.seccomp_listener = crate::listener::redirect(&mut rw.spec, &own);
         }
+        if let Some(l) = rw.plan.landlock.as_mut() {
+            l.log_denials = node.audit.landlock_denials && l.abi >= 7 && !effective.unconfined;
+        }
         bundle::write_rewritten(&own, &rw)?;
         let effective_path = own.join("effective.json");
         let canonical = effective.canonical_json();
@@ -390,8 +393,7 @@ impl Runtime {
             pod: audit::Pod::from_annotations(&annotations),
             policy_sha256: sha256_hex(&canonical),
             sink: node.audit.enabled.then(|| node.audit.clone()),
-            kernel_records: !effective.unconfined
-                && rw.plan.landlock.as_ref().is_some_and(|l| l.abi >= 7)
+            kernel_records: rw.plan.landlock.as_ref().is_some_and(|l| l.log_denials)
                 && audit::kernel::enabled().unwrap_or(false),
         };
         meta.annotations.insert(
@@ -1141,7 +1143,7 @@ impl Runtime {
             );
             denied.into()
         };
-        match self.exec_verdict(id, &req, plan, &meta)? {
+        match self.exec_verdict(id, &req, plan, &meta, stdin_is_socket())? {
             None => Ok(()),
             Some(Err(denied)) => Err(refuse(denied)),
             Some(Ok((allowed, fs))) => {
@@ -1162,6 +1164,7 @@ impl Runtime {
         req: &ExecRequest,
         plan: &bundle::ConfinementPlan,
         meta: &Meta,
+        stdin_socket: bool,
     ) -> Result<Option<ExecVerdict>> {
         let own = self.root.own_dir(id);
         let effective: Effective = bundle::read_json(&own.join("effective.json"))?;
@@ -1229,7 +1232,7 @@ impl Runtime {
             shells: &meta.shells,
             exec_env: &req.exec_env,
             env: &req.env,
-            stdin_socket: stdin_is_socket(),
+            stdin_socket,
         };
         Ok(Some(
             crate::execgate::eval::evaluate(&req.argv, &ctx, &fs).map(|a| (a, fs)),
@@ -1253,8 +1256,8 @@ impl Runtime {
     }
 
     /// `policy explain --exec LINE ID`: what the exec gate would say to `sh -c LINE` exec'd
-    /// into the running container with its own environment, as its user, in `/`. `Ok(None)`:
-    /// the container has no exec gate.
+    /// into the running container with its own environment, as its user, in `/`, with a
+    /// standard input that is not a socket. `Ok(None)`: the container has no exec gate.
     pub fn explain_exec(
         &self,
         id: &str,
@@ -1278,7 +1281,7 @@ impl Runtime {
         };
         let meta = Meta::load(&self.root, id)?;
         Ok(self
-            .exec_verdict(id, &req, &plan, &meta)?
+            .exec_verdict(id, &req, &plan, &meta, false)?
             .map(|v| v.and_then(|(allowed, fs)| crate::execgate::execute_set(&allowed, &fs))))
     }
 }

@@ -132,7 +132,12 @@ pub fn fields(text: &str) -> Vec<(String, String)> {
         } else {
             let end = after.find(' ').unwrap_or(after.len());
             let raw = &after[..end];
-            (unhex(raw).unwrap_or_else(|| raw.to_string()), &after[end..])
+            // Only the untrusted strings are ever hex; a number such as a pid may look like hex.
+            let value = match UNTRUSTED.contains(&key.as_str()) {
+                true => unhex(raw).unwrap_or_else(|| raw.to_string()),
+                false => raw.to_string(),
+            };
+            (value, &after[end..])
         };
         out.push((key, value));
         rest = next.trim_start();
@@ -140,7 +145,11 @@ pub fn fields(text: &str) -> Vec<(String, String)> {
     out
 }
 
-/// A hex-encoded untrusted string (only for values that need it: `path`, `exe`, `comm`).
+/// Fields the kernel writes with `audit_log_untrustedstring`: quoted, or hex when they hold
+/// spaces, quotes or control characters.
+const UNTRUSTED: [&str; 5] = ["path", "exe", "comm", "dev", "name"];
+
+/// A hex-encoded untrusted string.
 fn unhex(raw: &str) -> Option<String> {
     if raw.len() < 2 || raw.len() % 2 != 0 || !raw.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
@@ -189,7 +198,7 @@ pub struct Tracker {
     /// Decides whether the process that created a domain is one of this container's.
     ours: Box<dyn Fn(i32) -> bool + Send>,
     domains: HashMap<String, bool>,
-    pending: Vec<Denial>,
+    pending: std::collections::VecDeque<Denial>,
 }
 
 impl Tracker {
@@ -197,7 +206,7 @@ impl Tracker {
         Tracker {
             ours,
             domains: HashMap::new(),
-            pending: Vec::new(),
+            pending: std::collections::VecDeque::new(),
         }
     }
 
@@ -223,9 +232,12 @@ impl Tracker {
                     Some(true) => vec![d],
                     Some(false) => Vec::new(),
                     None => {
-                        if self.pending.len() < MAX_PENDING {
-                            self.pending.push(d);
+                        // The domain's own record follows at once; the oldest waiting go
+                        // first, so what never gets an answer cannot block what does.
+                        if self.pending.len() >= MAX_PENDING {
+                            self.pending.pop_front();
                         }
+                        self.pending.push_back(d);
                         Vec::new()
                     }
                 }
@@ -239,13 +251,18 @@ impl Tracker {
                     .and_then(|p| p.parse().ok())
                     .is_some_and(|pid| (self.ours)(pid));
                 if self.domains.len() >= MAX_DOMAINS {
-                    self.domains.clear();
+                    // Other containers' domains go first: a flood of them must not make this
+                    // container forget its own (the kernel names a domain only once).
+                    self.domains.retain(|_, ours| *ours);
+                    if self.domains.len() >= MAX_DOMAINS {
+                        self.domains.clear();
+                    }
                 }
                 self.domains.insert(domain.clone(), ours);
                 let (mine, rest): (Vec<Denial>, Vec<Denial>) = std::mem::take(&mut self.pending)
                     .into_iter()
                     .partition(|d| d.domain == domain);
-                self.pending = rest;
+                self.pending = rest.into();
                 if ours {
                     mine
                 } else {
@@ -257,22 +274,50 @@ impl Tracker {
     }
 }
 
-/// Whether `pid` belongs to the container whose init is `init`: the same pid namespace when
-/// the container has its own, else the same cgroups.
+/// Whether `pid` belongs to the container whose init is `init`: in each cgroup hierarchy, at
+/// the init's cgroup or below it. Cgroups, not the pid namespace, because pods may share
+/// one pid namespace between containers.
 pub fn same_container(init: i32, pid: i32) -> bool {
-    let link = |p: i32| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
-    let own_ns =
-        link(init).is_some_and(|ns| Some(ns) != std::fs::read_link("/proc/self/ns/pid").ok());
-    if own_ns {
-        return link(pid).is_some() && link(pid) == link(init);
+    let read = |p: i32| -> Option<Vec<(String, String)>> {
+        let text = std::fs::read_to_string(format!("/proc/{p}/cgroup")).ok()?;
+        Some(
+            text.lines()
+                .filter_map(|l| {
+                    let mut parts = l.splitn(3, ':');
+                    let (id, ctrl, path) = (parts.next()?, parts.next()?, parts.next()?);
+                    Some((format!("{id}:{ctrl}"), path.to_string()))
+                })
+                .collect(),
+        )
+    };
+    let (Some(theirs), Some(ours)) = (read(pid), read(init)) else {
+        return false;
+    };
+    let below = |path: &str, base: &str| {
+        base != "/"
+            && (path == base
+                || path
+                    .strip_prefix(base)
+                    .is_some_and(|rest| rest.starts_with('/')))
+    };
+    let matches =
+        |h: &String, base: &String| theirs.iter().any(|(k, path)| k == h && below(path, base));
+    // The unified hierarchy says it all where the container has a place in it; otherwise
+    // every controller the container was placed in must agree. Named hierarchies
+    // (`name=systemd`) are the engine's bookkeeping, not the container's.
+    if let Some((h, base)) = ours.iter().find(|(h, b)| h == "0:" && b != "/") {
+        return matches(h, base);
     }
-    let cg = |p: i32| std::fs::read_to_string(format!("/proc/{p}/cgroup")).ok();
-    cg(pid).is_some() && cg(pid) == cg(init)
+    let placed: Vec<&(String, String)> = ours
+        .iter()
+        .filter(|(h, b)| b != "/" && !h.contains("name="))
+        .collect();
+    !placed.is_empty() && placed.iter().all(|(h, base)| matches(h, base))
 }
 
-/// Read records from `sock` until `stop` says so (then what is still queued, for a short
-/// while: the kernel delivers records from its own thread), handing this container's
-/// denials to `out` and calling `tick` about once a second.
+/// Read records from `sock` until `stop` says so (then what is still queued, for at most
+/// half a second: the kernel delivers records from its own thread), handing this container's
+/// denials to `out` and calling `tick` once a second whatever the traffic.
 pub fn watch(
     sock: &OwnedFd,
     tracker: &mut Tracker,
@@ -281,28 +326,52 @@ pub fn watch(
     stop: &dyn Fn() -> bool,
 ) {
     let mut buf = vec![0u8; 64 << 10];
-    let mut stopping = false;
+    let mut stopping: Option<std::time::Instant> = None;
+    let mut last_tick = std::time::Instant::now();
     loop {
-        if !stopping && stop() {
-            stopping = true;
-            set_timeout(sock, Duration::from_millis(200));
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            tick();
+            last_tick = std::time::Instant::now();
         }
-        // SAFETY: recv into a buffer of the length given.
-        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        match stopping {
+            None if stop() => {
+                stopping = Some(std::time::Instant::now());
+                set_timeout(sock, Duration::from_millis(100));
+            }
+            Some(t) if t.elapsed() >= Duration::from_millis(500) => return,
+            _ => {}
+        }
+        // SAFETY: a zeroed sockaddr_nl is valid; recvfrom into buffers of the sizes given.
+        let (n, sender) = unsafe {
+            let mut from: libc::sockaddr_nl = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+            let n = libc::recvfrom(
+                sock.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                0,
+                (&mut from as *mut libc::sockaddr_nl).cast(),
+                &mut len,
+            );
+            (n, from.nl_pid)
+        };
         if n <= 0 {
-            if stopping {
+            if stopping.is_some() {
                 return;
             }
-            tick();
+            continue;
+        }
+        // Only the kernel (port 0) speaks for the kernel.
+        let msg = &buf[..n as usize];
+        if sender != 0 || msg.len() < 16 {
+            continue;
+        }
+        let typ = u16::from_ne_bytes([msg[4], msg[5]]);
+        if typ != LANDLOCK_ACCESS && typ != LANDLOCK_DOMAIN {
             continue;
         }
         // One record per message. Its header's length is not to be trusted (audit records
         // historically count only the payload), so the payload is the rest of the datagram.
-        let msg = &buf[..n as usize];
-        if msg.len() < 16 {
-            continue;
-        }
-        let typ = u16::from_ne_bytes([msg[4], msg[5]]);
         let text = String::from_utf8_lossy(&msg[16..]);
         for d in tracker.record(typ, text.trim_end_matches('\0')) {
             out(d.event());
@@ -430,6 +499,40 @@ mod tests {
     }
 
     #[test]
+    fn numbers_that_look_like_hex_stay_numbers() {
+        for pid in [123456, 3132, 10] {
+            let mut t = Tracker::new(Box::new(move |p| p == pid));
+            t.record(
+                LANDLOCK_ACCESS,
+                "audit(1.2:3): domain=cc blockers=fs.read_file path=2F6574632F736861646F77",
+            );
+            let got = t.record(
+                LANDLOCK_DOMAIN,
+                &format!("audit(1.2:3): domain=cc status=allocated mode=enforcing pid={pid} uid=0"),
+            );
+            assert_eq!(got.len(), 1, "pid {pid}");
+            assert_eq!(got[0].path.as_deref(), Some("/etc/shadow"));
+        }
+    }
+
+    #[test]
+    fn a_flood_of_foreign_domains_does_not_forget_ours() {
+        let mut t = Tracker::new(Box::new(|pid| pid == 1));
+        let dom = |d: &str, pid: i32| {
+            format!("audit(1.2:3): domain={d} status=allocated mode=enforcing pid={pid} uid=0")
+        };
+        t.record(LANDLOCK_DOMAIN, &dom("mine", 1));
+        for i in 0..(MAX_DOMAINS * 2) {
+            t.record(LANDLOCK_DOMAIN, &dom(&format!("f{i}"), 2));
+        }
+        let got = t.record(
+            LANDLOCK_ACCESS,
+            "audit(1.2:9): domain=mine blockers=fs.write_file path=\"/etc/x\"",
+        );
+        assert_eq!(got.len(), 1);
+    }
+
+    #[test]
     fn pending_denials_are_bounded() {
         let mut t = Tracker::new(Box::new(|_| true));
         for i in 0..(MAX_PENDING * 4) {
@@ -439,5 +542,11 @@ mod tests {
             );
         }
         assert_eq!(t.pending.len(), MAX_PENDING);
+        // The newest are kept: the last one still finds its domain.
+        let last = format!(
+            "audit(1.2:3): domain=d{} status=allocated mode=enforcing pid=1 uid=0",
+            MAX_PENDING * 4 - 1
+        );
+        assert_eq!(t.record(LANDLOCK_DOMAIN, &last).len(), 1);
     }
 }

@@ -253,19 +253,46 @@ pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
+/// Longest text field kept from an event (reasons and executables can carry what the
+/// workload chose).
+const MAX_FIELD: usize = 1024;
+/// Longest `request` kept whole, as JSON; a longer one keeps its first `MAX_FIELD` bytes.
+const MAX_REQUEST: usize = 2048;
+
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+fn bounded_request(request: &serde_json::Value) -> serde_json::Value {
+    let text = request.to_string();
+    if text.len() <= MAX_REQUEST {
+        return request.clone();
+    }
+    serde_json::json!({"truncated": clip(&text, MAX_FIELD), "bytes": text.len()})
+}
+
 impl Record {
+    /// The record of an event, every field the workload can influence cut to a bound first:
+    /// what the merging keys, the log line, the text form and OCSF are all made from this.
     pub fn of(ctx: &Context, ev: &Event) -> Record {
         Record {
             time: now(),
             container: ctx.container.clone(),
             pod: ctx.pod.clone(),
             kind: ev.kind,
-            executable: ev.executable.clone(),
+            executable: ev.executable.as_deref().map(|e| clip(e, MAX_FIELD)),
             pid: ev.pid,
-            request: ev.request.clone(),
-            decision: ev.decision.clone(),
-            by: ev.by.clone(),
-            reason: ev.reason.clone(),
+            request: bounded_request(&ev.request),
+            decision: clip(&ev.decision, 64),
+            by: clip(&ev.by, 256),
+            reason: clip(&ev.reason, MAX_FIELD),
             policy_sha256: ctx.policy_sha256.clone(),
             count: None,
             first_time: None,

@@ -94,9 +94,11 @@ pub fn text(rec: &Record) -> String {
 }
 
 fn escape_controls(s: &str) -> String {
+    // Control characters, and the invisible ones that reorder or break a line on screen.
+    let invisible = |c: char| matches!(c, '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        if c.is_control() {
+        if c.is_control() || invisible(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -141,8 +143,9 @@ pub fn read_all(files: &[PathBuf], filter: &Filter, out: &mut dyn FnMut(&Record)
         let Ok(file) = File::open(f) else {
             continue;
         };
-        for line in BufReader::new(file).lines().map_while(Result::ok) {
-            if let Some(rec) = parse(&line) {
+        // By bytes: one damaged line (a write cut short on a full disk) must not hide the rest.
+        for line in BufReader::new(file).split(b'\n').map_while(Result::ok) {
+            if let Some(rec) = parse(&String::from_utf8_lossy(&line)) {
                 if filter.keeps(&rec) {
                     out(&rec);
                 }
@@ -256,9 +259,12 @@ mod tests {
     #[test]
     fn control_characters_cannot_reach_the_terminal() {
         let mut r = rec(Kind::Dns, "c1");
-        r.request = serde_json::json!({"name": "evil\u{1b}[2J\nfake line"});
+        r.request = serde_json::json!({"name": "evil\u{1b}[2J\nfake line\u{202e}"});
         let t = text(&r);
-        assert!(!t.contains('\u{1b}') && !t.contains('\n'), "{t}");
+        assert!(
+            !t.contains('\u{1b}') && !t.contains('\n') && !t.contains('\u{202e}'),
+            "{t}"
+        );
         assert!(t.contains("evil\\u{1b}[2J\\nfake line"), "{t}");
     }
 

@@ -74,6 +74,12 @@ pub struct SinkConfig {
     /// `json` (nemosandbox's events) or `ocsf`.
     #[serde(default)]
     pub format: Format,
+    /// Have Landlock record the workload's refused file accesses in the kernel's audit
+    /// (Linux 6.15+, with the kernel's audit enabled) and report them as `fs` events. Off by
+    /// default: every refusal then becomes a kernel audit record, which the workload can
+    /// flood (see the kernel audit's rate and backlog limits).
+    #[serde(default)]
+    pub landlock_denials: bool,
 }
 
 fn yes() -> bool {
@@ -97,6 +103,7 @@ impl Default for SinkConfig {
             max_size: DEFAULT_MAX_SIZE,
             keep: DEFAULT_KEEP,
             format: Format::Json,
+            landlock_denials: false,
         }
     }
 }

@@ -13,12 +13,20 @@ use super::{Event, Record, Recorder};
 
 /// Repeats within this window are merged into one line.
 pub const WINDOW: Duration = Duration::from_secs(10);
-/// Distinct events tracked per window; beyond it, events merge per (kind, decision).
+/// Distinct events of one kind tracked per window; beyond it, that kind's events merge per
+/// (kind, decision).
 pub const MAX_KEYS: usize = 1024;
 
 pub struct Throttle {
     out: Recorder,
-    state: Mutex<HashMap<String, Seen>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    seen: HashMap<String, Seen>,
+    /// Keys per kind in `seen`.
+    per_kind: HashMap<&'static str, usize>,
 }
 
 struct Seen {
@@ -33,7 +41,7 @@ impl Throttle {
     pub fn new(out: Recorder) -> Throttle {
         Throttle {
             out,
-            state: Mutex::new(HashMap::new()),
+            state: Mutex::new(State::default()),
         }
     }
 
@@ -43,24 +51,31 @@ impl Throttle {
 
     /// Write `ev` if it is new in this window; otherwise count it.
     pub fn record(&self, ev: &Event) {
+        // Keyed on the bounded record: a huge request cannot make a huge key.
+        let rec = Record::of(self.out.context(), ev);
         let exact = format!(
             "{}|{}|{}|{}|{}|{}",
-            ev.kind.as_str(),
-            ev.decision,
-            ev.by,
-            ev.reason,
-            ev.executable.as_deref().unwrap_or_default(),
-            ev.request
+            rec.kind.as_str(),
+            rec.decision,
+            rec.by,
+            rec.reason,
+            rec.executable.as_deref().unwrap_or_default(),
+            rec.request
         );
-        let rec = Record::of(self.out.context(), ev);
-        let mut m = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let kind_key = format!("{}|{}|*", rec.kind.as_str(), rec.decision);
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         // Beyond the limit, one key per kind and decision: reasons can carry what the workload
-        // chose (an address), so they cannot bound the map.
-        let key = if m.len() >= MAX_KEYS && !m.contains_key(&exact) {
-            format!("{}|{}|*", ev.kind.as_str(), ev.decision)
+        // chose (an address), so they cannot bound the map. The limit is per kind, so a flood
+        // of refused names does not blur a connect into a merged line.
+        let kind = rec.kind.as_str();
+        let key = if !st.seen.contains_key(&exact)
+            && st.per_kind.get(kind).copied().unwrap_or(0) >= MAX_KEYS
+        {
+            kind_key
         } else {
             exact
         };
+        let State { seen: m, per_kind } = &mut *st;
         match m.get_mut(&key) {
             Some(seen) => {
                 seen.repeats += 1;
@@ -79,7 +94,8 @@ impl Throttle {
                         last: None,
                     },
                 );
-                drop(m);
+                *per_kind.entry(kind).or_default() += 1;
+                drop(st);
                 self.out.write(&rec);
             }
         }
@@ -89,7 +105,8 @@ impl Throttle {
     pub fn flush(&self, all: bool) {
         let mut out = Vec::new();
         {
-            let mut m = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let State { seen: m, per_kind } = &mut *st;
             m.retain(|key, seen| {
                 if !all && seen.since.elapsed() < WINDOW {
                     return true;
@@ -107,6 +124,13 @@ impl Throttle {
                 }
                 false
             });
+            per_kind.clear();
+            for key in m.keys() {
+                let kind = key.split('|').next().unwrap_or_default();
+                if let Some(k) = super::Kind::ALL.iter().find(|k| k.as_str() == kind) {
+                    *per_kind.entry(k.as_str()).or_default() += 1;
+                }
+            }
         }
         for rec in out {
             self.out.write(&rec);
@@ -182,5 +206,44 @@ mod tests {
             "every event is accounted for"
         );
         assert_eq!(lines.last().unwrap().count, Some(499));
+    }
+
+    #[test]
+    fn a_flood_of_one_kind_leaves_another_kind_whole() {
+        let dir = crate::testutil::TempDir::new("audit");
+        let t = throttle(dir.path());
+        for i in 0..(MAX_KEYS + 10) {
+            t.record(
+                &Event::new(Kind::Dns, "refused", "p", "no")
+                    .request(serde_json::json!({"name": format!("n{i}.example")})),
+            );
+        }
+        t.record(
+            &Event::new(Kind::Network, "denied", "p", "no")
+                .request(serde_json::json!({"destination": "203.0.113.7:443"})),
+        );
+        t.flush(true);
+        let lines = lines(dir.path());
+        assert!(lines
+            .iter()
+            .any(|r| r.request["destination"] == "203.0.113.7:443" && r.count.is_none()));
+    }
+
+    #[test]
+    fn huge_requests_make_bounded_keys_and_lines() {
+        let dir = crate::testutil::TempDir::new("audit");
+        let t = throttle(dir.path());
+        let names: Vec<String> = (0..10_000).map(|i| format!("{i:0>250}")).collect();
+        for _ in 0..3 {
+            t.record(
+                &Event::new(Kind::Dns, "refused", "p", "x".repeat(100_000))
+                    .request(serde_json::json!({"names": names})),
+            );
+        }
+        t.flush(true);
+        let text = std::fs::read_to_string(dir.path().join(CONTAINER_FILE)).unwrap();
+        assert_eq!(text.lines().count(), 2, "merged");
+        assert!(text.lines().all(|l| l.len() < 4096), "{}", text.len());
+        assert!(t.state.lock().unwrap().seen.is_empty());
     }
 }

@@ -93,6 +93,10 @@ pub struct LandlockPlan {
     /// only where its path still names that (and none for a path that did not exist).
     #[serde(default)]
     pub pinned: bool,
+    /// Have the kernel's audit record the workload's denials (ABI 7; node configuration
+    /// `audit.landlock_denials`).
+    #[serde(default)]
+    pub log_denials: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -245,7 +249,7 @@ pub fn apply(plan: &LandlockPlan, exec: bool) -> Result<(), LandlockError> {
                 .map_err(rs_err)?;
         }
     }
-    if plan.abi >= 7 {
+    if plan.abi >= 7 && plan.log_denials {
         // The kernel's audit (when enabled) records the workload's denials, which the helper
         // turns into `fs` events; the runtime's own steps before the exec are not the
         // workload's and stay out of it.

@@ -210,6 +210,7 @@ pub fn prepare(
         exec_scope_signal: !has_namespace(spec, LinuxNamespaceType::Pid),
         exec_scope_abstract_unix: !has_namespace(spec, LinuxNamespaceType::Network),
         pinned: false,
+        log_denials: false,
     });
     rw.plan.compatibility = eff.landlock.value;
     rw.plan.run_as = id.from_policy.then_some((id.uid, id.gid));

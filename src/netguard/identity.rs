@@ -108,24 +108,36 @@ fn has_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
-/// Open `path` (absolute, in-container) inside `root` without leaving it.
+/// Open `path` (absolute, in-container) inside `root` without leaving it: its stamp, and
+/// whether it is a directory. Only directories and regular files count: a FIFO or device at
+/// a binary's path is nothing to run (and reading one could block the guard).
 fn stat_in(root: &pathrs::Root, path: &Path) -> Option<(Stamp, bool)> {
     let h = root.resolve(path).ok()?;
     let st = nix::sys::stat::fstat(h.as_fd().as_raw_fd()).ok()?;
-    let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+    let kind = st.st_mode & libc::S_IFMT;
+    if kind != libc::S_IFDIR && kind != libc::S_IFREG {
+        return None;
+    }
     let stamp = Stamp {
         id: (st.st_dev, st.st_ino),
         ctime: (st.st_ctime, st.st_ctime_nsec),
         read_only: nix::sys::statvfs::fstatvfs(h.as_fd())
             .is_ok_and(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY)),
     };
-    Some((stamp, is_dir))
+    Some((stamp, kind == libc::S_IFDIR))
 }
 
 fn read_head(root: &pathrs::Root, path: &Path) -> Option<Vec<u8>> {
     use std::io::Read;
     let h = root.resolve(path).ok()?;
-    let mut f = h.reopen(pathrs::flags::OpenFlags::O_RDONLY).ok()?;
+    // Non-blocking: the file was a regular one when stat'ed, but the name can be swapped.
+    let mut f = h
+        .reopen(pathrs::flags::OpenFlags::O_RDONLY | pathrs::flags::OpenFlags::O_NONBLOCK)
+        .ok()?;
+    let st = nix::sys::stat::fstat(f.as_raw_fd()).ok()?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return None;
+    }
     let mut buf = vec![0u8; 256];
     let n = f.read(&mut buf).ok()?;
     buf.truncate(n);
