@@ -777,3 +777,55 @@ fn a_fifo_at_a_binary_path_stalls_neither_the_guard_nor_explain() {
     rt.remove(&id);
     assert_nothing_left(&rt, &id);
 }
+
+/// `--audit-format ocsf`: the node sink holds OCSF classes, and `nemosandbox audit` still
+/// reads them as events.
+#[test]
+fn an_ocsf_sink_holds_ocsf_classes_and_reads_back() {
+    let rt = Runtime::new();
+    let sink = TempDir::new("ocsf");
+    let cfg = node_config(&rt, sink.path(), "");
+    let pol = probe_policy(&rt, 18571);
+    let script = [
+        p("denied", "probe connect 18572"),
+        p("name", "probe dns refused.example"),
+    ]
+    .concat();
+    let b = guarded_bundle(&["sh", "-c", &script]);
+    let id = unique("ocsf");
+    let out = rt.ok(&[
+        "--config",
+        &cfg,
+        "--policy",
+        &pol,
+        "--audit-format",
+        "ocsf",
+        "run",
+        "--bundle",
+        b.path().to_str().unwrap(),
+        &id,
+    ]);
+    expect(&out, &[("denied", "EACCES")]);
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(sink.path().join("audit.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let net = lines
+        .iter()
+        .find(|v| v["class_uid"] == 4001)
+        .unwrap_or_else(|| panic!("no Network Activity in {lines:?}"));
+    assert_eq!(net["dst_endpoint"]["port"], 18572);
+    assert_eq!(net["disposition_id"], 2);
+    assert_eq!(net["container"]["uid"], id.as_str());
+    let dns = lines
+        .iter()
+        .find(|v| v["class_uid"] == 4003)
+        .unwrap_or_else(|| panic!("no DNS Activity in {lines:?}"));
+    assert_eq!(dns["query"]["hostname"], "refused.example");
+    // Read back as events.
+    let events = audit_json(&rt, &cfg, &[&id]);
+    assert!(events.iter().any(|e| e["kind"] == "network"), "{events:?}");
+    assert!(events.iter().any(|e| e["kind"] == "dns"), "{events:?}");
+}

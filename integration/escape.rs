@@ -372,10 +372,10 @@ fn the_guard_stays_bounded_under_a_flood() {
     assert!(r["blocked"].starts_with("eintr="), "{out}");
     assert!(helper.is_some(), "the guard was never seen");
     assert!(max_hwm_kib < 32 * 1024, "guard VmHWM {max_hwm_kib} KiB");
-    // The documented bound: main, control, waiter, UDP receiver, TCP acceptor, the UDP
-    // workers and TCP clients, and one listener per process tree (here only init's).
+    // The documented bound: main, control, waiter, UDP receiver, TCP acceptor, audit writer,
+    // the UDP workers and TCP clients, and one listener per process tree (here only init's).
     use nemosandbox::netguard::resolver::{TCP_CLIENTS, UDP_WORKERS};
-    let bound = 5 + UDP_WORKERS + TCP_CLIENTS + 1;
+    let bound = 6 + UDP_WORKERS + TCP_CLIENTS + 1;
     assert!(
         max_threads as usize <= bound,
         "guard threads {max_threads} > {bound}"
