@@ -218,6 +218,10 @@ fn a_hundred_thousand_refused_names_leave_a_bounded_file_with_merged_counts() {
     let own = audit_json(&rt, &cfg, &[&id, "--kind", "dns"]);
     let total: u64 = own.iter().map(|e| e["count"].as_u64().unwrap_or(1)).sum();
     assert_eq!(total, 100_000, "{} lines", own.len());
+    eprintln!(
+        "flood: 100000 refused names -> {} lines in the container's file",
+        own.len()
+    );
     assert!(own.len() < 10_000, "{} lines for 100000 events", own.len());
     assert!(
         own.iter()
@@ -235,6 +239,7 @@ fn a_hundred_thousand_refused_names_leave_a_bounded_file_with_merged_counts() {
         .collect();
     for f in &files {
         let size = std::fs::metadata(f).unwrap().len();
+        eprintln!("flood: sink file {} is {size} bytes", f.display());
         assert!(size <= (128 << 10) + 8192, "{f:?} is {size} bytes");
     }
     assert!(!sink.path().join("audit.jsonl.3").exists(), "keep: 2 holds");
@@ -580,6 +585,9 @@ fn follow_sees_events_within_a_second_across_rotations() {
         sink.path().join("audit.jsonl.1").exists(),
         "the sink rotated"
     );
+    eprintln!(
+        "follow: 40 events across rotations, slowest arrived {worst:.3} s after it was written"
+    );
     let limit = scaled(Duration::from_secs(1)).as_secs_f64();
     assert!(worst < limit, "an event took {worst:.3} s to be followed");
 }
@@ -806,12 +814,11 @@ fn an_ocsf_sink_holds_ocsf_classes_and_reads_back() {
         &id,
     ]);
     expect(&out, &[("denied", "EACCES")]);
-    let lines: Vec<serde_json::Value> =
-        std::fs::read_to_string(sink.path().join("audit.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(sink.path().join("audit.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let net = lines
         .iter()
         .find(|v| v["class_uid"] == 4001)

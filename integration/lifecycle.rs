@@ -840,3 +840,35 @@ fn hostile_cgroups_paths_are_refused_and_leave_nothing() {
     assert_nothing_left(&rt, &id);
     assert_eq!(cgroup_dirs_of(&leak), Vec::<PathBuf>::new(), "parents left");
 }
+
+/// Real-time signals (the stop signal of systemd images, `RTMIN+3`) reach the init by name
+/// and by number, and every process with `--all`; past SIGRTMAX is refused.
+#[test]
+fn real_time_signals_reach_the_container() {
+    let rt = Runtime::new();
+    // glibc's SIGRTMIN is 34, so RTMIN+3 is 37; busybox's trap takes numbers.
+    let b = Bundle::busybox(&[
+        "sh",
+        "-c",
+        "sh -c 'trap \"echo child >> /tmp/rt\" 40; while :; do sleep 0.1; done' & \
+         trap 'echo rt37 >> /tmp/rt' 37; trap 'echo rt40 >> /tmp/rt' 40; \
+         while :; do sleep 0.1; done",
+    ]);
+    let id = unique("rtsig");
+    rt.start_sleeper(&b, &id);
+    let init = rt.state(&id)["pid"].as_i64().unwrap();
+    let seen = || std::fs::read_to_string(format!("/proc/{init}/root/tmp/rt")).unwrap_or_default();
+    rt.ok(&["kill", &id, "RTMIN+3"]);
+    wait_until(|| seen().contains("rt37"));
+    // Give the child time to set its trap, then one number to every process.
+    std::thread::sleep(Duration::from_millis(300));
+    rt.ok(&["kill", "--all", &id, "40"]);
+    wait_until(|| seen().contains("rt40") && seen().contains("child"));
+    let e = rt.fails(&["kill", &id, "RTMAX+1"]);
+    assert!(e.contains("invalid signal"), "{e}");
+    let e = rt.fails(&["kill", &id, "65"]);
+    assert!(e.contains("invalid signal"), "{e}");
+    assert_eq!(rt.status(&id), "running");
+    rt.remove(&id);
+    assert_nothing_left(&rt, &id);
+}

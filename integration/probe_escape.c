@@ -355,12 +355,17 @@ static int blocked(int port, int n) {
     int eintr = 0, other = 0;
     struct iovec iov = {.iov_base = junk, .iov_len = 4096};
     struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1};
+    /* A repeating timer: a one-shot one that fired before the call began to wait (a
+     * process descheduled for 5 ms, as under emulation) would leave the send blocked for
+     * good, guard or no guard. */
+    struct itimerval t = {.it_interval = {.tv_usec = 5000}, .it_value = {.tv_usec = 5000}};
+    setitimer(ITIMER_REAL, &t, NULL);
     for (int i = 0; i < n; i++) {
-        struct itimerval t = {.it_value = {.tv_usec = 5000}};
-        setitimer(ITIMER_REAL, &t, NULL);
         if (sendmsg(c, &m, 0) < 0 && errno == EINTR) eintr++;
         else other++;
     }
+    struct itimerval off = {0};
+    setitimer(ITIMER_REAL, &off, NULL);
     printf("eintr=%d other=%d\n", eintr, other);
     return 0;
 }

@@ -238,6 +238,24 @@ pub fn checks() -> Vec<Check> {
 }
 
 /// The table `doctor` prints.
+/// Features without which the runtime cannot do its job on this node: the network guard (and
+/// with it every container with network policies) needs all three. `doctor` exits non-zero
+/// when one is missing; the rest only degrade and are reported.
+pub const REQUIRED: [&str; 3] = [
+    "seccomp user notification",
+    "pidfd_getfd",
+    "cgroup bpf (network fence)",
+];
+
+/// The required features `checks` finds missing.
+pub fn missing_required(checks: &[Check]) -> Vec<&'static str> {
+    checks
+        .iter()
+        .filter(|c| !c.ok && REQUIRED.contains(&c.feature))
+        .map(|c| c.feature)
+        .collect()
+}
+
 pub fn table(checks: &[Check]) -> String {
     let mut s = format!("{:<28} {:<44} {}\n", "FEATURE", "STATUS", "WHAT DEGRADES");
     for c in checks {
@@ -252,4 +270,34 @@ pub fn table(checks: &[Check]) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_missing_required_feature_fails_doctor() {
+        let check = |feature: &'static str, ok: bool| Check {
+            feature,
+            status: String::new(),
+            ok,
+            degrades: String::new(),
+        };
+        let degraded = [check("landlock", false), check("pidfd_getfd", true)];
+        assert!(missing_required(&degraded).is_empty());
+        let broken = [
+            check("landlock", true),
+            check("cgroup bpf (network fence)", false),
+        ];
+        assert_eq!(
+            missing_required(&broken),
+            vec!["cgroup bpf (network fence)"]
+        );
+        // Every required name is a row doctor really prints.
+        let names: Vec<&str> = checks().iter().map(|c| c.feature).collect();
+        for r in REQUIRED {
+            assert!(names.contains(&r), "{r}");
+        }
+    }
 }

@@ -837,14 +837,69 @@ impl Runtime {
         }
     }
 
-    pub fn kill(&self, id: &str, sig: Signal, all: bool) -> Result<()> {
+    /// Send signal number `signo` to the init process (or, with `all`, every process of the
+    /// container).
+    pub fn kill(&self, id: &str, signo: i32, all: bool) -> Result<()> {
         let mut c = self.load_for(id, "kill", |s| all || s != ContainerStatus::Stopped)?;
+        let Ok(sig) = Signal::try_from(signo) else {
+            return self.kill_realtime(&c, id, signo, all);
+        };
         match c.kill(sig, all) {
             // libcontainer saves the state after signalling; a foreground `run` (or the
             // engine) may already have deleted the container the signal just killed.
             Err(_) if !self.root.exists(id) => Ok(()),
             r => r.map_err(lc("kill", id)),
         }
+    }
+
+    /// A real-time signal (libcontainer's signal type has none): through a pidfd of each
+    /// target, so a pid reused since it was read is never signalled; the init is checked
+    /// against its recorded start time first.
+    fn kill_realtime(&self, c: &Container, id: &str, signo: i32, all: bool) -> Result<()> {
+        let targets = if all {
+            self.pids(id)?
+        } else {
+            let pid = c
+                .pid()
+                .map(|p| p.as_raw())
+                .ok_or_else(|| LifecycleError::Invalid {
+                    what: format!("container {id:?}"),
+                    msg: "no init process".into(),
+                })?;
+            let recorded = Meta::load(&self.root, id)
+                .ok()
+                .and_then(|m| m.init_start_time);
+            if recorded.is_some() && state::process_start_time(pid) != recorded {
+                return Err(LifecycleError::Invalid {
+                    what: format!("container {id:?}"),
+                    msg: "its init process is gone".into(),
+                });
+            }
+            vec![pid]
+        };
+        for pid in targets {
+            let Ok(fd) = helper::pidfd_open(pid) else {
+                continue;
+            };
+            // SAFETY: pidfd_send_signal on a pidfd we own, with no siginfo.
+            let rc = unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    std::os::fd::AsRawFd::as_raw_fd(&fd),
+                    signo,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+            let e = std::io::Error::last_os_error();
+            if rc < 0 && e.raw_os_error() != Some(libc::ESRCH) {
+                return Err(LifecycleError::Invalid {
+                    what: format!("kill {id:?} with signal {signo}"),
+                    msg: e.to_string(),
+                });
+            }
+        }
+        Ok(())
     }
 
     pub fn pause(&self, id: &str) -> Result<()> {

@@ -79,6 +79,7 @@ struct CreateArgs {
     /// Pass N extra fds (3…3+N-1) to the container
     #[arg(long = "preserve-fds", default_value_t = 0)]
     preserve_fds: i32,
+    /// The container's id (letters, digits, `_`, `-`, `.`)
     id: String,
 }
 
@@ -87,7 +88,10 @@ enum Cmd {
     /// Create a container
     Create(CreateArgs),
     /// Start a created container
-    Start { id: String },
+    Start {
+        /// The container
+        id: String,
+    },
     /// Create and start a container
     Run {
         #[command(flatten)]
@@ -100,14 +104,19 @@ enum Cmd {
         keep: bool,
     },
     /// Print the state of a container
-    State { id: String },
+    State {
+        /// The container
+        id: String,
+    },
     /// Send a signal to the container's init process
     Kill {
         /// Send the signal to all processes of the container
         #[arg(short = 'a', long)]
         all: bool,
+        /// The container
         id: String,
-        /// Signal name or number (default SIGTERM)
+        /// Signal name or number (default SIGTERM); real-time signals as a number up to
+        /// SIGRTMAX or as RTMIN+n / RTMAX-n
         signal: Option<String>,
     },
     /// Delete a container
@@ -115,14 +124,17 @@ enum Cmd {
         /// Kill the container if it still runs
         #[arg(short = 'f', long)]
         force: bool,
+        /// The container
         id: String,
     },
     /// Run a new process inside a running container
     Exec(Box<ExecArgs>),
     /// List the processes of a container
     Ps {
+        /// table (ps(1) output) or json (the pids)
         #[arg(short = 'f', long, default_value = "table")]
         format: String,
+        /// The container
         id: String,
         /// Arguments for ps(1)
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -130,31 +142,42 @@ enum Cmd {
     },
     /// List containers
     List {
+        /// table or json
         #[arg(short = 'f', long, default_value = "table")]
         format: String,
+        /// Print the ids only
         #[arg(short = 'q', long)]
         quiet: bool,
     },
     /// Pause all processes of a container
-    Pause { id: String },
+    Pause {
+        /// The container
+        id: String,
+    },
     /// Resume a paused container
-    Resume { id: String },
+    Resume {
+        /// The container
+        id: String,
+    },
     /// Container statistics
     Events {
-        /// Interval between samples (e.g. 5s, 500ms)
+        /// Interval between samples, as a Go duration (5s, 500ms, 1m30s)
         #[arg(long, default_value = "5s")]
         interval: String,
         /// Print one sample and exit
         #[arg(long)]
         stats: bool,
+        /// The container
         id: String,
     },
     /// Update resource limits
     Update(Box<UpdateArgs>),
     /// Write a default config.json
     Spec {
+        /// The bundle directory to write config.json into
         #[arg(short = 'b', long, default_value = ".")]
         bundle: PathBuf,
+        /// A configuration for a rootless container
         #[arg(long = "rootless")]
         rootless_spec: bool,
     },
@@ -162,16 +185,20 @@ enum Cmd {
     Features,
     /// Not supported
     Checkpoint {
+        /// Ignored
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         rest: Vec<String>,
     },
     /// Not supported
     Restore {
+        /// Ignored
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         rest: Vec<String>,
     },
-    /// Kernel features relevant to enforcement, and what degrades without them
+    /// Kernel features relevant to enforcement, and what degrades without them; exits 1 when
+    /// a required one (seccomp user notification, pidfd_getfd, cgroup bpf) is missing
     Doctor {
+        /// table or json
         #[arg(long, default_value = "table")]
         format: String,
     },
@@ -198,6 +225,7 @@ enum Cmd {
     },
     /// Run a host command in a fresh sandbox (host root read-only), no image needed
     Sandbox {
+        /// The host command and its arguments
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
@@ -207,6 +235,7 @@ enum Cmd {
 enum PolicyCmd {
     /// Validate policy files; exit 1 on errors (warnings keep exit 0)
     Lint {
+        /// Policy files (YAML)
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -217,6 +246,7 @@ enum PolicyCmd {
         /// Take annotations from this bundle's config.json
         #[arg(long)]
         bundle: Option<PathBuf>,
+        /// yaml or json
         #[arg(long, default_value = "yaml")]
         format: String,
     },
@@ -250,6 +280,7 @@ enum PolicyCmd {
     /// Change a running container's network policies: add or remove a preset
     #[command(group(clap::ArgGroup::new("change").required(true).args(["add_preset", "remove"])))]
     Update {
+        /// The running container
         id: String,
         /// Add this preset's network policies (name or file)
         // Its own id: the global `--preset` (presets for new containers) is another argument.
@@ -266,38 +297,54 @@ struct ExecArgs {
     /// process.json describing the process
     #[arg(short = 'p', long)]
     process: Option<PathBuf>,
+    /// Do not wait for the process; print nothing of it
     #[arg(short = 'd', long)]
     detach: bool,
+    /// File to write the process's pid to
     #[arg(long = "pid-file")]
     pid_file: Option<PathBuf>,
+    /// Unix socket to receive the pty master (with --tty)
     #[arg(long = "console-socket")]
     console_socket: Option<PathBuf>,
+    /// Give the process a pseudo-terminal
     #[arg(short = 't', long)]
     tty: bool,
+    /// Working directory in the container (default /)
     #[arg(long)]
     cwd: Option<PathBuf>,
+    /// KEY=VALUE to set in the process's environment (repeatable)
     #[arg(short = 'e', long = "env")]
     env: Vec<String>,
-    /// uid[:gid]
+    /// uid[:gid] to run as (the policy's run_as_user wins)
     #[arg(short = 'u', long)]
     user: Option<String>,
+    /// Additional group ids (repeatable)
     #[arg(short = 'g', long = "additional-gids")]
     additional_gids: Vec<u32>,
+    /// Capability to add, within the container's bounding set (repeatable)
     #[arg(short = 'c', long = "cap")]
     cap: Vec<String>,
+    /// Set no_new_privs (confined containers always have it)
     #[arg(long = "no-new-privs")]
     no_new_privs: bool,
+    /// Accepted for runc compatibility (SELinux labels are not applied)
     #[arg(long = "process-label")]
     process_label: Option<String>,
+    /// Accepted for runc compatibility (AppArmor profiles are not applied)
     #[arg(long)]
     apparmor: Option<String>,
+    /// Pass N extra fds (3…3+N-1) to the process
     #[arg(long = "preserve-fds", default_value_t = 0)]
     preserve_fds: i32,
+    /// Exec even when the container is paused
     #[arg(long = "ignore-paused")]
     ignore_paused: bool,
+    /// Sub-cgroup of the container's to run the process in
     #[arg(long)]
     cgroup: Option<String>,
+    /// The container
     id: String,
+    /// The command and its arguments (unless --process gives them)
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
@@ -307,49 +354,54 @@ struct UpdateArgs {
     /// JSON LinuxResources file, or - for stdin
     #[arg(short = 'r', long)]
     resources: Option<String>,
+    /// Memory limit in bytes
     #[arg(long)]
     memory: Option<i64>,
+    /// Memory soft limit in bytes
     #[arg(long = "memory-reservation")]
     memory_reservation: Option<i64>,
+    /// Memory plus swap limit in bytes (-1: unlimited)
     #[arg(long = "memory-swap")]
     memory_swap: Option<i64>,
+    /// CPU shares (relative weight)
     #[arg(long = "cpu-shares", alias = "cpu-share")]
     cpu_shares: Option<u64>,
+    /// CPU CFS period in microseconds
     #[arg(long = "cpu-period")]
     cpu_period: Option<u64>,
+    /// CPU CFS quota in microseconds
     #[arg(long = "cpu-quota")]
     cpu_quota: Option<i64>,
+    /// CPUs the container may use (0-3, 0,1)
     #[arg(long = "cpuset-cpus")]
     cpuset_cpus: Option<String>,
+    /// Memory nodes the container may use
     #[arg(long = "cpuset-mems")]
     cpuset_mems: Option<String>,
+    /// Maximum number of processes (-1: unlimited)
     #[arg(long = "pids-limit")]
     pids_limit: Option<i64>,
+    /// Block IO weight (10-1000)
     #[arg(long = "blkio-weight")]
     blkio_weight: Option<u16>,
+    /// The container
     id: String,
 }
 
 /// Go-style duration: `5s`, `500ms`, `1m`, `1h`, or bare seconds.
+/// A Go duration as runc takes it (`5s`, `500ms`, `1m30s`, `1h`), through humantime; a bare
+/// number is seconds.
 fn parse_interval(s: &str) -> Result<std::time::Duration> {
-    let (num, unit) = s
-        .find(|c: char| c.is_ascii_alphabetic())
-        .map(|i| s.split_at(i))
-        .unwrap_or((s, "s"));
-    let n: f64 = num
-        .parse()
-        .with_context(|| format!("invalid interval {s:?}"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => bail!("invalid interval {s:?}: unknown unit {unit:?}"),
+    let text = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        format!("{s}s")
+    } else {
+        s.to_string()
     };
-    if secs <= 0.0 {
+    let d = humantime::parse_duration(&text).map_err(|e| anyhow!("invalid interval {s:?}: {e}"))?;
+    if d.is_zero() {
         bail!("invalid interval {s:?}: must be positive");
     }
-    Ok(std::time::Duration::from_secs_f64(secs))
+    Ok(d)
 }
 
 fn parse_user(s: &str) -> Result<(u32, Option<u32>)> {
@@ -675,6 +727,14 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 "json" => println!("{}", serde_json::to_string_pretty(&checks)?),
                 "table" => print!("{}", nemosandbox::doctor::table(&checks)),
                 other => bail!("--format {other:?}: use table or json"),
+            }
+            let missing = nemosandbox::doctor::missing_required(&checks);
+            if !missing.is_empty() {
+                eprintln!(
+                    "nemosandbox: this node lacks what the runtime requires: {}",
+                    missing.join(", ")
+                );
+                return Ok(1);
             }
         }
         Cmd::Sandbox { command } => {
@@ -1086,11 +1146,39 @@ mod tests {
     }
 
     #[test]
+    fn every_argument_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let builtin = matches!(a.get_id().as_str(), "help" | "version");
+                if !builtin && a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} {}", a.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(format!("{path} {} (no about)", sub.get_name()));
+                }
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(
+            &<Cli as clap::CommandFactory>::command(),
+            "nemosandbox",
+            &mut missing,
+        );
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
+
+    #[test]
     fn intervals_parse_like_go_durations() {
         assert_eq!(parse_interval("5s").unwrap().as_secs(), 5);
         assert_eq!(parse_interval("500ms").unwrap().as_millis(), 500);
         assert_eq!(parse_interval("2").unwrap().as_secs(), 2);
+        assert_eq!(parse_interval("1m30s").unwrap().as_secs(), 90);
+        assert_eq!(parse_interval("1h").unwrap().as_secs(), 3600);
         assert!(parse_interval("5x").is_err());
+        assert!(parse_interval("").is_err());
         assert!(parse_interval("0s").is_err());
     }
 
