@@ -393,7 +393,7 @@ impl Recorder {
                 .name("audit-writer".into())
                 .spawn(move || {
                     for rec in rx {
-                        w.write(&rec);
+                        w.remote(&rec, &rec.to_line());
                     }
                 });
             // Without the thread, events are written in place: slower, never lost.
@@ -404,10 +404,17 @@ impl Recorder {
         q.tx.clone()
     }
 
-    /// Write a finished record everywhere it goes.
+    /// Write a finished record everywhere it goes: the container's own file and the log at
+    /// once (a tmpfs append, what readers of a live container expect to see), the node sink
+    /// through the background writer when there is one.
     pub fn write(&self, rec: &Record) {
+        let line = rec.to_line();
+        self.writer.local(rec, &line);
+        if self.writer.sink.is_none() {
+            return;
+        }
         let Some(tx) = self.sender() else {
-            return self.writer.write(rec);
+            return self.writer.remote(rec, &line);
         };
         match tx.try_send(rec.clone()) {
             Ok(()) => {}
@@ -420,7 +427,7 @@ impl Recorder {
                     );
                 }
             }
-            Err(std::sync::mpsc::TrySendError::Disconnected(r)) => self.writer.write(&r),
+            Err(std::sync::mpsc::TrySendError::Disconnected(r)) => self.writer.remote(&r, &line),
         }
     }
 
@@ -447,14 +454,18 @@ impl Recorder {
 }
 
 impl Writer {
-    fn write(&self, rec: &Record) {
-        let line = rec.to_line();
+    /// The container's own file and the runtime log.
+    fn local(&self, rec: &Record, line: &str) {
         tracing::warn!(target: "nemosandbox::audit", audit = %line, "{}", read::text(rec));
-        append_capped(&self.file, &line);
+        append_capped(&self.file, line);
+    }
+
+    /// The node sink.
+    fn remote(&self, rec: &Record, line: &str) {
         let Some(sink) = &self.sink else {
             return;
         };
-        if let Err(e) = sink.write(rec, &line) {
+        if let Err(e) = sink.write(rec, line) {
             let lost = self.lost.fetch_add(1, Ordering::Relaxed) + 1;
             // Reported at the first loss and then at each doubling, so a dead disk cannot
             // turn the reports themselves into a flood.
