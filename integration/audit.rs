@@ -55,6 +55,17 @@ fn guarded_bundle(args: &[&str]) -> Bundle {
     b
 }
 
+/// Create and start `b` as `id` under `pol`; its script writes `/tmp/out` and then
+/// `/tmp/done`. Returns the init pid and what the script wrote.
+fn start_and_read(rt: &Runtime, pol: &str, b: &Bundle, id: &str) -> (i64, String) {
+    rt.ok(&create_args(pol, b, id));
+    rt.ok(&["start", id]);
+    let init: i64 = rt.state(id)["pid"].as_i64().unwrap();
+    wait_until(|| Path::new(&format!("/proc/{init}/root/tmp/done")).exists());
+    let out = std::fs::read_to_string(format!("/proc/{init}/root/tmp/out")).unwrap();
+    (init, out)
+}
+
 /// `nemosandbox --config CFG audit ARGS…` as JSON records.
 fn audit_json(rt: &Runtime, cfg: &str, args: &[&str]) -> Vec<serde_json::Value> {
     let mut a = vec!["--config", cfg, "audit", "--format", "json"];
@@ -244,17 +255,6 @@ fn a_hundred_thousand_refused_names_leave_a_bounded_file_with_merged_counts() {
     }
     assert!(!sink.path().join("audit.jsonl.3").exists(), "keep: 2 holds");
     assert_schema_valid(&files);
-}
-
-/// The helper process (the guard) of container `id`, if it runs.
-fn helper_of(id: &str) -> Option<i32> {
-    std::fs::read_dir("/proc").ok()?.find_map(|e| {
-        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        (comm.trim() == "nemosandbox-hlp" && String::from_utf8_lossy(&cmd).contains(id))
-            .then_some(pid)
-    })
 }
 
 #[test]
@@ -456,11 +456,7 @@ fn policy_explain_agrees_with_the_guard_case_by_case() {
     .unwrap();
     net.join(&b);
     let id = unique("explain");
-    rt.ok(&create_args(&pol, &b, &id));
-    rt.ok(&["start", &id]);
-    let init: i64 = rt.state(&id)["pid"].as_i64().unwrap();
-    wait_until(|| Path::new(&format!("/proc/{init}/root/tmp/done")).exists());
-    let out = std::fs::read_to_string(format!("/proc/{init}/root/tmp/out")).unwrap();
+    let (_, out) = start_and_read(&rt, &pol, &b, &id);
     let got = results(&out);
 
     for c in &cases {
@@ -761,11 +757,7 @@ fn a_fifo_at_a_binary_path_stalls_neither_the_guard_nor_explain() {
     let script = format!("{{ {script} }} > /tmp/out 2>&1; echo done > /tmp/done; sleep 1000");
     let b = guarded_bundle(&["sh", "-c", &script]);
     let id = unique("fifo");
-    rt.ok(&create_args(&pol, &b, &id));
-    rt.ok(&["start", &id]);
-    let init: i64 = rt.state(&id)["pid"].as_i64().unwrap();
-    wait_until(|| Path::new(&format!("/proc/{init}/root/tmp/done")).exists());
-    let out = std::fs::read_to_string(format!("/proc/{init}/root/tmp/out")).unwrap();
+    let (_, out) = start_and_read(&rt, &pol, &b, &id);
     expect(&out, &[("tool", "ok"), ("listed", "ok")]);
     let answer: serde_json::Value = serde_json::from_str(&rt.ok(&[
         "--policy",

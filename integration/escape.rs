@@ -29,16 +29,6 @@ fn probe_policy(rt: &Runtime, ports: &[u16]) -> String {
     )
 }
 
-fn helper_of(id: &str) -> Option<i32> {
-    std::fs::read_dir("/proc").ok()?.find_map(|e| {
-        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        (comm.trim() == "nemosandbox-hlp" && String::from_utf8_lossy(&cmd).contains(id))
-            .then_some(pid)
-    })
-}
-
 fn kill9(pid: i32) {
     // SAFETY: kill(2) with a pid and a signal number.
     unsafe { libc::kill(pid, libc::SIGKILL) };

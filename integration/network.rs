@@ -101,16 +101,6 @@ fn network_guard_allows_listed_binary_and_destination_only() {
     );
 }
 
-fn helper_of(id: &str) -> Option<i32> {
-    std::fs::read_dir("/proc").ok()?.find_map(|e| {
-        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        (comm.trim() == "nemosandbox-hlp" && String::from_utf8_lossy(&cmd).contains(id))
-            .then_some(pid)
-    })
-}
-
 #[test]
 fn network_guard_holds_for_exec_and_fails_closed_without_the_guard() {
     let rt = Runtime::new();

@@ -412,3 +412,14 @@ pub fn assert_nothing_left(rt: &Runtime, id: &str) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The helper process (the network guard) of container `id`, if it runs.
+pub fn helper_of(id: &str) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.find_map(|e| {
+        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        (comm.trim() == "nemosandbox-hlp" && String::from_utf8_lossy(&cmd).contains(id))
+            .then_some(pid)
+    })
+}

@@ -151,13 +151,10 @@ pub fn explain(root: &Path, policies: &BTreeMap<String, EffectiveNetwork>, q: &Q
     answer
 }
 
+/// The executable's identity as the guard takes it (its own lookup, regular files only).
 fn stat_in(root: &Path, path: &Path) -> Option<(u64, u64)> {
-    use std::os::fd::{AsFd, AsRawFd};
-    let dir = std::fs::File::open(root).ok()?;
-    let root = pathrs::Root::from_fd(dir);
-    let h = root.resolve(path).ok()?;
-    let st = nix::sys::stat::fstat(h.as_fd().as_raw_fd()).ok()?;
-    Some((st.st_dev, st.st_ino))
+    let root = pathrs::Root::from_fd(std::fs::File::open(root).ok()?);
+    super::identity::stat_in(&root, path).map(|(stamp, _)| stamp.id)
 }
 
 /// The answer for people.

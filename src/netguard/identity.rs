@@ -111,7 +111,7 @@ fn has_glob(s: &str) -> bool {
 /// Open `path` (absolute, in-container) inside `root` without leaving it: its stamp, and
 /// whether it is a directory. Only directories and regular files count: a FIFO or device at
 /// a binary's path is nothing to run (and reading one could block the guard).
-fn stat_in(root: &pathrs::Root, path: &Path) -> Option<(Stamp, bool)> {
+pub(crate) fn stat_in(root: &pathrs::Root, path: &Path) -> Option<(Stamp, bool)> {
     let h = root.resolve(path).ok()?;
     let st = nix::sys::stat::fstat(h.as_fd().as_raw_fd()).ok()?;
     let kind = st.st_mode & libc::S_IFMT;
