@@ -154,7 +154,7 @@ pub fn checks() -> Vec<Check> {
         ok: abi >= 7 && matches!(audit, Ok(true)),
         degrades: match (abi >= 7, &audit) {
             (true, Ok(true)) => String::new(),
-            (true, Ok(false)) => "no fs events: enable the kernel's audit (run auditd, or boot                                   with audit=1) for Landlock denials to reach the trail"
+            (true, Ok(false)) => "no fs events: enable the kernel's audit (run auditd, or boot with audit=1) for Landlock denials to reach the trail"
                 .into(),
             _ => "no fs events: file denials are not reported".into(),
         },

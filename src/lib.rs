@@ -14,6 +14,7 @@ pub mod helper;
 pub mod hooks;
 pub mod identity;
 pub mod info;
+pub mod install;
 pub mod layout;
 pub mod lifecycle;
 pub mod listener;

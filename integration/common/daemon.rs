@@ -119,3 +119,51 @@ pub fn tar_of(rootfs: &Path, tar: &Path) -> PathBuf {
         .arg("."));
     tar.to_path_buf()
 }
+
+/// A dockerd of the test's own (socket, data and exec roots in `dir`) reading `daemon.json`.
+pub struct Dockerd {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    _daemon: Daemon,
+}
+
+impl Dockerd {
+    pub fn start(dir: &Path, config: &Path) -> Dockerd {
+        let sock = dir.join("docker.sock");
+        let err = dir.join("dockerd.err");
+        let mut child = Command::new("dockerd")
+            .arg("--config-file")
+            .arg(config)
+            .arg("--host")
+            .arg(format!("unix://{}", sock.display()))
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("docker.pid"))
+            .stdout(std::fs::File::create(dir.join("dockerd.log")).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .expect("dockerd (apt-get install docker.io)");
+        wait_for_socket(&sock, &mut child, &err);
+        let d = Dockerd {
+            dir: dir.to_path_buf(),
+            config: config.to_path_buf(),
+            _daemon: Daemon(child),
+        };
+        wait_until(|| d.cli(&["info"]).output().is_ok_and(|o| o.status.success()));
+        d
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("docker");
+        c.env(
+            "DOCKER_HOST",
+            format!("unix://{}", self.dir.join("docker.sock").display()),
+        )
+        .args(args)
+        .stdin(std::process::Stdio::null());
+        c
+    }
+}

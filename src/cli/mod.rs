@@ -1,5 +1,7 @@
 //! Command line, spelled as runc's so engines can call it in runc's place.
 
+mod install;
+
 use std::io::Read;
 use std::path::PathBuf;
 
@@ -222,6 +224,21 @@ enum Cmd {
         /// text (one readable line per event) or json (the events as written)
         #[arg(long, default_value = "text")]
         format: String,
+    },
+    /// Register nemosandbox with an engine (docker, containerd, podman, crio) in its own
+    /// configuration; the global --preset/--policy become docker's runtime arguments
+    Install(install::InstallArgs),
+    /// Take out exactly what install wrote
+    Uninstall(install::UninstallArgs),
+    /// Label this Kubernetes node nemosandbox.dev/installed=true (or remove the label) with the
+    /// pod's service account
+    NodeLabel(install::NodeLabelArgs),
+    /// Write man pages and shell completions into a directory (for packages)
+    #[command(hide = true)]
+    GenerateDocs {
+        /// The directory (man/ and completions/ are made in it)
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Run a host command in a fresh sandbox (host root read-only), no image needed
     Sandbox {
@@ -574,14 +591,31 @@ fn ps_table(pids: &[i32], ps_args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn dispatch(cli: Cli) -> Result<i32> {
+fn dispatch(mut cli: Cli) -> Result<i32> {
     if cli.version {
         print!("{}", info::version_text());
         return Ok(0);
     }
-    let Some(cmd) = cli.cmd else {
+    let Some(cmd) = cli.cmd.take() else {
         bail!("no command given; see --help");
     };
+    let globals = install::Globals {
+        root: &cli.root,
+        presets: &cli.preset,
+        policy: cli.policy.as_deref(),
+    };
+    match cmd {
+        Cmd::Install(a) => return install::install_cmd(a, &globals),
+        Cmd::Uninstall(a) => return install::uninstall_cmd(a),
+        Cmd::NodeLabel(a) => return install::node_label_cmd(a),
+        Cmd::GenerateDocs { out } => {
+            return install::generate_docs(<Cli as clap::CommandFactory>::command(), &out)
+        }
+        cmd => dispatch_runtime(&cli, cmd),
+    }
+}
+
+fn dispatch_runtime(cli: &Cli, cmd: Cmd) -> Result<i32> {
     let mut rt = Runtime::new(&cli.root, cli.systemd_cgroup);
     rt.policy = PolicyInputs {
         config: cli.config.clone(),
@@ -714,6 +748,9 @@ fn dispatch(cli: Cli) -> Result<i32> {
             bail!("checkpoint/restore is not supported by nemosandbox")
         }
         Cmd::Policy(cmd) => return policy_cmd(&rt, cmd),
+        Cmd::Install(_) | Cmd::Uninstall(_) | Cmd::NodeLabel(_) | Cmd::GenerateDocs { .. } => {
+            unreachable!("host set-up commands are dispatched before the runtime")
+        }
         Cmd::Audit {
             id,
             follow,
