@@ -21,12 +21,12 @@ if [ "${1:-}" = https ]; then
 fi
 N=${1:-2000}
 ROUNDS=${2:-5}
-NEMO=${NEMO:-$PWD/target/release/nemosandbox}
+NEMO=${NEMO:-$PWD/target/x86_64-unknown-linux-gnu/release/nemosandbox}
 SERVER_PORT=18601
 PROXY_PORT=18602
 bash scripts/setup.sh
 command -v tinyproxy >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tinyproxy >/dev/null
-[ -x "$NEMO" ] || cargo build --release --locked
+[ -x "$NEMO" ] || bash scripts/build-static.sh
 work=$(mktemp -d /tmp/nemo-connect.XXXXXX)
 pids=()
 cleanup() {

@@ -6,8 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-100}
-NEMO=${NEMO:-$PWD/target/release/nemosandbox}
-[ -x "$NEMO" ] || cargo build --release --locked
+NEMO=${NEMO:-$PWD/target/x86_64-unknown-linux-gnu/release/nemosandbox}
+[ -x "$NEMO" ] || bash scripts/build-static.sh
 work=$(mktemp -d /tmp/nemo-exec-bench.XXXXXX)
 cleanup() {
     "$NEMO" --root "$work/nemo" delete -f bn >/dev/null 2>&1 || true

@@ -15,12 +15,12 @@ cd "$(dirname "$0")/.."
 . bench/lib.sh
 N=${1:-300}
 ROUNDS=${2:-5}
-NEMO=${NEMO:-$PWD/target/release/nemosandbox}
+NEMO=${NEMO:-$PWD/target/x86_64-unknown-linux-gnu/release/nemosandbox}
 PORT=18611
 PROXY_PORT=18612
 bash scripts/setup.sh
 command -v tinyproxy >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tinyproxy >/dev/null
-[ -x "$NEMO" ] || cargo build --release --locked
+[ -x "$NEMO" ] || bash scripts/build-static.sh
 work=$(mktemp -d /tmp/nemo-https.XXXXXX)
 pids=()
 cleanup() {

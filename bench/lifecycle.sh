@@ -9,9 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-200}
-NEMO=${NEMO:-$PWD/target/release/nemosandbox}
+NEMO=${NEMO:-$PWD/target/x86_64-unknown-linux-gnu/release/nemosandbox}
 bash scripts/setup.sh
-[ -x "$NEMO" ] || cargo build --release --locked
+[ -x "$NEMO" ] || bash scripts/build-static.sh
 work=$(mktemp -d /tmp/nemo-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 

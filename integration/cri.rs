@@ -96,15 +96,29 @@ impl Containerd {
             "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n[grpc]\n  address = \"{sock}\"\n\
              [{cri}]\n  sandbox_image = \"localhost/nemo-pause:1\"\n  restrict_oom_score_adj = true\n\
              [{cri}.containerd]\n  default_runtime_name = \"runc\"\n  snapshotter = \"overlayfs\"\n\
-             [{cri}.cni]\n  bin_dir = \"/usr/lib/cni\"\n  conf_dir = \"{cni}\"\n{}{}",
+             [{cri}.cni]\n  bin_dir = \"/usr/lib/cni\"\n  conf_dir = \"{cni}\"\n{}",
             handler("runc", "runc"),
-            handler("nemosandbox", wrapper.to_str().unwrap()),
             root = d.join("root").display(),
             state = d.join("state").display(),
             sock = sock.display(),
             cni = d.join("cni").display(),
         );
         std::fs::write(d.join("config.toml"), config).unwrap();
+        // The nemosandbox handler as a node gets it: `nemosandbox install containerd`.
+        let out = Command::new(bin())
+            .arg("--root")
+            .arg(d.join("nemosandbox-root"))
+            .args(["install", "containerd", "--no-restart", "--engine-config"])
+            .arg(d.join("config.toml"))
+            .arg("--path")
+            .arg(&wrapper)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "install containerd: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let log = d.join("containerd.log");
         let mut child = Command::new("containerd")
             .arg("--config")

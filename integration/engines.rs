@@ -258,9 +258,10 @@ fn state_in(root: &Path, id: &str) -> serde_json::Value {
     .unwrap()
 }
 
+/// Fields drop in order: the daemon stops before its directory goes.
 struct Docker {
+    daemon: Dockerd,
     dir: TempDir,
-    _daemon: Daemon,
 }
 
 impl Docker {
@@ -285,40 +286,11 @@ impl Docker {
         });
         let cfg = dir.path().join("daemon.json");
         std::fs::write(&cfg, daemon_json.to_string()).unwrap();
-        let log = dir.path().join("dockerd.log");
-        let sock = dir.path().join("docker.sock");
-        let mut child = Command::new("dockerd")
-            .arg("--config-file")
-            .arg(&cfg)
-            .arg("--host")
-            .arg(format!("unix://{}", sock.display()))
-            .arg("--data-root")
-            .arg(dir.path().join("data"))
-            .arg("--exec-root")
-            .arg(dir.path().join("exec"))
-            .arg("--pidfile")
-            .arg(dir.path().join("docker.pid"))
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(dir.path().join("dockerd.err")).unwrap())
-            .spawn()
-            .expect("dockerd (apt-get install docker.io)");
-        wait_for_socket(&sock, &mut child, &dir.path().join("dockerd.err"));
-        let d = Docker {
-            dir,
-            _daemon: Daemon(child),
-        };
-        wait_until(|| sh(&mut d.cli(&["info"])).0 == 0);
-        d
+        let daemon = Dockerd::start(dir.path(), &cfg);
+        Docker { daemon, dir }
     }
     fn cli(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("docker");
-        c.env(
-            "DOCKER_HOST",
-            format!("unix://{}", self.dir.path().join("docker.sock").display()),
-        )
-        .args(args)
-        .stdin(Stdio::null());
-        c
+        self.daemon.cli(args)
     }
     /// The `--root` dockerd's shim passes to runc-compatible runtimes.
     fn runtime_root(&self) -> PathBuf {
@@ -484,70 +456,240 @@ fn docker_runs_and_execs_through_the_runtime() {
     no_state_left(&d.runtime_root(), &id);
 }
 
-/// The node installer (Dockerfile, integration/kubernetes/install.sh): built here from the
-/// release binary and a local base, run twice against a scratch host root.
+/// `bin()` as a path inside the repository, the installer image's build context (the
+/// Dockerfile's `BIN` argument).
+fn bin_in_build_context() -> String {
+    let repo = std::fs::canonicalize(env!("CARGO_MANIFEST_DIR")).unwrap();
+    let bin = std::fs::canonicalize(bin()).unwrap();
+    bin.strip_prefix(&repo)
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is outside the build context {}",
+                bin.display(),
+                repo.display()
+            )
+        })
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The value at `path` in a parsed TOML document; a missing key fails with the document.
+fn toml_at<'a>(doc: &'a toml::Value, path: &[&str], text: &str) -> &'a toml::Value {
+    path.iter().fold(doc, |v, key| {
+        v.get(*key)
+            .unwrap_or_else(|| panic!("no {} in:\n{text}", path.join(".")))
+    })
+}
+
+/// The node installer (Dockerfile, integration/kubernetes/install.sh): the image built here
+/// from the static binary and a local base, run against a scratch host root for each containerd
+/// configuration version: it installs (doctor first), a second run changes nothing, and the
+/// uninstall leaves containerd's configuration byte for byte as it was.
 fn node_installer_image(d: &Docker) {
     let repo = env!("CARGO_MANIFEST_DIR");
+    let bin_arg = format!("BIN={}", bin_in_build_context());
     let mut build = d.cli(&[
         "build",
         "-q",
         "--build-arg",
         "BASE=localhost/nemo-bb:test",
+        "--build-arg",
+        &bin_arg,
         "-t",
         "localhost/nemosandbox-installer:test",
         repo,
     ]);
     build.env("DOCKER_BUILDKIT", "0");
     ok(&mut build);
-    let host = TempDir::new("node-root");
-    std::fs::create_dir_all(host.path().join("etc/containerd")).unwrap();
-    std::fs::write(
-        host.path().join("etc/containerd/config.toml"),
-        "version = 2\n# the node's own settings\n",
-    )
-    .unwrap();
-    let mount = format!("{}:/host", host.path().display());
-    for _ in 0..2 {
-        let out = ok(&mut d.cli(&[
-            "run",
-            "--rm",
-            "-v",
-            &mount,
-            "localhost/nemosandbox-installer:test",
-        ]));
-        assert!(out.contains("install: done"), "{out}");
-    }
-    let installed = host.path().join("usr/local/bin/nemosandbox");
-    assert_eq!(
-        std::fs::read(&installed).unwrap(),
-        std::fs::read(bin()).unwrap(),
-        "the installed binary is the one built"
-    );
-    for f in ["telegram.yaml", "default.yaml", "npm.yaml"] {
+
+    // containerd 1.7 (config version 2) and 2.x (version 3) as nodes have them: runc with the
+    // systemd cgroup driver, which the nemosandbox handler must copy.
+    let v2 = r#"version = 2
+# the node's own settings
+[plugins]
+  [plugins."io.containerd.grpc.v1.cri"]
+    sandbox_image = "registry.k8s.io/pause:3.9"
+    [plugins."io.containerd.grpc.v1.cri".containerd]
+      default_runtime_name = "runc"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+        runtime_type = "io.containerd.runc.v2"
+        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+          SystemdCgroup = true
+    [plugins."io.containerd.grpc.v1.cri".registry]
+      config_path = "/etc/containerd/certs.d"
+"#;
+    let v3 = r#"version = 3
+# the node's own settings
+[plugins.'io.containerd.cri.v1.images'.pinned_images]
+  sandbox = 'registry.k8s.io/pause:3.10'
+
+[plugins.'io.containerd.cri.v1.runtime'.containerd]
+  default_runtime_name = 'runc'
+
+[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+  runtime_type = 'io.containerd.runc.v2'
+
+[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+  SystemdCgroup = true
+"#;
+    // Where each version keeps the CRI runtimes: version 2's plugin, then version 3's.
+    let (cri_1, cri_2) = ("io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime");
+    for (version, fixture, plugin, other) in [(2, v2, cri_1, cri_2), (3, v3, cri_2, cri_1)] {
+        let host = TempDir::new("node-root");
+        let config_path = host.path().join("etc/containerd/config.toml");
+        std::fs::create_dir_all(config_path.parent().unwrap()).unwrap();
+        std::fs::write(&config_path, fixture).unwrap();
+        let mount = format!("{}:/host", host.path().display());
+        // What doctor's probes need of the DaemonSet's privileged init container (cgroup BPF,
+        // pidfd_getfd, seccomp without docker's filter): `--privileged` itself asks for every
+        // capability, more than this machine's bounding set holds. No API server to label a
+        // node, no systemd to restart containerd.
+        let run = |env: &[&str]| {
+            let mut args = vec![
+                "run",
+                "--rm",
+                "--cap-add",
+                "SYS_ADMIN",
+                "--cap-add",
+                "SYS_PTRACE",
+                "--cap-add",
+                "NET_ADMIN",
+                "--security-opt",
+                "seccomp=unconfined",
+                "--network",
+                "none",
+                "-v",
+                &mount,
+                "-e",
+                "LABEL_NODE=0",
+                "-e",
+                "RESTART_CONTAINERD=0",
+            ];
+            for e in env {
+                args.extend(["-e", *e]);
+            }
+            args.push("localhost/nemosandbox-installer:test");
+            let (code, out, err) = sh(&mut d.cli(&args));
+            assert_eq!(code, 0, "config version {version}, {env:?}: {out}{err}");
+            format!("{out}{err}")
+        };
+        let done = |out: &str, line: &str| out.lines().any(|l| l.starts_with(line));
+
+        let first = run(&[]);
+        assert!(done(&first, "install: done"), "{first}");
+        let doctor = first.find("seccomp user notification");
+        let changed = first.find("nemosandbox install: changed");
         assert!(
-            host.path()
-                .join("etc/nemosandbox/policies")
-                .join(f)
-                .is_file(),
-            "{f}"
+            doctor.is_some() && changed.is_some() && doctor < changed,
+            "doctor runs before the install: {first}"
         );
+        let text = std::fs::read_to_string(&config_path).unwrap();
+        let second = run(&[]);
+        assert!(
+            done(&second, "install: done")
+                && second.contains("already up to date")
+                && !second.contains("nemosandbox install: changed"),
+            "{second}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&config_path).unwrap(),
+            text,
+            "the second run leaves containerd's configuration alone"
+        );
+
+        let installed = host.path().join("usr/local/bin/nemosandbox");
+        assert_eq!(
+            std::fs::read(&installed).unwrap(),
+            std::fs::read(bin()).unwrap(),
+            "the installed binary is the one built"
+        );
+        let policies = host.path().join("etc/nemosandbox/policies");
+        for f in ["telegram.yaml", "default.yaml", "npm.yaml"] {
+            assert!(policies.join(f).is_file(), "{f}");
+        }
+        let node_config = host.path().join("etc/nemosandbox/config.yaml");
+        assert!(node_config.is_file());
+
+        // The node's own bytes first, then the handler as one marked block.
+        assert!(text.starts_with(fixture), "{text}");
+        for marker in [
+            "# BEGIN nemosandbox runtime handler",
+            "# END nemosandbox runtime handler",
+        ] {
+            assert_eq!(text.matches(marker).count(), 1, "{marker}: {text}");
+        }
+        let doc: toml::Value =
+            toml::from_str(&text).unwrap_or_else(|e| panic!("not TOML: {e}\n{text}"));
+        let runtimes = toml_at(&doc, &["plugins", plugin, "containerd", "runtimes"], &text);
+        let handler = toml_at(runtimes, &["nemosandbox"], &text);
+        assert_eq!(
+            toml_at(handler, &["runtime_type"], &text).as_str(),
+            Some("io.containerd.runc.v2"),
+            "{text}"
+        );
+        assert_eq!(
+            toml_at(handler, &["options", "BinaryName"], &text).as_str(),
+            Some("/usr/local/bin/nemosandbox"),
+            "{text}"
+        );
+        assert_eq!(
+            toml_at(handler, &["options", "SystemdCgroup"], &text).as_bool(),
+            Some(true),
+            "SystemdCgroup copied from runc: {text}"
+        );
+        for key in ["pod_annotations", "container_annotations"] {
+            let list = toml_at(handler, &[key], &text).as_array();
+            assert!(
+                list.is_some_and(|l| l.iter().any(|v| v.as_str() == Some("dev.nemosandbox.*"))),
+                "{key}: {text}"
+            );
+        }
+        assert_eq!(
+            toml_at(runtimes, &["runc", "options", "SystemdCgroup"], &text).as_bool(),
+            Some(true),
+            "runc untouched: {text}"
+        );
+        assert!(
+            toml_at(&doc, &["plugins"], &text).get(other).is_none(),
+            "version {version} has no {other} plugin: {text}"
+        );
+
+        // Uninstall; on the second node the administrator edited config.yaml, which stays.
+        let edited = format!(
+            "{}allowed_presets: [github]\n",
+            std::fs::read_to_string(&node_config).unwrap()
+        );
+        if version == 3 {
+            std::fs::write(&node_config, &edited).unwrap();
+        }
+        let out = run(&["UNINSTALL=1"]);
+        assert!(
+            done(&out, "uninstall: done") && out.contains("nemosandbox uninstall: changed"),
+            "{out}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&config_path).unwrap(),
+            fixture,
+            "containerd's configuration byte for byte as before the install"
+        );
+        assert!(!installed.exists(), "the binary is removed");
+        assert!(!policies.exists(), "the shipped policies are removed");
+        if version == 3 {
+            assert_eq!(std::fs::read_to_string(&node_config).unwrap(), edited);
+        } else {
+            assert!(
+                !host.path().join("etc/nemosandbox").exists(),
+                "the unedited config.yaml and the directories are removed"
+            );
+        }
+        let again = run(&["UNINSTALL=1"]);
+        assert!(
+            done(&again, "uninstall: done") && again.contains("has no nemosandbox entry"),
+            "{again}"
+        );
+        assert_eq!(std::fs::read_to_string(&config_path).unwrap(), fixture);
     }
-    assert!(host.path().join("etc/nemosandbox/config.yaml").is_file());
-    let config = std::fs::read_to_string(host.path().join("etc/containerd/config.toml")).unwrap();
-    assert!(
-        config.starts_with("version = 2\n# the node's own settings"),
-        "{config}"
-    );
-    assert_eq!(
-        config.matches("runtimes.nemosandbox]").count(),
-        1,
-        "registered once: {config}"
-    );
-    assert!(
-        config.contains("BinaryName = \"/usr/local/bin/nemosandbox\"")
-            && config.contains("pod_annotations = [\"dev.nemosandbox.*\"]"),
-        "{config}"
-    );
     let _ = sh(&mut d.cli(&["rmi", "-f", "localhost/nemosandbox-installer:test"]));
 }
 

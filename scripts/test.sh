@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests and the integration tests that run real containers and real
 # engines through the release binary, then the kernel-matrix suites in a qemu guest on Debian
-# 12's kernel (6.1, cgroup v2). Needs root. One build profile (release) for everything.
+# 12's kernel (6.1, cgroup v2). Needs root. One build for everything: the static release binary
+# (scripts/build-static.sh), which is what the .deb ships, and the tests built with its flags.
 #
 #   scripts/test.sh            host suite, then the 6.1 guest
 #   scripts/test.sh --matrix   host suite, then the 6.1 and 6.12 guests
@@ -11,7 +12,8 @@ cd "$(dirname "$0")/.."
 mode=${1:-}
 t0=$(date +%s)
 bash scripts/setup.sh
-cargo build --release --locked
+bash scripts/build-static.sh
+eval "$(bash scripts/build-static.sh --env)"
 cargo test --release --locked -- --test-threads=2
 t1=$(date +%s)
 echo "test.sh: host suite passed in $((t1 - t0))s"

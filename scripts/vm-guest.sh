@@ -62,7 +62,7 @@ cd "$repo" || finish 125
 . "$run/env"
 
 echo "vm-guest: kernel $(uname -r), cgroup controllers: $(cat /sys/fs/cgroup/cgroup.subtree_control)"
-"$repo/target/release/nemosandbox" doctor
+"$repo/target/x86_64-unknown-linux-gnu/release/nemosandbox" doctor
 status=0
 while IFS= read -r spec; do
     exe=${spec%%:*}

@@ -107,7 +107,8 @@ if [ ! -f "$initrd" ] || [ scripts/vm-init.sh -nt "$initrd" ]; then
     rm -rf "$work"
 fi
 
-# --- the test binaries, as built by `cargo build --release` / `cargo test --release` -------
+# --- the test binaries, as built by scripts/test.sh (the static build's environment) -------
+eval "$(bash scripts/build-static.sh --env)"
 targets=()
 for t in "${tests[@]}"; do targets+=(--test "${t%%:*}"); done
 echo "vm-test: building the test binaries (cargo test --release --no-run)"

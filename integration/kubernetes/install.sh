@@ -1,33 +1,141 @@
 #!/bin/sh
-# Node installer: copy the runtime and the shipped policies onto the host (mounted at $HOST),
-# register the `nemosandbox` handler with containerd, and optionally restart containerd.
-# Idempotent: a second run replaces the files and leaves the configuration as it is.
-#   HOST=/host  RESTART_CONTAINERD=1  CONTAINERD_CONFIG=/etc/containerd/config.toml
+# Node installer, run by the DaemonSet's init container with the host's root at $HOST.
+#
+# Install (the default):
+#   1. `nemosandbox doctor`: a missing hard requirement (seccomp user notification, pidfd_getfd,
+#      cgroup BPF) fails the init container before anything is written to the node;
+#   2. copies the runtime to /usr/local/bin/nemosandbox and the shipped policies to
+#      /etc/nemosandbox/policies/, and writes /etc/nemosandbox/config.yaml if there is none;
+#   3. registers the containerd runtime handler (`nemosandbox install containerd`), restarts
+#      containerd only when that changed its configuration, then labels the node
+#      nemosandbox.dev/installed=true, which the RuntimeClass's node selector waits for.
+# Uninstall (UNINSTALL=1): removes the label, the handler, the binary and the shipped policies;
+# config.yaml only when it is still the one shipped.
+# Both are idempotent: a second run changes nothing and restarts nothing.
+#
+# Environment:
+#   HOST=/host                              where the host's root is mounted
+#   CONTAINERD_CONFIG=/etc/containerd/config.toml   containerd's configuration, on the host
+#   CONFIG_VERSION=2|3     the config version to write when that file is missing or empty
+#                          (2: containerd 1.x, 3: containerd 2.x); ignored for a file with
+#                          content, whose version is kept
+#   RESTART_CONTAINERD=0|1 restart containerd through the host's systemd after a change
+#   LABEL_NODE=0|1         set (remove) the node label through the API server, with the pod's
+#                          service account; the node is NODE_NAME
+#   UNINSTALL=0|1
 set -eu
 HOST=${HOST:-/host}
 CONFIG=${CONTAINERD_CONFIG:-/etc/containerd/config.toml}
+CONFIG_VERSION=${CONFIG_VERSION:-}
+RESTART_CONTAINERD=${RESTART_CONTAINERD:-0}
+LABEL_NODE=${LABEL_NODE:-0}
+UNINSTALL=${UNINSTALL:-0}
 SRC=/opt/nemosandbox
+NS=$SRC/bin/nemosandbox
+# Where containerd's shim finds the runtime on the host (the handler's BinaryName).
+BIN=/usr/local/bin/nemosandbox
+ETC=/etc/nemosandbox
 
-[ -d "$HOST" ] || { echo "install: host root $HOST is not mounted" >&2; exit 1; }
-mkdir -p "$HOST/usr/local/bin" "$HOST/etc/nemosandbox/policies"
-# Copy then rename: a container starting meanwhile never runs a half-written binary.
-cp "$SRC/bin/nemosandbox" "$HOST/usr/local/bin/.nemosandbox.new"
-chmod 0755 "$HOST/usr/local/bin/.nemosandbox.new"
-mv -f "$HOST/usr/local/bin/.nemosandbox.new" "$HOST/usr/local/bin/nemosandbox"
-cp "$SRC"/policies/*.yaml "$HOST/etc/nemosandbox/policies/"
-# The node configuration is the administrator's: written once, never overwritten.
-[ -e "$HOST/etc/nemosandbox/config.yaml" ] || cp "$SRC/config.yaml" "$HOST/etc/nemosandbox/config.yaml"
+die() {
+    echo "$*" >&2
+    exit 1
+}
 
-mkdir -p "$(dirname "$HOST$CONFIG")"
-touch "$HOST$CONFIG"
-if ! grep -q 'runtimes.nemosandbox\]' "$HOST$CONFIG"; then
-    grep -q '^version' "$HOST$CONFIG" || echo 'version = 2' >> "$HOST$CONFIG"
-    { echo; echo "# added by the nemosandbox installer"; cat "$SRC/containerd-config.toml"; } >> "$HOST$CONFIG"
-    echo "install: registered the nemosandbox handler in $CONFIG"
-fi
-if [ "${RESTART_CONTAINERD:-0}" = 1 ]; then
-    # The host's init system, from the host's namespaces (the DaemonSet runs with hostPID).
-    nsenter -t 1 -m -u -i -n -p -- systemctl restart containerd
-fi
-# (The binary is linked against the host's libc: it is not run from this image.)
-echo "install: done ($(wc -c < "$HOST/usr/local/bin/nemosandbox") bytes at /usr/local/bin/nemosandbox)"
+# Runs `nemosandbox install|uninstall containerd ARGS`, shows what it printed and sets CHANGED
+# to 1 when it wrote the configuration (its "changed FILE" line), 0 otherwise.
+containerd_handler() {
+    verb=$1
+    shift
+    CHANGED=0
+    out=$("$NS" "$verb" containerd "$@" 2>&1) || {
+        [ -z "$out" ] || printf '%s\n' "$out" >&2
+        die "$verb: nemosandbox $verb containerd failed for $CONFIG"
+    }
+    printf '%s\n' "$out"
+    case "$out" in
+    *"nemosandbox $verb: changed "*) CHANGED=1 ;;
+    esac
+}
+
+# containerd reads its configuration only at start. Restarted only after a change: replacing the
+# binary needs no restart, since the shim runs the file anew for every call.
+restart_containerd() {
+    step=$1
+    [ "$CHANGED" = 1 ] || return 0
+    if [ "$RESTART_CONTAINERD" = 1 ]; then
+        echo "$step: restarting containerd"
+        # The host's init system, from the host's namespaces (the DaemonSet runs with hostPID).
+        nsenter -t 1 -m -u -i -n -p -- systemctl restart containerd
+    else
+        echo "$step: RESTART_CONTAINERD=$RESTART_CONTAINERD: containerd was not restarted"
+    fi
+}
+
+do_install() {
+    echo "install: checking the node (nemosandbox doctor)"
+    if ! "$NS" doctor; then
+        die "install: nemosandbox doctor: a required kernel feature is missing (table above);" \
+            "nothing was installed on this node"
+    fi
+
+    mkdir -p "$HOST${BIN%/*}" "$HOST$ETC/policies"
+    # Copy then rename: a container starting meanwhile never runs a half-written binary.
+    cp "$NS" "$HOST${BIN%/*}/.nemosandbox.new"
+    chmod 0755 "$HOST${BIN%/*}/.nemosandbox.new"
+    mv -f "$HOST${BIN%/*}/.nemosandbox.new" "$HOST$BIN"
+    cp "$SRC"/policies/*.yaml "$HOST$ETC/policies/"
+    # The node configuration is the administrator's: written once, never overwritten.
+    [ -e "$HOST$ETC/config.yaml" ] || cp "$SRC/config.yaml" "$HOST$ETC/config.yaml"
+
+    mkdir -p "$HOST${CONFIG%/*}"
+    set -- --engine-config "$HOST$CONFIG" --path "$BIN" --no-restart
+    # Only for a new or empty file: an existing file keeps its version, whatever the node's.
+    if [ -n "$CONFIG_VERSION" ] && [ ! -s "$HOST$CONFIG" ]; then
+        set -- "$@" --config-version "$CONFIG_VERSION"
+    fi
+    containerd_handler install "$@"
+    restart_containerd install
+
+    if [ "$LABEL_NODE" = 1 ]; then
+        "$NS" node-label || die "install: could not label the node"
+    fi
+    echo "install: done ($(wc -c <"$HOST$BIN") bytes at $BIN)"
+}
+
+do_uninstall() {
+    # The label first: the RuntimeClass schedules no new pod here from now on.
+    if [ "$LABEL_NODE" = 1 ]; then
+        "$NS" node-label --remove || die "uninstall: could not remove the node's label"
+    fi
+    if [ -e "$HOST$CONFIG" ]; then
+        containerd_handler uninstall --engine-config "$HOST$CONFIG" --no-restart
+        restart_containerd uninstall
+    else
+        echo "uninstall: $CONFIG does not exist"
+    fi
+
+    rm -f "$HOST$BIN" "$HOST${BIN%/*}/.nemosandbox.new"
+    # Only the policies this image ships: files the administrator added stay.
+    for f in "$SRC"/policies/*.yaml; do
+        rm -f "$HOST$ETC/policies/${f##*/}"
+    done
+    # config.yaml only when it is still the one shipped.
+    if [ -f "$HOST$ETC/config.yaml" ]; then
+        if cmp -s "$SRC/config.yaml" "$HOST$ETC/config.yaml"; then
+            rm -f "$HOST$ETC/config.yaml"
+        else
+            echo "uninstall: $ETC/config.yaml was edited on this node; left in place"
+        fi
+    fi
+    rmdir "$HOST$ETC/policies" 2>/dev/null || true
+    rmdir "$HOST$ETC" 2>/dev/null || true
+    echo "uninstall: done"
+}
+
+[ -d "$HOST" ] || die "installer: host root $HOST is not mounted"
+[ -x "$NS" ] || die "installer: $NS is missing from the image"
+case "$UNINSTALL" in
+0) do_install ;;
+1) do_uninstall ;;
+*) die "installer: UNINSTALL must be 0 or 1, not $UNINSTALL" ;;
+esac

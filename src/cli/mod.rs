@@ -605,11 +605,11 @@ fn dispatch(mut cli: Cli) -> Result<i32> {
         policy: cli.policy.as_deref(),
     };
     match cmd {
-        Cmd::Install(a) => return install::install_cmd(a, &globals),
-        Cmd::Uninstall(a) => return install::uninstall_cmd(a),
-        Cmd::NodeLabel(a) => return install::node_label_cmd(a),
+        Cmd::Install(a) => install::install_cmd(a, &globals),
+        Cmd::Uninstall(a) => install::uninstall_cmd(a),
+        Cmd::NodeLabel(a) => install::node_label_cmd(a),
         Cmd::GenerateDocs { out } => {
-            return install::generate_docs(<Cli as clap::CommandFactory>::command(), &out)
+            install::generate_docs(<Cli as clap::CommandFactory>::command(), &out)
         }
         cmd => dispatch_runtime(&cli, cmd),
     }

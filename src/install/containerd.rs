@@ -290,7 +290,7 @@ mod tests {
         (text.parse().unwrap(), text)
     }
 
-    fn handler<'a>(doc: &'a toml::Table, version: i64) -> &'a Value {
+    fn handler(doc: &toml::Table, version: i64) -> &Value {
         lookup(
             doc,
             &[cri_runtimes(version), &["runtimes", "nemosandbox"]].concat(),
