@@ -1,7 +1,8 @@
-# Node installer image (integration/kubernetes/): the runtime binary, the shipped policies and
-# the install script, which checks the node with `nemosandbox doctor`, copies them onto it and
-# registers the containerd handler with `nemosandbox install containerd`. The binary is fully
-# static, so the script can run it from this image. Built here without any registry, from the
+# Node installer image (integration/kubernetes/): the runtime binary (the shipped policies are
+# built into it), the node configuration and the install script, which checks the node with
+# `nemosandbox doctor`, copies the binary onto it and registers the containerd handler with
+# `nemosandbox install containerd`. The binary is fully static, so the script can run it from
+# this image. Built here without any registry, from the
 # static build and a local base holding a shell:
 #   scripts/build-static.sh
 #   tar -C <busybox-static rootfs> -c . | docker import - localhost/nemosandbox-base:latest
@@ -14,6 +15,5 @@ ARG BASE=localhost/nemosandbox-base:latest
 FROM ${BASE}
 ARG BIN=target/x86_64-unknown-linux-gnu/release/nemosandbox
 COPY ${BIN} /opt/nemosandbox/bin/nemosandbox
-COPY policies/ /opt/nemosandbox/policies/
 COPY integration/kubernetes/install.sh integration/kubernetes/config.yaml /opt/nemosandbox/
 ENTRYPOINT ["/bin/sh", "/opt/nemosandbox/install.sh"]

@@ -4,13 +4,16 @@
 # Install (the default):
 #   1. `nemosandbox doctor`: a missing hard requirement (seccomp user notification, pidfd_getfd,
 #      cgroup BPF) fails the init container before anything is written to the node;
-#   2. copies the runtime to /usr/local/bin/nemosandbox and the shipped policies to
-#      /etc/nemosandbox/policies/, and writes /etc/nemosandbox/config.yaml if there is none;
+#   2. copies the runtime to /usr/local/bin/nemosandbox (the shipped policies are built into
+#      it; /etc/nemosandbox/policies/ is left to the administrator) and writes
+#      /etc/nemosandbox/config.yaml if there is none;
 #   3. registers the containerd runtime handler (`nemosandbox install containerd`), restarts
-#      containerd only when that changed its configuration, then labels the node
-#      nemosandbox.dev/installed=true, which the RuntimeClass's node selector waits for.
-# Uninstall (UNINSTALL=1): removes the label, the handler, the binary and the shipped policies;
-# config.yaml only when it is still the one shipped.
+#      containerd when that changed its configuration or an earlier restart is still owed (a
+#      stamp on the host, written before the change, removed after a restart that worked),
+#      then labels the node nemosandbox.dev/installed=true, which the RuntimeClass's node
+#      selector waits for; a node that still owes the restart is not labelled.
+# Uninstall (UNINSTALL=1): removes the label, the handler and the binary; config.yaml only when
+# it is still the one shipped.
 # Both are idempotent: a second run changes nothing and restarts nothing.
 #
 # Environment:
@@ -35,6 +38,8 @@ NS=$SRC/bin/nemosandbox
 # Where containerd's shim finds the runtime on the host (the handler's BinaryName).
 BIN=/usr/local/bin/nemosandbox
 ETC=/etc/nemosandbox
+# On the host: containerd must still be restarted to read its configuration.
+PENDING=/var/lib/nemosandbox/containerd-restart-pending
 
 die() {
     echo "$*" >&2
@@ -57,17 +62,27 @@ containerd_handler() {
     esac
 }
 
-# containerd reads its configuration only at start. Restarted only after a change: replacing the
-# binary needs no restart, since the shim runs the file anew for every call.
+# containerd reads its configuration only at start, so a change owes a restart. The stamp is
+# written before the change, so a run that dies between the two (or whose restart fails) leaves
+# it, and the next run restarts. Replacing the binary needs no restart: the shim runs the file
+# anew for every call.
+owe_restart() {
+    mkdir -p "$HOST${PENDING%/*}"
+    : >"$HOST$PENDING"
+}
+
 restart_containerd() {
     step=$1
-    [ "$CHANGED" = 1 ] || return 0
+    [ -e "$HOST$PENDING" ] || return 0
     if [ "$RESTART_CONTAINERD" = 1 ]; then
         echo "$step: restarting containerd"
         # The host's init system, from the host's namespaces (the DaemonSet runs with hostPID).
-        nsenter -t 1 -m -u -i -n -p -- systemctl restart containerd
+        nsenter -t 1 -m -u -i -n -p -- systemctl restart containerd \
+            || die "$step: restarting containerd failed; the next run tries again"
+        rm -f "$HOST$PENDING"
+        rmdir "$HOST${PENDING%/*}" 2>/dev/null || true
     else
-        echo "$step: RESTART_CONTAINERD=$RESTART_CONTAINERD: containerd was not restarted"
+        echo "$step: RESTART_CONTAINERD=$RESTART_CONTAINERD: containerd was not restarted; restart it to apply"
     fi
 }
 
@@ -78,12 +93,11 @@ do_install() {
             "nothing was installed on this node"
     fi
 
-    mkdir -p "$HOST${BIN%/*}" "$HOST$ETC/policies"
+    mkdir -p "$HOST${BIN%/*}" "$HOST$ETC"
     # Copy then rename: a container starting meanwhile never runs a half-written binary.
     cp "$NS" "$HOST${BIN%/*}/.nemosandbox.new"
     chmod 0755 "$HOST${BIN%/*}/.nemosandbox.new"
     mv -f "$HOST${BIN%/*}/.nemosandbox.new" "$HOST$BIN"
-    cp "$SRC"/policies/*.yaml "$HOST$ETC/policies/"
     # The node configuration is the administrator's: written once, never overwritten.
     [ -e "$HOST$ETC/config.yaml" ] || cp "$SRC/config.yaml" "$HOST$ETC/config.yaml"
 
@@ -93,11 +107,22 @@ do_install() {
     if [ -n "$CONFIG_VERSION" ] && [ ! -s "$HOST$CONFIG" ]; then
         set -- "$@" --config-version "$CONFIG_VERSION"
     fi
+    owed=0
+    [ -e "$HOST$PENDING" ] && owed=1
+    owe_restart
     containerd_handler install "$@"
+    if [ "$CHANGED" = 0 ] && [ "$owed" = 0 ]; then
+        rm -f "$HOST$PENDING"
+        rmdir "$HOST${PENDING%/*}" 2>/dev/null || true
+    fi
     restart_containerd install
 
     if [ "$LABEL_NODE" = 1 ]; then
-        "$NS" node-label || die "install: could not label the node"
+        if [ -e "$HOST$PENDING" ]; then
+            echo "install: containerd has not read the handler yet: the node is not labelled"
+        else
+            "$NS" node-label || die "install: could not label the node"
+        fi
     fi
     echo "install: done ($(wc -c <"$HOST$BIN") bytes at $BIN)"
 }
@@ -108,17 +133,22 @@ do_uninstall() {
         "$NS" node-label --remove || die "uninstall: could not remove the node's label"
     fi
     if [ -e "$HOST$CONFIG" ]; then
+        owed=0
+        [ -e "$HOST$PENDING" ] && owed=1
+        owe_restart
         containerd_handler uninstall --engine-config "$HOST$CONFIG" --no-restart
+        if [ "$CHANGED" = 0 ] && [ "$owed" = 0 ]; then
+            rm -f "$HOST$PENDING"
+        fi
         restart_containerd uninstall
+        # Without a restart now, nothing is left to owe it to: the handler is gone.
+        rm -f "$HOST$PENDING"
+        rmdir "$HOST${PENDING%/*}" 2>/dev/null || true
     else
         echo "uninstall: $CONFIG does not exist"
     fi
 
     rm -f "$HOST$BIN" "$HOST${BIN%/*}/.nemosandbox.new"
-    # Only the policies this image ships: files the administrator added stay.
-    for f in "$SRC"/policies/*.yaml; do
-        rm -f "$HOST$ETC/policies/${f##*/}"
-    done
     # config.yaml only when it is still the one shipped.
     if [ -f "$HOST$ETC/config.yaml" ]; then
         if cmp -s "$SRC/config.yaml" "$HOST$ETC/config.yaml"; then
@@ -127,7 +157,6 @@ do_uninstall() {
             echo "uninstall: $ETC/config.yaml was edited on this node; left in place"
         fi
     fi
-    rmdir "$HOST$ETC/policies" 2>/dev/null || true
     rmdir "$HOST$ETC" 2>/dev/null || true
     echo "uninstall: done"
 }

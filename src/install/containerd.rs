@@ -116,7 +116,9 @@ fn block(
     let q = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
     let mut s = String::new();
     s.push_str(&begin(&opts.name));
-    s.push_str("\n# Written by `nemosandbox install containerd`; `nemosandbox uninstall containerd` removes it.\n");
+    s.push('\n');
+    s.push_str(WRITTEN_BY);
+    s.push_str("; `nemosandbox uninstall containerd` removes it.\n");
     if created {
         s.push_str(CREATED);
     }
@@ -136,28 +138,44 @@ fn block(
     s
 }
 
-/// The marked block's byte range, if the file has one.
-fn find_block(text: &str, name: &str) -> Option<(usize, usize)> {
-    let b = begin(name);
-    let e = end(name);
-    let start = line_start(text, &b)?;
-    let end_line = start + line_start(&text[start..], &e)?;
-    let stop = text[end_line..]
-        .find('\n')
-        .map_or(text.len(), |i| end_line + i + 1);
-    Some((start, stop))
-}
+const WRITTEN_BY: &str = "# Written by `nemosandbox install containerd`";
 
-/// The offset of a line that is exactly `line`.
-fn line_start(text: &str, line: &str) -> Option<usize> {
+/// The marked block's byte range, if the file has one. The END line is the anchor (a block has
+/// exactly one) and its BEGIN is the nearest one above it, so a BEGIN line elsewhere (in a
+/// multi-line string, left over from a hand edit) is not taken for ours; a block whose first
+/// line is not ours is refused rather than cut.
+fn find_block(path: &Path, text: &str, name: &str) -> Result<Option<(usize, usize)>, InstallError> {
+    let (b, e) = (begin(name), end(name));
+    let mut lines = Vec::new();
     let mut off = 0;
     for l in text.split_inclusive('\n') {
-        if l.trim_end_matches(['\n', '\r']) == line {
-            return Some(off);
-        }
+        lines.push((off, l));
         off += l.len();
     }
-    None
+    let ends: Vec<usize> = (0..lines.len())
+        .filter(|i| lines[*i].1.trim() == e)
+        .collect();
+    let damaged = |reason: &str| InstallError::Conflict {
+        path: path.to_path_buf(),
+        reason: format!("the {name} block is damaged ({reason}); fix it by hand"),
+    };
+    let end_line = match ends.as_slice() {
+        [] => return Ok(None),
+        [one] => *one,
+        _ => return Err(damaged("more than one END line")),
+    };
+    let begin_line = (0..end_line)
+        .rev()
+        .find(|i| lines[*i].1.trim() == b)
+        .ok_or_else(|| damaged("an END line without BEGIN"))?;
+    if !lines
+        .get(begin_line + 1)
+        .is_some_and(|(_, l)| l.starts_with(WRITTEN_BY))
+    {
+        return Err(damaged("not written by install"));
+    }
+    let (end_off, end_text) = lines[end_line];
+    Ok(Some((lines[begin_line].0, end_off + end_text.len())))
 }
 
 pub(super) fn install(
@@ -175,7 +193,8 @@ pub(super) fn install(
     let text =
         std::str::from_utf8(before.unwrap_or(b"")).map_err(|_| parse_err(path, "not UTF-8"))?;
     // Our previous block (another path, say) is replaced in place.
-    let base: String = match find_block(text, &opts.name) {
+    let existing = find_block(path, text, &opts.name)?;
+    let base: String = match existing {
         Some((s, e)) => format!("{}{}", &text[..s], &text[e..]),
         None => text.to_string(),
     };
@@ -200,8 +219,7 @@ pub(super) fn install(
             ),
         });
     }
-    let created = before.is_none()
-        || find_block(text, &opts.name).is_some_and(|(s, e)| text[s..e].contains(CREATED));
+    let created = before.is_none() || existing.is_some_and(|(s, e)| text[s..e].contains(CREATED));
     let new_block = block(
         opts,
         version,
@@ -209,7 +227,7 @@ pub(super) fn install(
         systemd_cgroup(&doc, version),
         created,
     );
-    let after = match find_block(text, &opts.name) {
+    let after = match existing {
         Some((s, e)) => format!("{}{new_block}{}", &text[..s], &text[e..]),
         None if text.is_empty() => new_block,
         // One '\n' before the block, which uninstall takes back: a blank line after a
@@ -238,7 +256,11 @@ pub(super) fn uninstall(
         .as_deref()
         .map(|b| std::str::from_utf8(b).map_err(|_| parse_err(path, "not UTF-8")))
         .transpose()?;
-    let after = match text.and_then(|t| find_block(t, name).map(|r| (t, r))) {
+    let found = match text {
+        Some(t) => find_block(path, t, name)?.map(|r| (t, r)),
+        None => None,
+    };
+    let after = match found {
         None => before.clone(),
         Some((t, (s, e))) => {
             // The '\n' install put before the block goes with it.
@@ -248,6 +270,13 @@ pub(super) fn uninstall(
             if rest.is_empty() && t[s..e].contains(CREATED) {
                 None
             } else {
+                // Never write a file containerd cannot read that it could before.
+                if parse(path, t).is_ok() {
+                    parse(path, &rest).map_err(|e| InstallError::Conflict {
+                        path: path.to_path_buf(),
+                        reason: format!("removing the {name} block would break the file: {e}"),
+                    })?;
+                }
                 Some(rest.into_bytes())
             }
         }
@@ -367,6 +396,52 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("BinaryName = \"/opt/n\""), "{text}");
+    }
+
+    #[test]
+    fn marker_lines_elsewhere_are_not_taken_for_the_block() {
+        let p = Path::new("/c.toml");
+        // A BEGIN line inside a multi-line string, and one left from a hand removal.
+        for src in [
+            "version = 2\nnote = \"\"\"\n# BEGIN nemosandbox runtime handler\n\"\"\"\n",
+            "version = 2\n# BEGIN nemosandbox runtime handler\n[plugins.x]\n  y = 1\n",
+        ] {
+            let first = install(p, Some(src.as_bytes()), &opts()).unwrap().after;
+            let again = install(p, first.as_deref(), &opts()).unwrap().after;
+            assert_eq!(first, again);
+            let back = uninstall(p, first, "nemosandbox").unwrap().after.unwrap();
+            assert_eq!(String::from_utf8(back).unwrap(), src);
+        }
+        // Indented by a formatter: still found.
+        let first = String::from_utf8(
+            install(p, Some(V2.as_bytes()), &opts())
+                .unwrap()
+                .after
+                .unwrap(),
+        )
+        .unwrap();
+        let indented = first
+            .replace("# BEGIN nemosandbox", "  # BEGIN nemosandbox")
+            .replace("# END nemosandbox", "\t# END nemosandbox");
+        let back = uninstall(p, Some(indented.into_bytes()), "nemosandbox")
+            .unwrap()
+            .after
+            .unwrap();
+        assert_eq!(String::from_utf8(back).unwrap(), V2);
+        // Damaged blocks are refused, not cut.
+        let two_ends = format!("{first}# END nemosandbox runtime handler\n");
+        assert!(uninstall(p, Some(two_ends.into_bytes()), "nemosandbox")
+            .unwrap_err()
+            .to_string()
+            .contains("damaged"));
+        let no_begin = "version = 2\n# END nemosandbox runtime handler\n";
+        assert!(uninstall(p, Some(no_begin.as_bytes().to_vec()), "nemosandbox").is_err());
+        let not_ours =
+            "# BEGIN nemosandbox runtime handler\n[a]\n# END nemosandbox runtime handler\n";
+        assert!(install(p, Some(not_ours.as_bytes()), &opts())
+            .unwrap_err()
+            .to_string()
+            .contains("not written by install"));
     }
 
     #[test]

@@ -74,6 +74,24 @@ fn render(doc: &Map<String, Value>) -> Vec<u8> {
     s.into_bytes()
 }
 
+/// Takes our entry out, and `runtimes` with it when it is left empty and the file had none
+/// before install (`original`).
+fn remove_entry(
+    path: &Path,
+    doc: &mut Map<String, Value>,
+    name: &str,
+    original: Option<&str>,
+) -> Result<(), InstallError> {
+    let rts = runtimes(path, doc)?;
+    rts.remove(name);
+    let had_runtimes = original
+        .is_some_and(|b| parse(path, Some(b.as_bytes())).is_ok_and(|d| d.contains_key("runtimes")));
+    if rts.is_empty() && !had_runtimes {
+        doc.remove("runtimes");
+    }
+    Ok(())
+}
+
 fn read_record(path: &Path) -> Result<Option<(Vec<u8>, Record)>, InstallError> {
     let Some(bytes) = super::read_optional(path)? else {
         return Ok(None);
@@ -118,9 +136,18 @@ pub(super) fn install(
     }
     rts.insert(opts.name.clone(), entry);
     let after = render(&doc);
-    // The first install keeps the original bytes; a later one (new path or presets) keeps them.
     let original = match &record {
-        Some((_, r)) => r.before.clone(),
+        // Reinstall (new path or presets) over the file as install left it: the bytes from
+        // before the first install stay the ones uninstall restores.
+        Some((_, r)) if before.map(sha256_hex).as_deref() == Some(r.after_sha256.as_str()) => {
+            r.before.clone()
+        }
+        // Edited since install: what uninstall restores is the edited file without our entry.
+        Some((_, r)) => {
+            let mut without = doc.clone();
+            remove_entry(path, &mut without, &opts.name, r.before.as_deref())?;
+            Some(String::from_utf8(render(&without)).expect("JSON is UTF-8"))
+        }
         None => before
             .map(|b| {
                 String::from_utf8(b.to_vec()).map_err(|_| InstallError::Parse {
@@ -137,16 +164,18 @@ pub(super) fn install(
     };
     let mut record_bytes = serde_json::to_vec_pretty(&new_record).expect("a record serialises");
     record_bytes.push(b'\n');
+    // The record first: a failure between the two writes leaves a record of a change not made,
+    // which uninstall handles, rather than an entry no record vouches for.
     Ok(vec![
-        Change {
-            path: path.to_path_buf(),
-            before: None,
-            after: Some(after),
-        },
         Change {
             path: rec_path,
             before: record.map(|(b, _)| b),
             after: Some(record_bytes),
+        },
+        Change {
+            path: path.to_path_buf(),
+            before: None,
+            after: Some(after),
         },
     ])
 }
@@ -174,20 +203,16 @@ pub(super) fn uninstall(
         }]);
     };
     let current = before.as_deref().map(sha256_hex);
-    let after = if current.as_deref() == Some(record.after_sha256.as_str()) {
+    let after = if before.as_deref() == record.before.as_deref().map(str::as_bytes) {
+        // Install stopped after its record, or uninstall after restoring: nothing to undo.
+        before.clone()
+    } else if current.as_deref() == Some(record.after_sha256.as_str()) {
         // Untouched since install: the original bytes, or no file.
         record.before.clone().map(String::into_bytes)
     } else {
         // Edited since: take out our entry only.
         let mut doc = parse(path, before.as_deref())?;
-        let rts = runtimes(path, &mut doc)?;
-        rts.remove(name);
-        let had_runtimes = record.before.as_deref().is_some_and(|b| {
-            parse(path, Some(b.as_bytes())).is_ok_and(|d| d.contains_key("runtimes"))
-        });
-        if rts.is_empty() && !had_runtimes {
-            doc.remove("runtimes");
-        }
+        remove_entry(path, &mut doc, name, record.before.as_deref())?;
         Some(render(&doc))
     };
     Ok(vec![
@@ -284,14 +309,14 @@ mod tests {
         let p = Path::new("/d/daemon.json");
         let orig = br#"{"debug": true, "runtimes": {"kata": {"path": "/k"}}}"#;
         let changes = install(p, Some(orig), &opts(&[])).unwrap();
-        let written = changes[0].after.clone().unwrap();
+        let written = changes[1].after.clone().unwrap();
         let mut doc: Value = serde_json::from_slice(&written).unwrap();
         assert_eq!(doc["debug"], true);
         assert_eq!(doc["runtimes"]["kata"]["path"], "/k");
         // The admin adds a key after install: uninstall takes out only the entry.
         doc["log-level"] = json!("info");
         let edited = serde_json::to_vec(&doc).unwrap();
-        let rec = String::from_utf8(changes[1].after.clone().unwrap()).unwrap();
+        let rec = String::from_utf8(changes[0].after.clone().unwrap()).unwrap();
         let tmp = crate::testutil::TempDir::new("docker-install");
         let cfg = tmp.path().join("daemon.json");
         std::fs::write(record_path(&cfg, "nemosandbox"), rec).unwrap();
@@ -302,6 +327,67 @@ mod tests {
             json!({"debug": true, "log-level": "info", "runtimes": {"kata": {"path": "/k"}}})
         );
         assert_eq!(out[1].after, None, "the record goes");
+    }
+
+    #[test]
+    fn an_edit_between_two_installs_survives_uninstall() {
+        use crate::install::{apply, plan_install, plan_uninstall, Engine};
+        let tmp = crate::testutil::TempDir::new("docker-reinstall");
+        let p = tmp.path().join("daemon.json");
+        std::fs::write(&p, "{\"debug\": true}").unwrap();
+        let o = Options {
+            config: Some(p.clone()),
+            ..opts(&[])
+        };
+        apply(&plan_install(Engine::Docker, &o).unwrap()).unwrap();
+        let mut doc: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        doc["log-level"] = json!("info");
+        std::fs::write(&p, serde_json::to_vec(&doc).unwrap()).unwrap();
+        let upgraded = Options {
+            path: "/opt/nemosandbox".into(),
+            ..o.clone()
+        };
+        apply(&plan_install(Engine::Docker, &upgraded).unwrap()).unwrap();
+        apply(&plan_uninstall(Engine::Docker, &o).unwrap()).unwrap();
+        let doc: Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        assert_eq!(doc, json!({"debug": true, "log-level": "info"}));
+    }
+
+    #[test]
+    fn a_record_without_its_change_is_undone_cleanly() {
+        use crate::install::{apply, plan_install, plan_uninstall, Engine};
+        let tmp = crate::testutil::TempDir::new("docker-half");
+        let p = tmp.path().join("daemon.json");
+        std::fs::write(&p, "{ }").unwrap();
+        let o = Options {
+            config: Some(p.clone()),
+            ..opts(&[])
+        };
+        let changes = plan_install(Engine::Docker, &o).unwrap();
+        // Only the record got written (a crash, a full disk).
+        apply(&changes[..1]).unwrap();
+        apply(&plan_uninstall(Engine::Docker, &o).unwrap()).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{ }");
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).unwrap().count(),
+            1,
+            "the record is gone"
+        );
+    }
+
+    #[test]
+    fn a_symlinked_daemon_json_is_refused() {
+        use crate::install::{plan_install, Engine};
+        let tmp = crate::testutil::TempDir::new("docker-link");
+        let p = tmp.path().join("daemon.json");
+        std::os::unix::fs::symlink("/nonexistent/daemon.json", &p).unwrap();
+        let o = Options {
+            config: Some(p.clone()),
+            ..opts(&[])
+        };
+        let e = plan_install(Engine::Docker, &o).unwrap_err().to_string();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert!(plan_install(Engine::Containerd, &o).is_err());
     }
 
     #[test]

@@ -155,7 +155,16 @@ fn check_name(name: &str) -> Result<(), InstallError> {
     }
 }
 
+/// The file's bytes, `None` when it does not exist. A symbolic link is refused: renaming over it
+/// would replace the link with a file, and a link whose target lies outside a mounted host root
+/// reads as missing, which would turn the whole configuration into our block alone.
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, InstallError> {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(InstallError::Conflict {
+            path: path.to_path_buf(),
+            reason: "is a symbolic link; pass the file it points to with --engine-config".into(),
+        });
+    }
     match std::fs::read(path) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -195,7 +204,8 @@ pub fn plan_uninstall(engine: Engine, opts: &Options) -> Result<Vec<Change>, Ins
 }
 
 /// Writes each change atomically (a temporary file in the same directory, renamed over), keeping
-/// the mode and owner of a file that existed; removes the files that are to be absent.
+/// the mode and owner of a file that existed; removes the files that are to be absent. In order:
+/// an engine module lists a record before the file it describes.
 pub fn apply(changes: &[Change]) -> Result<(), InstallError> {
     for c in changes.iter().filter(|c| c.changed()) {
         match &c.after {
@@ -218,6 +228,7 @@ pub fn apply(changes: &[Change]) -> Result<(), InstallError> {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), InstallError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir).map_err(io_error(dir))?;
     let old = std::fs::metadata(path).ok();
@@ -225,24 +236,34 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), InstallError> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.nemosandbox-{}", std::process::id()));
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let tmp = dir.join(format!(
+        ".{name}.nemosandbox-{}-{nonce:x}",
+        std::process::id()
+    ));
+    // Owner-only until the final mode is set: the content may be a 0600 file's.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_error(&tmp))?;
     let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
         f.write_all(bytes)?;
         let mode = old
             .as_ref()
             .map_or(0o644, |m| m.permissions().mode() & 0o7777);
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         if let Some(m) = &old {
             std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()))?;
         }
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {
+        // Ours: create_new made it.
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(io_error(path))

@@ -39,10 +39,12 @@ impl ApiServer {
     pub fn in_cluster(service_account: Option<PathBuf>) -> Result<ApiServer, LabelError> {
         let host = std::env::var("KUBERNETES_SERVICE_HOST")
             .map_err(|_| LabelError::Env("KUBERNETES_SERVICE_HOST"))?;
-        let port = std::env::var("KUBERNETES_SERVICE_PORT")
-            .ok()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or(443);
+        let port = match std::env::var("KUBERNETES_SERVICE_PORT") {
+            Err(_) => 443,
+            Ok(p) => p
+                .parse()
+                .map_err(|_| LabelError::Env("a valid KUBERNETES_SERVICE_PORT"))?,
+        };
         Ok(ApiServer {
             host,
             port,
@@ -59,13 +61,18 @@ impl ApiServer {
     }
 }
 
-/// A node name as Kubernetes allows it (a DNS subdomain): nothing that could change the path.
+/// A node name as Kubernetes allows it (an RFC 1123 subdomain: labels of lowercase letters,
+/// digits and inner '-', joined by '.'): nothing that could change the request's path.
 fn valid_node(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    !name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok)
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, LabelError> {
@@ -139,8 +146,15 @@ pub fn set(api: &ApiServer, node: &str, present: bool) -> Result<(), LabelError>
     tls.write_all(request.as_bytes())
         .map_err(|e| api_err(e.to_string()))?;
     let mut response = Vec::new();
-    // Bounded: the answer is one node object.
-    let _ = (&mut tls).take(4 << 20).read_to_end(&mut response);
+    // Bounded: the answer is one node object. A server closing without TLS close_notify ends
+    // the read with an error after a complete answer; an empty answer is the error then.
+    let read = (&mut tls).take(4 << 20).read_to_end(&mut response);
+    if response.is_empty() {
+        return Err(api_err(match read {
+            Err(e) => e.to_string(),
+            Ok(_) => "no answer".into(),
+        }));
+    }
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut parsed = httparse::Response::new(&mut headers);
     let status = match parsed.parse(&response) {
@@ -170,7 +184,9 @@ mod tests {
     #[test]
     fn node_names_that_could_change_the_path_are_refused() {
         assert!(valid_node("worker-1.example"));
-        for bad in ["", "a/b", "../x", "A", "n?x=1", "n x"] {
+        for bad in [
+            "", "a/b", "../x", "..", ".", "a..b", "-a", "a-", "A", "n?x=1", "n x",
+        ] {
             assert!(!valid_node(bad), "{bad}");
         }
     }

@@ -2,14 +2,21 @@
 //! containerd and CRI-O read theirs at start, so they are restarted through systemd when it runs
 //! (otherwise the user is told); podman reads its drop-ins at every command.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::{Engine, InstallError, Restart};
 
-/// The dockerd processes (run by root) that read `config`.
+/// The dockerd processes that read `config`: named dockerd, running as root (the real uid in
+/// `status`; `/proc/PID`'s owner is root for any non-dumpable process too), and in our mount
+/// namespace, so that a docker-in-docker daemon reading its own `/etc/docker/daemon.json` is not
+/// taken for the host's.
 fn dockerds_reading(config: &Path) -> Vec<i32> {
     let want = std::fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
+    let our_ns = std::fs::metadata("/proc/self/ns/mnt")
+        .map(|m| (m.dev(), m.ino()))
+        .ok();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return vec![];
     };
@@ -17,14 +24,21 @@ fn dockerds_reading(config: &Path) -> Vec<i32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
             let base = PathBuf::from(format!("/proc/{pid}"));
-            let root_owned = std::os::unix::fs::MetadataExt::uid(&match std::fs::metadata(&base) {
-                Ok(m) => m,
-                Err(_) => return false,
-            }) == 0;
             let is_dockerd =
                 std::fs::read_to_string(base.join("comm")).is_ok_and(|c| c.trim_end() == "dockerd");
-            root_owned
-                && is_dockerd
+            let root = std::fs::read_to_string(base.join("status")).is_ok_and(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|v| v.split_whitespace().next())
+                    == Some("0")
+            });
+            let same_ns = std::fs::metadata(base.join("ns/mnt"))
+                .map(|m| (m.dev(), m.ino()))
+                .ok()
+                == our_ns;
+            is_dockerd
+                && root
+                && same_ns
                 && std::fs::read(base.join("cmdline")).is_ok_and(|c| {
                     let used = config_file_arg(&c);
                     std::fs::canonicalize(&used).unwrap_or(used) == want
