@@ -36,7 +36,7 @@ fn bench(c: &mut Criterion) {
     c.bench_function("symlink guard: 100 links, harden + clear", |b| {
         b.iter(|| {
             let o = harden(&guard, &root, &root).unwrap();
-            assert_eq!(o.outcome, "hardened");
+            assert_eq!(o.outcome, nemosandbox::symlinks::Stage::Hardened);
             clear_immutable(&dir, md.dev(), md.ino());
         })
     });

@@ -411,3 +411,49 @@ fn the_gate_cannot_be_walked_around() {
     rt.remove(&id);
     assert_nothing_left(&rt, &id);
 }
+
+/// An allowlisted script that names its interpreter through `#!/usr/bin/env python3`: the gate
+/// gives execute rights to env and to the python3 env finds on PATH (and its loader), so the
+/// script runs; a program the script then starts is still refused by the kernel. The image's
+/// /usr is the host's (read-only), for a real python3.
+#[test]
+fn an_allowlisted_env_python_script_runs() {
+    let rt = Runtime::new();
+    let b = Bundle::busybox(&["sleep", "1000"]);
+    let r = b.path().join("rootfs");
+    std::fs::create_dir_all(r.join("usr")).unwrap();
+    std::fs::create_dir_all(r.join("opt/tools")).unwrap();
+    for (link, to) in [("lib", "usr/lib"), ("lib64", "usr/lib64")] {
+        std::os::unix::fs::symlink(to, r.join(link)).unwrap();
+    }
+    std::fs::write(
+        r.join("opt/tools/hello"),
+        "#!/usr/bin/env python3\nimport subprocess, sys\nprint('py-ran', sys.version_info[0])\n\
+         try:\n    subprocess.run(['/usr/bin/id'], check=True, stdout=subprocess.DEVNULL)\n    print('other-ran')\n\
+         except OSError as e:\n    print('other-refused', e.errno)\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        r.join("opt/tools/hello"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    b.edit(|c| {
+        c["mounts"].as_array_mut().unwrap().push(serde_json::json!({
+            "destination": "/usr", "type": "bind", "source": "/usr", "options": ["rbind", "ro"]
+        }));
+    });
+    let p = rt.root.path().join(format!("{}.yaml", unique("gate")));
+    std::fs::write(
+        &p,
+        "version: 1\nfilesystem_policy:\n  permissions:\n    \"/**\": \"r-x\"\n\
+         exec_policy:\n  allowlist:\n    - { pattern: /opt/tools/hello }\n  safe_builtins: true\n",
+    )
+    .unwrap();
+    let id = started(&rt, p.to_str().unwrap(), &b);
+    let out = rt.ok(&["exec", &id, "/opt/tools/hello"]);
+    assert!(out.contains("py-ran 3"), "{out}");
+    assert!(out.contains("other-refused 13"), "{out}");
+    rt.remove(&id);
+    assert_nothing_left(&rt, &id);
+}

@@ -4,6 +4,8 @@
 //! runtime's own state directory and is what libcontainer (and every later `exec`) loads, so
 //! every policy stage that changes mounts, process or seccomp does it here, once, at `create`.
 
+use crate::confine::bpf::FilterFile;
+use crate::container_dir::ContainerDir;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -170,17 +172,6 @@ pub struct ConfinementPlan {
     pub seccomp_listener: Option<PathBuf>,
 }
 
-/// A compiled seccomp program stored beside the rewritten spec.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct FilterFile {
-    pub file: String,
-    /// seccomp(2) filter flags.
-    pub flags: u32,
-    /// The program, read by the runtime before it forks (the container cannot see the file).
-    #[serde(skip)]
-    pub bpf: Vec<u8>,
-}
-
 /// The spec that will run, with the plan for the in-container stage.
 #[derive(Debug, Clone)]
 pub struct Rewritten {
@@ -299,25 +290,24 @@ fn absolute_in(base: &Path, p: &Path) -> PathBuf {
 }
 
 /// Write the rewritten bundle into `dir` (our state directory for the container).
-pub fn write_rewritten(dir: &Path, rw: &Rewritten) -> Result<(), BundleError> {
-    let write = |name: &str, data: Vec<u8>| {
-        let path = dir.join(name);
+pub fn write_rewritten(dir: &ContainerDir, rw: &Rewritten) -> Result<(), BundleError> {
+    let write = |path: PathBuf, data: Vec<u8>| {
         fs::write(&path, data).map_err(|source| BundleError::Write { path, source })
     };
     write(
-        "config.json",
+        dir.spec(),
         serde_json::to_vec(&rw.spec).expect("spec serializes"),
     )?;
     write(
-        "confine.json",
+        dir.plan(),
         serde_json::to_vec(&rw.plan).expect("plan serializes"),
     )
 }
 
 /// Write the confinement plan `exec` reads.
-pub fn write_plan(dir: &Path, plan: &ConfinementPlan) -> Result<(), BundleError> {
-    let path = dir.join("confine.json");
-    let tmp = dir.join("confine.json.tmp");
+pub fn write_plan(dir: &ContainerDir, plan: &ConfinementPlan) -> Result<(), BundleError> {
+    let path = dir.plan();
+    let tmp = dir.plan_tmp();
     fs::write(&tmp, serde_json::to_vec(plan).expect("plan serializes"))
         .and_then(|()| fs::rename(&tmp, &path))
         .map_err(|source| BundleError::Write { path, source })
@@ -338,22 +328,22 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Bundl
 }
 
 /// Read the plan written at `create`, with its compiled filters, for `exec`.
-pub fn load_plan(dir: &Path) -> Result<ConfinementPlan, BundleError> {
-    let mut plan: ConfinementPlan = read_json(&dir.join("confine.json"))?;
+pub fn load_plan(dir: &ContainerDir) -> Result<ConfinementPlan, BundleError> {
+    let mut plan: ConfinementPlan = read_json(&dir.plan())?;
     for f in plan
         .filters
         .iter_mut()
         .chain(plan.netguard.as_mut().map(|n| &mut n.filter))
     {
-        let path = dir.join(&f.file);
+        let path = dir.filter(&f.file);
         f.bpf = fs::read(&path).map_err(|source| BundleError::Read { path, source })?;
     }
     Ok(plan)
 }
 
 /// Load the rewritten spec written at `create`.
-pub fn load_rewritten_spec(dir: &Path) -> Result<Spec, BundleError> {
-    read_json(&dir.join("config.json"))
+pub fn load_rewritten_spec(dir: &ContainerDir) -> Result<Spec, BundleError> {
+    read_json(&dir.spec())
 }
 
 #[cfg(test)]

@@ -13,25 +13,7 @@ pub struct Check {
     pub degrades: String,
 }
 
-const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
-
-/// The Landlock ABI the kernel offers, or the errno that says why not.
-pub fn landlock_abi() -> Result<i64, nix::Error> {
-    // SAFETY: with a NULL attr, size 0 and the VERSION flag the call only returns the ABI.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_landlock_create_ruleset,
-            std::ptr::null::<libc::c_void>(),
-            0usize,
-            LANDLOCK_CREATE_RULESET_VERSION,
-        )
-    };
-    if rc < 0 {
-        Err(nix::Error::last())
-    } else {
-        Ok(rc)
-    }
-}
+use crate::confine::landlock::landlock_abi;
 
 /// Does the syscall exist? Called with arguments that fail before doing anything.
 fn syscall_exists(nr: libc::c_long, a: libc::c_long, b: libc::c_long, c: libc::c_long) -> bool {

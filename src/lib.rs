@@ -6,6 +6,8 @@ pub mod bundle;
 pub mod cgroups;
 pub mod cgroupv1;
 pub mod confine;
+pub mod container_dir;
+pub mod container_root;
 pub mod doctor;
 pub mod execgate;
 pub mod executor;

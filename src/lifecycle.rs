@@ -6,6 +6,8 @@
 //! Any failure after something exists removes all of it: libcontainer's dir, ours, the cgroup,
 //! the init process and the helper.
 
+pub mod policy_update;
+
 use std::collections::HashMap;
 use std::fs;
 use std::os::fd::AsRawFd;
@@ -24,6 +26,7 @@ use oci_spec::runtime::{LinuxCapabilities, LinuxResources, Process};
 
 use crate::bundle::{self, BundleError, SourceBundle};
 use crate::confine;
+use crate::container_dir::ContainerDir;
 use crate::executor::ConfiningExecutor;
 use crate::foreground::{self, ForegroundError};
 use crate::helper::{self, HelperError};
@@ -308,7 +311,7 @@ impl Runtime {
         let _ = fs::remove_dir_all(&own);
         fs::create_dir_all(&own).map_err(io_err(&own))?;
         let mut guard = RemoveOnDrop {
-            path: Some(own.clone()),
+            path: Some(own.path().to_path_buf()),
         };
         // The image root, before a restrictive layout swaps in its skeleton.
         let image_root = rw
@@ -377,7 +380,7 @@ impl Runtime {
             l.log_denials = node.audit.landlock_denials && l.abi >= 7 && !effective.unconfined;
         }
         bundle::write_rewritten(&own, &rw)?;
-        let effective_path = own.join("effective.json");
+        let effective_path = own.effective();
         let canonical = effective.canonical_json();
         fs::write(&effective_path, &canonical).map_err(io_err(&effective_path))?;
         let mut meta = Meta {
@@ -438,7 +441,7 @@ impl Runtime {
             })
             .and_then(|b| b.validate_id())
             .and_then(|b| {
-                b.as_init(&own)
+                b.as_init(own.path())
                     .with_systemd(self.systemd_cgroup)
                     .with_detach(opts.detach)
                     .with_no_pivot(opts.no_pivot)
@@ -540,7 +543,7 @@ impl Runtime {
     fn listener_relay(
         &self,
         plan: &bundle::ConfinementPlan,
-        own: &Path,
+        own: &ContainerDir,
         bundle: &Path,
     ) -> Result<Option<crate::listener::Relay>> {
         let Some(target) = &plan.seccomp_listener else {
@@ -647,7 +650,7 @@ impl Runtime {
             match symlinks::harden(g, &container_root, &meta.rootfs) {
                 Ok(o) => {
                     let line = format!("symlink guard {}: {}", o.dir, o.annotation_value());
-                    if o.outcome == "hardened" {
+                    if o.outcome == symlinks::Stage::Hardened {
                         tracing::info!("{line}");
                     } else {
                         tracing::warn!("{line}");
@@ -1084,7 +1087,7 @@ impl Runtime {
         // spec every exec loads).
         let _listener_lock = match &plan.seccomp_listener {
             Some(_) => {
-                let path = own.join("listener.lock");
+                let path = own.listener_lock();
                 Some(state::lock_exclusive(&path).map_err(io_err(&path))?)
             }
             None => None,
@@ -1222,7 +1225,7 @@ impl Runtime {
         stdin_socket: bool,
     ) -> Result<Option<ExecVerdict>> {
         let own = self.root.own_dir(id);
-        let effective: Effective = bundle::read_json(&own.join("effective.json"))?;
+        let effective: Effective = bundle::read_json(&own.effective())?;
         let Some(policy) = &effective.exec_policy else {
             return Ok(None);
         };
@@ -1302,8 +1305,7 @@ impl Runtime {
             what: format!("container {id:?}"),
             msg: "no init pid".into(),
         })?;
-        let effective: Effective =
-            bundle::read_json(&self.root.own_dir(id).join("effective.json"))?;
+        let effective: Effective = bundle::read_json(&self.root.own_dir(id).effective())?;
         Ok((
             PathBuf::from(format!("/proc/{}/root", pid.as_raw())),
             effective,
@@ -1413,7 +1415,7 @@ fn bounded_process_copy(
     path: &Path,
     container: &LinuxCapabilities,
     run_as: Option<(u32, u32)>,
-    own: &Path,
+    own: &ContainerDir,
     secrets: &[netguard::l7::credentials::Secret],
     nnp: bool,
 ) -> Result<PathBuf> {
@@ -1456,15 +1458,7 @@ fn bounded_process_copy(
         netguard::l7::credentials::scrub(&mut env, secrets);
         process.set_env(Some(env));
     }
-    let name = format!(
-        "exec-{}-{}.json",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    );
-    let out = own.join(name);
+    let out = own.exec_process();
     fs::write(
         &out,
         serde_json::to_vec(&process).expect("process serializes"),

@@ -16,18 +16,19 @@ use std::time::Duration;
 
 use nix::sys::socket::{self, ControlMessage, ControlMessageOwned, MsgFlags, UnixAddr};
 
+use crate::container_dir::ContainerDir;
+
 /// The relay's socket in the container's state directory.
-pub const SOCKET: &str = "seccomp-listener.sock";
 /// Largest message accepted from libcontainer.
 const MAX_MESSAGE: usize = 1024 * 1024;
 
 /// Point the spec's listener at the relay's socket in `own`; the engine's listener path, if
 /// the spec has one.
-pub fn redirect(spec: &mut oci_spec::runtime::Spec, own: &Path) -> Option<PathBuf> {
+pub fn redirect(spec: &mut oci_spec::runtime::Spec, own: &ContainerDir) -> Option<PathBuf> {
     let mut linux = spec.linux().clone()?;
     let mut seccomp = linux.seccomp().clone()?;
     let target = seccomp.listener_path().clone()?;
-    seccomp.set_listener_path(Some(own.join(SOCKET)));
+    seccomp.set_listener_path(Some(own.listener_socket()));
     linux.set_seccomp(Some(seccomp));
     spec.set_linux(Some(linux));
     Some(target)
@@ -38,9 +39,10 @@ pub struct Relay {
     done: mpsc::Receiver<Result<(), String>>,
 }
 
-/// Listen on `own/SOCKET` and relay one message to `target`, with `bundle` in its state.
-pub fn start(own: &Path, target: PathBuf, bundle: PathBuf) -> std::io::Result<Relay> {
-    let path = own.join(SOCKET);
+/// Listen on the relay socket in `own` and relay one message to `target`, with `bundle` in its
+/// state.
+pub fn start(own: &ContainerDir, target: PathBuf, bundle: PathBuf) -> std::io::Result<Relay> {
+    let path = own.listener_socket();
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
     let (tx, done) = mpsc::channel();

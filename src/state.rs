@@ -60,8 +60,8 @@ impl StateRoot {
         self.root.join(id)
     }
     /// Our directory for the container: the rewritten bundle and metadata.
-    pub fn own_dir(&self, id: &str) -> PathBuf {
-        self.root.join(".nemosandbox").join(id)
+    pub fn own_dir(&self, id: &str) -> crate::container_dir::ContainerDir {
+        crate::container_dir::ContainerDir::new(self.root.join(".nemosandbox").join(id))
     }
     pub fn exists(&self, id: &str) -> bool {
         self.container_dir(id).join("state.json").exists()
@@ -175,7 +175,7 @@ pub struct Meta {
 
 impl Meta {
     pub fn path(root: &StateRoot, id: &str) -> PathBuf {
-        root.own_dir(id).join("meta.json")
+        root.own_dir(id).meta()
     }
     pub fn load(root: &StateRoot, id: &str) -> Result<Meta, StateError> {
         let path = Self::path(root, id);

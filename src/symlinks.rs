@@ -35,12 +35,33 @@ pub enum GuardError {
     Read { dir: String, msg: String },
 }
 
+/// How far a guard got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Links validated and the directory made immutable.
+    Hardened,
+    /// Links validated; a step of the freezing failed (`detail` says which).
+    Partial,
+    /// Nothing to guard (`required: false` and no directory).
+    Skipped,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Hardened => "hardened",
+            Stage::Partial => "partial",
+            Stage::Skipped => "skipped",
+        }
+    }
+}
+
 /// What happened to one guard, for the log, the state annotations and the audit stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
     pub dir: String,
-    /// `hardened`, `partial` or `skipped`.
-    pub outcome: String,
+    pub outcome: Stage,
     /// Which step failed and why (`partial`), or why nothing was done (`skipped`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub detail: String,
@@ -53,9 +74,9 @@ pub struct Outcome {
 impl Outcome {
     pub fn annotation_value(&self) -> String {
         if self.detail.is_empty() {
-            self.outcome.clone()
+            self.outcome.as_str().to_string()
         } else {
-            format!("{}: {}", self.outcome, self.detail)
+            format!("{}: {}", self.outcome.as_str(), self.detail)
         }
     }
 }
@@ -176,7 +197,7 @@ pub fn harden(
         Err(_) if !g.required.unwrap_or(true) => {
             return Ok(Outcome {
                 dir: g.dir.clone(),
-                outcome: "skipped".into(),
+                outcome: Stage::Skipped,
                 detail: "directory does not exist (required: false)".into(),
                 immutable: None,
             })
@@ -214,11 +235,10 @@ pub fn harden(
     Ok(Outcome {
         dir: g.dir.clone(),
         outcome: if failed.is_empty() {
-            "hardened"
+            Stage::Hardened
         } else {
-            "partial"
-        }
-        .into(),
+            Stage::Partial
+        },
         detail: failed.join("; "),
         immutable,
     })

@@ -61,6 +61,27 @@ struct Cli {
     cmd: Option<Cmd>,
 }
 
+/// `--format` of the listing commands (ps, list, doctor).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Listing {
+    Table,
+    Json,
+}
+
+/// `--format` of the reports (audit, policy explain).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Report {
+    Text,
+    Json,
+}
+
+/// `--format` of `policy show`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum PolicyFormat {
+    Yaml,
+    Json,
+}
+
 #[derive(Args, Debug, Clone)]
 struct CreateArgs {
     /// Path to the bundle directory
@@ -134,8 +155,8 @@ enum Cmd {
     /// List the processes of a container
     Ps {
         /// table (ps(1) output) or json (the pids)
-        #[arg(short = 'f', long, default_value = "table")]
-        format: String,
+        #[arg(short = 'f', long, value_enum, default_value_t = Listing::Table)]
+        format: Listing,
         /// The container
         id: String,
         /// Arguments for ps(1)
@@ -145,8 +166,8 @@ enum Cmd {
     /// List containers
     List {
         /// table or json
-        #[arg(short = 'f', long, default_value = "table")]
-        format: String,
+        #[arg(short = 'f', long, value_enum, default_value_t = Listing::Table)]
+        format: Listing,
         /// Print the ids only
         #[arg(short = 'q', long)]
         quiet: bool,
@@ -201,8 +222,8 @@ enum Cmd {
     /// a required one (seccomp user notification, pidfd_getfd, cgroup bpf) is missing
     Doctor {
         /// table or json
-        #[arg(long, default_value = "table")]
-        format: String,
+        #[arg(long, value_enum, default_value_t = Listing::Table)]
+        format: Listing,
     },
     /// Policy tools: lint, list, show, explain, schema, update
     #[command(subcommand)]
@@ -222,8 +243,8 @@ enum Cmd {
         #[arg(long)]
         kind: Vec<nemosandbox::audit::Kind>,
         /// text (one readable line per event) or json (the events as written)
-        #[arg(long, default_value = "text")]
-        format: String,
+        #[arg(long, value_enum, default_value_t = Report::Text)]
+        format: Report,
     },
     /// Register nemosandbox with an engine (docker, containerd, podman, crio) in its own
     /// configuration; the global --preset/--policy become docker's runtime arguments
@@ -264,8 +285,8 @@ enum PolicyCmd {
         #[arg(long)]
         bundle: Option<PathBuf>,
         /// yaml or json
-        #[arg(long, default_value = "yaml")]
-        format: String,
+        #[arg(long, value_enum, default_value_t = PolicyFormat::Yaml)]
+        format: PolicyFormat,
     },
     /// What will be enforced for the effective policy; with --connect or --exec, what the
     /// guard or the exec gate would decide for one request, and why
@@ -289,8 +310,8 @@ enum PolicyCmd {
         #[arg(long, value_name = "LINE", requires = "id", conflicts_with = "connect")]
         exec: Option<String>,
         /// text or json (for --connect)
-        #[arg(long, default_value = "text")]
-        format: String,
+        #[arg(long, value_enum, default_value_t = Report::Text)]
+        format: Report,
     },
     /// JSON Schema of the policy format
     Schema,
@@ -680,10 +701,9 @@ fn dispatch_runtime(cli: &Cli, cmd: Cmd) -> Result<i32> {
             ps_args,
         } => {
             let pids = rt.pids(&id)?;
-            match format.as_str() {
-                "json" => println!("{}", serde_json::to_string(&pids)?),
-                "table" => ps_table(&pids, &ps_args)?,
-                other => bail!("invalid format option {other:?}: use table or json"),
+            match format {
+                Listing::Json => println!("{}", serde_json::to_string(&pids)?),
+                Listing::Table => ps_table(&pids, &ps_args)?,
             }
         }
         Cmd::List { format, quiet } => {
@@ -691,10 +711,9 @@ fn dispatch_runtime(cli: &Cli, cmd: Cmd) -> Result<i32> {
             if quiet {
                 states.iter().for_each(|s| println!("{}", s.id));
             } else {
-                match format.as_str() {
-                    "json" => println!("{}", serde_json::to_string(&states)?),
-                    "table" => list_table(&states),
-                    other => bail!("invalid format option {other:?}: use table or json"),
+                match format {
+                    Listing::Json => println!("{}", serde_json::to_string(&states)?),
+                    Listing::Table => list_table(&states),
                 }
             }
         }
@@ -757,13 +776,12 @@ fn dispatch_runtime(cli: &Cli, cmd: Cmd) -> Result<i32> {
             since,
             kind,
             format,
-        } => return audit_cmd(&rt, id, follow, since, kind, &format),
+        } => return audit_cmd(&rt, id, follow, since, kind, format),
         Cmd::Doctor { format } => {
             let checks = nemosandbox::doctor::checks();
-            match format.as_str() {
-                "json" => println!("{}", serde_json::to_string_pretty(&checks)?),
-                "table" => print!("{}", nemosandbox::doctor::table(&checks)),
-                other => bail!("--format {other:?}: use table or json"),
+            match format {
+                Listing::Json => println!("{}", serde_json::to_string_pretty(&checks)?),
+                Listing::Table => print!("{}", nemosandbox::doctor::table(&checks)),
             }
             let missing = nemosandbox::doctor::missing_required(&checks);
             if !missing.is_empty() {
@@ -874,10 +892,9 @@ fn policy_cmd(rt: &Runtime, cmd: PolicyCmd) -> Result<i32> {
         }
         PolicyCmd::Show { bundle, format } => {
             let eff = rt.policy.effective(&bundle_annotations(bundle.as_ref())?)?;
-            match format.as_str() {
-                "json" => println!("{}", serde_json::to_string_pretty(&eff)?),
-                "yaml" => print!("{}", render::yaml_text(&eff)),
-                other => bail!("--format {other:?}: use yaml or json"),
+            match format {
+                PolicyFormat::Json => println!("{}", serde_json::to_string_pretty(&eff)?),
+                PolicyFormat::Yaml => print!("{}", render::yaml_text(&eff)),
             }
             Ok(0)
         }
@@ -899,7 +916,7 @@ fn policy_cmd(rt: &Runtime, cmd: PolicyCmd) -> Result<i32> {
                     &target,
                     exe,
                     address,
-                    &format,
+                    format,
                 );
             }
             if let Some(line) = exec {
@@ -931,7 +948,7 @@ fn policy_cmd(rt: &Runtime, cmd: PolicyCmd) -> Result<i32> {
             add_preset,
             remove,
         } => {
-            use nemosandbox::netguard::update::Change;
+            use nemosandbox::lifecycle::policy_update::Change;
             let change = match (add_preset, remove) {
                 (Some(p), None) => Change::Add(p),
                 (None, Some(r)) => Change::Remove(r),
@@ -960,7 +977,7 @@ fn explain_connect(
     target: &str,
     exe: PathBuf,
     address: Option<std::net::IpAddr>,
-    format: &str,
+    format: Report,
 ) -> Result<i32> {
     use nemosandbox::netguard::explain;
     let (host, port) = target
@@ -992,9 +1009,8 @@ fn explain_connect(
     };
     let answer = explain::explain(&root, &eff.network_policies, &q);
     match format {
-        "json" => println!("{}", serde_json::to_string_pretty(&answer)?),
-        "text" => print!("{}", explain::render(&answer)),
-        other => bail!("--format {other:?}: use text or json"),
+        Report::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
+        Report::Text => print!("{}", explain::render(&answer)),
     }
     Ok(0)
 }
@@ -1026,14 +1042,10 @@ fn audit_cmd(
     follow: bool,
     since: Option<String>,
     kinds: Vec<nemosandbox::audit::Kind>,
-    format: &str,
+    format: Report,
 ) -> Result<i32> {
     use nemosandbox::audit::{self, read};
-    let json = match format {
-        "json" => true,
-        "text" => false,
-        other => bail!("--format {other:?}: use text or json"),
-    };
+    let json = format == Report::Json;
     let since = since
         .map(|s| {
             humantime::parse_duration(&s)

@@ -174,7 +174,8 @@ pub fn load(bpf: &[u8], flags: u32) -> Result<(), nix::Error> {
 /// Install a program whose `SCMP_ACT_NOTIFY` rules go to a new listener, returned.
 pub fn load_listener(bpf: &[u8]) -> Result<std::os::fd::OwnedFd, nix::Error> {
     let fd = install(bpf, libc::SECCOMP_FILTER_FLAG_NEW_LISTENER as u32)?;
-    Ok(crate::netguard::filter::owned(fd as i32))
+    // SAFETY: `fd` was just returned by the kernel to this process and is owned by nobody.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) })
 }
 
 fn install(bpf: &[u8], flags: u32) -> Result<libc::c_long, nix::Error> {
@@ -198,4 +199,15 @@ fn install(bpf: &[u8], flags: u32) -> Result<libc::c_long, nix::Error> {
         return Err(nix::Error::last());
     }
     Ok(rc)
+}
+
+/// A compiled seccomp program stored beside the rewritten spec.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct FilterFile {
+    pub file: String,
+    /// seccomp(2) filter flags.
+    pub flags: u32,
+    /// The program, read by the runtime before it forks (the container cannot see the file).
+    #[serde(skip)]
+    pub bpf: Vec<u8>,
 }

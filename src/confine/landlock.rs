@@ -115,7 +115,7 @@ pub enum LandlockError {
 
 /// The kernel's ABI and the cap from the environment, if any.
 pub fn available_abi() -> (u8, Option<u8>) {
-    let kernel = crate::doctor::landlock_abi()
+    let kernel = landlock_abi()
         .map(|v| v.clamp(0, MAX_ABI as i64) as u8)
         .unwrap_or(0);
     let cap = std::env::var(ABI_CAP_ENV)
@@ -263,6 +263,26 @@ pub fn apply(plan: &LandlockPlan, exec: bool) -> Result<(), LandlockError> {
         return Err(LandlockError::NotEnforced);
     }
     Ok(())
+}
+
+const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+
+/// The Landlock ABI the kernel offers, or the errno that says why not.
+pub fn landlock_abi() -> Result<i64, nix::Error> {
+    // SAFETY: with a NULL attr, size 0 and the VERSION flag the call only returns the ABI.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if rc < 0 {
+        Err(nix::Error::last())
+    } else {
+        Ok(rc)
+    }
 }
 
 #[cfg(test)]

@@ -3,13 +3,12 @@
 //! profile. Everything lands in the rewritten spec and the confinement plan; nothing is
 //! written outside the container's state directory.
 
-use std::path::Path;
-
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use super::landlock::{self, LandlockPlan};
 use super::seccomp;
 use crate::bundle::{BundleError, Rewritten, SourceBundle};
+use crate::container_dir::ContainerDir;
 use crate::identity::{self, Identity};
 use crate::layout::{self, Plan};
 use crate::policy::merge::Effective;
@@ -78,17 +77,11 @@ fn apply_identity(spec: &mut Spec, id: &Identity) {
 
 /// Compile the always-denied filter and the profile (cached across containers under the
 /// runtime root) into files in the state directory.
-fn bpf_cache(own: &Path) -> std::path::PathBuf {
-    own.parent()
-        .map(|p| p.join(".bpf-cache"))
-        .unwrap_or_else(|| own.join(".bpf-cache"))
-}
-
 fn compile_filters(
     plan: &mut crate::bundle::ConfinementPlan,
-    own: &Path,
+    own: &ContainerDir,
 ) -> Result<(), PrepareError> {
-    let cache = bpf_cache(own);
+    let cache = own.bpf_cache();
     let mut profiles = vec![seccomp::always_denied()];
     profiles.extend(plan.local_denials.clone());
     plan.seccomp_compiled = false;
@@ -99,10 +92,10 @@ fn compile_filters(
     plan.filters.clear();
     for (i, p) in profiles.iter().enumerate() {
         let bpf = super::bpf::compile_cached(&cache, p)?;
-        let file = format!("filter-{i}.bpf");
-        let path = own.join(&file);
+        let file = ContainerDir::filter_name(i);
+        let path = own.filter(&file);
         std::fs::write(&path, &bpf).map_err(|source| super::bpf::BpfError::Io { path, source })?;
-        plan.filters.push(crate::bundle::FilterFile {
+        plan.filters.push(super::bpf::FilterFile {
             file,
             flags: super::bpf::flags(p),
             bpf,
@@ -157,7 +150,7 @@ pub fn plan_only(src: &SourceBundle, eff: &Effective) -> Result<Plan, PrepareErr
 pub fn prepare(
     rw: &mut Rewritten,
     eff: &Effective,
-    own: &Path,
+    own: &ContainerDir,
     container_id: &str,
 ) -> Result<Plan, PrepareError> {
     let id = identity_of(&rw.spec, eff)?;
@@ -198,7 +191,7 @@ pub fn prepare(
         &rootfs,
         own,
         container_id,
-        &bpf_cache(own),
+        &own.bpf_cache(),
     )?);
     rw.plan.landlock = Some(LandlockPlan {
         abi,

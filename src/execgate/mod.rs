@@ -33,12 +33,19 @@ pub fn elf_interpreter(bytes: &[u8]) -> Option<String> {
     elf.interpreter.map(str::to_string)
 }
 
-/// The `#!` interpreter of a script, if it is one.
-pub fn script_interpreter(bytes: &[u8]) -> Option<String> {
-    let rest = bytes.strip_prefix(b"#!")?;
-    let line = rest.split(|b| *b == b'\n').next()?;
-    let line = String::from_utf8_lossy(line);
-    line.split_whitespace().next().map(str::to_string)
+/// What a script makes the kernel run: its `#!` interpreter and, through `env NAME`, the
+/// program env finds on the default PATH in the container.
+fn script_programs(bytes: &[u8], fs: &PrefixFs) -> Vec<String> {
+    let Some(sb) = crate::container_root::shebang(bytes) else {
+        return vec![];
+    };
+    let found = sb
+        .env_candidates()
+        .into_iter()
+        .find(|p| fs.resolve(p).is_some());
+    std::iter::once(sb.interpreter)
+        .chain(found.map(|p| p.display().to_string()))
+        .collect()
 }
 
 /// Every file an allowed exec needs execute rights on: the allowed programs, the shells that
@@ -59,7 +66,7 @@ pub fn execute_set(allowed: &Allowed, fs: &PrefixFs) -> Result<Vec<PathBuf>, eva
         let head = fs.read_file(&p, MAX_PROGRAM).unwrap_or_default();
         for next in elf_interpreter(&head)
             .into_iter()
-            .chain(script_interpreter(&head))
+            .chain(script_programs(&head, fs))
         {
             if fs.controllable(Path::new(&next)) {
                 return Err(eval::Denied {

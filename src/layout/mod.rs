@@ -124,11 +124,15 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LayoutError + '_ {
 /// Rewrite `spec` to carry `plan`: read-only root (a skeleton in `own` for the restrictive
 /// base), the plan's mounts placed after the spec mounts they sit on and before those beneath
 /// them, masks of special filesystems as `maskedPaths`.
-pub fn apply(plan: &Plan, spec: &mut Spec, own: &Path) -> Result<(), LayoutError> {
+pub fn apply(
+    plan: &Plan,
+    spec: &mut Spec,
+    own: &crate::container_dir::ContainerDir,
+) -> Result<(), LayoutError> {
     let mut root = spec.root().clone().unwrap_or_default();
     root.set_readonly(Some(!plan.root_writable));
     if plan.base == Base::Restrictive {
-        let skeleton = own.join("root");
+        let skeleton = own.root_skeleton();
         fs::create_dir(&skeleton).map_err(io_err(&skeleton))?;
         fs::set_permissions(&skeleton, fs::Permissions::from_mode(0o755))
             .map_err(io_err(&skeleton))?;
@@ -142,7 +146,7 @@ pub fn apply(plan: &Plan, spec: &mut Spec, own: &Path) -> Result<(), LayoutError
     }
     spec.set_root(Some(root));
 
-    let empty = own.join("empty-file");
+    let empty = own.empty_file();
     if plan.steps.iter().any(|s| s.action == Action::MaskFile) {
         fs::write(&empty, b"").map_err(io_err(&empty))?;
         fs::set_permissions(&empty, fs::Permissions::from_mode(0o400)).map_err(io_err(&empty))?;

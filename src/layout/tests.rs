@@ -126,7 +126,7 @@ fn case01_read_only_everything() {
     let mut root = spec.root().clone().unwrap();
     root.set_path(img.0.clone());
     spec.set_root(Some(root));
-    let own = img.0.join("own");
+    let own = crate::container_dir::ContainerDir::new(img.0.join("own"));
     fs::create_dir(&own).unwrap();
     super::apply(&p, &mut spec, &own).unwrap();
     assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(true));

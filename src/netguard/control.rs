@@ -5,13 +5,16 @@
 //! Requests are one line: `L <fd>` (from a container process, whose pid the kernel attaches),
 //! `R` (reload `effective.json`), `P` (status). Replies are one line.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::time::Duration;
 
-pub const SOCKET: &str = "guard.sock";
+use super::protocol::{Request, Response, MAX_REPLY};
+use crate::container_dir::ContainerDir;
+
+const SOCKET: &str = ContainerDir::GUARD_SOCKET;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -54,25 +57,27 @@ pub fn connect(dir: &Path) -> Result<UnixStream, ControlError> {
 }
 
 /// Send one request and read the one-line reply.
-pub fn request(dir: &Path, line: &str, timeout: Duration) -> Result<String, ControlError> {
+pub fn request(dir: &Path, req: &Request, timeout: Duration) -> Result<Response, ControlError> {
     let mut s = connect(dir)?;
     let io = |source| ControlError::Io {
         dir: dir.display().to_string(),
         source,
     };
     s.set_read_timeout(Some(timeout)).map_err(io)?;
-    s.write_all(format!("{line}\n").as_bytes()).map_err(io)?;
-    let mut reply = String::new();
-    BufReader::new(&s).read_line(&mut reply).map_err(io)?;
-    Ok(reply.trim_end().to_string())
+    s.write_all(&req.encode()).map_err(io)?;
+    let mut reply = Vec::new();
+    BufReader::new((&s).take(MAX_REPLY as u64))
+        .read_until(b'\n', &mut reply)
+        .map_err(io)?;
+    Response::decode(&reply).map_err(ControlError::Reply)
 }
 
 /// Ask the guard to load the network policies now in `effective.json`; returns the generation
 /// it confirms.
 pub fn reload(dir: &Path) -> Result<u64, ControlError> {
-    let reply = request(dir, "R", Duration::from_secs(10))?;
-    reply
-        .strip_prefix("gen ")
-        .and_then(|n| n.split_whitespace().next()?.parse().ok())
-        .ok_or(ControlError::Reply(reply))
+    match request(dir, &Request::Reload, Duration::from_secs(10))? {
+        Response::Generation { n } => Ok(n),
+        Response::Error { message } => Err(ControlError::Reply(message)),
+        other => Err(ControlError::Reply(format!("{other:?}"))),
+    }
 }

@@ -15,7 +15,7 @@
 //! `sendmsg` would wait on a guard that has no listener yet.
 
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use oci_spec::runtime::{
@@ -23,6 +23,7 @@ use oci_spec::runtime::{
     LinuxSyscallBuilder,
 };
 
+use super::protocol::{Request, Response, MAX_REPLY};
 use crate::confine::bpf::{self, BpfError};
 
 #[derive(Debug, thiserror::Error)]
@@ -88,24 +89,17 @@ pub fn load_and_hand_over(program: &[u8], channel: RawFd) -> Result<(), HandOver
     // The guard learns our pid from the credentials the kernel attaches.
     nix::sys::socket::setsockopt(&chan, nix::sys::socket::sockopt::PassCred, &true)
         .map_err(|e| HandOverError::Channel(e.into()))?;
-    let line = format!("L {}\n", std::os::fd::AsRawFd::as_raw_fd(&listener));
-    chan.write_all(line.as_bytes())
+    let req = Request::Listener {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&listener),
+    };
+    chan.write_all(&req.encode())
         .map_err(HandOverError::Channel)?;
-    let mut reply = [0u8; 256];
+    let mut reply = vec![0u8; MAX_REPLY];
     let n = chan.read(&mut reply).map_err(HandOverError::Channel)?;
     drop(listener);
-    let reply = String::from_utf8_lossy(&reply[..n]);
-    match reply.trim_end() {
-        "ok" => Ok(()),
-        "" => Err(HandOverError::Refused(
-            "the guard closed the channel".into(),
-        )),
-        other => Err(HandOverError::Refused(other.to_string())),
+    match Response::decode(&reply[..n]).map_err(HandOverError::Refused)? {
+        Response::Ok => Ok(()),
+        Response::Error { message } => Err(HandOverError::Refused(message)),
+        other => Err(HandOverError::Refused(format!("{other:?}"))),
     }
-}
-
-/// Wrap a raw listener fd returned by seccomp(2).
-pub(crate) fn owned(fd: RawFd) -> OwnedFd {
-    // SAFETY: `fd` was just returned by the kernel to this process and is owned by nobody.
-    unsafe { OwnedFd::from_raw_fd(fd) }
 }

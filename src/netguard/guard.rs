@@ -37,6 +37,7 @@ use super::identity::{self, Baseline, Binaries, Caller};
 use super::l7;
 use super::local::{self, local_address, LocalRules};
 use super::notif::{self, Reply};
+use super::protocol::{self, Response, MAX_REQUEST};
 use super::resolver::{self, Answers};
 use super::sockaddr::{self, Target};
 use super::waiter::{Pending, Waiter};
@@ -90,8 +91,8 @@ fn compile_rules(policies: &BTreeMap<String, EffectiveNetwork>) -> Arc<CompiledR
 pub struct Shared {
     pub id: String,
     audit: Throttle,
-    /// The runtime's state directory: `effective.json`.
-    pub own: PathBuf,
+    /// The runtime's state directory: the effective policy.
+    pub own: crate::container_dir::ContainerDir,
     pub init_pid: i32,
     pub resolver: Ipv4Addr,
     pub generation: RwLock<Arc<Generation>>,
@@ -126,7 +127,7 @@ impl Shared {
     }
 
     fn load_policies(&self) -> Result<BTreeMap<String, EffectiveNetwork>, String> {
-        let path = self.own.join("effective.json");
+        let path = self.own.effective();
         let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let eff: Effective =
             serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -245,7 +246,7 @@ pub struct GuardConfigBase {
     /// The container's directory (its audit file) and what its events carry.
     pub audit_dir: PathBuf,
     pub audit: audit::Context,
-    pub own: PathBuf,
+    pub own: crate::container_dir::ContainerDir,
     pub resolver: Ipv4Addr,
     pub upstream: Vec<IpAddr>,
     /// The kernel fence, set up between create and start.
@@ -362,10 +363,12 @@ fn control_loop(shared: Arc<Shared>, control: UnixListener) {
     }
 }
 
-/// Read one request line and the pid the kernel attached to it.
-fn read_request(conn: &UnixStream) -> std::io::Result<(String, Option<i32>)> {
+/// Read one request and the pid the kernel attached to it.
+fn read_request(
+    conn: &UnixStream,
+) -> std::io::Result<(Result<protocol::Request, String>, Option<i32>)> {
     socket::setsockopt(conn, sockopt::PassCred, &true)?;
-    let mut buf = [0u8; 128];
+    let mut buf = [0u8; MAX_REQUEST];
     let mut cmsg = nix::cmsg_space!(libc::ucred);
     let (n, pid) = {
         let mut iov = [IoSliceMut::new(&mut buf)];
@@ -381,27 +384,26 @@ fn read_request(conn: &UnixStream) -> std::io::Result<(String, Option<i32>)> {
         });
         (msg.bytes, pid)
     };
-    Ok((String::from_utf8_lossy(&buf[..n]).trim().to_string(), pid))
+    Ok((protocol::Request::decode(&buf[..n]), pid))
 }
 
 fn serve_control(shared: &Arc<Shared>, mut conn: UnixStream) -> std::io::Result<()> {
-    let (line, pid) = read_request(&conn)?;
-    let reply = match line.split_whitespace().collect::<Vec<_>>()[..] {
-        ["L", fd] => match (pid, fd.parse::<i32>()) {
-            (Some(pid), Ok(fd)) => match adopt(shared, pid, fd) {
-                Ok(()) => "ok".to_string(),
-                Err(e) => format!("error: {e}"),
-            },
-            _ => "error: no credentials".to_string(),
+    let (req, pid) = read_request(&conn)?;
+    let error = |message: String| Response::Error { message };
+    let reply = match req {
+        Ok(protocol::Request::Listener { fd }) => match pid {
+            Some(pid) => adopt(shared, pid, fd).map_or_else(error, |()| Response::Ok),
+            None => error("no credentials".into()),
         },
-        ["R"] => match shared.reload() {
-            Ok(n) => format!("gen {n}"),
-            Err(e) => format!("error: {e}"),
+        Ok(protocol::Request::Reload) => shared
+            .reload()
+            .map_or_else(error, |n| Response::Generation { n }),
+        Ok(protocol::Request::Generation) => Response::Generation {
+            n: shared.current().n,
         },
-        ["P"] => format!("gen {}", shared.current().n),
-        _ => format!("error: unknown request {line:?}"),
+        Err(e) => error(e),
     };
-    conn.write_all(format!("{reply}\n").as_bytes())
+    conn.write_all(&reply.encode())
 }
 
 /// Take the listener of a new container process and serve it on a thread of its own. The

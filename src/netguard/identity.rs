@@ -14,7 +14,6 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
 use super::capture::{self, Capture, Captures, Family, FileId, Stamp};
-use crate::executor::DEFAULT_PATH;
 use crate::policy::merge::EffectiveNetwork;
 
 /// Entries visited while expanding one glob inside the container.
@@ -207,18 +206,13 @@ pub fn expand(root: &pathrs::Root, pattern: &str) -> Vec<PathBuf> {
 /// The interpreter a script names and its path, resolved in the container (`/usr/bin/env
 /// NAME` through the default PATH).
 fn interpreter_of(root: &pathrs::Root, head: &[u8]) -> Option<(PathBuf, Stamp)> {
-    let rest = head.strip_prefix(b"#!")?;
-    let line = String::from_utf8_lossy(rest.split(|b| *b == b'\n').next()?).to_string();
-    let mut words = line.split_whitespace();
-    let interp = words.next()?;
-    let interp = if Path::new(interp).file_name().is_some_and(|n| n == "env") {
-        let name = words.find(|w| !w.starts_with('-'))?;
-        DEFAULT_PATH
-            .split(':')
-            .map(|d| Path::new(d).join(name))
+    let sb = crate::container_root::shebang(head)?;
+    let interp = if sb.via_env.is_some() {
+        sb.env_candidates()
+            .into_iter()
             .find(|p| stat_in(root, p).is_some())?
     } else {
-        PathBuf::from(interp)
+        PathBuf::from(sb.interpreter)
     };
     stat_in(root, &interp).map(|(st, _)| (interp, st))
 }

@@ -27,9 +27,9 @@ pub mod l7;
 pub mod local;
 pub mod notif;
 pub mod prepare;
+pub mod protocol;
 pub mod resolver;
 pub mod sockaddr;
-pub mod update;
 pub mod waiter;
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -38,7 +38,7 @@ use std::net::{IpAddr, Ipv4Addr};
 /// its listener over; stored in the confinement plan.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NetPlan {
-    pub filter: crate::bundle::FilterFile,
+    pub filter: crate::confine::bpf::FilterFile,
     /// The resolver's address in the container's network namespace (port 53).
     pub resolver: Ipv4Addr,
     /// The nameservers the container would have used.

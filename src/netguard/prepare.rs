@@ -9,8 +9,9 @@ use oci_spec::runtime::{Mount, MountBuilder, Spec};
 use sha2::{Digest, Sha256};
 
 use super::NetPlan;
-use crate::bundle::FilterFile;
 use crate::confine::bpf::BpfError;
+use crate::confine::bpf::FilterFile;
+use crate::container_dir::ContainerDir;
 
 const RESOLV: &str = "/etc/resolv.conf";
 
@@ -82,7 +83,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NetPrepareError + '_ {
 pub fn prepare(
     spec: &mut Spec,
     rootfs: &Path,
-    own: &Path,
+    own: &ContainerDir,
     id: &str,
     cache: &Path,
 ) -> Result<NetPlan, NetPrepareError> {
@@ -101,7 +102,7 @@ pub fn prepare(
         text.push_str(&line);
         text.push('\n');
     }
-    let conf = own.join("resolv.conf");
+    let conf = own.resolv_conf();
     std::fs::write(&conf, text).map_err(io_err(&conf))?;
     if original.is_none() {
         // Nothing to replace (and no file to mount over in a read-only tree): the container
@@ -127,14 +128,14 @@ pub fn bind_read_only(spec: &mut Spec, dest: &str, source: &Path) {
 }
 
 fn finish(
-    own: &Path,
+    own: &ContainerDir,
     cache: &Path,
     resolver: Ipv4Addr,
     upstream: Vec<IpAddr>,
 ) -> Result<NetPlan, NetPrepareError> {
     let bpf = super::filter::compile(cache)?;
-    let file = "filter-net.bpf".to_string();
-    let path = own.join(&file);
+    let file = ContainerDir::NET_FILTER.to_string();
+    let path = own.filter(&file);
     std::fs::write(&path, &bpf).map_err(io_err(&path))?;
     Ok(NetPlan {
         filter: FilterFile {

@@ -18,6 +18,8 @@ use rcgen::{
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
+use crate::container_dir::ContainerDir;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
     #[error("{path}: {source}")]
@@ -29,8 +31,6 @@ pub enum CaError {
     Cert(#[from] rcgen::Error),
 }
 
-const KEY_FILE: &str = "l7-ca.key";
-const CERT_FILE: &str = "l7-ca.pem";
 /// Leaves are minted again after this long (they are valid for twice as long).
 const LEAF_REFRESH: Duration = Duration::from_secs(24 * 3600);
 /// Names whose leaves are kept; a container naming more mints again.
@@ -57,14 +57,14 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
 }
 
 /// Make container `id`'s CA in its state directory `own`; returns the certificate (PEM).
-pub fn create(own: &Path, id: &str) -> Result<String, CaError> {
+pub fn create(own: &ContainerDir, id: &str) -> Result<String, CaError> {
     let key = KeyPair::generate()?;
     let mut params = ca_params(id);
     let now = time_now();
     params.not_before = now - time::Duration::days(1);
     params.not_after = now + time::Duration::days(3650);
     let cert = params.self_signed(&key)?;
-    let key_path = own.join(KEY_FILE);
+    let key_path = own.ca_key();
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -74,7 +74,7 @@ pub fn create(own: &Path, id: &str) -> Result<String, CaError> {
     f.write_all(key.serialize_pem().as_bytes())
         .map_err(io(&key_path))?;
     let pem = cert.pem();
-    let cert_path = own.join(CERT_FILE);
+    let cert_path = own.ca_cert();
     std::fs::write(&cert_path, &pem).map_err(io(&cert_path))?;
     Ok(pem)
 }
@@ -98,8 +98,8 @@ pub struct Ca {
 }
 
 impl Ca {
-    pub fn load(own: &Path, id: &str) -> Result<Ca, CaError> {
-        let key_path = own.join(KEY_FILE);
+    pub fn load(own: &ContainerDir, id: &str) -> Result<Ca, CaError> {
+        let key_path = own.ca_key();
         let pem = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
         let key = KeyPair::from_pem(&pem)?;
         Ok(Ca {
@@ -173,8 +173,8 @@ impl rustls::server::ResolvesServerCert for FixedCert {
 }
 
 /// The CA certificate file of a state directory.
-pub fn cert_path(own: &Path) -> PathBuf {
-    own.join(CERT_FILE)
+pub fn cert_path(own: &ContainerDir) -> PathBuf {
+    own.ca_cert()
 }
 
 #[cfg(test)]
@@ -183,11 +183,12 @@ mod tests {
 
     #[test]
     fn the_key_stays_private_and_leaves_name_their_host() {
-        let dir = std::env::temp_dir().join(format!("nemo-ca-{}", std::process::id()));
+        let dir =
+            ContainerDir::new(std::env::temp_dir().join(format!("nemo-ca-{}", std::process::id())));
         std::fs::create_dir_all(&dir).unwrap();
         let pem = create(&dir, "c1").unwrap();
         assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"));
-        let mode = std::fs::metadata(dir.join(KEY_FILE)).unwrap().permissions();
+        let mode = std::fs::metadata(dir.ca_key()).unwrap().permissions();
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
             0o600

@@ -16,9 +16,8 @@ use std::path::{Path, PathBuf};
 use oci_spec::runtime::Spec;
 use serde::{Deserialize, Serialize};
 
+use crate::container_dir::ContainerDir;
 use crate::policy::merge::Effective;
-
-const FILE: &str = "credentials.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
@@ -64,7 +63,11 @@ fn random_hex() -> Result<String, std::io::Error> {
 
 /// Replace the named variables' values in the spec's environment by placeholders and keep the
 /// real ones in the state directory `own`. Variables the spec does not set are skipped.
-pub fn install(spec: &mut Spec, eff: &Effective, own: &Path) -> Result<usize, CredentialError> {
+pub fn install(
+    spec: &mut Spec,
+    eff: &Effective,
+    own: &ContainerDir,
+) -> Result<usize, CredentialError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| CredentialError::Io { path, source }
@@ -116,7 +119,7 @@ pub fn install(spec: &mut Spec, eff: &Effective, own: &Path) -> Result<usize, Cr
         }
     }
     process.set_env(Some(env));
-    let path = own.join(FILE);
+    let path = own.credentials();
     let text = serde_json::to_vec(&secrets).map_err(|source| CredentialError::Json {
         path: path.clone(),
         source,
@@ -132,8 +135,8 @@ pub fn install(spec: &mut Spec, eff: &Effective, own: &Path) -> Result<usize, Cr
 }
 
 /// The secrets of a state directory (none when it has no file).
-pub fn load(own: &Path) -> Result<Vec<Secret>, CredentialError> {
-    let path = own.join(FILE);
+pub fn load(own: &ContainerDir) -> Result<Vec<Secret>, CredentialError> {
+    let path = own.credentials();
     match std::fs::read(&path) {
         Ok(b) => {
             serde_json::from_slice(&b).map_err(|source| CredentialError::Json { path, source })

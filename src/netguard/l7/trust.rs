@@ -13,6 +13,8 @@ use oci_spec::runtime::Spec;
 
 use super::ca::{self, CaError};
 
+use crate::container_dir::ContainerDir;
+
 /// Where images keep their system bundle, most common first.
 const BUNDLES: [&str; 3] = [
     "/etc/ssl/certs/ca-certificates.crt",
@@ -29,7 +31,7 @@ const ENV: [&str; 3] = ["SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUN
 pub fn install(
     spec: &mut Spec,
     rootfs: &Path,
-    own: &Path,
+    own: &ContainerDir,
     id: &str,
 ) -> Result<Option<String>, CaError> {
     let pem = ca::create(own, id)?;
@@ -39,7 +41,7 @@ pub fn install(
             BUNDLES.join(", ")
         )));
     };
-    let combined = own.join("ca-bundle.pem");
+    let combined = own.ca_bundle();
     let mut text = image;
     if !text.ends_with('\n') && !text.is_empty() {
         text.push('\n');

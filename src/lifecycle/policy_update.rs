@@ -7,7 +7,7 @@
 use std::fs;
 use std::path::Path;
 
-use crate::lifecycle::{LifecycleError, Runtime};
+use super::{LifecycleError, Runtime};
 use crate::policy::builtin::load_name_or_file;
 use crate::policy::live::{self, LiveError};
 use crate::policy::merge::Effective;
@@ -48,7 +48,7 @@ pub enum UpdateError {
     #[error("container {id:?}: {source}; the previous network policies stay in force")]
     Guard {
         id: String,
-        source: super::control::ControlError,
+        source: crate::netguard::control::ControlError,
     },
 }
 
@@ -132,10 +132,10 @@ impl Runtime {
         }
         let own = self.root.own_dir(id);
         // One update at a time per container: each reads the file the last one wrote.
-        let lock_path = own.join("policy.lock");
+        let lock_path = own.policy_lock();
         let _lock = state::lock_exclusive(&lock_path).map_err(io(&lock_path))?;
 
-        let path = own.join("effective.json");
+        let path = own.effective();
         let old = fs::read(&path).map_err(io(&path))?;
         let mut eff: Effective = serde_json::from_slice(&old).map_err(|e| UpdateError::Io {
             path: path.display().to_string(),
@@ -151,10 +151,10 @@ impl Runtime {
         let notes = apply(&mut eff, change, &node.library())?;
 
         let canonical = eff.canonical_json();
-        let tmp = own.join("effective.json.new");
+        let tmp = own.effective_tmp();
         fs::write(&tmp, &canonical).map_err(io(&tmp))?;
         fs::rename(&tmp, &path).map_err(io(&path))?;
-        let generation = match super::control::reload(&own) {
+        let generation = match crate::netguard::control::reload(&own) {
             Ok(n) => n,
             Err(source) => {
                 // The guard did not take it: the file must say what is enforced.
