@@ -230,13 +230,11 @@ fn a_link_swapped_during_create_never_reaches_a_started_container() {
     racer.join().unwrap();
     let swaps = swaps.load(Ordering::Relaxed);
     eprintln!("race: {started} started with the right link, {refused} refused, {swaps} swaps");
-    // The race happened: the link moved while containers were created, creates saw the bad
-    // target (refused) and the good one (started, and held it).
+    // The race happened: the link moved while containers were created, and creates caught it.
+    // A link that moves under validation is refused too, so every create may be refused; one
+    // that started held the right link (checked above).
     assert!(swaps > 30, "the racer swapped the link {swaps} times");
-    assert!(
-        started > 0 && refused > 0,
-        "{started} started, {refused} refused"
-    );
+    assert!(refused > 0, "{started} started, {refused} refused");
 }
 
 #[test]
