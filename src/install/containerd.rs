@@ -113,7 +113,7 @@ fn block(
 ) -> String {
     let h = format!("[{}.runtimes.{}]", header(version), opts.name);
     let o = format!("[{}.runtimes.{}.options]", header(version), opts.name);
-    let q = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
+    let q = |p: &Path| super::toml_string(p.display());
     let mut s = String::new();
     s.push_str(&begin(&opts.name));
     s.push('\n');
@@ -183,13 +183,7 @@ pub(super) fn install(
     before: Option<&[u8]>,
     opts: &Options,
 ) -> Result<Change, InstallError> {
-    if !opts.runtime_args.is_empty() {
-        return Err(InstallError::NoArgs {
-            engine: Engine::Containerd,
-            hint: "select presets with the dev.nemosandbox.presets annotation, or with \
-                   allowed_presets/a baseline in /etc/nemosandbox/config.yaml",
-        });
-    }
+    super::refuse_runtime_args(Engine::Containerd, opts)?;
     let text =
         std::str::from_utf8(before.unwrap_or(b"")).map_err(|_| parse_err(path, "not UTF-8"))?;
     // Our previous block (another path, say) is replaced in place.

@@ -3,15 +3,14 @@
 
 use std::path::Path;
 
-use super::{Change, Engine, InstallError, Options};
+use super::{refuse_runtime_args, toml_string, Change, Engine, InstallError, Options};
 use crate::policy::select::{ANNOTATION_POLICY, ANNOTATION_PRESETS};
+
+/// How every drop-in install writes starts, whichever engine.
+const MARKER_PREFIX: &[u8] = b"# Written by `nemosandbox install ";
 
 fn marker(engine: Engine) -> String {
     format!("# Written by `nemosandbox install {engine}`; `nemosandbox uninstall {engine}` removes this file.\n")
-}
-
-fn quoted(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
 }
 
 fn write(
@@ -20,7 +19,7 @@ fn write(
     engine: Engine,
     body: String,
 ) -> Result<Change, InstallError> {
-    let ours = |b: &[u8]| b.starts_with(b"# Written by `nemosandbox install ");
+    let ours = |b: &[u8]| b.starts_with(MARKER_PREFIX);
     if let Some(b) = before.filter(|b| !ours(b)) {
         let _ = b;
         return Err(InstallError::Conflict {
@@ -50,17 +49,11 @@ pub(super) fn podman(
     before: Option<&[u8]>,
     opts: &Options,
 ) -> Result<Change, InstallError> {
-    if !opts.runtime_args.is_empty() {
-        return Err(InstallError::NoArgs {
-            engine: Engine::Podman,
-            hint: "pass `--runtime-flag preset=P` to podman, or annotate the container with \
-                   dev.nemosandbox.presets",
-        });
-    }
+    refuse_runtime_args(Engine::Podman, opts)?;
     let body = format!(
         "[engine.runtimes]\n{} = [{}]\n",
         opts.name,
-        quoted(&opts.path.display().to_string())
+        toml_string(opts.path.display())
     );
     write(path, before, Engine::Podman, body)
 }
@@ -70,32 +63,24 @@ pub(super) fn crio(
     before: Option<&[u8]>,
     opts: &Options,
 ) -> Result<Change, InstallError> {
-    if !opts.runtime_args.is_empty() {
-        return Err(InstallError::NoArgs {
-            engine: Engine::Crio,
-            hint: "select presets with the dev.nemosandbox.presets annotation, or with \
-                   allowed_presets/a baseline in /etc/nemosandbox/config.yaml",
-        });
-    }
+    refuse_runtime_args(Engine::Crio, opts)?;
     let body = format!(
         "[crio.runtime.runtimes.{}]\nruntime_path = {}\nruntime_type = \"oci\"\nruntime_root = {}\n\
          # The policy annotations reach config.json only when listed here.\n\
          allowed_annotations = [\"{ANNOTATION_PRESETS}\", \"{ANNOTATION_POLICY}\"]\n",
         opts.name,
-        quoted(&opts.path.display().to_string()),
-        quoted(&opts.state_root.display().to_string()),
+        toml_string(opts.path.display()),
+        toml_string(opts.state_root.display()),
     );
     write(path, before, Engine::Crio, body)
 }
 
 pub(super) fn uninstall(path: &Path, before: Option<Vec<u8>>) -> Result<Change, InstallError> {
     match &before {
-        Some(b) if !b.starts_with(b"# Written by `nemosandbox install ") => {
-            Err(InstallError::Conflict {
-                path: path.to_path_buf(),
-                reason: "not written by `nemosandbox install`; left as it is".into(),
-            })
-        }
+        Some(b) if !b.starts_with(MARKER_PREFIX) => Err(InstallError::Conflict {
+            path: path.to_path_buf(),
+            reason: "not written by `nemosandbox install`; left as it is".into(),
+        }),
         _ => Ok(Change {
             path: path.to_path_buf(),
             before,

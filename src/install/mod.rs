@@ -142,6 +142,31 @@ impl Change {
     }
 }
 
+/// containerd, podman and CRI-O pass no arguments from their configuration to a runtime: a
+/// preset or policy given to `install` would silently do nothing, so it is refused, saying how
+/// that engine selects policies instead.
+pub(crate) fn refuse_runtime_args(engine: Engine, opts: &Options) -> Result<(), InstallError> {
+    if opts.runtime_args.is_empty() {
+        return Ok(());
+    }
+    let hint = match engine {
+        Engine::Podman => {
+            "pass `--runtime-flag preset=P` to podman, or annotate the container with \
+             dev.nemosandbox.presets"
+        }
+        _ => {
+            "select presets with the dev.nemosandbox.presets annotation, or with \
+             allowed_presets/a baseline in /etc/nemosandbox/config.yaml"
+        }
+    };
+    Err(InstallError::NoArgs { engine, hint })
+}
+
+/// A string as a TOML value (quoted and escaped).
+pub(crate) fn toml_string(s: impl std::fmt::Display) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
 fn check_name(name: &str) -> Result<(), InstallError> {
     let ok = !name.is_empty()
         && name.len() <= 64
