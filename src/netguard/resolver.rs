@@ -232,23 +232,34 @@ fn udp_loop(sock: Arc<UdpSocket>, queue: std::sync::mpsc::SyncSender<(Vec<u8>, S
 }
 
 fn tcp_loop(shared: Arc<Shared>, listener: TcpListener, up: Arc<Upstream>) {
-    let clients = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Counted by handle, not by a counter the client decrements: a thread that has finished
+    // its work is still a thread until it is joined, so a new client could otherwise start
+    // while the old thread is still exiting and the bound would be one over.
+    let mut clients: Vec<std::thread::JoinHandle<()>> = Vec::with_capacity(TCP_CLIENTS);
     for conn in listener.incoming() {
         let Ok(conn) = conn else { continue };
-        use std::sync::atomic::Ordering;
-        if clients.fetch_add(1, Ordering::SeqCst) >= TCP_CLIENTS {
-            clients.fetch_sub(1, Ordering::SeqCst);
+        reap_finished(&mut clients);
+        if clients.len() >= TCP_CLIENTS {
             continue;
         }
-        let (s, q, c) = (shared.clone(), up.clone(), clients.clone());
-        let served = std::thread::Builder::new()
+        let (s, q) = (shared.clone(), up.clone());
+        if let Ok(t) = std::thread::Builder::new()
             .name("resolver-client".into())
-            .spawn(move || {
-                serve_tcp(&s, &q, conn);
-                c.fetch_sub(1, Ordering::SeqCst);
-            });
-        if served.is_err() {
-            clients.fetch_sub(1, Ordering::SeqCst);
+            .spawn(move || serve_tcp(&s, &q, conn))
+        {
+            clients.push(t);
+        }
+    }
+}
+
+/// Join the client threads that have finished (joining waits for the thread to be gone).
+fn reap_finished(clients: &mut Vec<std::thread::JoinHandle<()>>) {
+    let mut i = 0;
+    while i < clients.len() {
+        if clients[i].is_finished() {
+            let _ = clients.swap_remove(i).join();
+        } else {
+            i += 1;
         }
     }
 }
