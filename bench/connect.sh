@@ -9,6 +9,8 @@
 # keep = 64-byte request/reply on one connection. Each row: median of ROUNDS runs of N ops.
 # Also the guard's resident memory after the load (VmHWM of the helper process).
 #   bash bench/connect.sh [N] [ROUNDS]
+#   NEMO_BASE=/path/to/other/nemosandbox bash bench/connect.sh [N] [ROUNDS]
+#       adds that binary as the `base` row: before/after a change, in the same run.
 #   bash bench/connect.sh https [N] [ROUNDS]   HTTPS request/response through the layer-7
 #                                              path (bench/https.sh)
 # Needs root, runc, crun, tinyproxy, gcc, busybox-static, and a release build.
@@ -76,13 +78,16 @@ run_in() {
         runc|proxy) runc --root "$work/runc" run --bundle "$work/bundle" "$id" ;;
         crun) crun --root "$work/crun" run --bundle "$work/bundle" "$id" ;;
         nemosandbox) "$NEMO" --root "$work/nemo" --policy "$work/allow.yaml" run --bundle "$work/bundle" "$id" ;;
+        base) "$NEMO_BASE" --root "$work/nemo" --policy "$work/allow.yaml" run --bundle "$work/bundle" "$id" ;;
     esac
 }
 
 results="$work/results.txt"
 : > "$results"
+rts="runc crun nemosandbox proxy"
+[ -n "${NEMO_BASE:-}" ] && rts="$rts base"
 for mode in conn rr keep; do
-    for rt in runc crun nemosandbox proxy; do
+    for rt in $rts; do
         for _ in $(seq "$ROUNDS"); do
             if [ "$rt" = proxy ]; then
                 line=$(run_in "$rt" connbench "$mode" "$N" $SERVER_PORT $PROXY_PORT)
@@ -122,8 +127,12 @@ def med(mode, rt, i):
     return statistics.median(v[i] for v in rows[(mode, rt)])
 print(f"{'mode':5s} {'runtime':12s} {'median µs':>10s} {'ops/s':>9s}")
 for mode in ("conn", "rr", "keep"):
-    for rt in ("runc", "crun", "nemosandbox", "proxy"):
-        print(f"{mode:5s} {rt:12s} {med(mode, rt, 0):10.1f} {med(mode, rt, 1):9.0f}")
+    for rt in ("runc", "crun", "nemosandbox", "proxy", "base"):
+        if (mode, rt) in rows:
+            print(f"{mode:5s} {rt:12s} {med(mode, rt, 0):10.1f} {med(mode, rt, 1):9.0f}")
+if ("conn", "base") in rows:
+    for mode in ("conn", "rr", "keep"):
+        print(f"{mode}: nemosandbox / base rate: {med(mode, 'nemosandbox', 1) / med(mode, 'base', 1):.2f}x")
 added = med("conn", "nemosandbox", 0) - med("conn", "runc", 0)
 ratio = med("conn", "nemosandbox", 1) / med("conn", "proxy", 1)
 rr_ratio = med("rr", "nemosandbox", 1) / med("rr", "proxy", 1)

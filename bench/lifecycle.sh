@@ -5,6 +5,8 @@
 # selected) and a full policy (openclaw-sandbox baseline + npm, pypi, github presets: restrictive
 # layout, masks, run_as_user, Landlock ports).
 #   bash bench/lifecycle.sh [RUNS]
+#   NEMO_BASE=/path/to/other/nemosandbox bash bench/lifecycle.sh [RUNS]
+#       adds that binary's two rows (base, base-full): before/after a change, in the same run.
 # Needs root, hyperfine, runc, crun, busybox-static, and a release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +38,7 @@ PY
 FULL="--policy openclaw-sandbox --preset npm --preset pypi --preset github"
 runtimes=(nemosandbox:"$NEMO" nemosandbox-full:"$NEMO $FULL" runc:runc crun:crun)
 command -v youki >/dev/null && runtimes+=(youki:youki)
+if [ -n "${NEMO_BASE:-}" ]; then runtimes+=(base:"$NEMO_BASE" base-full:"$NEMO_BASE $FULL"); fi
 
 cmds_run=(); cmds_cycle=(); names=()
 for rt in "${runtimes[@]}"; do
@@ -66,8 +69,11 @@ for label, f in zip(["run", "create+start+delete"], files):
     print(f"\n{label}: median ms")
     for n in names:
         print(f"  {n:12s} {med[n]:8.2f}")
-    for other in names[2:]:
+    for other in [n for n in names[2:] if not n.startswith("base")]:
         print(f"  nemosandbox/{other}: {med['nemosandbox'] / med[other]:.2f}x")
         print(f"  nemosandbox-full/{other}: {med['nemosandbox-full'] / med[other]:.2f}x")
+    if "base" in med:
+        print(f"  nemosandbox/base: {med['nemosandbox'] / med['base']:.2f}x")
+        print(f"  nemosandbox-full/base-full: {med['nemosandbox-full'] / med['base-full']:.2f}x")
     print(f"  nemosandbox-full/nemosandbox (default policy): {med['nemosandbox-full'] / med['nemosandbox']:.2f}x")
 PY

@@ -4,16 +4,14 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 
-use nemosandbox::execgate::eval::{evaluate, Context, PrefixFs};
+use nemosandbox::execgate::eval::{evaluate, Context};
+use nemosandbox::execgate::PrefixFs;
 
 fn bench(c: &mut Criterion) {
     // The host's own tree stands for a container root: /usr/bin has ls, cat, env.
     let allowlist = vec!["/usr/bin/*".to_string()];
-    let fs = PrefixFs {
-        prefix: "/".into(),
-        // Landlock granting no writes: the host's own files count as unchangeable.
-        grants: Some(Vec::new()),
-    };
+    // Landlock granting no writes: the host's own files count as unchangeable.
+    let fs = PrefixFs::new(std::path::Path::new("/"), Some(Vec::new()));
     let shells = nemosandbox::execgate::shell_ids(&fs, &[]);
     let ctx = Context {
         allowlist: &allowlist,

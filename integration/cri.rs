@@ -328,7 +328,10 @@ async fn exec(rt: &mut RuntimeServiceClient<Channel>, id: &str, cmd: &[&str]) ->
 fn nothing_left(c: &Containerd, ids: &[&str]) {
     let root = c.runtime_root("nemosandbox");
     for id in ids {
-        wait_until(|| !root.join(id).exists() && !root.join(".nemosandbox").join(id).exists());
+        wait_until(|| {
+            let state = nemosandbox::state::StateRoot::new(&root);
+            !state.container_dir(id).exists() && !state.own_dir(id).exists()
+        });
         assert!(cgroup_dirs_of(id).is_empty(), "cgroups left for {id}");
         assert!(processes_of(id).is_empty(), "processes left for {id}");
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();

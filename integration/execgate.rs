@@ -28,19 +28,17 @@ fn bundle() -> Bundle {
     b
 }
 
-fn policy(rt: &Runtime, exec_policy: bool) -> String {
-    let p = rt.root.path().join(format!("{}.yaml", unique("gate")));
+/// A read-only policy, with an exec gate allowing /usr/bin/tool when `exec_policy`.
+fn gate_policy(rt: &Runtime, exec_policy: bool) -> String {
     let gate = if exec_policy {
         "exec_policy:\n  allowlist:\n    - { pattern: /usr/bin/tool }\n  safe_builtins: true\n"
     } else {
         ""
     };
-    std::fs::write(
-        &p,
-        format!("version: 1\nfilesystem_policy:\n  permissions:\n    \"/**\": \"r-x\"\n{gate}"),
+    policy(
+        rt,
+        &format!("version: 1\nfilesystem_policy:\n  permissions:\n    \"/**\": \"r-x\"\n{gate}"),
     )
-    .unwrap();
-    p.to_string_lossy().into_owned()
 }
 
 fn started(rt: &Runtime, pol: &str, b: &Bundle) -> String {
@@ -53,7 +51,7 @@ fn started(rt: &Runtime, pol: &str, b: &Bundle) -> String {
 #[test]
 fn refused_execs_start_nothing_and_say_why() {
     let rt = Runtime::new();
-    let pol = policy(&rt, true);
+    let pol = gate_policy(&rt, true);
     let b = bundle();
     let id = started(&rt, &pol, &b);
     let before = processes_of(&id);
@@ -73,7 +71,7 @@ fn refused_execs_start_nothing_and_say_why() {
     // Direct argv: builtins do not count, the program must be on the list.
     let err = rt.fails(&["exec", &id, "/usr/bin/other", "memfd"]);
     assert!(err.contains("is not in the exec allowlist"), "{err}");
-    let audit = std::fs::read_to_string(rt.root.path().join(&id).join("audit.jsonl")).unwrap();
+    let audit = std::fs::read_to_string(rt.audit_file(&id)).unwrap();
     assert!(
         audit
             .lines()
@@ -91,7 +89,7 @@ fn allowed_chains_run_but_cannot_start_other_programs() {
     let rt = Runtime::new();
     let b = bundle();
     // Without exec_policy, the tool's helper program runs.
-    let pol = policy(&rt, false);
+    let pol = gate_policy(&rt, false);
     let id = started(&rt, &pol, &b);
     let out = rt.ok(&["exec", &id, "sh", "-c", "cd /tmp && tool"]);
     assert!(
@@ -103,7 +101,7 @@ fn allowed_chains_run_but_cannot_start_other_programs() {
 
     // With it: the chain is allowed, and the program the parser never saw is refused by
     // the kernel (execute rights only on the tool, its interpreter and the wrapping shell).
-    let pol = policy(&rt, true);
+    let pol = gate_policy(&rt, true);
     let id = started(&rt, &pol, &b);
     let out = rt.ok(&["exec", &id, "sh", "-c", "cd /tmp && [ -d /tmp ] && tool"]);
     assert!(out.contains("tool-ran"), "{out}");
@@ -135,11 +133,8 @@ fn accepted_scripts_run_only_allowlisted_programs_under_a_real_shell() {
         bin.join("ok2").to_string_lossy().into_owned(),
     ];
     let path_var = bin.to_string_lossy().into_owned();
-    let fs = nemosandbox::execgate::eval::PrefixFs {
-        prefix: "/".into(),
-        // Landlock granting no writes: the host's own files count as unchangeable.
-        grants: Some(Vec::new()),
-    };
+    // Landlock granting no writes: the host's own files count as unchangeable.
+    let fs = nemosandbox::execgate::PrefixFs::new(std::path::Path::new("/"), Some(Vec::new()));
     let shells = nemosandbox::execgate::shell_ids(&fs, &[]);
     let ctx = nemosandbox::execgate::eval::Context {
         allowlist: &allowlist,
@@ -402,7 +397,7 @@ fn the_gate_cannot_be_walked_around() {
         let out = rt.ok(&["exec", &id, argv[0], argv[1], argv[2]]);
         assert!(out.contains(want), "{argv:?}: {out}");
     }
-    let audit = std::fs::read_to_string(rt.root.path().join(&id).join("audit.jsonl")).unwrap();
+    let audit = std::fs::read_to_string(rt.audit_file(&id)).unwrap();
     let denied = audit
         .lines()
         .filter(|l| l.contains("\"kind\":\"exec\"") && l.contains("\"denied\""))

@@ -26,7 +26,7 @@ fn run(args: &[&str]) -> Output {
 }
 
 /// `nemosandbox ARGS`, which must succeed; its stdout.
-fn ok(args: &[&str]) -> String {
+fn cli_ok(args: &[&str]) -> String {
     let out = run(args);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -37,19 +37,10 @@ fn ok(args: &[&str]) -> String {
     text
 }
 
-fn sh(mut cmd: Command) -> (i32, String) {
-    let out = output_within(
-        std::mem::replace(&mut cmd, Command::new("true")),
-        Duration::from_secs(120),
-    );
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+/// `sh`, stdout and stderr together.
+fn sh_all(mut cmd: Command) -> (i32, String) {
+    let (code, out, err) = sh(&mut cmd);
+    (code, out + &err)
 }
 
 fn busybox_tar(dir: &Path) -> String {
@@ -70,9 +61,10 @@ fn docker_install_reloads_dockerd_and_uninstall_restores_daemon_json() {
                     \"storage-driver\": \"overlay2\"\n}\n";
     std::fs::write(&cfg, original).unwrap();
     let d = Dockerd::start(dir.path(), &cfg);
-    let (code, out) = sh(d.cli(&["import", &busybox_tar(dir.path()), "localhost/nemo-bb:inst"]));
+    let (code, out) =
+        sh_all(d.cli(&["import", &busybox_tar(dir.path()), "localhost/nemo-bb:inst"]));
     assert_eq!(code, 0, "{out}");
-    let runtimes = || sh(d.cli(&["info", "--format", "{{json .Runtimes}}"])).1;
+    let runtimes = || sh_all(d.cli(&["info", "--format", "{{json .Runtimes}}"])).1;
     assert!(!runtimes().contains("nemo-inst"));
 
     let cfg_s = cfg.to_str().unwrap();
@@ -86,14 +78,14 @@ fn docker_install_reloads_dockerd_and_uninstall_restores_daemon_json() {
         "--engine-config",
         cfg_s,
     ];
-    let dry = ok(&[&args[..], &["--dry-run"]].concat());
+    let dry = cli_ok(&[&args[..], &["--dry-run"]].concat());
     assert!(dry.contains("+    \"nemo-inst\": {"), "{dry}");
     assert_eq!(
         std::fs::read_to_string(&cfg).unwrap(),
         original,
         "--dry-run writes nothing"
     );
-    let out = ok(&args);
+    let out = cli_ok(&args);
     assert!(out.contains(&format!("changed {cfg_s}")), "{out}");
     assert!(out.contains("sent SIGHUP to dockerd"), "{out}");
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
@@ -106,7 +98,7 @@ fn docker_install_reloads_dockerd_and_uninstall_restores_daemon_json() {
 
     // The engine runs containers through it: no_new_privs and a seccomp filter, which docker
     // with runc does not set, and the preset given to install reached the runtime.
-    let (code, out) = sh(d.cli(&[
+    let (code, out) = sh_all(d.cli(&[
         "run",
         "-d",
         "--runtime",
@@ -119,7 +111,7 @@ fn docker_install_reloads_dockerd_and_uninstall_restores_daemon_json() {
     ]));
     assert_eq!(code, 0, "{out}");
     let id = out.trim().to_string();
-    let (code, out) = sh(d.cli(&[
+    let (code, out) = sh_all(d.cli(&[
         "exec",
         &id,
         "grep",
@@ -133,21 +125,21 @@ fn docker_install_reloads_dockerd_and_uninstall_restores_daemon_json() {
         "{out}"
     );
     let root = dir.path().join("exec/runtime-runc/moby");
-    let state = ok(&["--root", root.to_str().unwrap(), "state", &id]);
+    let state = cli_ok(&["--root", root.to_str().unwrap(), "state", &id]);
     assert!(
         state.contains("npm"),
         "the preset is in the container's policy: {state}"
     );
-    let (code, out) = sh(d.cli(&["rm", "-f", &id]));
+    let (code, out) = sh_all(d.cli(&["rm", "-f", &id]));
     assert_eq!(code, 0, "{out}");
 
-    let again = ok(&args);
+    let again = cli_ok(&args);
     assert!(
         again.contains("already up to date") && !again.contains("SIGHUP"),
         "{again}"
     );
 
-    let out = ok(&[
+    let out = cli_ok(&[
         "uninstall",
         "docker",
         "--name",
@@ -177,9 +169,9 @@ fn docker_install_reloads_dockerd_and_uninstall_restores_daemon_json() {
     );
     drop(d);
     let d = Dockerd::start(dir.path(), &cfg);
-    let (_, rts) = sh(d.cli(&["info", "--format", "{{json .Runtimes}}"]));
+    let (_, rts) = sh_all(d.cli(&["info", "--format", "{{json .Runtimes}}"]));
     assert!(!rts.contains("nemo-inst"), "{rts}");
-    let (code, out) = sh(d.cli(&[
+    let (code, out) = sh_all(d.cli(&[
         "run",
         "--rm",
         "--runtime",
@@ -191,7 +183,7 @@ fn docker_install_reloads_dockerd_and_uninstall_restores_daemon_json() {
         code, 0,
         "the runtime is gone from docker after its restart: {out}"
     );
-    let again = ok(&[
+    let again = cli_ok(&[
         "uninstall",
         "docker",
         "--name",
@@ -217,7 +209,7 @@ fn podman_install_writes_a_drop_in_podman_uses() {
             .stdin(Stdio::null());
         c
     };
-    let (code, out) = sh({
+    let (code, out) = sh_all({
         let mut c = podman();
         c.args([
             "import",
@@ -227,12 +219,12 @@ fn podman_install_writes_a_drop_in_podman_uses() {
         c
     });
     assert_eq!(code, 0, "{out}");
-    let out = ok(&["install", "podman", "--name", &name]);
+    let out = cli_ok(&["install", "podman", "--name", &name]);
     assert!(
         out.contains(&format!("changed {}", dropin.display())),
         "{out}"
     );
-    let (code, out) = sh({
+    let (code, out) = sh_all({
         let mut c = podman();
         c.args(["--runtime", &name, "run", "--rm", "--network", "none"])
             .args([
@@ -254,15 +246,15 @@ fn podman_install_writes_a_drop_in_podman_uses() {
         out.contains("NoNewPrivs:\t1") && out.contains("Seccomp:\t2"),
         "{out}"
     );
-    assert!(ok(&["install", "podman", "--name", &name]).contains("already up to date"));
-    ok(&["uninstall", "podman", "--name", &name]);
+    assert!(cli_ok(&["install", "podman", "--name", &name]).contains("already up to date"));
+    cli_ok(&["uninstall", "podman", "--name", &name]);
     assert!(!dropin.exists());
     assert_eq!(
         dropin.parent().unwrap().exists(),
         existed,
         "the drop-in directory as before"
     );
-    let (code, _) = sh({
+    let (code, _) = sh_all({
         let mut c = podman();
         c.args([
             "--runtime",
@@ -295,7 +287,7 @@ fn containerd_reads_the_installed_handler_and_uninstall_restores_config() {
     );
     std::fs::write(&cfg, &original).unwrap();
     let cfg_s = cfg.to_str().unwrap();
-    let out = ok(&[
+    let out = cli_ok(&[
         "install",
         "containerd",
         "--engine-config",
@@ -316,7 +308,7 @@ fn containerd_reads_the_installed_handler_and_uninstall_restores_config() {
     common::daemon::wait_for_socket(&sock, &mut child, &log);
     let _daemon = Daemon(child);
     // What the running daemon's CRI plugin was configured with.
-    let (code, dump) = sh({
+    let (code, dump) = sh_all({
         let mut c = Command::new("containerd");
         c.arg("--config").arg(&cfg).args(["config", "dump"]);
         c
@@ -335,7 +327,7 @@ fn containerd_reads_the_installed_handler_and_uninstall_restores_config() {
         "copied from runc's handler"
     );
     assert_eq!(rt["pod_annotations"][0].as_str(), Some("dev.nemosandbox.*"));
-    let (code, plugins) = sh({
+    let (code, plugins) = sh_all({
         let mut c = Command::new("ctr");
         c.arg("--address").arg(&sock).args(["plugins", "ls"]);
         c
@@ -347,7 +339,7 @@ fn containerd_reads_the_installed_handler_and_uninstall_restores_config() {
             .any(|l| l.contains("io.containerd.grpc.v1") && l.contains("cri") && l.contains("ok")),
         "{plugins}"
     );
-    assert!(ok(&[
+    assert!(cli_ok(&[
         "install",
         "containerd",
         "--engine-config",
@@ -356,7 +348,7 @@ fn containerd_reads_the_installed_handler_and_uninstall_restores_config() {
         "/opt/nemo/bin/nemosandbox"
     ])
     .contains("already up to date"));
-    ok(&[
+    cli_ok(&[
         "uninstall",
         "containerd",
         "--engine-config",

@@ -129,8 +129,7 @@ fn network_guard_holds_for_exec_and_fails_closed_without_the_guard() {
     assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "ok");
     let denied = exec(&["probe", "connect", "18462"]);
     assert_eq!(String::from_utf8_lossy(&denied.stdout).trim(), "EACCES");
-    let audit =
-        std::fs::read_to_string(rt.root.path().join(&id).join("audit.jsonl")).unwrap_or_default();
+    let audit = std::fs::read_to_string(rt.audit_file(&id)).unwrap_or_default();
     assert!(
         audit.contains("127.0.0.1:18462") && audit.contains("\"denied\""),
         "{audit}"
@@ -176,8 +175,7 @@ fn run_keep(rt: &Runtime, policy: &str, b: &Bundle) -> (String, String) {
         b.path().to_str().unwrap(),
         &id,
     ]);
-    let audit =
-        std::fs::read_to_string(rt.root.path().join(&id).join("audit.jsonl")).unwrap_or_default();
+    let audit = std::fs::read_to_string(rt.audit_file(&id)).unwrap_or_default();
     rt.remove(&id);
     assert_nothing_left(rt, &id);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -436,14 +434,7 @@ fn policy_update_changes_a_running_containers_egress() {
     let err = rt.fails(&["policy", "update", &id, "--preset", preset]);
     assert!(err.contains("network guard"), "{err}");
     assert_eq!(hash(&rt), before);
-    let eff = std::fs::read(
-        rt.root
-            .path()
-            .join(".nemosandbox")
-            .join(&id)
-            .join("effective.json"),
-    )
-    .unwrap();
+    let eff = std::fs::read(rt.own_dir(&id).effective()).unwrap();
     assert_eq!(nemosandbox::policy::merge::sha256_hex(&eff), before);
     rt.remove(&id);
     assert_nothing_left(&rt, &id);

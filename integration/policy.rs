@@ -43,17 +43,8 @@ fn annotation_presets_are_merged_stored_and_hashed_in_state() {
     // The user's own annotation is still there too.
     assert_eq!(st["annotations"]["dev.nemosandbox.presets"], "npm,pypi");
     // The stored effective policy is what `policy show` computes for the same bundle.
-    let stored: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            rt.root
-                .path()
-                .join(".nemosandbox")
-                .join(&id)
-                .join("effective.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(rt.own_dir(&id).effective()).unwrap()).unwrap();
     let shown: serde_json::Value = serde_json::from_str(&rt.ok(&[
         "--config",
         cfg.to_str().unwrap(),

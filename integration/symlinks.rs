@@ -15,17 +15,15 @@ use common::*;
 const GUARD: &str = "/sandbox/.openclaw";
 const TARGET: &str = "/sandbox/.openclaw-data";
 
-fn policy(rt: &Runtime, extra: &str) -> String {
-    let p = rt.root.path().join(format!("{}.yaml", unique("guard")));
-    std::fs::write(
-        &p,
-        format!(
+/// A policy guarding GUARD, with `extra` lines for the guard.
+fn guard_policy(rt: &Runtime, extra: &str) -> String {
+    policy(
+        rt,
+        &format!(
             "version: 1\nfilesystem_policy:\n  read_write: [/sandbox]\n  permissions:\n    \"/**\": \"r-x\"\n\
              symlink_guards:\n  - dir: {GUARD}\n    target_dir: {TARGET}\n{extra}"
         ),
     )
-    .unwrap();
-    p.to_string_lossy().into_owned()
 }
 
 /// A bundle whose image has a valid guarded layout: two links into the target directory.
@@ -84,7 +82,7 @@ fn assert_untampered(out: &str) {
 fn valid_layout_is_hardened_and_cannot_be_changed_from_inside() {
     let rt = Runtime::new();
     for (extra, who) in [("", "root"), ("process:\n  run_as_user: agent\n", "agent")] {
-        let pol = policy(&rt, extra);
+        let pol = guard_policy(&rt, extra);
         let b = guarded_bundle(&["sleep", "1000"]);
         let id = unique("guard");
         rt.ok(&create_args(&pol, &b, &id));
@@ -95,7 +93,7 @@ fn valid_layout_is_hardened_and_cannot_be_changed_from_inside() {
         // Not even the host can swap the link while the container lives.
         let link = b.path().join("rootfs/sandbox/.openclaw/config.json");
         assert!(std::fs::remove_file(&link).is_err(), "immutable");
-        let audit = std::fs::read_to_string(rt.root.path().join(&id).join("audit.jsonl")).unwrap();
+        let audit = std::fs::read_to_string(rt.audit_file(&id)).unwrap();
         assert!(
             audit.contains("\"kind\":\"symlink\"") && audit.contains("\"decision\":\"hardened\""),
             "{audit}"
@@ -110,7 +108,7 @@ fn valid_layout_is_hardened_and_cannot_be_changed_from_inside() {
 #[test]
 fn invalid_layouts_fail_create_and_leave_nothing() {
     let rt = Runtime::new();
-    let pol = policy(&rt, "");
+    let pol = guard_policy(&rt, "");
     type Breaker = fn(&Path);
     let cases: [(&str, Breaker, &str); 5] = [
         (
@@ -162,7 +160,7 @@ fn invalid_layouts_fail_create_and_leave_nothing() {
         }
     }
     // required: false and no directory: skipped, and the container runs.
-    let pol = policy(&rt, "    required: false\n");
+    let pol = guard_policy(&rt, "    required: false\n");
     let b = guarded_bundle(&["sleep", "1000"]);
     std::fs::remove_dir_all(b.path().join("rootfs/sandbox/.openclaw")).unwrap();
     let id = unique("skip");
@@ -179,7 +177,7 @@ fn invalid_layouts_fail_create_and_leave_nothing() {
 #[test]
 fn a_link_swapped_during_create_never_reaches_a_started_container() {
     let rt = Runtime::new();
-    let pol = policy(&rt, "");
+    let pol = guard_policy(&rt, "");
     let b = guarded_bundle(&["sleep", "1000"]);
     let link = b.path().join("rootfs/sandbox/.openclaw/config.json");
     let stop = Arc::new(AtomicBool::new(false));
@@ -240,7 +238,7 @@ fn a_link_swapped_during_create_never_reaches_a_started_container() {
 #[test]
 fn tmpfs_root_and_volume_outcomes() {
     let rt = Runtime::new();
-    let pol = policy(&rt, "");
+    let pol = guard_policy(&rt, "");
     // The image root on a tmpfs: the attribute is supported there (Linux ≥ 6.0).
     let b = guarded_bundle(&["sleep", "1000"]);
     let tmpfs = TempDir::new("guard-tmpfs");

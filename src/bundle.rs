@@ -4,7 +4,6 @@
 //! runtime's own state directory and is what libcontainer (and every later `exec`) loads, so
 //! every policy stage that changes mounts, process or seccomp does it here, once, at `create`.
 
-use crate::confine::bpf::FilterFile;
 use crate::container_dir::ContainerDir;
 use std::fs;
 use std::io;
@@ -132,57 +131,18 @@ fn check_spec(path: &Path, spec: &Spec) -> Result<(), BundleError> {
     Ok(())
 }
 
-/// What a rewrite produced beside the spec: state the in-container stage needs.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct ConfinementPlan {
-    /// The container's seccomp profile, applied by the in-container stage to the init process
-    /// and to every exec'd process (libcontainer gives exec'd processes none).
-    pub seccomp: Option<LinuxSeccomp>,
-    /// Landlock grants, ports and scoping; `None` only for plans written before policy
-    /// enforcement existed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub landlock: Option<crate::confine::landlock::LandlockPlan>,
-    #[serde(default)]
-    pub compatibility: crate::policy::model::Compatibility,
-    /// uid and gid from the policy's run_as_user/group: exec'd processes run as them too.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run_as: Option<(u32, u32)>,
-    /// Compiled seccomp programs in load order (the always-denied filter, then the profile
-    /// when it compiled); files in the state directory.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub filters: Vec<FilterFile>,
-    /// `seccomp` is one of `filters` (else libcontainer loads it).
-    #[serde(default)]
-    pub seccomp_compiled: bool,
-    /// `sandbox`'s own refusals (`confine::seccomp::local_denials`), loaded after the
-    /// always-denied filter.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub local_denials: Option<LinuxSeccomp>,
-    /// The network guard: its notification filter, loaded after the always-denied filter,
-    /// and the channel its listener goes over.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub netguard: Option<crate::netguard::NetPlan>,
-    /// The `oci` baseline: libcontainer applies the spec as it is; the in-container stage
-    /// adds nothing.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub unconfined: bool,
-    /// `oci` only: the engine's seccomp listener socket, reached through the runtime's relay
-    /// (`listener`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seccomp_listener: Option<PathBuf>,
-}
-
-/// The spec that will run, with the plan for the in-container stage.
+/// The spec that will run, and the seccomp profile taken out of it for the in-container
+/// stage (`confine::prepare` builds the plan from it).
 #[derive(Debug, Clone)]
 pub struct Rewritten {
     pub spec: Spec,
-    pub plan: ConfinementPlan,
+    pub seccomp: Option<LinuxSeccomp>,
     /// The spec's `poststop` hooks, which the runtime runs itself at `delete`.
     pub poststop: Vec<oci_spec::runtime::Hook>,
 }
 
-/// The base rewrite every confined container gets: `rewrite_common`, then no_new_privs and
-/// seccomp moved into the confinement plan.
+/// The base rewrite every confined container gets: `rewrite_common`, then no_new_privs set
+/// and seccomp taken out for the in-container stage.
 pub fn rewrite_base(src: &SourceBundle, id: &str) -> Result<Rewritten, BundleError> {
     let cfg = src.config_path();
     let (mut spec, poststop) = rewrite_common(src, id)?;
@@ -206,10 +166,7 @@ pub fn rewrite_base(src: &SourceBundle, id: &str) -> Result<Rewritten, BundleErr
 
     Ok(Rewritten {
         spec,
-        plan: ConfinementPlan {
-            seccomp,
-            ..ConfinementPlan::default()
-        },
+        seccomp,
         poststop,
     })
 }
@@ -228,10 +185,7 @@ pub fn rewrite_oci(src: &SourceBundle, id: &str) -> Result<Rewritten, BundleErro
     }
     Ok(Rewritten {
         spec,
-        plan: ConfinementPlan {
-            unconfined: true,
-            ..ConfinementPlan::default()
-        },
+        seccomp: None,
         poststop,
     })
 }
@@ -289,28 +243,14 @@ fn absolute_in(base: &Path, p: &Path) -> PathBuf {
     }
 }
 
-/// Write the rewritten bundle into `dir` (our state directory for the container).
+/// Write the rewritten spec into `dir` (our state directory for the container).
 pub fn write_rewritten(dir: &ContainerDir, rw: &Rewritten) -> Result<(), BundleError> {
-    let write = |path: PathBuf, data: Vec<u8>| {
-        fs::write(&path, data).map_err(|source| BundleError::Write { path, source })
-    };
-    write(
-        dir.spec(),
+    let path = dir.spec();
+    fs::write(
+        &path,
         serde_json::to_vec(&rw.spec).expect("spec serializes"),
-    )?;
-    write(
-        dir.plan(),
-        serde_json::to_vec(&rw.plan).expect("plan serializes"),
     )
-}
-
-/// Write the confinement plan `exec` reads.
-pub fn write_plan(dir: &ContainerDir, plan: &ConfinementPlan) -> Result<(), BundleError> {
-    let path = dir.plan();
-    let tmp = dir.plan_tmp();
-    fs::write(&tmp, serde_json::to_vec(plan).expect("plan serializes"))
-        .and_then(|()| fs::rename(&tmp, &path))
-        .map_err(|source| BundleError::Write { path, source })
+    .map_err(|source| BundleError::Write { path, source })
 }
 
 /// Read and parse a JSON file; errors name the file and the line/column.
@@ -325,20 +265,6 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, Bundl
         column: e.column(),
         msg: e.to_string(),
     })
-}
-
-/// Read the plan written at `create`, with its compiled filters, for `exec`.
-pub fn load_plan(dir: &ContainerDir) -> Result<ConfinementPlan, BundleError> {
-    let mut plan: ConfinementPlan = read_json(&dir.plan())?;
-    for f in plan
-        .filters
-        .iter_mut()
-        .chain(plan.netguard.as_mut().map(|n| &mut n.filter))
-    {
-        let path = dir.filter(&f.file);
-        f.bpf = fs::read(&path).map_err(|source| BundleError::Read { path, source })?;
-    }
-    Ok(plan)
 }
 
 /// Load the rewritten spec written at `create`.
@@ -392,7 +318,7 @@ mod tests {
         let src = r.unwrap();
         let rw = rewrite_base(&src, "c1").unwrap();
         assert!(rw.spec.linux().as_ref().unwrap().seccomp().is_none());
-        assert!(rw.plan.seccomp.is_some());
+        assert!(rw.seccomp.is_some());
         assert_eq!(
             rw.spec.process().as_ref().unwrap().no_new_privileges(),
             Some(true)

@@ -16,6 +16,7 @@ use std::fs;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
+use crate::path_error::io_err;
 use nix::mount::MsFlags;
 use oci_spec::runtime::Spec;
 
@@ -23,20 +24,10 @@ const HOST_CGROUP: &str = "/sys/fs/cgroup";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupV1Error {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::path_error::PathError),
     #[error("{what}: {source}")]
     Sys { what: String, source: nix::Error },
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupV1Error + '_ {
-    move |source| CgroupV1Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// A cgroup v1 (or hybrid) host: no unified hierarchy at /sys/fs/cgroup.
@@ -48,7 +39,7 @@ pub fn host_is_v1() -> bool {
 /// controller of a co-mounted line on its own).
 fn cgroups_of(pid: i32) -> Result<Vec<(String, String)>, CgroupV1Error> {
     let path = PathBuf::from(format!("/proc/{pid}/cgroup"));
-    let text = fs::read_to_string(&path).map_err(io(&path))?;
+    let text = fs::read_to_string(&path).map_err(io_err(&path))?;
     Ok(text
         .lines()
         .filter_map(|l| {
@@ -85,7 +76,7 @@ pub fn apply_oom_control(spec: &Spec, pid: i32) -> Result<(), CgroupV1Error> {
         .join("memory")
         .join(path.trim_start_matches('/'))
         .join("memory.oom_control");
-    fs::write(&file, "1").map_err(io(&file))
+    Ok(fs::write(&file, "1").map_err(io_err(&file))?)
 }
 
 /// The spec's cgroup mount destination and whether it asks for read-only.
@@ -111,14 +102,14 @@ pub fn fix_mounts(spec: &Spec, pid: i32) -> Result<(), CgroupV1Error> {
         return Ok(());
     }
     let ns_path = PathBuf::from(format!("/proc/{pid}/ns/mnt"));
-    let ns = fs::File::open(&ns_path).map_err(io(&ns_path))?;
+    let ns = fs::File::open(&ns_path).map_err(io_err(&ns_path))?;
     // A container in the runtime's own mount namespace (or one joined by path) would have
     // the host's hierarchies remounted: only a namespace of its own is changed.
     use std::os::unix::fs::MetadataExt;
     let mine = Path::new("/proc/self/ns/mnt");
     let (theirs, ours) = (
-        ns.metadata().map_err(io(&ns_path))?,
-        fs::metadata(mine).map_err(io(mine))?,
+        ns.metadata().map_err(io_err(&ns_path))?,
+        fs::metadata(mine).map_err(io_err(mine))?,
     );
     let own_ns = spec
         .linux()
@@ -186,11 +177,11 @@ impl SystemdJoin {
         let dir = hierarchy.join(target.strip_prefix("/").unwrap_or(&target));
         let made =
             crate::cgroups::make_dirs(&hierarchy, target.strip_prefix("/").unwrap_or(&target))
-                .map_err(|(path, source)| CgroupV1Error::Io { path, source })?;
+                .map_err(|(path, source)| crate::path_error::PathError { path, source })?;
         let procs = dir.join("cgroup.procs");
         if let Err(e) = fs::write(&procs, me.to_string()) {
             made.remove();
-            return Err(io(&procs)(e));
+            return Err(io_err(&procs)(e).into());
         }
         Ok(Some(SystemdJoin {
             dir,
@@ -219,11 +210,11 @@ fn in_namespace(ns: &fs::File, dest: &Path) -> Result<(), CgroupV1Error> {
     nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNS)
         .map_err(sys("joining the container's mount namespace"))?;
     use std::os::unix::fs::MetadataExt;
-    let top = fs::metadata(dest).map_err(io(dest))?;
-    for e in fs::read_dir(dest).map_err(io(dest))? {
-        let e = e.map_err(io(dest))?;
+    let top = fs::metadata(dest).map_err(io_err(dest))?;
+    for e in fs::read_dir(dest).map_err(io_err(dest))? {
+        let e = e.map_err(io_err(dest))?;
         let path = e.path();
-        let md = fs::symlink_metadata(&path).map_err(io(&path))?;
+        let md = fs::symlink_metadata(&path).map_err(io_err(&path))?;
         // Co-mount links (cpu -> cpu,cpuacct) and anything not mounted stay as they are.
         if md.file_type().is_symlink() || md.dev() == top.dev() {
             continue;

@@ -37,6 +37,10 @@ impl ContainerDir {
     pub fn plan_tmp(&self) -> PathBuf {
         self.path.join("confine.json.tmp")
     }
+    /// What each Landlock grant's path named once the mounts existed (`plan::Pins`).
+    pub fn pins(&self) -> PathBuf {
+        self.path.join("landlock-pins.json")
+    }
     /// The effective policy, and its temporary name while `policy update` replaces it.
     pub fn effective(&self) -> PathBuf {
         self.path.join("effective.json")

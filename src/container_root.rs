@@ -1,10 +1,131 @@
-//! Reading files of a container's root the way the kernel will run them. For now: the one `#!`
-//! parser the exec gate and the network guard share, so that both follow `#!/usr/bin/env NAME`
-//! to the program the kernel ends up running.
+//! Looking inside a container's root (an image's rootfs, or a live container's
+//! `/proc/PID/root`) without leaving it: every lookup is the kernel's (pathrs, `openat2` with
+//! `RESOLVE_IN_ROOT`), so an absolute link or `..` planted by the workload resolves inside the
+//! root, and types are checked on the handle before anything is opened for reading (a FIFO
+//! would hang the runtime, opening a device runs its driver). The layout planner, the network
+//! guard's binary identities and the exec gate all look through this one type, and share one
+//! `#!` parser that follows `#!/usr/bin/env NAME` to the program the kernel ends up running.
 
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
+use nix::sys::stat::FileStat;
+use pathrs::flags::OpenFlags;
+
 use crate::executor::DEFAULT_PATH;
+
+/// A container's root, opened once.
+#[derive(Debug)]
+pub struct ContainerRoot {
+    root: pathrs::Root,
+}
+
+impl ContainerRoot {
+    /// Open `dir` as the root. `/proc/PID/root` is a magic link pathrs will not open itself,
+    /// so the directory is opened first and handed over.
+    pub fn open(dir: &Path) -> Option<ContainerRoot> {
+        use std::os::unix::fs::OpenOptionsExt;
+        // A path handle of a directory: nothing is opened for reading (a FIFO would block).
+        let fd = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(dir)
+            .ok()?;
+        Some(ContainerRoot {
+            root: pathrs::Root::from_fd(fd),
+        })
+    }
+
+    /// The underlying pathrs root, for callers with lookups of their own.
+    pub fn pathrs(&self) -> &pathrs::Root {
+        &self.root
+    }
+
+    /// `stat` of what `path` names, following links (inside the root).
+    pub fn stat(&self, path: &Path) -> Option<FileStat> {
+        let h = self.root.resolve(path).ok()?;
+        nix::sys::stat::fstat(h.as_fd().as_raw_fd()).ok()
+    }
+
+    /// `lstat` of `path`: its last component is not followed.
+    pub fn lstat(&self, path: &Path) -> Option<FileStat> {
+        let h = self.root.resolve_nofollow(path).ok()?;
+        nix::sys::stat::fstat(h.as_fd().as_raw_fd()).ok()
+    }
+
+    /// The (device, inode) `path` names, following links.
+    pub fn file_id(&self, path: &Path) -> Option<(u64, u64)> {
+        self.stat(path).map(|st| (st.st_dev, st.st_ino))
+    }
+
+    /// Whether `path` itself (not followed) is a regular file with an execute bit.
+    pub fn is_executable(&self, path: &Path) -> bool {
+        self.lstat(path)
+            .is_some_and(|st| kind(&st) == libc::S_IFREG && st.st_mode & 0o111 != 0)
+    }
+
+    /// Whether `path` itself (not followed) is a directory.
+    pub fn is_dir(&self, path: &Path) -> bool {
+        self.lstat(path)
+            .is_some_and(|st| kind(&st) == libc::S_IFDIR)
+    }
+
+    /// Whether the mount `path` lies on is read-only (`None`: nothing there).
+    pub fn read_only_mount(&self, path: &Path) -> Option<bool> {
+        let h = self.root.resolve(path).ok()?;
+        let v = nix::sys::statvfs::fstatvfs(h.as_fd()).ok()?;
+        Some(v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
+    }
+
+    /// The target of the link `path`, if it is one.
+    pub fn readlink(&self, path: &Path) -> Option<PathBuf> {
+        self.root.readlink(path).ok()
+    }
+
+    /// The first `cap` bytes of the regular file `path` names. The type is checked on the
+    /// handle, and the file reopened non-blocking: the name can be swapped in between.
+    pub fn read_regular(&self, path: &Path, cap: u64) -> Option<Vec<u8>> {
+        let h = self.root.resolve(path).ok()?;
+        let st = nix::sys::stat::fstat(h.as_fd().as_raw_fd()).ok()?;
+        if kind(&st) != libc::S_IFREG {
+            return None;
+        }
+        let f = h
+            .reopen(OpenFlags::O_RDONLY | OpenFlags::O_NONBLOCK | OpenFlags::O_NOCTTY)
+            .ok()?;
+        if nix::sys::stat::fstat(f.as_raw_fd()).is_ok_and(|st| kind(&st) != libc::S_IFREG) {
+            return None;
+        }
+        let mut buf = Vec::new();
+        f.take(cap).read_to_end(&mut buf).ok()?;
+        Some(buf)
+    }
+
+    /// Names directly beneath the directory `dir` names.
+    pub fn list_dir(&self, dir: &Path) -> Vec<String> {
+        let Ok(h) = self.root.resolve(dir) else {
+            return Vec::new();
+        };
+        let fd = h.as_fd().as_raw_fd();
+        std::fs::read_dir(format!("/proc/self/fd/{fd}"))
+            .map(|rd| {
+                rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The host path of what `path` names in the root (as the kernel resolved it).
+    pub fn host_path(&self, path: &Path) -> Option<PathBuf> {
+        let h = self.root.resolve(path).ok()?;
+        std::fs::read_link(format!("/proc/self/fd/{}", h.as_fd().as_raw_fd())).ok()
+    }
+}
+
+fn kind(st: &FileStat) -> u32 {
+    st.st_mode & libc::S_IFMT
+}
 
 /// What a script's `#!` line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +176,63 @@ pub fn shebang(head: &[u8]) -> Option<Shebang> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lookups_stay_inside_the_root_and_refuse_what_is_not_a_regular_file() {
+        use std::os::unix::fs::{symlink, PermissionsExt};
+        let dir = crate::testutil::TempDir::new("container-root");
+        let r = dir.path();
+        std::fs::create_dir_all(r.join("bin")).unwrap();
+        std::fs::write(r.join("bin/tool"), b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(r.join("bin/tool"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        std::fs::write(r.join("data"), b"plain").unwrap();
+        // Absolute and `..` links resolve inside the root, never to the host's files.
+        symlink("/bin/tool", r.join("abs")).unwrap();
+        symlink("../../../../etc/hostname", r.join("up")).unwrap();
+        nix::unistd::mkfifo(
+            &r.join("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        let root = ContainerRoot::open(r).unwrap();
+        assert!(root.is_executable(Path::new("/bin/tool")));
+        assert!(
+            !root.is_executable(Path::new("/abs")),
+            "a link is not followed"
+        );
+        assert!(!root.is_executable(Path::new("/data")));
+        assert_eq!(
+            root.file_id(Path::new("/abs")),
+            root.file_id(Path::new("/bin/tool"))
+        );
+        assert_eq!(root.read_regular(Path::new("/up"), 64), None);
+        assert_eq!(
+            root.read_regular(Path::new("/abs"), 64).as_deref(),
+            Some(&b"#!/bin/sh\n"[..])
+        );
+        assert_eq!(
+            root.read_regular(Path::new("/data"), 3).as_deref(),
+            Some(&b"pla"[..])
+        );
+        assert_eq!(
+            root.read_regular(Path::new("/fifo"), 64),
+            None,
+            "never a FIFO"
+        );
+        assert!(root.is_dir(Path::new("/bin")));
+        assert_eq!(
+            root.readlink(Path::new("/abs")),
+            Some(PathBuf::from("/bin/tool"))
+        );
+        let mut names = root.list_dir(Path::new("/"));
+        names.sort();
+        assert_eq!(names, ["abs", "bin", "data", "fifo", "up"]);
+        assert_eq!(
+            root.host_path(Path::new("/abs")),
+            Some(std::fs::canonicalize(r.join("bin/tool")).unwrap())
+        );
+    }
 
     #[test]
     fn shebang_lines_parse_like_the_kernel_and_env_read_them() {

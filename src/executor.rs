@@ -10,21 +10,21 @@ use libcontainer::workload::{
 };
 use oci_spec::runtime::Spec;
 
-use crate::bundle::ConfinementPlan;
 use crate::confine;
+use crate::plan::LoadedPlan;
 
 /// runc's PATH when the process environment has none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 #[derive(Clone)]
 pub struct ConfiningExecutor {
-    plan: ConfinementPlan,
+    plan: LoadedPlan,
     /// Runs an exec'd process rather than the container's init.
     exec: bool,
 }
 
 impl ConfiningExecutor {
-    pub fn new(plan: ConfinementPlan, exec: bool) -> Self {
+    pub fn new(plan: LoadedPlan, exec: bool) -> Self {
         Self { plan, exec }
     }
 }

@@ -22,11 +22,14 @@ pub mod lifecycle;
 pub mod listener;
 pub mod logging;
 pub mod netguard;
+pub mod path_error;
+pub mod plan;
 pub mod policy;
 pub mod sandbox;
 pub mod sealed;
 pub mod signals;
 pub mod state;
 pub mod symlinks;
-#[cfg(test)]
-mod testutil;
+/// Helpers the unit tests and the integration suite share (not part of the API).
+#[doc(hidden)]
+pub mod testutil;

@@ -59,9 +59,13 @@ impl StateRoot {
     pub fn container_dir(&self, id: &str) -> PathBuf {
         self.root.join(id)
     }
+    /// Where the runtime's own container directories are.
+    pub fn own_dirs(&self) -> PathBuf {
+        self.root.join(".nemosandbox")
+    }
     /// Our directory for the container: the rewritten bundle and metadata.
     pub fn own_dir(&self, id: &str) -> crate::container_dir::ContainerDir {
-        crate::container_dir::ContainerDir::new(self.root.join(".nemosandbox").join(id))
+        crate::container_dir::ContainerDir::new(self.own_dirs().join(id))
     }
     pub fn exists(&self, id: &str) -> bool {
         self.container_dir(id).join("state.json").exists()

@@ -48,6 +48,15 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// The stage as an audit event's decision.
+    pub fn decision(self) -> crate::audit::Decision {
+        match self {
+            Stage::Hardened => crate::audit::Decision::Hardened,
+            Stage::Partial => crate::audit::Decision::Partial,
+            Stage::Skipped => crate::audit::Decision::Skipped,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Hardened => "hardened",

@@ -1,4 +1,4 @@
-//! Helpers shared by unit tests.
+//! Helpers shared by the unit tests and the integration suite.
 
 use std::path::{Path, PathBuf};
 
@@ -7,9 +7,11 @@ pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(prefix: &str) -> Self {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let p = std::env::temp_dir().join(format!(
-            "{prefix}-{}-{}",
+            "{prefix}-{}-{}-{}",
             std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()

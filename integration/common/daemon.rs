@@ -7,20 +7,6 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
-/// Run `cmd`, which must succeed; its stdout.
-fn ok(cmd: &mut Command) -> String {
-    let out = output_within(
-        std::mem::replace(cmd, Command::new("true")),
-        Duration::from_secs(120),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 pub fn wait_for_socket(sock: &Path, daemon: &mut Child, log: &Path) {
     let start = Instant::now();
     while !sock.exists() {

@@ -30,25 +30,7 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{n}-{t}", std::process::id())
 }
 
-/// A temporary directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(prefix: &str) -> Self {
-        let p = std::env::temp_dir().join(unique(prefix));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+pub use nemosandbox::testutil::TempDir;
 
 fn busybox_path() -> PathBuf {
     for p in ["/bin/busybox", "/usr/bin/busybox"] {
@@ -173,6 +155,16 @@ impl Runtime {
             root: TempDir::new("nsroot"),
         }
     }
+    /// The runtime's own directory for container `id` (its file names are the runtime's).
+    pub fn own_dir(&self, id: &str) -> nemosandbox::container_dir::ContainerDir {
+        nemosandbox::state::StateRoot::new(self.root.path()).own_dir(id)
+    }
+    /// The container's audit file.
+    pub fn audit_file(&self, id: &str) -> PathBuf {
+        nemosandbox::state::StateRoot::new(self.root.path())
+            .container_dir(id)
+            .join(nemosandbox::audit::CONTAINER_FILE)
+    }
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
         c.arg("--root").arg(self.root.path()).args(args);
@@ -218,6 +210,23 @@ impl Runtime {
     pub fn remove(&self, id: &str) {
         let _ = self.run(&["delete", "--force", id]);
     }
+    /// `run --keep` of `b` as `id` under `policy`: its stdout and its audit trail. The
+    /// container is removed after, and nothing of it may remain.
+    pub fn run_kept(&self, policy: &str, b: &Bundle, id: &str) -> (String, String) {
+        let out = self.run(&[
+            "--policy",
+            policy,
+            "run",
+            "--keep",
+            "--bundle",
+            b.path().to_str().unwrap(),
+            id,
+        ]);
+        let audit = std::fs::read_to_string(self.audit_file(id)).unwrap_or_default();
+        self.remove(id);
+        assert_nothing_left(self, id);
+        (String::from_utf8_lossy(&out.stdout).into_owned(), audit)
+    }
 }
 
 /// Run `cmd` to completion with a deadline. Output goes to files, not pipes: like runc's, a
@@ -245,6 +254,47 @@ pub fn output_within(mut cmd: Command, limit: Duration) -> Output {
         stdout: std::fs::read(&o).unwrap(),
         stderr: std::fs::read(&e).unwrap(),
     }
+}
+
+/// Run `cmd` within `limit` (scaled): its exit code (-1 after a signal), stdout and stderr.
+pub fn sh_within(cmd: Command, limit: Duration) -> (i32, String, String) {
+    let out = output_within(cmd, scaled(limit));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Run `cmd`, which must succeed within `limit` (scaled); its stdout.
+pub fn ok_within(cmd: Command, limit: Duration) -> String {
+    let desc = format!("{cmd:?}");
+    let (code, out, err) = sh_within(cmd, limit);
+    assert_eq!(code, 0, "{desc}: {out}{err}");
+    out
+}
+
+/// `sh_within` two minutes.
+pub fn sh(cmd: &mut Command) -> (i32, String, String) {
+    sh_within(
+        std::mem::replace(cmd, Command::new("true")),
+        Duration::from_secs(120),
+    )
+}
+
+/// `ok_within` two minutes.
+pub fn ok(cmd: &mut Command) -> String {
+    ok_within(
+        std::mem::replace(cmd, Command::new("true")),
+        Duration::from_secs(120),
+    )
+}
+
+/// Write a policy document next to the runtime root and return its path.
+pub fn policy(rt: &Runtime, yaml: &str) -> String {
+    let p = rt.root.path().join(format!("{}.yaml", unique("policy")));
+    std::fs::write(&p, yaml).unwrap();
+    p.to_string_lossy().into_owned()
 }
 
 /// `d` stretched by `NEMOSANDBOX_TEST_TIME_SCALE` (default 1): the kernel-matrix guest runs
@@ -386,7 +436,7 @@ pub fn assert_nothing_left(rt: &Runtime, id: &str) {
     let start = Instant::now();
     loop {
         let state_dir = rt.root.path().join(id);
-        let own_dir = rt.root.path().join(".nemosandbox").join(id);
+        let own_dir = rt.own_dir(id).to_path_buf();
         let cgroups = cgroup_dirs_of(id);
         let procs = processes_of(id);
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();

@@ -130,13 +130,6 @@ pub fn host_network(b: &Bundle) {
     });
 }
 
-/// Write a policy document next to the runtime root and return its path.
-pub fn policy(rt: &Runtime, yaml: &str) -> String {
-    let p = rt.root.path().join(format!("{}.yaml", unique("policy")));
-    std::fs::write(&p, yaml).unwrap();
-    p.to_string_lossy().into_owned()
-}
-
 pub fn run_bundle(rt: &Runtime, policy: Option<&str>, b: &Bundle, env: &[(&str, &str)]) -> String {
     let id = unique("conf");
     let mut args: Vec<&str> = Vec::new();
@@ -175,13 +168,19 @@ pub fn p(label: &str, cmd: &str) -> String {
 
 pub fn expect(out: &str, want: &[(&str, &str)]) {
     let r = results(out);
-    for (k, v) in want {
-        assert_eq!(
-            r.get(*k).map(String::as_str),
-            Some(*v),
-            "{k}: want {v:?}; full output:\n{out}"
-        );
-    }
+    // Every case reports on its own: one wrong answer does not hide the others.
+    let wrong: Vec<String> = want
+        .iter()
+        .filter(|(k, v)| r.get(*k).map(String::as_str) != Some(*v))
+        .map(|(k, v)| format!("{k}: want {v:?}, got {:?}", r.get(*k)))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} cases wrong:\n  {}\nfull output:\n{out}",
+        wrong.len(),
+        want.len(),
+        wrong.join("\n  ")
+    );
 }
 
 /// A preset letting /bin/probe (only) reach 127.0.0.1:`port`, written to `dir/localnet.yaml`.

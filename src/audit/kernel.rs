@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-use super::{Event, Kind};
+use super::{Decision, Event, Kind};
 
 const NETLINK_AUDIT: i32 = 9;
 const AUDIT_GET: u16 = 1000;
@@ -178,7 +178,7 @@ impl Denial {
     pub fn event(&self) -> Event {
         Event::new(
             Kind::Fs,
-            "denied",
+            Decision::Denied,
             "landlock",
             format!(
                 "the kernel refused {} (filesystem_policy)",

@@ -169,7 +169,7 @@ pub struct Context {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Event {
     pub kind: Kind,
-    pub decision: String,
+    pub decision: Decision,
     /// The policy, endpoint or rule that decided.
     pub by: String,
     pub reason: String,
@@ -178,16 +178,48 @@ pub struct Event {
     pub request: serde_json::Value,
 }
 
+/// What was decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// A call or request refused by a rule.
+    Denied,
+    /// A name or set-up refused (the resolver, a symlink guard that does not validate).
+    Refused,
+    /// Let by an endpoint in audit mode that would otherwise have refused it.
+    AllowedAudit,
+    /// The audit machinery itself failed.
+    Error,
+    /// A symlink guard's outcomes.
+    Hardened,
+    Partial,
+    Skipped,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Denied => "denied",
+            Decision::Refused => "refused",
+            Decision::AllowedAudit => "allowed (audit)",
+            Decision::Error => "error",
+            Decision::Hardened => "hardened",
+            Decision::Partial => "partial",
+            Decision::Skipped => "skipped",
+        }
+    }
+}
+
 impl Event {
+    /// An event of `kind`: what was decided, by which rule (`by`), and why.
     pub fn new(
         kind: Kind,
-        decision: impl Into<String>,
+        decision: Decision,
         by: impl Into<String>,
         reason: impl Into<String>,
     ) -> Event {
         Event {
             kind,
-            decision: decision.into(),
+            decision,
             by: by.into(),
             reason: reason.into(),
             pid: None,
@@ -290,7 +322,7 @@ impl Record {
             executable: ev.executable.as_deref().map(|e| clip(e, MAX_FIELD)),
             pid: ev.pid,
             request: bounded_request(&ev.request),
-            decision: clip(&ev.decision, 64),
+            decision: ev.decision.as_str().to_string(),
             by: clip(&ev.by, 256),
             reason: clip(&ev.reason, MAX_FIELD),
             policy_sha256: ctx.policy_sha256.clone(),
@@ -484,7 +516,7 @@ impl Writer {
         tracing::error!("container {}: {reason}", self.ctx.container);
         let rec = Record::of(
             &self.ctx,
-            &Event::new(Kind::Policy, "error", "audit sink", reason),
+            &Event::new(Kind::Policy, Decision::Error, "audit sink", reason),
         );
         append_capped(&self.file, &rec.to_line());
     }
@@ -538,8 +570,13 @@ mod tests {
             container: "c".into(),
             ..Context::default()
         };
-        let ev = Event::new(Kind::Exec, "denied", "exec_policy", "r".repeat(5000))
-            .request(serde_json::json!({"command": ["x".repeat(100_000)]}));
+        let ev = Event::new(
+            Kind::Exec,
+            Decision::Denied,
+            "exec_policy",
+            "r".repeat(5000),
+        )
+        .request(serde_json::json!({"command": ["x".repeat(100_000)]}));
         let line = Record::of(&ctx, &ev).to_line();
         assert!(line.len() < MAX_LINE, "{}", line.len());
         let back: Record = serde_json::from_str(&line).unwrap();

@@ -174,7 +174,7 @@ pub fn event(rec: &Record) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{Context, Event, Pod};
+    use crate::audit::{Context, Decision, Event, Pod};
 
     fn rec(kind: Kind, request: Value) -> Record {
         let ctx = Context {
@@ -191,7 +191,7 @@ mod tests {
         };
         Record::of(
             &ctx,
-            &Event::new(kind, "denied", "network_policies", "no")
+            &Event::new(kind, Decision::Denied, "network_policies", "no")
                 .request(request)
                 .pid(7)
                 .executable("/usr/bin/curl"),

@@ -228,7 +228,7 @@ pub fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{Context, Event};
+    use crate::audit::{Context, Decision, Event};
 
     fn rec(kind: Kind, container: &str) -> Record {
         let ctx = Context {
@@ -237,7 +237,7 @@ mod tests {
         };
         Record::of(
             &ctx,
-            &Event::new(kind, "denied", "network_policies", "no endpoint")
+            &Event::new(kind, Decision::Denied, "network_policies", "no endpoint")
                 .request(serde_json::json!({"destination": "10.0.0.1:443", "names": ["a.test"]}))
                 .pid(9)
                 .executable("/bin/curl"),

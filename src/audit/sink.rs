@@ -263,7 +263,7 @@ fn lock_within(f: &File, wait: Duration) -> Result<(), SinkError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{Context, Event, Kind};
+    use crate::audit::{Context, Decision, Event, Kind};
 
     #[test]
     fn sizes_take_units() {
@@ -282,7 +282,7 @@ mod tests {
         };
         Record::of(
             &ctx,
-            &Event::new(Kind::Dns, "refused", "p", "no")
+            &Event::new(Kind::Dns, Decision::Refused, "p", "no")
                 .request(serde_json::json!({"name": format!("n{i}.example")})),
         )
     }

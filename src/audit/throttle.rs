@@ -142,6 +142,7 @@ impl Throttle {
 mod tests {
     use super::super::{Context, Kind, CONTAINER_FILE};
     use super::*;
+    use crate::audit::Decision;
 
     fn throttle(dir: &std::path::Path) -> Throttle {
         let ctx = Context {
@@ -165,12 +166,12 @@ mod tests {
         let t = throttle(dir.path());
         for i in 0..50 {
             t.record(
-                &Event::new(Kind::Network, "denied", "p", "no")
+                &Event::new(Kind::Network, Decision::Denied, "p", "no")
                     .request(serde_json::json!({"destination": "1.2.3.4:5"})),
             );
             if i == 0 {
                 t.record(
-                    &Event::new(Kind::Dns, "refused", "p", "no")
+                    &Event::new(Kind::Dns, Decision::Refused, "p", "no")
                         .request(serde_json::json!({"name": "x"})),
                 );
             }
@@ -188,7 +189,7 @@ mod tests {
         let t = throttle(dir.path());
         for i in 0..(MAX_KEYS + 500) {
             t.record(
-                &Event::new(Kind::Dns, "refused", "p", "no")
+                &Event::new(Kind::Dns, Decision::Refused, "p", "no")
                     .request(serde_json::json!({"name": format!("n{i}.example")})),
             );
         }
@@ -214,12 +215,12 @@ mod tests {
         let t = throttle(dir.path());
         for i in 0..(MAX_KEYS + 10) {
             t.record(
-                &Event::new(Kind::Dns, "refused", "p", "no")
+                &Event::new(Kind::Dns, Decision::Refused, "p", "no")
                     .request(serde_json::json!({"name": format!("n{i}.example")})),
             );
         }
         t.record(
-            &Event::new(Kind::Network, "denied", "p", "no")
+            &Event::new(Kind::Network, Decision::Denied, "p", "no")
                 .request(serde_json::json!({"destination": "203.0.113.7:443"})),
         );
         t.flush(true);
@@ -236,7 +237,7 @@ mod tests {
         let names: Vec<String> = (0..10_000).map(|i| format!("{i:0>250}")).collect();
         for _ in 0..3 {
             t.record(
-                &Event::new(Kind::Dns, "refused", "p", "x".repeat(100_000))
+                &Event::new(Kind::Dns, Decision::Refused, "p", "x".repeat(100_000))
                     .request(serde_json::json!({"names": names})),
             );
         }

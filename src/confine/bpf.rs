@@ -15,15 +15,14 @@ use libseccomp::{
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag};
 use sha2::{Digest, Sha256};
 
+use crate::path_error::io_err;
+
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
     #[error("seccomp profile: {0}")]
     Profile(String),
-    #[error("{path}: {source}")]
-    Io {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::path_error::PathError),
 }
 
 fn prof<E: std::fmt::Display>(e: E) -> BpfError {
@@ -121,23 +120,18 @@ pub fn compile(p: &LinuxSeccomp) -> Result<Vec<u8>, BpfError> {
     let mut tmp = tempfile_in_memory()?;
     ctx.export_bpf(tmp.as_fd()).map_err(prof)?;
     let mut out = Vec::new();
-    tmp.rewind().map_err(io_err("memfd"))?;
-    tmp.read_to_end(&mut out).map_err(io_err("memfd"))?;
+    tmp.rewind()
+        .map_err(io_err(std::path::Path::new("memfd")))?;
+    tmp.read_to_end(&mut out)
+        .map_err(io_err(std::path::Path::new("memfd")))?;
     Ok(out)
-}
-
-fn io_err(path: &str) -> impl FnOnce(std::io::Error) -> BpfError + '_ {
-    move |source| BpfError::Io {
-        path: path.into(),
-        source,
-    }
 }
 
 fn tempfile_in_memory() -> Result<std::fs::File, BpfError> {
     // SAFETY: memfd_create with a static NUL-terminated name; the fd is owned below.
     let fd = unsafe { libc::memfd_create(c"nemosandbox-bpf".as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
-        return Err(io_err("memfd")(std::io::Error::last_os_error()));
+        return Err(io_err(std::path::Path::new("memfd"))(std::io::Error::last_os_error()).into());
     }
     // SAFETY: a fresh descriptor nothing else owns.
     Ok(unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
@@ -199,15 +193,4 @@ fn install(bpf: &[u8], flags: u32) -> Result<libc::c_long, nix::Error> {
         return Err(nix::Error::last());
     }
     Ok(rc)
-}
-
-/// A compiled seccomp program stored beside the rewritten spec.
-#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
-pub struct FilterFile {
-    pub file: String,
-    /// seccomp(2) filter flags.
-    pub flags: u32,
-    /// The program, read by the runtime before it forks (the container cannot see the file).
-    #[serde(skip)]
-    pub bpf: Vec<u8>,
 }

@@ -16,9 +16,12 @@ pub mod prepare;
 pub mod seccomp;
 pub mod sockets;
 
+use std::os::fd::BorrowedFd;
+
 use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
 
-use crate::bundle::ConfinementPlan;
+use crate::netguard::filter::HandOverError;
+use crate::plan::{LoadedPlan, Program};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfineError {
@@ -31,7 +34,7 @@ pub enum ConfineError {
     #[error("resetting the signal mask: {0}")]
     Signals(nix::Error),
     #[error(transparent)]
-    NetGuard(#[from] crate::netguard::filter::HandOverError),
+    NetGuard(#[from] HandOverError),
 }
 
 /// Undo what the runtime process did to its own signal state: `run` blocks signals to forward
@@ -67,49 +70,42 @@ fn load_seccomp(profile: &oci_spec::runtime::LinuxSeccomp) -> Result<(), Confine
     Ok(())
 }
 
-/// The network guard's notification filter, with its listener handed to the guard. A plan
-/// with a guard but no channel is refused: the process would run unguarded.
-fn load_netguard(plan: &ConfinementPlan) -> Result<(), ConfineError> {
-    let Some(n) = &plan.netguard else {
-        return Ok(());
-    };
-    let channel = n.channel.ok_or_else(|| {
-        crate::netguard::filter::HandOverError::Refused("no channel to the network guard".into())
-    })?;
-    crate::netguard::filter::load_and_hand_over(&n.filter.bpf, channel)?;
-    Ok(())
+/// Load one program of the plan. The network guard's filter hands its listener to the guard
+/// over `channel`; without a channel it is refused, as the process would run unguarded.
+fn load_program(p: &Program, channel: Option<BorrowedFd>) -> Result<(), ConfineError> {
+    match p {
+        Program::Bpf { name, bytes, flags } => bpf::load(bytes, *flags)
+            .map_err(|e| ConfineError::Seccomp(format!("loading {name}: {e}"))),
+        Program::Profile(profile) => load_seccomp(profile),
+        Program::Sockets => bpf::load(&sockets::bytes(), 0)
+            .map_err(|e| ConfineError::Seccomp(format!("loading the socket filter: {e}"))),
+        Program::NetGuard { bytes } => {
+            let channel = channel
+                .ok_or_else(|| HandOverError::Refused("no channel to the network guard".into()))?;
+            Ok(crate::netguard::filter::load_and_hand_over(bytes, channel)?)
+        }
+    }
 }
 
-/// Apply the plan to the calling process (`exec`: an exec'd process, not init). Order
-/// matters: Landlock needs syscalls a profile may deny, so seccomp comes after it; the network
-/// guard's notification filter comes before every other filter, because the always-denied
-/// filter refuses new notification listeners (a workload must never install its own); the
-/// always-denied filter and the socket filter come before the profile, so a profile that
-/// forbids `seccomp` itself cannot skip them.
-pub fn apply(plan: &ConfinementPlan, exec: bool) -> Result<(), ConfineError> {
+/// Apply the plan to the calling process (`exec`: an exec'd process, not init): Landlock,
+/// then the plan's programs in their order. The order is decided when the plan is built
+/// (`confine::prepare`): Landlock needs syscalls a profile may deny; the network guard's
+/// notification filter comes before the always-denied filter, which refuses new
+/// notification listeners (a workload must never install its own); the always-denied and
+/// socket filters come before the profile, so a profile that forbids `seccomp` itself cannot
+/// skip them.
+pub fn apply(loaded: &LoadedPlan, exec: bool) -> Result<(), ConfineError> {
     reset_signals()?;
-    if plan.unconfined {
+    if loaded.plan.unconfined {
         // The `oci` baseline: libcontainer applied the spec's own no_new_privs and seccomp.
         return Ok(());
     }
     set_no_new_privs()?;
-    if let Some(l) = &plan.landlock {
+    if let Some(l) = &loaded.plan.landlock {
         landlock::apply(l, exec)?;
     }
-    load_netguard(plan)?;
-    match plan.filters.first() {
-        Some(f) => bpf::load(&f.bpf, f.flags)
-            .map_err(|e| ConfineError::Seccomp(format!("loading {}: {e}", f.file)))?,
-        None => load_seccomp(&seccomp::always_denied())?,
-    }
-    bpf::load(&sockets::bytes(), 0)
-        .map_err(|e| ConfineError::Seccomp(format!("loading the socket filter: {e}")))?;
-    for f in plan.filters.iter().skip(1) {
-        bpf::load(&f.bpf, f.flags)
-            .map_err(|e| ConfineError::Seccomp(format!("loading {}: {e}", f.file)))?;
-    }
-    if let Some(profile) = plan.seccomp.as_ref().filter(|_| !plan.seccomp_compiled) {
-        load_seccomp(profile)?;
+    for p in loaded.programs() {
+        load_program(p, loaded.channel())?;
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! profile. Everything lands in the rewritten spec and the confinement plan; nothing is
 //! written outside the container's state directory.
 
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Spec};
 
 use super::landlock::{self, LandlockPlan};
 use super::seccomp;
@@ -11,6 +11,7 @@ use crate::bundle::{BundleError, Rewritten, SourceBundle};
 use crate::container_dir::ContainerDir;
 use crate::identity::{self, Identity};
 use crate::layout::{self, Plan};
+use crate::plan::{Filter, Plan as ConfinementPlan};
 use crate::policy::merge::Effective;
 
 #[derive(Debug, thiserror::Error)]
@@ -75,33 +76,46 @@ fn apply_identity(spec: &mut Spec, id: &Identity) {
     spec.set_process(Some(process));
 }
 
-/// Compile the always-denied filter and the profile (cached across containers under the
-/// runtime root) into files in the state directory.
-fn compile_filters(
-    plan: &mut crate::bundle::ConfinementPlan,
+/// The plan's seccomp programs in load order: the network guard's notification filter, the
+/// always-denied filter, the socket filter, `sandbox`'s own refusals, then the profile. What
+/// compiles ahead (cached across containers under the runtime root) is written as files in
+/// the container directory; a profile that does not is loaded by libseccomp in the process.
+fn build_filters(
+    profile: &LinuxSeccomp,
+    local_denials: Option<&LinuxSeccomp>,
     own: &ContainerDir,
-) -> Result<(), PrepareError> {
+) -> Result<Vec<Filter>, PrepareError> {
     let cache = own.bpf_cache();
-    let mut profiles = vec![seccomp::always_denied()];
-    profiles.extend(plan.local_denials.clone());
-    plan.seccomp_compiled = false;
-    if let Some(p) = plan.seccomp.as_ref().filter(|p| super::bpf::compilable(p)) {
-        profiles.push(p.clone());
-        plan.seccomp_compiled = true;
-    }
-    plan.filters.clear();
-    for (i, p) in profiles.iter().enumerate() {
+    let compiled = |index: usize, p: &LinuxSeccomp| -> Result<Filter, PrepareError> {
         let bpf = super::bpf::compile_cached(&cache, p)?;
-        let file = ContainerDir::filter_name(i);
+        let file = ContainerDir::filter_name(index);
         let path = own.filter(&file);
-        std::fs::write(&path, &bpf).map_err(|source| super::bpf::BpfError::Io { path, source })?;
-        plan.filters.push(super::bpf::FilterFile {
+        std::fs::write(&path, &bpf)
+            .map_err(crate::path_error::io_err(&path))
+            .map_err(super::bpf::BpfError::from)?;
+        Ok(Filter::Compiled {
             file,
             flags: super::bpf::flags(p),
-            bpf,
-        });
+        })
+    };
+    let mut filters = vec![
+        Filter::NetGuard {
+            file: ContainerDir::NET_FILTER.to_string(),
+        },
+        compiled(0, &seccomp::always_denied())?,
+        Filter::Sockets,
+    ];
+    if let Some(p) = local_denials {
+        filters.push(compiled(1, p)?);
     }
-    Ok(())
+    filters.push(if super::bpf::compilable(profile) {
+        compiled(2, profile)?
+    } else {
+        Filter::Profile {
+            profile: profile.clone(),
+        }
+    });
+    Ok(filters)
 }
 
 /// Directories of the symlink guards: the layout takes `w` away from them.
@@ -146,13 +160,24 @@ pub fn plan_only(src: &SourceBundle, eff: &Effective) -> Result<Plan, PrepareErr
     )?)
 }
 
-/// Rewrite `rw` to carry the effective policy; returns the layout plan (for logs, explain).
+/// What `create` knows beyond the spec and the effective policy.
+#[derive(Debug, Clone, Default)]
+pub struct PlanInputs {
+    /// `sandbox`'s own refusals (`seccomp::local_denials`).
+    pub local_denials: Option<LinuxSeccomp>,
+    /// Have the kernel's audit record Landlock denials (node configuration), where it can.
+    pub log_denials: bool,
+}
+
+/// Rewrite `rw` to carry the effective policy, and build the confinement plan: the one place
+/// it is made. Returns it with the layout plan (for logs, explain).
 pub fn prepare(
     rw: &mut Rewritten,
     eff: &Effective,
     own: &ContainerDir,
     container_id: &str,
-) -> Result<Plan, PrepareError> {
+    inputs: PlanInputs,
+) -> Result<(ConfinementPlan, Plan), PrepareError> {
     let id = identity_of(&rw.spec, eff)?;
     let spec = &mut rw.spec;
     apply_identity(spec, &id);
@@ -182,30 +207,33 @@ pub fn prepare(
         .and_then(|c| c.bounding().clone())
         .map(|b| b.iter().map(|c| c.to_string()).collect())
         .unwrap_or_default();
-    if rw.plan.seccomp.is_none() {
-        rw.plan.seccomp = Some(seccomp::default_profile(&bounding));
-    }
-    compile_filters(&mut rw.plan, own)?;
-    rw.plan.netguard = Some(crate::netguard::prepare::prepare(
-        spec,
-        &rootfs,
-        own,
-        container_id,
-        &own.bpf_cache(),
-    )?);
-    rw.plan.landlock = Some(LandlockPlan {
-        abi,
-        grants: plan.grants.clone(),
-        // The guard makes every TCP connection on the workload's behalf; the workload's own
-        // connect is refused, so a socket swapped under a call the guard let continue (unix
-        // sockets) cannot reach the network by itself.
-        tcp_ports: Vec::new(),
-        exec_scope_signal: !has_namespace(spec, LinuxNamespaceType::Pid),
-        exec_scope_abstract_unix: !has_namespace(spec, LinuxNamespaceType::Network),
-        pinned: false,
-        log_denials: false,
-    });
-    rw.plan.compatibility = eff.landlock.value;
-    rw.plan.run_as = id.from_policy.then_some((id.uid, id.gid));
-    Ok(plan)
+    let profile = rw
+        .seccomp
+        .clone()
+        .unwrap_or_else(|| seccomp::default_profile(&bounding));
+    let filters = build_filters(&profile, inputs.local_denials.as_ref(), own)?;
+    let netguard =
+        crate::netguard::prepare::prepare(spec, &rootfs, own, container_id, &own.bpf_cache())?;
+    let confinement = ConfinementPlan {
+        version: crate::plan::PLAN_VERSION,
+        filters,
+        landlock: Some(LandlockPlan {
+            abi,
+            grants: plan.grants.clone(),
+            // The guard makes every TCP connection on the workload's behalf; the workload's
+            // own connect is refused, so a socket swapped under a call the guard let continue
+            // (unix sockets) cannot reach the network by itself.
+            tcp_ports: Vec::new(),
+            exec_scope_signal: !has_namespace(spec, LinuxNamespaceType::Pid),
+            exec_scope_abstract_unix: !has_namespace(spec, LinuxNamespaceType::Network),
+            pinned: false,
+            log_denials: inputs.log_denials && abi >= 7,
+        }),
+        compatibility: eff.landlock.value,
+        run_as: id.from_policy.then_some((id.uid, id.gid)),
+        netguard: Some(netguard),
+        unconfined: false,
+        seccomp_listener: None,
+    };
+    Ok((confinement, plan))
 }

@@ -1,11 +1,14 @@
 //! Exec gate: what `exec` may start when the effective policy has `exec_policy`.
 
 pub mod eval;
+pub mod root_fs;
 pub mod shell;
 
 use std::path::{Path, PathBuf};
 
-use eval::{Allowed, ContainerFs, PrefixFs};
+pub use root_fs::PrefixFs;
+
+use eval::{Allowed, ContainerFs};
 
 use crate::confine::landlock::LandlockPlan;
 use crate::layout::{Grant, Rights};

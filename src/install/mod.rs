@@ -16,6 +16,8 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::path_error::io_err;
+
 /// The engines `install` knows how to configure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Engine {
@@ -52,11 +54,8 @@ impl Engine {
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::path_error::PathError),
     #[error("{path}: not valid {format}: {reason}")]
     Parse {
         path: PathBuf,
@@ -71,13 +70,6 @@ pub enum InstallError {
     NoArgs { engine: Engine, hint: &'static str },
     #[error("{0}")]
     Reload(String),
-}
-
-pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> InstallError + '_ {
-    move |source| InstallError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// What `install` registers.
@@ -193,7 +185,7 @@ fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, InstallError> {
     match std::fs::read(path) {
         Ok(b) => Ok(Some(b)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_error(path)(e)),
+        Err(e) => Err(io_err(path)(e).into()),
     }
 }
 
@@ -236,7 +228,7 @@ pub fn apply(changes: &[Change]) -> Result<(), InstallError> {
         match &c.after {
             Some(bytes) => write_atomic(&c.path, bytes)?,
             None => {
-                std::fs::remove_file(&c.path).map_err(io_error(&c.path))?;
+                std::fs::remove_file(&c.path).map_err(io_err(&c.path))?;
                 // A drop-in directory install made (podman's and CRI-O's are optional) goes
                 // with its last file.
                 if let Some(dir) = c
@@ -255,7 +247,7 @@ pub fn apply(changes: &[Change]) -> Result<(), InstallError> {
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), InstallError> {
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let old = std::fs::metadata(path).ok();
     let name = path
         .file_name()
@@ -274,7 +266,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), InstallError> {
         .create_new(true)
         .mode(0o600)
         .open(&tmp)
-        .map_err(io_error(&tmp))?;
+        .map_err(io_err(&tmp))?;
     let result = (|| {
         f.write_all(bytes)?;
         let mode = old
@@ -291,7 +283,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), InstallError> {
         // Ours: create_new made it.
         let _ = std::fs::remove_file(&tmp);
     }
-    result.map_err(io_error(path))
+    Ok(result.map_err(io_err(path))?)
 }
 
 /// How to make the engine take the new configuration.

@@ -20,6 +20,7 @@ pub use plan::{Action, Base, Grant, Plan, Step};
 pub use rules::{Rights, RuleSet};
 pub use tree::ContainerTree;
 
+use crate::path_error::io_err;
 use crate::policy::merge::EffectiveFs;
 
 #[derive(Debug, thiserror::Error)]
@@ -28,11 +29,8 @@ pub enum LayoutError {
     Rule(#[from] rules::RuleError),
     #[error(transparent)]
     Plan(#[from] plan::PlanError),
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::path_error::PathError),
 }
 
 /// A network policy's binary on a path the filesystem rules make writable: the container
@@ -112,13 +110,6 @@ fn mount(dest: &Path, typ: &str, source: &Path, options: &[&str]) -> Mount {
         .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
         .build()
         .expect("all mount fields set")
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LayoutError + '_ {
-    move |source| LayoutError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// Rewrite `spec` to carry `plan`: read-only root (a skeleton in `own` for the restrictive

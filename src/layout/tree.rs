@@ -3,10 +3,11 @@
 //! never lead out of it), so an image cannot point a policy bind at a host file.
 
 use std::collections::BTreeSet;
-use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Mount;
+
+use crate::container_root::ContainerRoot;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -110,9 +111,7 @@ impl ContainerTree {
 
     /// Whether `p` itself is a symlink in the image (for the restrictive skeleton).
     pub fn image_symlink(&self, p: &Path) -> Option<PathBuf> {
-        let root = pathrs::Root::open(&self.rootfs).ok()?;
-        let rel = p.strip_prefix("/").unwrap_or(p);
-        root.readlink(rel).ok()
+        ContainerRoot::open(&self.rootfs)?.readlink(p)
     }
 
     /// Whether the last component of `p` is a symlink (globs do not descend through them).
@@ -149,10 +148,8 @@ impl ContainerTree {
 
 /// Resolve `rel` inside `root` (kernel-checked, never escaping `root`) and return the host path.
 pub fn resolve_in(root: &Path, rel: &Path) -> Option<PathBuf> {
-    let r = pathrs::Root::open(root).ok()?;
     if rel.as_os_str().is_empty() {
         return std::fs::canonicalize(root).ok();
     }
-    let h = r.resolve(rel).ok()?;
-    std::fs::read_link(format!("/proc/self/fd/{}", h.as_fd().as_raw_fd())).ok()
+    ContainerRoot::open(root)?.host_path(rel)
 }

@@ -5,9 +5,9 @@
 //! file; if the guard does not confirm, the old file is put back and the command fails.
 
 use std::fs;
-use std::path::Path;
 
 use super::{LifecycleError, Runtime};
+use crate::path_error::io_err;
 use crate::policy::builtin::load_name_or_file;
 use crate::policy::live::{self, LiveError};
 use crate::policy::merge::Effective;
@@ -40,23 +40,13 @@ pub enum UpdateError {
     Live(#[from] LiveError),
     #[error("{0}")]
     Load(String),
-    #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::path_error::PathError),
     #[error("container {id:?}: {source}; the previous network policies stay in force")]
     Guard {
         id: String,
         source: crate::netguard::control::ControlError,
     },
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> UpdateError + '_ {
-    move |source| UpdateError::Io {
-        path: path.display().to_string(),
-        source,
-    }
 }
 
 /// Load a document by the origin recorded in `effective.json`: `builtin:NAME` is the embedded
@@ -133,14 +123,12 @@ impl Runtime {
         let own = self.root.own_dir(id);
         // One update at a time per container: each reads the file the last one wrote.
         let lock_path = own.policy_lock();
-        let _lock = state::lock_exclusive(&lock_path).map_err(io(&lock_path))?;
+        let _lock = state::lock_exclusive(&lock_path).map_err(io_err(&lock_path))?;
 
         let path = own.effective();
-        let old = fs::read(&path).map_err(io(&path))?;
-        let mut eff: Effective = serde_json::from_slice(&old).map_err(|e| UpdateError::Io {
-            path: path.display().to_string(),
-            source: e.into(),
-        })?;
+        let old = fs::read(&path).map_err(io_err(&path))?;
+        let mut eff: Effective =
+            serde_json::from_slice(&old).map_err(|e| io_err(&path)(e.into()))?;
         if eff.unconfined {
             return Err(UpdateError::Load(format!(
                 "container {id:?} runs the unconfined baseline \"oci\": it has no network guard, so no network policies to update"
@@ -152,8 +140,8 @@ impl Runtime {
 
         let canonical = eff.canonical_json();
         let tmp = own.effective_tmp();
-        fs::write(&tmp, &canonical).map_err(io(&tmp))?;
-        fs::rename(&tmp, &path).map_err(io(&path))?;
+        fs::write(&tmp, &canonical).map_err(io_err(&tmp))?;
+        fs::rename(&tmp, &path).map_err(io_err(&path))?;
         let generation = match crate::netguard::control::reload(&own) {
             Ok(n) => n,
             Err(source) => {

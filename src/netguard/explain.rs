@@ -153,7 +153,7 @@ pub fn explain(root: &Path, policies: &BTreeMap<String, EffectiveNetwork>, q: &Q
 
 /// The executable's identity as the guard takes it (its own lookup, regular files only).
 fn stat_in(root: &Path, path: &Path) -> Option<(u64, u64)> {
-    let root = pathrs::Root::from_fd(std::fs::File::open(root).ok()?);
+    let root = crate::container_root::ContainerRoot::open(root)?;
     super::identity::stat_in(&root, path).map(|(stamp, _)| stamp.id)
 }
 

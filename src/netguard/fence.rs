@@ -27,6 +27,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::path_error::io_err;
+use cgroupfs::*;
+
+mod cgroupfs;
+
 /// The guard's cgroup, a child of the container's v2 cgroup.
 pub const GUARD_CGROUP: &str = "nemosandbox-guard";
 /// Where containers whose v2 cgroup is not their own (cgroup v1 hosts) get one.
@@ -38,24 +43,14 @@ const V1_ACCOUNTING: [&str; 2] = ["memory", "pids"];
 pub enum FenceError {
     #[error("no cgroup v2 hierarchy is mounted and mounting one at {path} failed: {source}")]
     Mount { path: PathBuf, source: nix::Error },
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::path_error::PathError),
     #[error("/proc/{0}/cgroup: no cgroup v2 membership")]
     NoV2(i32),
     #[error("loading the fence's cgroup program: {0} (the kernel needs CONFIG_CGROUP_BPF and bpf(2) for this runtime)")]
     Load(String),
     #[error("attaching the fence's cgroup program to {path}: {source}")]
     Attach { path: PathBuf, source: nix::Error },
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FenceError + '_ {
-    move |source| FenceError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// What `create` set up and `delete` removes, recorded in the container's metadata.
@@ -89,84 +84,6 @@ pub struct Extra {
     pub bind: bool,
 }
 
-/// One line of /proc/PID/mountinfo: mount point, filesystem type, super options.
-fn mounts() -> Vec<(PathBuf, String, String)> {
-    let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let (pre, post) = l.split_once(" - ")?;
-            let mnt = pre.split_whitespace().nth(4)?;
-            let mut post = post.split_whitespace();
-            let fstype = post.next()?.to_string();
-            let opts = post.nth(1).unwrap_or_default().to_string();
-            Some((PathBuf::from(unescape(mnt)), fstype, opts))
-        })
-        .collect()
-}
-
-/// mountinfo escapes spaces and a few other bytes as octal.
-fn unescape(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            let oct: String = chars.by_ref().take(3).collect();
-            if let Ok(v) = u8::from_str_radix(&oct, 8) {
-                out.push(v as char);
-                continue;
-            }
-            out.push(c);
-            out.push_str(&oct);
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// The cgroup v2 mount point; one is mounted under `fallback` when the host has none.
-fn v2_mount(fallback: &Path) -> Result<PathBuf, FenceError> {
-    if let Some((m, _, _)) = mounts().into_iter().find(|(_, t, _)| t == "cgroup2") {
-        return Ok(m);
-    }
-    fs::create_dir_all(fallback).map_err(io(fallback))?;
-    nix::mount::mount(
-        Some("cgroup2"),
-        fallback,
-        Some("cgroup2"),
-        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
-        None::<&str>,
-    )
-    .map_err(|source| FenceError::Mount {
-        path: fallback.to_path_buf(),
-        source,
-    })?;
-    Ok(fallback.to_path_buf())
-}
-
-/// Each controller-or-hierarchy → path line of /proc/PID/cgroup; v2 is the empty name.
-fn cgroups_of(pid: &str) -> Vec<(String, String)> {
-    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let mut f = l.splitn(3, ':');
-            let (_, ctl, path) = (f.next()?, f.next()?, f.next()?);
-            Some((ctl.to_string(), path.to_string()))
-        })
-        .collect()
-}
-
-fn v2_path_of(pid: &str) -> Option<String> {
-    cgroups_of(pid)
-        .into_iter()
-        .find(|(c, _)| c.is_empty())
-        .map(|(_, p)| p)
-}
-
-fn join(mnt: &Path, rel: &str) -> PathBuf {
-    mnt.join(rel.trim_start_matches('/'))
-}
-
 /// Move `pid` (every thread of it) into the cgroup at `dir`.
 pub fn enter(dir: &Path, pid: i32) -> Result<(), FenceError> {
     let procs = dir.join("cgroup.procs");
@@ -174,7 +91,8 @@ pub fn enter(dir: &Path, pid: i32) -> Result<(), FenceError> {
         .write(true)
         .open(&procs)
         .and_then(|mut f| f.write_all(pid.to_string().as_bytes()))
-        .map_err(io(&procs))
+        .map_err(io_err(&procs))?;
+    Ok(())
 }
 
 /// The container's v1 cgroups of the accounting controllers, where they are its own.
@@ -222,7 +140,7 @@ impl Fence {
             fence.container_rel = format!("/{OWN_PARENT}/{id}");
             fence.container = join(&mnt, &fence.container_rel);
             fence.own_container = true;
-            fs::create_dir_all(&fence.container).map_err(io(&fence.container))?;
+            fs::create_dir_all(&fence.container).map_err(io_err(&fence.container))?;
         } else {
             fence.container = join(&mnt, &init_path);
             fence.container_rel = init_path;
@@ -237,7 +155,7 @@ impl Fence {
                     std::io::ErrorKind::AlreadyExists => Ok(()),
                     _ => Err(e),
                 })
-                .map_err(io(&fence.guard))?;
+                .map_err(io_err(&fence.guard))?;
             fence.v1 = v1_accounting(init);
             Ok(())
         })();
@@ -257,7 +175,9 @@ impl Fence {
         for dir in &self.v1 {
             enter(dir, helper)?;
         }
-        let cgroup = fs::metadata(&self.guard).map_err(io(&self.guard))?.ino();
+        let cgroup = fs::metadata(&self.guard)
+            .map_err(io_err(&self.guard))?
+            .ino();
         attach_all(&self.container, guard_task(cgroup, helper), self.extra)
     }
 
@@ -552,7 +472,7 @@ fn guard_task(cgroup: u64, pid: i32) -> GuardTask {
 }
 
 fn attach_all(container: &Path, guard: GuardTask, extra: Extra) -> Result<(), FenceError> {
-    let dir = fs::File::open(container).map_err(io(container))?;
+    let dir = fs::File::open(container).map_err(io_err(container))?;
     // Kernels without the pid-namespace helper in cgroup programs (before 6.10) get the
     // cgroup check alone.
     let guard = match load(guard, ATTACH_TYPES[0].0) {
@@ -609,49 +529,4 @@ pub fn probe() -> Result<bool, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn program_compares_the_callers_cgroup_and_pid_with_the_guards() {
-        let cg_only = program(GuardTask {
-            cgroup: 0x1_0000_0002,
-            process: None,
-        });
-        assert_eq!(cg_only.len(), 8);
-        assert_eq!(
-            (cg_only[1].imm, cg_only[2].imm),
-            (2, 1),
-            "64-bit immediate, low then high"
-        );
-        assert_eq!(
-            (cg_only[3].code, cg_only[3].off),
-            (0x5d, 2),
-            "not equal: to the refusal"
-        );
-        assert_eq!(
-            (cg_only[4].imm, cg_only[6].imm),
-            (1, 0),
-            "allow, then refuse"
-        );
-        assert_eq!(encode(&cg_only)[8 * 3 + 1], 0x20, "src r2, dst r0");
-        let full = program(GuardTask {
-            cgroup: 7,
-            process: Some((4, 4026531836, 1234)),
-        });
-        let deny = full.len() - 2;
-        for (at, insn) in full.iter().enumerate() {
-            if matches!(insn.code, 0x5d | 0x55) {
-                assert_eq!(at + 1 + insn.off as usize, deny, "jump at {at}");
-            }
-        }
-        assert!(full.iter().any(|i| i.code == 0x55 && i.imm == 1234));
-        assert_eq!(full[deny].imm, 0);
-    }
-
-    #[test]
-    fn mountinfo_fields_and_escapes() {
-        assert_eq!(unescape("/a\\040b"), "/a b");
-        assert_eq!(unescape("/plain"), "/plain");
-    }
-}
+mod tests;

@@ -15,7 +15,7 @@
 //! `sendmsg` would wait on a guard that has no listener yet.
 
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 
 use oci_spec::runtime::{
@@ -80,11 +80,19 @@ pub fn compile(cache: &std::path::Path) -> Result<Vec<u8>, BpfError> {
 }
 
 /// In the container process: load the filter, give its listener to the guard over `channel`
-/// and wait for the guard to confirm. The channel and the listener are closed either way.
-pub fn load_and_hand_over(program: &[u8], channel: RawFd) -> Result<(), HandOverError> {
-    // SAFETY: the runtime opened `channel` for this process and nothing else uses it; it is
-    // consumed here.
-    let mut chan = unsafe { UnixStream::from_raw_fd(channel) };
+/// and wait for the guard to confirm. The listener and this copy of the channel are closed
+/// either way; the inherited channel at `execve`.
+pub fn load_and_hand_over(program: &[u8], channel: BorrowedFd) -> Result<(), HandOverError> {
+    // The inherited descriptor must not reach the workload, whatever a layer below did to
+    // its flags.
+    let cloexec = nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC);
+    nix::fcntl::fcntl(channel.as_raw_fd(), cloexec)
+        .map_err(|e| HandOverError::Channel(e.into()))?;
+    let mut chan = UnixStream::from(
+        channel
+            .try_clone_to_owned()
+            .map_err(HandOverError::Channel)?,
+    );
     let listener = bpf::load_listener(program).map_err(HandOverError::Load)?;
     // The guard learns our pid from the credentials the kernel attaches.
     nix::sys::socket::setsockopt(&chan, nix::sys::socket::sockopt::PassCred, &true)

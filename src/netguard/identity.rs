@@ -14,10 +14,13 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
 use super::capture::{self, Capture, Captures, Family, FileId, Stamp};
+use crate::container_root::ContainerRoot;
 use crate::policy::merge::EffectiveNetwork;
 
 /// Entries visited while expanding one glob inside the container.
 const MAX_VISITS: usize = 20_000;
+/// The bytes of a file read for its `#!` line.
+const HEAD: u64 = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Script {
@@ -97,12 +100,6 @@ impl Caller {
     }
 }
 
-/// The container's root through `/proc/PID/root` (a magic link pathrs will not open itself).
-fn open_root(root: &Path) -> Option<pathrs::Root> {
-    let dir = std::fs::File::open(root).ok()?;
-    Some(pathrs::Root::from_fd(dir))
-}
-
 fn has_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
@@ -110,8 +107,8 @@ fn has_glob(s: &str) -> bool {
 /// Open `path` (absolute, in-container) inside `root` without leaving it: its stamp, and
 /// whether it is a directory. Only directories and regular files count: a FIFO or device at
 /// a binary's path is nothing to run (and reading one could block the guard).
-pub(crate) fn stat_in(root: &pathrs::Root, path: &Path) -> Option<(Stamp, bool)> {
-    let h = root.resolve(path).ok()?;
+pub(crate) fn stat_in(root: &ContainerRoot, path: &Path) -> Option<(Stamp, bool)> {
+    let h = root.pathrs().resolve(path).ok()?;
     let st = nix::sys::stat::fstat(h.as_fd().as_raw_fd()).ok()?;
     let kind = st.st_mode & libc::S_IFMT;
     if kind != libc::S_IFDIR && kind != libc::S_IFREG {
@@ -126,39 +123,9 @@ pub(crate) fn stat_in(root: &pathrs::Root, path: &Path) -> Option<(Stamp, bool)>
     Some((stamp, kind == libc::S_IFDIR))
 }
 
-fn read_head(root: &pathrs::Root, path: &Path) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let h = root.resolve(path).ok()?;
-    // Non-blocking: the file was a regular one when stat'ed, but the name can be swapped.
-    let mut f = h
-        .reopen(pathrs::flags::OpenFlags::O_RDONLY | pathrs::flags::OpenFlags::O_NONBLOCK)
-        .ok()?;
-    let st = nix::sys::stat::fstat(f.as_raw_fd()).ok()?;
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-        return None;
-    }
-    let mut buf = vec![0u8; 256];
-    let n = f.read(&mut buf).ok()?;
-    buf.truncate(n);
-    Some(buf)
-}
-
-fn list_dir(root: &pathrs::Root, dir: &Path) -> Vec<String> {
-    let Ok(h) = root.resolve(dir) else {
-        return Vec::new();
-    };
-    let fd = h.as_fd().as_raw_fd();
-    std::fs::read_dir(format!("/proc/self/fd/{fd}"))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Paths inside the container matching `pattern` (`*`, `?`, `[..]` within a component, `**`
 /// across components).
-pub fn expand(root: &pathrs::Root, pattern: &str) -> Vec<PathBuf> {
+pub fn expand(root: &ContainerRoot, pattern: &str) -> Vec<PathBuf> {
     if !has_glob(pattern) {
         return vec![PathBuf::from(pattern)];
     }
@@ -182,7 +149,7 @@ pub fn expand(root: &pathrs::Root, pattern: &str) -> Vec<PathBuf> {
     let mut todo = vec![base];
     let mut visits = 0;
     while let Some(dir) = todo.pop() {
-        for name in list_dir(root, &dir) {
+        for name in root.list_dir(&dir) {
             visits += 1;
             if visits > MAX_VISITS {
                 return out;
@@ -191,12 +158,8 @@ pub fn expand(root: &pathrs::Root, pattern: &str) -> Vec<PathBuf> {
             if matcher.is_match(&p) {
                 out.push(p.clone());
             }
-            if let Ok(h) = root.resolve_nofollow(&p) {
-                if nix::sys::stat::fstat(h.as_fd().as_raw_fd())
-                    .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
-                {
-                    todo.push(p);
-                }
+            if root.is_dir(&p) {
+                todo.push(p);
             }
         }
     }
@@ -205,7 +168,7 @@ pub fn expand(root: &pathrs::Root, pattern: &str) -> Vec<PathBuf> {
 
 /// The interpreter a script names and its path, resolved in the container (`/usr/bin/env
 /// NAME` through the default PATH).
-fn interpreter_of(root: &pathrs::Root, head: &[u8]) -> Option<(PathBuf, Stamp)> {
+fn interpreter_of(root: &ContainerRoot, head: &[u8]) -> Option<(PathBuf, Stamp)> {
     let sb = crate::container_root::shebang(head)?;
     let interp = if sb.via_env.is_some() {
         sb.env_candidates()
@@ -225,7 +188,7 @@ impl Binaries {
         policies: &BTreeMap<String, EffectiveNetwork>,
         baseline: &Baseline,
     ) -> Binaries {
-        let Some(root) = open_root(root) else {
+        let Some(root) = ContainerRoot::open(root) else {
             return Binaries::default();
         };
         let mut out = Binaries::default();
@@ -247,7 +210,7 @@ impl Binaries {
                     let Ok(file) = pin(&p, now, &mut out.tampered) else {
                         continue;
                     };
-                    let head = read_head(&root, &p).unwrap_or_default();
+                    let head = root.read_regular(&p, HEAD).unwrap_or_default();
                     if head.starts_with(b"#!") {
                         let Some((ipath, inow)) = interpreter_of(&root, &head) else {
                             continue;

@@ -6,13 +6,17 @@
 //! - `fence`: cgroup programs that refuse, in the kernel, inet connects and addressed sends
 //!   not made by the guard.
 //! - `filter`: the notification filter and the hand-over of its listener (in the container).
-//! - `guard`: the per-container guard (in the helper process): takes listeners, decides each
-//!   notified call and performs allowed ones itself on the caller's socket.
+//! - `guard`: the per-container guard (in the helper process): its control server takes
+//!   listeners (`guard`), reads each notified call (`guard::notify`, `guard::call`), decides it
+//!   (`guard::verdict`) and performs allowed ones itself on the caller's socket
+//!   (`guard::perform`).
+//! - `shared`: what the guard's threads, the resolver and the layer-7 proxy share.
+//! - `answers`: the addresses the resolver returned and the names asked for them.
 //! - `identity`: which policies' binaries a process is.
 //! - `resolver`: the policy-aware DNS resolver.
 //! - `control`: the guard's control socket (listener hand-over, live update).
-//! - `update`: `policy update`, the runtime's side of a live update.
 
+pub mod answers;
 pub mod calls;
 pub mod capture;
 pub mod conns;
@@ -29,6 +33,7 @@ pub mod notif;
 pub mod prepare;
 pub mod protocol;
 pub mod resolver;
+pub mod shared;
 pub mod sockaddr;
 pub mod waiter;
 
@@ -38,13 +43,8 @@ use std::net::{IpAddr, Ipv4Addr};
 /// its listener over; stored in the confinement plan.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NetPlan {
-    pub filter: crate::confine::bpf::FilterFile,
     /// The resolver's address in the container's network namespace (port 53).
     pub resolver: Ipv4Addr,
     /// The nameservers the container would have used.
     pub upstream: Vec<IpAddr>,
-    /// The runtime's end of the channel to the guard, inherited by the container process;
-    /// set just before the process is created.
-    #[serde(skip)]
-    pub channel: Option<i32>,
 }

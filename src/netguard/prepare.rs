@@ -3,25 +3,22 @@
 //! would otherwise have used become the resolver's upstream.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use oci_spec::runtime::{Mount, MountBuilder, Spec};
 use sha2::{Digest, Sha256};
 
 use super::NetPlan;
 use crate::confine::bpf::BpfError;
-use crate::confine::bpf::FilterFile;
 use crate::container_dir::ContainerDir;
+use crate::path_error::io_err;
 
 const RESOLV: &str = "/etc/resolv.conf";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetPrepareError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::path_error::PathError),
     #[error(transparent)]
     Bpf(#[from] BpfError),
 }
@@ -69,13 +66,6 @@ pub fn parse_resolv_conf(text: &str) -> (Vec<IpAddr>, Vec<String>) {
         }
     }
     (servers, keep)
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> NetPrepareError + '_ {
-    move |source| NetPrepareError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// Write the container's resolv.conf and filter into `own`, mount the former over
@@ -134,19 +124,9 @@ fn finish(
     upstream: Vec<IpAddr>,
 ) -> Result<NetPlan, NetPrepareError> {
     let bpf = super::filter::compile(cache)?;
-    let file = ContainerDir::NET_FILTER.to_string();
-    let path = own.filter(&file);
+    let path = own.filter(ContainerDir::NET_FILTER);
     std::fs::write(&path, &bpf).map_err(io_err(&path))?;
-    Ok(NetPlan {
-        filter: FilterFile {
-            file,
-            flags: 0,
-            bpf,
-        },
-        resolver,
-        upstream,
-        channel: None,
-    })
+    Ok(NetPlan { resolver, upstream })
 }
 
 #[cfg(test)]

@@ -10,7 +10,6 @@
 //! workers (more are dropped, as a busy server would); TCP clients are limited in number,
 //! queries and time; the record table is bounded.
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, OwnedFd};
@@ -23,11 +22,9 @@ use simple_dns::rdata::RData;
 use simple_dns::{Packet, PacketFlag, QTYPE, RCODE, TYPE};
 
 use super::decide;
-use super::guard::Shared;
+use super::shared::Shared;
 use crate::audit;
 
-/// Answers with a shorter TTL still count this long: clients connect right after resolving.
-const MIN_TTL: Duration = Duration::from_secs(10);
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
 /// UDP queries waiting for a worker; more are dropped (clients retry).
 const UDP_QUEUE: usize = 256;
@@ -40,48 +37,6 @@ const TCP_LIFETIME: Duration = Duration::from_secs(10);
 const TCP_IDLE: Duration = Duration::from_secs(2);
 /// Queries one TCP connection may ask.
 const TCP_QUERIES: usize = 64;
-/// Addresses remembered at once.
-const MAX_ADDRESSES: usize = 16_384;
-
-/// Addresses the resolver returned, with the names asked and when each stops counting.
-#[derive(Default)]
-pub struct Answers {
-    by_ip: Mutex<HashMap<IpAddr, Vec<(String, Instant)>>>,
-}
-
-impl Answers {
-    pub fn record(&self, name: &str, ip: IpAddr, ttl: Duration) {
-        let now = Instant::now();
-        let until = now + ttl.max(MIN_TTL);
-        let name = name.trim_end_matches('.').to_ascii_lowercase();
-        let mut m = self.by_ip.lock().unwrap_or_else(|e| e.into_inner());
-        if m.len() >= MAX_ADDRESSES && !m.contains_key(&ip) {
-            m.retain(|_, v| v.iter().any(|(_, t)| *t > now));
-            if m.len() >= MAX_ADDRESSES {
-                // Full of live answers: this address stays unknown, so it stays refused.
-                return;
-            }
-        }
-        let v = m.entry(ip).or_default();
-        v.retain(|(n, t)| *n != name && *t > Instant::now());
-        v.push((name, until));
-    }
-
-    pub fn names_for(&self, ip: IpAddr) -> Vec<String> {
-        let now = Instant::now();
-        self.by_ip
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&ip)
-            .map(|v| {
-                v.iter()
-                    .filter(|(_, t)| *t > now)
-                    .map(|(n, _)| n.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ResolverError {
@@ -205,19 +160,57 @@ fn ask_udp(to: SocketAddr, query: &[u8]) -> Option<Vec<u8>> {
 }
 
 fn ask_tcp(to: SocketAddr, query: &[u8]) -> Option<Vec<u8>> {
+    let by = Instant::now() + UPSTREAM_TIMEOUT;
     let mut s = TcpStream::connect_timeout(&to, UPSTREAM_TIMEOUT).ok()?;
-    s.set_read_timeout(Some(UPSTREAM_TIMEOUT)).ok()?;
-    s.write_all(&(query.len() as u16).to_be_bytes()).ok()?;
-    s.write_all(query).ok()?;
-    read_framed(&mut s)
+    write_all_by(&mut s, &(query.len() as u16).to_be_bytes(), by)?;
+    write_all_by(&mut s, query, by)?;
+    read_framed(&mut s, by)
 }
 
-fn read_framed(s: &mut TcpStream) -> Option<Vec<u8>> {
+/// One length-prefixed DNS message, all of it before `deadline`.
+fn read_framed(s: &mut TcpStream, deadline: Instant) -> Option<Vec<u8>> {
     let mut len = [0u8; 2];
-    s.read_exact(&mut len).ok()?;
+    read_exact_by(s, &mut len, deadline)?;
     let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
-    s.read_exact(&mut buf).ok()?;
+    read_exact_by(s, &mut buf, deadline)?;
     Some(buf)
+}
+
+/// What is left until `deadline` (`None` once it has passed).
+fn left_until(deadline: Instant) -> Option<Duration> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+}
+
+/// `read_exact` bounded by `deadline` as a whole: each read waits only for what is left, so a
+/// peer trickling a byte at a time cannot hold the connection (and its thread) past it.
+fn read_exact_by(s: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> Option<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        s.set_read_timeout(Some(left_until(deadline)?)).ok()?;
+        match s.read(&mut buf[done..]) {
+            Ok(0) => return None,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    Some(())
+}
+
+/// `write_all` bounded by `deadline` as a whole (a peer that reads slowly is cut off too).
+fn write_all_by(s: &mut TcpStream, mut data: &[u8], deadline: Instant) -> Option<()> {
+    while !data.is_empty() {
+        s.set_write_timeout(Some(left_until(deadline)?)).ok()?;
+        match s.write(data) {
+            Ok(0) => return None,
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    Some(())
 }
 
 fn udp_loop(sock: Arc<UdpSocket>, queue: std::sync::mpsc::SyncSender<(Vec<u8>, SocketAddr)>) {
@@ -265,24 +258,18 @@ fn reap_finished(clients: &mut Vec<std::thread::JoinHandle<()>>) {
 }
 
 fn serve_tcp(shared: &Shared, up: &Upstream, mut conn: TcpStream) {
-    let start = Instant::now();
+    let end = Instant::now() + TCP_LIFETIME;
     for _ in 0..TCP_QUERIES {
-        let left = TCP_LIFETIME.saturating_sub(start.elapsed());
-        let limit = Some(left.min(TCP_IDLE));
-        if left.is_zero()
-            || conn.set_read_timeout(limit).is_err()
-            || conn.set_write_timeout(limit).is_err()
-        {
-            return;
-        }
-        let Some(query) = read_framed(&mut conn) else {
+        // Each query within the idle time, and all of them within the connection's lifetime.
+        let by = end.min(Instant::now() + TCP_IDLE);
+        let Some(query) = read_framed(&mut conn, by) else {
             return;
         };
         let Some(reply) = answer(shared, up, &query, true) else {
             return;
         };
         let framed = [&(reply.len() as u16).to_be_bytes()[..], &reply].concat();
-        if conn.write_all(&framed).is_err() {
+        if write_all_by(&mut conn, &framed, end.min(Instant::now() + TCP_IDLE)).is_none() {
             return;
         }
     }
@@ -340,7 +327,7 @@ fn answer(shared: &Shared, up: &Upstream, query: &[u8], tcp: bool) -> Option<Vec
         shared.audit(
             audit::Event::new(
                 audit::Kind::Dns,
-                "refused",
+                audit::Decision::Refused,
                 "network guard",
                 "a query must ask exactly one question",
             )
@@ -362,7 +349,7 @@ fn answer(shared: &Shared, up: &Upstream, query: &[u8], tcp: bool) -> Option<Vec
         shared.audit(
             audit::Event::new(
                 audit::Kind::Dns,
-                "refused",
+                audit::Decision::Refused,
                 "network_policies",
                 "no endpoint's host matches this name",
             )
@@ -438,6 +425,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_trickled_query_ends_at_the_deadline_and_a_prompt_one_is_read() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        // The attacker: a frame announcing 512 bytes, then one byte every 50 ms.
+        let trickler = std::thread::spawn(move || {
+            let mut c = TcpStream::connect(addr).unwrap();
+            let _ = c.write_all(&512u16.to_be_bytes());
+            for _ in 0..100 {
+                if c.write_all(b"x").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let (mut conn, _) = listener.accept().unwrap();
+        let started = Instant::now();
+        // Each byte comes well within a per-read timeout of 300 ms; the whole frame never does.
+        let got = read_framed(&mut conn, Instant::now() + Duration::from_millis(300));
+        assert_eq!(got, None);
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(2), "held for {took:?}");
+        drop(conn);
+        trickler.join().unwrap();
+
+        // The allowed twin: a whole frame at once is read.
+        let prompt = std::thread::spawn(move || {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.write_all(&[0, 3, b'a', b'b', b'c']).unwrap();
+        });
+        let (mut conn, _) = listener.accept().unwrap();
+        let got = read_framed(&mut conn, Instant::now() + Duration::from_secs(5));
+        assert_eq!(got.as_deref(), Some(&b"abc"[..]));
+        prompt.join().unwrap();
+    }
+
+    #[test]
     fn only_the_asked_name_and_its_cname_chain_count() {
         use simple_dns::{Name, ResourceRecord, CLASS};
         let mut r = Packet::new_reply(1);
@@ -467,17 +490,6 @@ mod tests {
             .map(|(ip, _)| ip)
             .collect();
         assert_eq!(got, vec!["203.0.113.1".parse::<IpAddr>().unwrap()]);
-    }
-
-    #[test]
-    fn answers_expire_and_keep_a_floor() {
-        let a = Answers::default();
-        let ip: IpAddr = "203.0.113.7".parse().unwrap();
-        a.record("API.Example.com.", ip, Duration::ZERO);
-        assert_eq!(a.names_for(ip), vec!["api.example.com".to_string()]);
-        a.record("api.example.com", ip, Duration::from_secs(60));
-        assert_eq!(a.names_for(ip).len(), 1, "one entry per name");
-        assert!(a.names_for("203.0.113.8".parse().unwrap()).is_empty());
     }
 
     fn query(edns: bool) -> Vec<u8> {

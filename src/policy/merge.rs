@@ -343,7 +343,7 @@ impl Effective {
     /// Canonical JSON (maps are ordered) — what is stored and hashed.
     /// The `oci` baseline's policy: nothing enforced by the runtime.
     pub fn unconfined() -> Effective {
-        let origin = format!("builtin:{}", super::select::OCI_BASELINE);
+        let origin = format!("builtin:{}", super::OCI_BASELINE);
         Effective {
             sources: vec![origin.clone()],
             filesystem_policy: EffectiveFs::default(),

@@ -10,6 +10,10 @@ pub mod select;
 pub mod validate;
 pub mod yaml;
 
+/// The baseline under which the runtime behaves as runc: the spec as written, no Landlock,
+/// no layout rewrite, no network guard, no exec gate. Not a document: nothing to merge.
+pub const OCI_BASELINE: &str = "oci";
+
 use std::fmt;
 use std::path::Path;
 

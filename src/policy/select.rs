@@ -152,9 +152,7 @@ pub enum SelectError {
     OciWithPresets(String),
 }
 
-/// The baseline under which the runtime behaves as runc: the spec as written, no Landlock,
-/// no layout rewrite, no network guard, no exec gate. Not a document: nothing to merge.
-pub const OCI_BASELINE: &str = "oci";
+pub use super::OCI_BASELINE;
 
 /// Where the request for policies came from.
 #[derive(Debug, Clone, Default)]

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,14 +19,12 @@ use rcgen::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::container_dir::ContainerDir;
+use crate::path_error::io_err;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::path_error::PathError),
     #[error("certificate: {0}")]
     Cert(#[from] rcgen::Error),
 }
@@ -49,13 +47,6 @@ fn ca_params(id: &str) -> CertificateParams {
     p
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
-    move |source| CaError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Make container `id`'s CA in its state directory `own`; returns the certificate (PEM).
 pub fn create(own: &ContainerDir, id: &str) -> Result<String, CaError> {
     let key = KeyPair::generate()?;
@@ -70,12 +61,12 @@ pub fn create(own: &ContainerDir, id: &str) -> Result<String, CaError> {
         .create_new(true)
         .mode(0o600)
         .open(&key_path)
-        .map_err(io(&key_path))?;
+        .map_err(io_err(&key_path))?;
     f.write_all(key.serialize_pem().as_bytes())
-        .map_err(io(&key_path))?;
+        .map_err(io_err(&key_path))?;
     let pem = cert.pem();
     let cert_path = own.ca_cert();
-    std::fs::write(&cert_path, &pem).map_err(io(&cert_path))?;
+    std::fs::write(&cert_path, &pem).map_err(io_err(&cert_path))?;
     Ok(pem)
 }
 
@@ -100,7 +91,7 @@ pub struct Ca {
 impl Ca {
     pub fn load(own: &ContainerDir, id: &str) -> Result<Ca, CaError> {
         let key_path = own.ca_key();
-        let pem = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
+        let pem = std::fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
         let key = KeyPair::from_pem(&pem)?;
         Ok(Ca {
             issuer: Issuer::new(ca_params(id), key),

@@ -29,7 +29,12 @@ use super::ca::Ca;
 use super::http::{self, Body, Conn, HttpError};
 use super::rules::{Rules, Verdict};
 use crate::audit;
-use crate::netguard::guard::Shared;
+use crate::netguard::shared::Shared;
+use streams::*;
+use tls::client_config;
+
+mod streams;
+mod tls;
 
 /// Connections served at once; beyond it new ones are closed.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -197,43 +202,6 @@ fn bind(ip: Ipv4Addr) -> std::io::Result<TcpListener> {
     Ok(TcpListener::from(fd))
 }
 
-/// The upstream TLS client: full verification against the host's system roots and the
-/// operator's extra roots.
-fn client_config(extra: &[std::path::PathBuf]) -> Result<rustls::ClientConfig, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-    let mut roots = rustls::RootCertStore::empty();
-    let system = [
-        "/etc/ssl/certs/ca-certificates.crt",
-        "/etc/pki/tls/certs/ca-bundle.crt",
-        "/etc/ssl/cert.pem",
-    ];
-    let files: Vec<std::path::PathBuf> = system
-        .iter()
-        .map(std::path::PathBuf::from)
-        .filter(|p| p.exists())
-        .take(1)
-        .chain(extra.iter().cloned())
-        .collect();
-    for f in &files {
-        let certs =
-            CertificateDer::pem_file_iter(f).map_err(|e| format!("{}: {e}", f.display()))?;
-        for c in certs {
-            let c = c.map_err(|e| format!("{}: {e}", f.display()))?;
-            // A root the library cannot use is skipped, as every TLS client does.
-            let _ = roots.add(c);
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(cfg)
-}
-
 fn accept_loop(proxy: Arc<Proxy>, shared: Arc<Shared>, listener: TcpListener) {
     for conn in listener.incoming() {
         let Ok(conn) = conn else {
@@ -267,89 +235,6 @@ fn accept_loop(proxy: Arc<Proxy>, shared: Arc<Shared>, listener: TcpListener) {
     }
 }
 
-/// When the read in progress must end: shared between a client connection and whoever paces
-/// it (the handshake, the head reader).
-type Clock = std::rc::Rc<std::cell::Cell<Option<Instant>>>;
-
-/// The client's TCP stream, whose reads end at the clock's deadline when one is set. TLS
-/// needs it: rustls reads the socket in a loop until a whole record has arrived, so a client
-/// trickling one record byte by byte would otherwise outlast any check between reads.
-pub struct Timed {
-    sock: TcpStream,
-    clock: Clock,
-    /// A deadline set the socket's timeout, which must go back to `IDLE` once it clears.
-    armed: bool,
-}
-
-impl Timed {
-    fn new(sock: TcpStream, clock: Clock) -> Timed {
-        Timed {
-            sock,
-            clock,
-            armed: false,
-        }
-    }
-}
-
-impl Read for Timed {
-    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
-        match self.clock.get() {
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(std::io::ErrorKind::TimedOut.into());
-                }
-                self.sock.set_read_timeout(Some(left))?;
-                self.armed = true;
-            }
-            None if self.armed => {
-                self.sock.set_read_timeout(Some(IDLE))?;
-                self.armed = false;
-            }
-            None => {}
-        }
-        self.sock.read(b)
-    }
-}
-
-impl Write for Timed {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.sock.write(b)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.sock.flush()
-    }
-}
-
-/// The TCP connection under a stream (for timeouts).
-pub trait Socket {
-    fn socket(&self) -> &TcpStream;
-}
-
-impl Socket for TcpStream {
-    fn socket(&self) -> &TcpStream {
-        self
-    }
-}
-
-impl Socket for Timed {
-    fn socket(&self) -> &TcpStream {
-        &self.sock
-    }
-}
-
-impl Socket for rustls::StreamOwned<rustls::ServerConnection, Timed> {
-    fn socket(&self) -> &TcpStream {
-        &self.sock.sock
-    }
-}
-
-impl Socket for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    fn socket(&self) -> &TcpStream {
-        &self.sock
-    }
-}
-
 struct Client<'a> {
     proxy: &'a Proxy,
     shared: &'a Shared,
@@ -357,7 +242,7 @@ struct Client<'a> {
 }
 
 impl Client<'_> {
-    fn event(&self, decision: &str, why: &str, request: serde_json::Value) {
+    fn event(&self, decision: audit::Decision, why: &str, request: serde_json::Value) {
         let why = clip(why, 512);
         let ev = audit::Event::new(audit::Kind::Http, decision, self.flow.by.as_str(), why)
             .pid(self.flow.pid)
@@ -418,107 +303,6 @@ impl Client<'_> {
         self.exchange(client, Conn::new(up), &host_ok, &clock, false);
     }
 
-    fn tls(&self, conn: TcpStream) {
-        // The ClientHello, and later the rest of the handshake, within HANDSHAKE_TIME each
-        // (the upstream's own handshake happens in between).
-        let clock = Clock::new(std::cell::Cell::new(Some(Instant::now() + HANDSHAKE_TIME)));
-        let mut conn = Timed::new(conn, clock.clone());
-        let mut acceptor = rustls::server::Acceptor::default();
-        let accepted = loop {
-            match acceptor.read_tls(&mut conn) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            match acceptor.accept() {
-                Ok(Some(a)) => break a,
-                Ok(None) => continue,
-                Err((_, mut alert)) => {
-                    let _ = alert.write_all(&mut conn);
-                    return;
-                }
-            }
-        };
-        let sni = accepted
-            .client_hello()
-            .server_name()
-            .map(|s| s.to_ascii_lowercase());
-        // Without a server name only an endpoint named by its address can be verified.
-        let name = match sni {
-            Some(n) => n,
-            None => match self.flow.names.first() {
-                Some(n) if n.parse::<std::net::IpAddr>().is_ok() => n.clone(),
-                _ => {
-                    self.event(
-                        "denied",
-                        "TLS without a server name",
-                        serde_json::json!({"destination": self.flow.dest.to_string()}),
-                    );
-                    return;
-                }
-            },
-        };
-        if !self.allowed_name(&name) {
-            self.event(
-                "denied",
-                &format!("server name {name} is not what the guard allowed this address for"),
-                serde_json::json!({"destination": self.flow.dest.to_string(), "sni": name}),
-            );
-            return;
-        }
-        // Upstream first: a certificate it cannot verify fails the client's handshake.
-        let upstream = match self.upstream_tls(&name) {
-            Ok(u) => u,
-            Err(why) => {
-                self.event(
-                    "denied",
-                    &format!("upstream {name}: {why}"),
-                    serde_json::json!({"destination": self.flow.dest.to_string(), "sni": name}),
-                );
-                return;
-            }
-        };
-        let cfg = match self.proxy.ca.server(&name) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!("layer-7 proxy of {}: leaf for {name}: {e}", self.shared.id);
-                return;
-            }
-        };
-        let Ok(mut server) = accepted.into_connection(cfg) else {
-            return;
-        };
-        clock.set(Some(Instant::now() + HANDSHAKE_TIME));
-        while server.is_handshaking() {
-            if server.complete_io(&mut conn).is_err() {
-                return;
-            }
-        }
-        clock.set(None);
-        let client = rustls::StreamOwned::new(server, conn);
-        let host_ok = |h: &str| h.trim_end_matches('.').eq_ignore_ascii_case(&name);
-        self.exchange(
-            Conn::new(client),
-            Conn::new(upstream),
-            &host_ok,
-            &clock,
-            true,
-        );
-    }
-
-    fn upstream_tls(
-        &self,
-        name: &str,
-    ) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, String> {
-        let server_name = ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?;
-        let mut tcp = self.dial().map_err(|e| format!("connect: {e}"))?;
-        let mut c = rustls::ClientConnection::new(self.proxy.upstream.clone(), server_name)
-            .map_err(|e| e.to_string())?;
-        while c.is_handshaking() {
-            c.complete_io(&mut tcp).map_err(|e| e.to_string())?;
-        }
-        Ok(rustls::StreamOwned::new(c, tcp))
-    }
-
     /// Requests in turn on one connection: each decided, allowed ones forwarded with their
     /// bodies and answered with the upstream's response.
     fn exchange<C: Read + Write + Socket, U: Read + Write + Socket>(
@@ -574,7 +358,7 @@ impl Client<'_> {
                 self.flow.rules.decide(&req.method, &req.target)
             };
             if let Verdict::Deny(why) = verdict {
-                self.event("denied", &why, what);
+                self.event(audit::Decision::Denied, &why, what);
                 let keep = match req.body {
                     Body::None => true,
                     Body::Length(n) if n <= MAX_DISCARD => client.copy_body(req.body, None).is_ok(),
@@ -647,7 +431,7 @@ impl Client<'_> {
             return;
         }
         self.event(
-            "denied",
+            audit::Decision::Denied,
             &format!("malformed request: {e}"),
             serde_json::json!({"destination": self.flow.dest.to_string()}),
         );
@@ -665,61 +449,6 @@ impl Client<'_> {
     }
 }
 
-/// Most bytes and time spent draining a client after its last answer.
-const LINGER_BYTES: usize = 1024 * 1024;
-const LINGER_TIME: Duration = Duration::from_secs(2);
-
-/// Close after an error answer without losing it: closing with unread input resets the
-/// connection, and a reset can discard the answer before the client reads it. So the write
-/// side is shut first and what the client still sends is read and dropped, within bounds.
-fn linger(sock: &TcpStream) {
-    if sock.shutdown(Shutdown::Write).is_err() {
-        return;
-    }
-    let began = Instant::now();
-    let mut drained = 0usize;
-    let mut chunk = [0u8; 16 * 1024];
-    while drained < LINGER_BYTES {
-        let left = LINGER_TIME.saturating_sub(began.elapsed());
-        if left.is_zero() || sock.set_read_timeout(Some(left)).is_err() {
-            return;
-        }
-        match (&*sock).read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => drained += n,
-        }
-    }
-}
-
-/// Largest body sent in one piece with its head (one TLS record and one write for a small
-/// message instead of several).
-const COALESCE: u64 = 16 * 1024;
-
-/// Send a head and the body that follows it in `from` to `to`: small bodies with a known
-/// length go in one write with the head.
-fn send<R: Read + Write>(
-    head: &[u8],
-    body: Body,
-    from: &mut Conn<R>,
-    to: &mut impl Write,
-) -> Result<(), HttpError> {
-    match body {
-        Body::None => to.write_all(head)?,
-        Body::Length(n) if n <= COALESCE => {
-            let mut out = head.to_vec();
-            from.copy_body(body, Some(&mut out))?;
-            to.write_all(&out)?;
-        }
-        _ => {
-            to.write_all(head)?;
-            from.copy_body(body, Some(to))?;
-        }
-    }
-    to.flush()?;
-    Ok(())
-}
-
-/// Headers some frameworks take as the method instead of the request line's.
 /// Headers with which frameworks let a request name another method or path than the one
 /// the rules decided on.
 const METHOD_OVERRIDES: [&str; 6] = [
@@ -765,67 +494,5 @@ fn strip_port(host: &str) -> &str {
     match host.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => host,
-    }
-}
-
-fn pump(mut from: TcpStream, mut to: TcpStream) {
-    // A direction with nothing for TUNNEL_IDLE ends (the clones share the socket's timeout).
-    let _ = from.set_read_timeout(Some(TUNNEL_IDLE));
-    let _ = std::io::copy(&mut from, &mut to);
-    let _ = to.shutdown(Shutdown::Write);
-}
-
-/// An upgraded connection: bytes both ways, in one thread, until either side ends. The
-/// streams may be TLS sessions (not splittable across threads), so both are polled.
-fn tunnel<C: Read + Write + Socket, U: Read + Write + Socket>(
-    mut client: Conn<C>,
-    mut up: Conn<U>,
-) {
-    let pending = client.take_buffered();
-    if !pending.is_empty() && up.stream.write_all(&pending).is_err() {
-        return;
-    }
-    let pending = up.take_buffered();
-    if !pending.is_empty() && client.stream.write_all(&pending).is_err() {
-        return;
-    }
-    let _ = (client.stream.flush(), up.stream.flush());
-    // Short read timeouts turn the blocking streams into a polling loop.
-    for s in [client.stream.socket(), up.stream.socket()] {
-        if s.set_read_timeout(Some(TUNNEL_POLL)).is_err() {
-            return;
-        }
-    }
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut idle = Instant::now();
-    loop {
-        let mut moved = false;
-        for dir in 0..2 {
-            let (from, to): (&mut dyn Read, &mut dyn Write) = if dir == 0 {
-                (&mut client.stream, &mut up.stream)
-            } else {
-                (&mut up.stream, &mut client.stream)
-            };
-            match from.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => {
-                    if to.write_all(&buf[..n]).is_err() || to.flush().is_err() {
-                        return;
-                    }
-                    moved = true;
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(_) => return,
-            }
-        }
-        if moved {
-            idle = Instant::now();
-        } else if idle.elapsed() > TUNNEL_IDLE {
-            return;
-        }
     }
 }

@@ -5,8 +5,6 @@
 //! image's file; `SSL_CERT_FILE`, `NODE_EXTRA_CA_CERTS` and `REQUESTS_CA_BUNDLE` name it for
 //! programs that do not read the system file. The user's bundle is not changed.
 
-use std::io::Read;
-use std::os::fd::AsFd;
 use std::path::Path;
 
 use oci_spec::runtime::Spec;
@@ -47,10 +45,7 @@ pub fn install(
         text.push('\n');
     }
     text.push_str(&pem);
-    std::fs::write(&combined, text).map_err(|source| CaError::Io {
-        path: combined.clone(),
-        source,
-    })?;
+    std::fs::write(&combined, text).map_err(crate::path_error::io_err(&combined))?;
     crate::netguard::prepare::bind_read_only(spec, path, &combined);
     if let Some(p) = spec.process_mut() {
         let mut env: Vec<String> = p.env().clone().unwrap_or_default();
@@ -63,21 +58,13 @@ pub fn install(
 
 /// The image's bundle: its path in the container and its text, read without leaving the root.
 fn image_bundle(rootfs: &Path) -> Option<(&'static str, String)> {
-    let root = pathrs::Root::open(rootfs).ok()?;
+    let root = crate::container_root::ContainerRoot::open(rootfs)?;
     BUNDLES.iter().find_map(|p| {
-        let handle = root.resolve(p).ok()?;
-        // The type is checked on the path handle, before any open: a FIFO would hang
-        // `create`, and opening a device runs its driver.
-        let st = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&handle.as_fd())).ok()?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_size as u64 > MAX_BUNDLE {
+        // A bundle over the limit is not one to extend (and is not read whole).
+        let bytes = root.read_regular(Path::new(p), MAX_BUNDLE + 1)?;
+        if bytes.len() as u64 > MAX_BUNDLE {
             return None;
         }
-        let flags = pathrs::flags::OpenFlags::O_RDONLY
-            | pathrs::flags::OpenFlags::O_NONBLOCK
-            | pathrs::flags::OpenFlags::O_NOCTTY;
-        let file = handle.reopen(flags).ok()?;
-        let mut text = String::new();
-        file.take(MAX_BUNDLE).read_to_string(&mut text).ok()?;
-        Some((*p, text))
+        Some((*p, String::from_utf8(bytes).ok()?))
     })
 }

@@ -1,0 +1,374 @@
+//! `create`: the spec-rewrite stage, libcontainer's build, and the stage between `create`
+//! and `start` (helper process, guard, fence, exec-gate shells, Landlock grants pinned).
+
+use super::*;
+
+impl Runtime {
+    /// `create` from an already loaded bundle (also used by `sandbox`, whose spec is built in
+    /// memory).
+    pub fn create_from(&self, opts: &CreateOptions, src: SourceBundle) -> Result<Container> {
+        let id = opts.id.as_str();
+        state::validate_id(id)?;
+        self.check_systemd()?;
+        if self.root.container_dir(id).exists() {
+            return Err(StateError::Exists(id.to_string()).into());
+        }
+
+        // Policy selection and merge: an unknown or disallowed preset fails here, before
+        // anything exists.
+        let annotations = src.spec.annotations().clone().unwrap_or_default();
+        let (node, effective) = self.policy.resolve(&annotations)?;
+
+        // Spec-rewrite stage.
+        let mut rw = if effective.unconfined {
+            crate::sealed::ensure().map_err(LifecycleError::Policy)?;
+            tracing::warn!("container {id:?}: baseline \"oci\": unconfined, runs as runc would");
+            bundle::rewrite_oci(&src, id)?
+        } else {
+            bundle::rewrite_base(&src, id)?
+        };
+
+        let own = self.root.own_dir(id);
+        // No libcontainer state exists for this id, so anything here is a leftover of a crash.
+        let _ = fs::remove_dir_all(&own);
+        fs::create_dir_all(&own).map_err(io_err(&own))?;
+        let mut guard = RemoveOnDrop {
+            path: Some(own.path().to_path_buf()),
+        };
+        // The image root, before a restrictive layout swaps in its skeleton.
+        let image_root = rw
+            .spec
+            .root()
+            .as_ref()
+            .map(|r| r.path().clone())
+            .unwrap_or_default();
+        // A sandbox sees the host's files: its local sockets are the guard's to hold too.
+        let host_net = !rw
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .is_some_and(|ns| {
+                ns.iter()
+                    .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
+            });
+        let local = if opts.sandbox {
+            let unix = netguard::fence::unix_hooks();
+            if !unix {
+                tracing::warn!(
+                    "sandbox: this kernel has no cgroup unix socket hooks (Linux 6.7): the \
+                     sandbox cannot create unix sockets (socketpair still works)"
+                );
+            }
+            LocalRules {
+                unix,
+                abstract_names: !host_net,
+                loopback_listen: host_net,
+            }
+        } else {
+            LocalRules::default()
+        };
+        let plan = if effective.unconfined {
+            crate::plan::Plan::unconfined(crate::listener::redirect(&mut rw.spec, &own))
+        } else {
+            let inputs = confine::prepare::PlanInputs {
+                local_denials: confine::seccomp::local_denials(
+                    opts.sandbox && !local.unix,
+                    opts.sandbox && host_net,
+                ),
+                log_denials: node.audit.landlock_denials,
+            };
+            let (plan, layout) = confine::prepare::prepare(&mut rw, &effective, &own, id, inputs)?;
+            for note in &layout.notes {
+                tracing::debug!("container {id:?} layout: {note}");
+            }
+            plan
+        };
+        let secrets = netguard::l7::credentials::install(&mut rw.spec, &effective, &own)
+            .map_err(|e| LifecycleError::Policy(format!("credentials: {e}")))?;
+        if secrets > 0 {
+            tracing::debug!("container {id:?}: {secrets} credential(s) replaced by placeholders");
+        }
+        let inspected = effective
+            .network_policies
+            .values()
+            .flat_map(|n| n.policy.endpoints.iter())
+            .any(netguard::l7::inspected);
+        if inspected && plan.netguard.is_some() {
+            let note = netguard::l7::trust::install(&mut rw.spec, &image_root, &own, id)
+                .map_err(|e| LifecycleError::Policy(format!("layer-7 CA: {e}")))?;
+            if let Some(n) = note {
+                tracing::warn!("container {id:?}: {n}");
+            }
+        }
+        bundle::write_rewritten(&own, &rw)?;
+        plan.write(&own)?;
+        let effective_path = own.effective();
+        let canonical = effective.canonical_json();
+        fs::write(&effective_path, &canonical).map_err(io_err(&effective_path))?;
+        let mut meta = Meta {
+            bundle: src.dir.clone(),
+            rootfs: image_root,
+            poststop: rw.poststop.clone(),
+            ..Meta::default()
+        };
+        meta.annotations
+            .insert(state::POLICY_HASH_ANNOTATION.into(), sha256_hex(&canonical));
+        meta.audit = audit::Context {
+            container: id.to_string(),
+            pod: audit::Pod::from_annotations(&annotations),
+            policy_sha256: sha256_hex(&canonical),
+            sink: node.audit.enabled.then(|| node.audit.clone()),
+            kernel_records: plan.landlock.as_ref().is_some_and(|l| l.log_denials)
+                && audit::kernel::enabled().unwrap_or(false),
+        };
+        meta.annotations.insert(
+            state::POLICY_SOURCES_ANNOTATION.into(),
+            effective.sources.join(","),
+        );
+        // Saved once, by the between-create-and-start stage, when the init pid is known.
+
+        // The guard's socket exists before the init process, which inherits a connection
+        // to it and hands its notification listener over at `start`.
+        let (control, channel) = match plan.netguard {
+            Some(_) => (
+                Some(netguard::control::bind(&own)?),
+                Some(netguard::control::connect(&own)?.into()),
+            ),
+            None => (None, None),
+        };
+        // Read back as every exec reads it: what the process loads is what was saved.
+        let loaded = crate::plan::LoadedPlan::of(crate::plan::Plan::read(&own)?, &own)?
+            .with_channel(channel);
+        let relay = self.listener_relay(&plan, &own, &src.dir)?;
+        let parents = crate::cgroups::prepare(&rw.spec, self.systemd_cgroup).map_err(|e| {
+            LifecycleError::Invalid {
+                what: format!("container {id:?} cgroup"),
+                msg: e.to_string(),
+            }
+        })?;
+        let systemd = crate::cgroupv1::SystemdJoin::enter(&rw.spec).map_err(|e| {
+            parents.remove();
+            LifecycleError::Invalid {
+                what: format!("container {id:?} name=systemd cgroup"),
+                msg: e.to_string(),
+            }
+        })?;
+        meta.systemd_cgroup = systemd.as_ref().map(|s| s.dir.clone());
+        let engine_io = EngineIo {
+            pid_file: opts.pid_file.as_ref(),
+            console_socket: opts.console_socket.as_ref(),
+            preserve_fds: opts.preserve_fds,
+        };
+        let built = self
+            .builder(id, ConfiningExecutor::new(loaded.clone(), false), engine_io)
+            .and_then(|b| {
+                b.as_init(own.path())
+                    .with_systemd(self.systemd_cgroup)
+                    .with_detach(opts.detach)
+                    .with_no_pivot(opts.no_pivot)
+                    .build()
+            });
+        // The process has its copy of the channel; ours closes.
+        drop(loaded);
+        if let Some(s) = &systemd {
+            s.leave();
+        }
+        let relayed = match (&built, relay) {
+            (Ok(_), Some(r)) => r.finish(Duration::from_secs(10)),
+            _ => Ok(()),
+        };
+        let built = match (built, relayed) {
+            (Ok(mut c), Err(e)) => {
+                let _ = c.kill(Signal::SIGKILL, true);
+                let _ = c.delete(true);
+                Err(LibcontainerError::Other(format!("seccomp listener: {e}")))
+            }
+            (b, _) => b,
+        };
+        let mut container = match built {
+            Ok(c) => c,
+            Err(e) => {
+                // libcontainer removes what it made once its process started; not before.
+                if let Some(s) = &systemd {
+                    s.made.remove();
+                }
+                parents.remove();
+                self.purge(id);
+                return Err(lc("create", id)(e));
+            }
+        };
+
+        let guards: Vec<SymlinkGuard> = effective
+            .symlink_guards
+            .iter()
+            .map(|g| g.value.clone())
+            .collect();
+        let extra = netguard::fence::Extra {
+            unix: local.unix,
+            bind: local.loopback_listen,
+        };
+        let guard_service = plan.netguard.as_ref().zip(control).map(|(n, control)| {
+            (
+                control,
+                netguard::guard::GuardConfigBase {
+                    id: id.to_string(),
+                    audit_dir: self.root.container_dir(id),
+                    audit: meta.audit.clone(),
+                    own: own.clone(),
+                    resolver: n.resolver,
+                    upstream: n.upstream.clone(),
+                    fence: None,
+                    local,
+                    l7_roots: node.l7_upstream_roots.clone(),
+                },
+            )
+        });
+        let exec_shells: Option<Vec<String>> = effective
+            .exec_policy
+            .as_ref()
+            .map(|e| e.shells.iter().map(|s| s.value.clone()).collect());
+        let net = Net {
+            extra,
+            loopback_up: opts.sandbox && !host_net,
+        };
+        let staged = cgroup_fixups(&container, &rw.spec);
+        if let Err(e) = staged.and_then(|()| {
+            self.between_create_and_start(
+                &mut container,
+                &mut meta,
+                &guards,
+                guard_service,
+                exec_shells.as_deref(),
+                net,
+            )
+        }) {
+            let _ = container.kill(Signal::SIGKILL, true);
+            if let Some(pid) = meta.helper_pid {
+                helper::kill_helper(pid, meta.helper_start_time);
+            }
+            if let Some(f) = &meta.fence {
+                f.tear_down(meta.helper_pid);
+            }
+            let _ = container.delete(true);
+            if let Some(d) = &meta.systemd_cgroup {
+                crate::cgroupv1::remove_systemd_cgroup(d);
+            }
+            self.purge(id);
+            return Err(e);
+        }
+        guard.path = None;
+        Ok(container)
+    }
+
+    /// The relay to the engine's seccomp listener (`oci` baseline), started before
+    /// libcontainer sends to it.
+    pub(super) fn listener_relay(
+        &self,
+        plan: &crate::plan::Plan,
+        own: &ContainerDir,
+        bundle: &Path,
+    ) -> Result<Option<crate::listener::Relay>> {
+        let Some(target) = &plan.seccomp_listener else {
+            return Ok(None);
+        };
+        crate::listener::start(own, target.clone(), bundle.to_path_buf())
+            .map(Some)
+            .map_err(|e| io_err(own)(e).into())
+    }
+
+    /// The stage between `create` and `start`: the container's mounts exist and its init
+    /// process waits for `start`.
+    fn between_create_and_start(
+        &self,
+        container: &mut Container,
+        meta: &mut Meta,
+        guards: &[SymlinkGuard],
+        net: Option<(UnixListener, netguard::guard::GuardConfigBase)>,
+        exec_shells: Option<&[String]>,
+        local_net: Net,
+    ) -> Result<()> {
+        let id = container.id().to_string();
+        let pid = container.pid().ok_or_else(|| LifecycleError::Invalid {
+            what: format!("container {id:?}"),
+            msg: "no init pid after create".into(),
+        })?;
+        meta.init_start_time = state::process_start_time(pid.as_raw());
+        let mut services: Vec<Box<dyn helper::HelperService>> = Vec::new();
+        if meta.audit.kernel_records {
+            // First: it only starts a thread, and the guard's `run` holds the helper.
+            let out = audit::Recorder::new(meta.audit.clone(), &self.root.container_dir(&id));
+            match audit::kernel::FsAudit::new(pid.as_raw(), out) {
+                Ok(s) => services.push(Box::new(s)),
+                Err(e) => tracing::warn!(
+                    "container {id:?}: no fs audit events: cannot read the kernel's audit records: {e}"
+                ),
+            }
+        }
+        if let Some((control, mut base)) = net {
+            // The fence goes up before anything of the container runs; the guard joins its
+            // cgroup right after the fork, before it serves any call.
+            let fence = netguard::fence::Fence::set_up(
+                pid.as_raw(),
+                &id,
+                self.root.path(),
+                local_net.extra,
+            )?;
+            meta.fence = Some(fence.clone());
+            base.fence = Some(fence);
+            services.push(Box::new(netguard::guard::Guard::new(
+                base.with(pid.as_raw(), control),
+            )));
+        }
+        if local_net.loopback_up {
+            netguard::local::loopback_up(pid.as_raw()).map_err(|e| LifecycleError::Invalid {
+                what: format!("container {id:?}"),
+                msg: format!("bringing the loopback interface up: {e}"),
+            })?;
+        }
+        let fs = crate::execgate::PrefixFs::new(
+            Path::new(&format!("/proc/{}/root", pid.as_raw())),
+            None,
+        );
+        if let Some(extra) = exec_shells {
+            meta.shells = crate::execgate::shell_ids(&fs, extra);
+        }
+        self.pin_landlock_grants(&id, &fs)?;
+        let (hpid, hstart) = helper::spawn(pid.as_raw(), services)?;
+        meta.helper_pid = Some(hpid);
+        meta.helper_start_time = hstart;
+        if let Some(f) = &meta.fence {
+            f.arm(hpid)?;
+        }
+        self.symlink_guards(&id, pid.as_raw(), guards, meta)?;
+        meta.save(&self.root, &id)?;
+        Ok(())
+    }
+
+    /// Record, beside the plan `exec` reads, what every Landlock grant's path names now: the
+    /// workload may later swap such a path for a link (to `/`), and an exec'd process must not
+    /// follow it to wider rights.
+    fn pin_landlock_grants(&self, id: &str, fs: &crate::execgate::PrefixFs) -> Result<()> {
+        let own = self.root.own_dir(id);
+        let plan = crate::plan::Plan::read(&own)?;
+        if let Some(mut l) = plan.landlock {
+            crate::execgate::pin_grants(&mut l, fs);
+            crate::plan::Pins::of(&l).write(&own)?;
+        }
+        Ok(())
+    }
+}
+
+/// What libcontainer leaves undone on cgroup v1 hosts (`cgroupv1`), once the init process
+/// exists.
+fn cgroup_fixups(container: &Container, spec: &oci_spec::runtime::Spec) -> Result<()> {
+    let Some(pid) = container.pid() else {
+        return Ok(());
+    };
+    let v1 = |e: crate::cgroupv1::CgroupV1Error| LifecycleError::Invalid {
+        what: format!("container {:?} cgroups", container.id()),
+        msg: e.to_string(),
+    };
+    crate::cgroupv1::fix_mounts(spec, pid.as_raw()).map_err(v1)?;
+    crate::cgroupv1::apply_oom_control(spec, pid.as_raw()).map_err(v1)
+}
