@@ -12,6 +12,8 @@ cd "$(dirname "$0")/.."
 mode=${1:-}
 t0=$(date +%s)
 bash scripts/setup.sh
+# The library's modules depend on each other without loops (docs/architecture.md).
+python3 scripts/module-deps.py --check
 bash scripts/build-static.sh
 eval "$(bash scripts/build-static.sh --env)"
 cargo test --release --locked -- --test-threads=2
