@@ -118,8 +118,11 @@ fn swapped_descriptors_never_reach_a_refused_port() {
     });
     let c = Running::start(&rt, &pol, &[], &b);
     let exec = c.exec_sh(&attacks(18620));
+    // The four run at once and end at about the same time, in any order: wait for each.
     wait_for("init's attacks", Duration::from_secs(60), || {
-        c.file("/tmp/swap-connect-18610").contains('=')
+        ["tfo", "udp", "sendmsg", "connect"]
+            .iter()
+            .all(|m| c.file(&format!("/tmp/swap-{m}-18610")).contains('='))
     });
     let twins_want = [
         ("allowed-udp", "ok"),
