@@ -331,3 +331,24 @@ fn pause_resume_ps_events_update_list() {
     rt.ok(&["delete", &id]);
     assert_nothing_left(&rt, &id);
 }
+
+/// An engine may call `start` long after `create` (`podman create`, later `podman start`): the
+/// init process hands its listener to the network guard at `start`, however late, and runs.
+#[test]
+fn start_long_after_create_runs_the_container() {
+    let rt = Runtime::new();
+    let b = Bundle::busybox(&["sleep", "30"]);
+    let id = unique("late");
+    rt.ok(&["create", "--bundle", b.path().to_str().unwrap(), &id]);
+    // Longer than any timeout the guard has for a request that is coming at once.
+    std::thread::sleep(Duration::from_secs(7));
+    rt.ok(&["start", &id]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        rt.status(&id),
+        "running",
+        "the init process failed at start"
+    );
+    rt.remove(&id);
+    assert_nothing_left(&rt, &id);
+}

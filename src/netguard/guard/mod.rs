@@ -170,9 +170,15 @@ impl HelperService for Guard {
 }
 
 fn control_loop(shared: Arc<Shared>, control: UnixListener) {
+    // The first connection is the init process's, made at `create` before the guard existed:
+    // its listener comes at `start`, which an engine may call any time later (`podman create`,
+    // then `podman start`). Every later request is sent as soon as its connection is made.
+    let mut first = true;
     for conn in control.incoming() {
         let Ok(conn) = conn else { continue };
-        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+        if !std::mem::take(&mut first) {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+        }
         if let Err(e) = serve_control(&shared, conn) {
             tracing::warn!("network guard of {}: control: {e}", shared.id);
         }
