@@ -30,16 +30,20 @@ impl ContainerDir {
     pub fn spec(&self) -> PathBuf {
         self.path.join("config.json")
     }
-    /// The confinement plan, and its temporary name while it is replaced.
+    /// The confinement plan, and its temporary name while it is written.
     pub fn plan(&self) -> PathBuf {
         self.path.join("confine.json")
     }
     pub fn plan_tmp(&self) -> PathBuf {
         self.path.join("confine.json.tmp")
     }
-    /// What each Landlock grant's path named once the mounts existed (`plan::Pins`).
+    /// What each Landlock grant's path named once the mounts existed (`plan::Pins`), and its
+    /// temporary name while it is written.
     pub fn pins(&self) -> PathBuf {
         self.path.join("landlock-pins.json")
+    }
+    pub fn pins_tmp(&self) -> PathBuf {
+        self.path.join("landlock-pins.json.tmp")
     }
     /// The effective policy, and its temporary name while `policy update` replaces it.
     pub fn effective(&self) -> PathBuf {

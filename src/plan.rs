@@ -87,8 +87,8 @@ impl Plan {
     /// Write the plan into the container directory (once, at `create`).
     pub fn write(&self, dir: &ContainerDir) -> Result<(), BundleError> {
         write_atomic(
-            dir,
             &dir.plan(),
+            &dir.plan_tmp(),
             serde_json::to_vec(self).expect("plan serializes"),
         )
     }
@@ -166,21 +166,21 @@ impl Pins {
 
     pub fn write(&self, dir: &ContainerDir) -> Result<(), BundleError> {
         write_atomic(
-            dir,
             &dir.pins(),
+            &dir.pins_tmp(),
             serde_json::to_vec(self).expect("pins serialize"),
         )
     }
 }
 
+/// Write `data` under `tmp`, then rename it to `path`: a reader sees the old file or the new.
 fn write_atomic(
-    dir: &ContainerDir,
     path: &std::path::Path,
+    tmp: &std::path::Path,
     data: Vec<u8>,
 ) -> Result<(), BundleError> {
-    let tmp = dir.plan_tmp();
-    std::fs::write(&tmp, data)
-        .and_then(|()| std::fs::rename(&tmp, path))
+    std::fs::write(tmp, data)
+        .and_then(|()| std::fs::rename(tmp, path))
         .map_err(|source| BundleError::Write {
             path: path.to_path_buf(),
             source,

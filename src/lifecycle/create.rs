@@ -128,18 +128,17 @@ impl Runtime {
         );
         // Saved once, by the between-create-and-start stage, when the init pid is known.
 
-        // The guard's socket exists before the init process, which inherits a connection
-        // to it and hands its notification listener over at `start`.
+        // The guard's channels exist before the init process, which inherits its end of a
+        // socket pair and hands its notification listener over on it at `start`.
         let (control, channel) = match plan.netguard {
-            Some(_) => (
-                Some(netguard::control::bind(&own)?),
-                Some(netguard::control::connect(&own)?.into()),
-            ),
+            Some(_) => {
+                let (guard_ends, init_end) = netguard::control::open(&own)?;
+                (Some(guard_ends), Some(init_end))
+            }
             None => (None, None),
         };
-        // Read back as every exec reads it: what the process loads is what was saved.
-        let loaded = crate::plan::LoadedPlan::of(crate::plan::Plan::read(&own)?, &own)?
-            .with_channel(channel);
+        // The programs' bytes come from the files just written, as every exec reads them.
+        let loaded = crate::plan::LoadedPlan::of(plan.clone(), &own)?.with_channel(channel);
         let relay = self.listener_relay(&plan, &own, &src.dir)?;
         let parents = crate::cgroups::prepare(&rw.spec, self.systemd_cgroup).map_err(|e| {
             LifecycleError::Invalid {
@@ -233,15 +232,13 @@ impl Runtime {
             loopback_up: opts.sandbox && !host_net,
         };
         let staged = cgroup_fixups(&container, &rw.spec);
+        let rights = Rights {
+            guards: &guards,
+            exec_shells: exec_shells.as_deref(),
+            landlock: plan.landlock.as_ref(),
+        };
         if let Err(e) = staged.and_then(|()| {
-            self.between_create_and_start(
-                &mut container,
-                &mut meta,
-                &guards,
-                guard_service,
-                exec_shells.as_deref(),
-                net,
-            )
+            self.between_create_and_start(&mut container, &mut meta, rights, guard_service, net)
         }) {
             let _ = container.kill(Signal::SIGKILL, true);
             if let Some(pid) = meta.helper_pid {
@@ -283,9 +280,11 @@ impl Runtime {
         &self,
         container: &mut Container,
         meta: &mut Meta,
-        guards: &[SymlinkGuard],
-        net: Option<(UnixListener, netguard::guard::GuardConfigBase)>,
-        exec_shells: Option<&[String]>,
+        rights: Rights<'_>,
+        net: Option<(
+            netguard::control::GuardEnds,
+            netguard::guard::GuardConfigBase,
+        )>,
         local_net: Net,
     ) -> Result<()> {
         let id = container.id().to_string();
@@ -330,33 +329,44 @@ impl Runtime {
             Path::new(&format!("/proc/{}/root", pid.as_raw())),
             None,
         );
-        if let Some(extra) = exec_shells {
+        if let Some(extra) = rights.exec_shells {
             meta.shells = crate::execgate::shell_ids(&fs, extra);
         }
-        self.pin_landlock_grants(&id, &fs)?;
+        if let Some(landlock) = rights.landlock {
+            pin_landlock_grants(&self.root.own_dir(&id), landlock, &fs)?;
+        }
         let (hpid, hstart) = helper::spawn(pid.as_raw(), services)?;
         meta.helper_pid = Some(hpid);
         meta.helper_start_time = hstart;
         if let Some(f) = &meta.fence {
             f.arm(hpid)?;
         }
-        self.symlink_guards(&id, pid.as_raw(), guards, meta)?;
+        self.symlink_guards(&id, pid.as_raw(), rights.guards, meta)?;
         meta.save(&self.root, &id)?;
         Ok(())
     }
+}
 
-    /// Record, beside the plan `exec` reads, what every Landlock grant's path names now: the
-    /// workload may later swap such a path for a link (to `/`), and an exec'd process must not
-    /// follow it to wider rights.
-    fn pin_landlock_grants(&self, id: &str, fs: &crate::execgate::PrefixFs) -> Result<()> {
-        let own = self.root.own_dir(id);
-        let plan = crate::plan::Plan::read(&own)?;
-        if let Some(mut l) = plan.landlock {
-            crate::execgate::pin_grants(&mut l, fs);
-            crate::plan::Pins::of(&l).write(&own)?;
-        }
-        Ok(())
-    }
+/// What the stage between create and start fixes for later processes: the symlink guards to
+/// freeze, the shells the exec gate knows, the Landlock grants to pin.
+struct Rights<'a> {
+    guards: &'a [SymlinkGuard],
+    exec_shells: Option<&'a [String]>,
+    landlock: Option<&'a crate::confine::landlock::LandlockPlan>,
+}
+
+/// Record, beside the plan `exec` reads, what every Landlock grant's path names now: the
+/// workload may later swap such a path for a link (to `/`), and an exec'd process must not
+/// follow it to wider rights.
+fn pin_landlock_grants(
+    own: &ContainerDir,
+    landlock: &crate::confine::landlock::LandlockPlan,
+    fs: &crate::execgate::PrefixFs,
+) -> Result<()> {
+    let mut l = landlock.clone();
+    crate::execgate::pin_grants(&mut l, fs);
+    crate::plan::Pins::of(&l).write(own)?;
+    Ok(())
 }
 
 /// What libcontainer leaves undone on cgroup v1 hosts (`cgroupv1`), once the init process

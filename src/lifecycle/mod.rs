@@ -15,7 +15,6 @@ pub mod policy_update;
 
 use std::collections::HashMap;
 use std::fs;
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 

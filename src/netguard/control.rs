@@ -1,9 +1,9 @@
-//! The guard's control socket, `<state>/guard.sock`: container processes hand their
-//! notification listener over on it, and `policy update` asks the guard to load a new
-//! generation of the network policies.
-//!
-//! Requests are one line: `L <fd>` (from a container process, whose pid the kernel attaches),
-//! `R` (reload `effective.json`), `P` (status). Replies are one line.
+//! The guard's control channels. Container processes hand their notification listener over
+//! and `policy update` asks the guard to load a new generation of the network policies, one
+//! `protocol::Request` per connection:
+//! - the socket `<state>/guard.sock`, which `exec` and `policy update` connect to;
+//! - the init process's own connection, a socket pair made at `create`: its request comes at
+//!   `start`, which an engine may call any time later (`podman create`, then `podman start`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -41,8 +41,35 @@ fn open_dir(dir: &Path) -> Result<OwnedFd, ControlError> {
         })
 }
 
-/// Create the listening socket (at `create`, before the container process exists).
-pub fn bind(dir: &Path) -> Result<UnixListener, ControlError> {
+/// The guard's ends of its control channels.
+pub struct GuardEnds {
+    pub listener: UnixListener,
+    /// The init process's connection. The kernel attaches the sender's credentials to what
+    /// comes on it: the receiving end asks for them before the init exists.
+    pub init: UnixStream,
+}
+
+/// Open the guard's channels at `create`, before the container process exists; the second
+/// value is the init process's end.
+pub fn open(dir: &Path) -> Result<(GuardEnds, OwnedFd), ControlError> {
+    let io = |source| ControlError::Io {
+        dir: dir.display().to_string(),
+        source,
+    };
+    let listener = bind(dir)?;
+    let (guard, init) = UnixStream::pair().map_err(io)?;
+    nix::sys::socket::setsockopt(&guard, nix::sys::socket::sockopt::PassCred, &true)
+        .map_err(|e| io(e.into()))?;
+    Ok((
+        GuardEnds {
+            listener,
+            init: guard,
+        },
+        init.into(),
+    ))
+}
+
+fn bind(dir: &Path) -> Result<UnixListener, ControlError> {
     let d = open_dir(dir)?;
     let _ = std::fs::remove_file(dir.join(SOCKET));
     UnixListener::bind(short_path(&d)).map_err(|source| ControlError::Io {

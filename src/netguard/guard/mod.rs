@@ -30,6 +30,7 @@ use nix::sys::socket::{self, sockopt, ControlMessageOwned, MsgFlags};
 use super::answers::Answers;
 use super::capture::{self, Captures};
 use super::conns::Connections;
+use super::control::GuardEnds;
 use super::fence::Fence;
 use super::identity::{Baseline, Binaries};
 use super::local::LocalRules;
@@ -52,7 +53,7 @@ pub const MAX_LISTENERS: usize = 64;
 /// The guard as a helper service.
 pub struct Guard {
     shared: Option<Arc<Shared>>,
-    control: Option<UnixListener>,
+    control: Option<GuardEnds>,
     upstream: Vec<IpAddr>,
 }
 
@@ -74,7 +75,7 @@ pub struct GuardConfigBase {
 }
 
 impl GuardConfigBase {
-    pub fn with(self, init_pid: i32, control: UnixListener) -> GuardConfig {
+    pub fn with(self, init_pid: i32, control: GuardEnds) -> GuardConfig {
         GuardConfig {
             base: self,
             init_pid,
@@ -86,7 +87,7 @@ impl GuardConfigBase {
 pub struct GuardConfig {
     pub base: GuardConfigBase,
     pub init_pid: i32,
-    pub control: UnixListener,
+    pub control: GuardEnds,
 }
 
 impl Guard {
@@ -134,7 +135,10 @@ impl HelperService for Guard {
     }
 
     fn keep_fds(&self) -> Vec<i32> {
-        self.control.iter().map(|c| c.as_raw_fd()).collect()
+        self.control
+            .iter()
+            .flat_map(|c| [c.listener.as_raw_fd(), c.init.as_raw_fd()])
+            .collect()
     }
 
     fn run(&mut self, init_exit: &OwnedFd) {
@@ -156,11 +160,22 @@ impl HelperService for Guard {
         if let Err(e) = resolver::start(shared.clone(), std::mem::take(&mut self.upstream)) {
             tracing::error!("network guard of {}: resolver: {e}", shared.id);
         }
+        let GuardEnds { listener, init } = control;
         let s = shared.clone();
-        if let Err(e) = std::thread::Builder::new()
-            .name("guard-control".into())
-            .spawn(move || control_loop(s, control))
-        {
+        let served = std::thread::Builder::new()
+            .name("guard-init".into())
+            .spawn(move || {
+                if let Err(e) = serve_control(&s, init) {
+                    tracing::warn!("network guard of {}: init's control: {e}", s.id);
+                }
+            })
+            .and_then(|_| {
+                let s = shared.clone();
+                std::thread::Builder::new()
+                    .name("guard-control".into())
+                    .spawn(move || control_loop(s, listener))
+            });
+        if let Err(e) = served {
             tracing::error!("network guard of {}: control thread: {e}", shared.id);
         }
         helper::wait_exit(init_exit);
@@ -169,16 +184,12 @@ impl HelperService for Guard {
     }
 }
 
+/// Serve the control socket, one connection at a time: each request is sent as soon as its
+/// connection is made (the init's, which may wait, has its own channel).
 fn control_loop(shared: Arc<Shared>, control: UnixListener) {
-    // The first connection is the init process's, made at `create` before the guard existed:
-    // its listener comes at `start`, which an engine may call any time later (`podman create`,
-    // then `podman start`). Every later request is sent as soon as its connection is made.
-    let mut first = true;
     for conn in control.incoming() {
         let Ok(conn) = conn else { continue };
-        if !std::mem::take(&mut first) {
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-        }
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
         if let Err(e) = serve_control(&shared, conn) {
             tracing::warn!("network guard of {}: control: {e}", shared.id);
         }
