@@ -505,17 +505,8 @@ impl Lab {
     }
 
     fn run(&self, b: &Bundle, id: &str) -> std::process::Output {
-        self.rt.run(&[
-            "--config",
-            &self.config,
-            "--policy",
-            &self.policy,
-            "run",
-            "--keep",
-            "--bundle",
-            b.path().to_str().unwrap(),
-            id,
-        ])
+        self.rt
+            .run_kept_with(&["--config", &self.config, "--policy", &self.policy], b, id)
     }
 }
 

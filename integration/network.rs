@@ -166,15 +166,7 @@ fn nix_kill(pid: i32) {
 /// delete it and check nothing is left.
 fn run_keep(rt: &Runtime, policy: &str, b: &Bundle) -> (String, String) {
     let id = unique("net");
-    let out = rt.run(&[
-        "--policy",
-        policy,
-        "run",
-        "--keep",
-        "--bundle",
-        b.path().to_str().unwrap(),
-        &id,
-    ]);
+    let out = rt.run_kept_with(&["--policy", policy], b, &id);
     let audit = std::fs::read_to_string(rt.audit_file(&id)).unwrap_or_default();
     rt.remove(&id);
     assert_nothing_left(rt, &id);
@@ -195,17 +187,7 @@ fn network_guard_resolver_answers_only_policy_names() {
     let rt = Runtime::new();
     let net = TestNetns::new();
     let t = |last: u8| Ipv4Addr::new(203, 0, 113, last);
-    let dns = TestDns::start(
-        &net.path(),
-        t(53),
-        &[
-            ("ok.nemo.test", t(10)),
-            ("a.glob.nemo.test", t(11)),
-            ("a.b.glob.nemo.test", t(11)),
-            ("other.nemo.test", t(12)),
-            ("priv.nemo.test", Ipv4Addr::new(127, 0, 0, 5)),
-        ],
-    );
+    let dns = TestDns::start(&net.path(), t(53), &nemo_test_names());
     let pol = policy(
         &rt,
         "version: 1\nfilesystem_policy:\n  permissions:\n    \"/**\": \"r-x\"\n    \"/tmp/**\": \"rwx\"\n\
@@ -293,15 +275,6 @@ fn with_node(b: &Bundle) {
         }
     });
 }
-
-/// A node program that listens on loopback and connects to itself: `ok` or the error code.
-const NODE_CONNECT: &str = "const net = require('net');\n\
-const port = +process.argv[process.argv.length - 1];\n\
-net.createServer(s => s.destroy()).listen(port, '127.0.0.1', () => {\n\
-  const c = net.connect(port, '127.0.0.1');\n\
-  c.on('connect', () => { console.log('ok'); process.exit(0); });\n\
-  c.on('error', e => { console.log(e.code); process.exit(0); });\n\
-});\n";
 
 /// Script entries: the policy lists `/app/ok.js`; node running that file may
 /// connect, node running other code (another file, `-e`, injected options or libraries) may

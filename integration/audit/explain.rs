@@ -16,17 +16,7 @@ fn policy_explain_agrees_with_the_guard_case_by_case() {
     let rt = Runtime::new();
     let net = TestNetns::new();
     let t = |last: u8| Ipv4Addr::new(203, 0, 113, last);
-    let _dns = TestDns::start(
-        &net.path(),
-        t(53),
-        &[
-            ("ok.nemo.test", t(10)),
-            ("a.glob.nemo.test", t(11)),
-            ("a.b.glob.nemo.test", t(11)),
-            ("other.nemo.test", t(12)),
-            ("priv.nemo.test", Ipv4Addr::new(127, 0, 0, 5)),
-        ],
-    );
+    let _dns = TestDns::start(&net.path(), t(53), &nemo_test_names());
     let pol = policy(
         &rt,
         "version: 1\nfilesystem_policy:\n  permissions:\n    \"/**\": \"r-x\"\n    \"/tmp/**\": \"rwx\"\n\

@@ -103,17 +103,7 @@ fn a_hundred_thousand_refused_names_leave_a_bounded_file_with_merged_counts() {
     let b = guarded_bundle(&["probe", "dnsflood", "100000"]);
     let id = unique("flood");
     let out = output_within(
-        rt.command(&[
-            "--config",
-            &cfg,
-            "--policy",
-            &pol,
-            "run",
-            "--keep",
-            "--bundle",
-            b.path().to_str().unwrap(),
-            &id,
-        ]),
+        rt.kept_command(&["--config", &cfg, "--policy", &pol], &b, &id),
         Duration::from_secs(600),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -181,17 +171,7 @@ fn a_read_only_sink_changes_no_decision_and_is_reported() {
     let b = bundle(&["sh", "-c", &script]);
     host_network(&b);
     let id = unique("ro");
-    let out = rt.run(&[
-        "--config",
-        &cfg,
-        "--policy",
-        &pol,
-        "run",
-        "--keep",
-        "--bundle",
-        b.path().to_str().unwrap(),
-        &id,
-    ]);
+    let out = rt.run_kept_with(&["--config", &cfg, "--policy", &pol], &b, &id);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{stdout}");
     expect(&stdout, &[("allowed", "ok"), ("denied", "EACCES")]);

@@ -146,17 +146,13 @@ fn landlock_denials_reach_the_trail_as_fs_events_when_the_kernel_audits() {
     .concat();
     let b = guarded_bundle(&["sh", "-c", &script]);
     let id = unique("fsaudit");
-    let out = rt.ok(&[
-        "--config",
-        &cfg,
-        "--policy",
-        &pol,
-        "run",
-        "--keep",
-        "--bundle",
-        b.path().to_str().unwrap(),
-        &id,
-    ]);
+    let out = rt.run_kept_with(&["--config", &cfg, "--policy", &pol], &b, &id);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
     expect(
         &out,
         &[

@@ -171,6 +171,16 @@ impl Runtime {
         c.stdin(Stdio::null());
         c
     }
+    /// `run --keep` of `b` as `id`, with the global options `global` (`--policy`, `--config`).
+    pub fn kept_command(&self, global: &[&str], b: &Bundle, id: &str) -> Command {
+        let mut args = global.to_vec();
+        args.extend(["run", "--keep", "--bundle", b.path().to_str().unwrap(), id]);
+        self.command(&args)
+    }
+    /// `kept_command` run with the deadline of `run`.
+    pub fn run_kept_with(&self, global: &[&str], b: &Bundle, id: &str) -> Output {
+        output_within(self.kept_command(global, b, id), Duration::from_secs(60))
+    }
     /// Run with a deadline: a hang is a test failure, not a stuck CI.
     pub fn run(&self, args: &[&str]) -> Output {
         output_within(self.command(args), Duration::from_secs(60))
@@ -213,15 +223,7 @@ impl Runtime {
     /// `run --keep` of `b` as `id` under `policy`: its stdout and its audit trail. The
     /// container is removed after, and nothing of it may remain.
     pub fn run_kept(&self, policy: &str, b: &Bundle, id: &str) -> (String, String) {
-        let out = self.run(&[
-            "--policy",
-            policy,
-            "run",
-            "--keep",
-            "--bundle",
-            b.path().to_str().unwrap(),
-            id,
-        ]);
+        let out = self.run_kept_with(&["--policy", policy], b, id);
         let audit = std::fs::read_to_string(self.audit_file(id)).unwrap_or_default();
         self.remove(id);
         assert_nothing_left(self, id);
@@ -473,3 +475,12 @@ pub fn helper_of(id: &str) -> Option<i32> {
             .then_some(pid)
     })
 }
+
+/// A node program that listens on loopback and connects to itself: `ok` or the error code.
+pub const NODE_CONNECT: &str = "const net = require('net');\n\
+const port = +process.argv[process.argv.length - 1];\n\
+net.createServer(s => s.destroy()).listen(port, '127.0.0.1', () => {\n\
+  const c = net.connect(port, '127.0.0.1');\n\
+  c.on('connect', () => { console.log('ok'); process.exit(0); });\n\
+  c.on('error', e => { console.log(e.code); process.exit(0); });\n\
+});\n";

@@ -64,6 +64,19 @@ impl Drop for TestNetns {
     }
 }
 
+/// The names the resolver tests serve: one an endpoint names, two under an endpoint's glob
+/// (one and two labels deep), one no endpoint names, one that answers a private address.
+pub fn nemo_test_names() -> [(&'static str, Ipv4Addr); 5] {
+    let t = |last: u8| Ipv4Addr::new(203, 0, 113, last);
+    [
+        ("ok.nemo.test", t(10)),
+        ("a.glob.nemo.test", t(11)),
+        ("a.b.glob.nemo.test", t(11)),
+        ("other.nemo.test", t(12)),
+        ("priv.nemo.test", Ipv4Addr::new(127, 0, 0, 5)),
+    ]
+}
+
 /// An authoritative DNS server for a fixed set of A records, on UDP port 53 of `addr` inside
 /// a network namespace; it records every name it was asked.
 pub struct TestDns {

@@ -27,15 +27,7 @@ fn the_guard_stays_bounded_under_a_flood() {
             {"type": "RLIMIT_NOFILE", "hard": 8192, "soft": 8192}
         ]);
     });
-    let mut cmd = rt.command(&[
-        "--policy",
-        &pol,
-        "run",
-        "--keep",
-        "--bundle",
-        b.path().to_str().unwrap(),
-        &id,
-    ]);
+    let mut cmd = rt.kept_command(&["--policy", &pol], &b, &id);
     let dir = TempDir::new("flood-out");
     cmd.stdout(std::fs::File::create(dir.path().join("out")).unwrap());
     let mut child = cmd.spawn().unwrap();

@@ -8,14 +8,6 @@ c = socket.socket()\n\
 try:\n    c.connect(('127.0.0.1', port)); print('ok')\n\
 except OSError as e:\n    print(errno.errorcode.get(e.errno, e.errno))\n";
 
-const NODE_CONNECT: &str = "const net = require('net');\n\
-const port = +process.argv[process.argv.length - 1];\n\
-net.createServer(s => s.destroy()).listen(port, '127.0.0.1', () => {\n\
-  const c = net.connect(port, '127.0.0.1');\n\
-  c.on('connect', () => { console.log('ok'); process.exit(0); });\n\
-  c.on('error', e => { console.log(e.code); process.exit(0); });\n\
-});\n";
-
 /// Attack 5: identity a process could forge after start. The policy allows `/app/ok.py`
 /// (python3), `/app/ok.js` (node) and `/bin/probe-dyn` (a dynamically linked ELF). What
 /// matters is what `execve` started, captured by the guard at the exec stop.
