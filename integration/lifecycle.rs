@@ -14,3 +14,5 @@ mod basics;
 mod cgroups;
 #[path = "lifecycle/failures.rs"]
 mod failures;
+#[path = "lifecycle/sandbox.rs"]
+mod sandbox;

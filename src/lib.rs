@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod cgroups;
 pub mod cgroupv1;
 pub mod confine;
+pub mod console;
 pub mod container_dir;
 pub mod container_root;
 pub mod doctor;

@@ -23,6 +23,9 @@ use oci_spec::runtime::{
 };
 
 use crate::bundle::SourceBundle;
+use crate::layout::rules::RuleError;
+use crate::layout::{Rights, RuleSet};
+use crate::policy::merge::EffectiveFs;
 
 fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Mount {
     MountBuilder::default()
@@ -35,11 +38,59 @@ fn mount(dest: &str, typ: &str, source: &str, options: &[&str]) -> Mount {
 }
 
 /// Paths the sandbox mounts afresh: host content below them is not visible inside.
-const FRESH: [&str; 6] = ["/tmp", "/proc", "/dev", "/sys", "/run", "/var/run"];
+const FRESH: [&str; 7] = [
+    "/tmp", "/var/tmp", "/proc", "/dev", "/sys", "/run", "/var/run",
+];
+/// Empty, writable tmpfs: the scratch directories programs expect to write.
+const SCRATCH: [&str; 2] = ["/tmp", "/var/tmp"];
+/// The `PATH` a sandbox gets when the caller's environment has none (or is cleared).
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What the caller asked of one sandbox run, beyond the policy.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub argv: Vec<String>,
+    /// `--cwd`: the working directory inside (default: the caller's).
+    pub cwd: Option<PathBuf>,
+    /// `--clear-env`: pass no variable of the caller's but those `env` names.
+    pub clear_env: bool,
+    /// `--env KEY` passes the caller's KEY (with `clear_env`), `--env KEY=VALUE` sets it.
+    pub env: Vec<String>,
+    /// The command gets a terminal of its own (`console`): the caller runs it from one.
+    pub terminal: bool,
+}
+
+/// The environment of the command: the caller's (or none of it with `clear`), then `env`.
+pub fn environment(
+    caller: impl Iterator<Item = (String, String)>,
+    clear: bool,
+    env: &[String],
+) -> Vec<String> {
+    let caller: Vec<(String, String)> = caller.collect();
+    let mut out: Vec<(String, String)> = if clear { Vec::new() } else { caller.clone() };
+    for e in env {
+        let (key, value) = match e.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (
+                e.clone(),
+                caller.iter().find(|(k, _)| k == e).map(|(_, v)| v.clone()),
+            ),
+        };
+        out.retain(|(k, _)| *k != key);
+        if let Some(v) = value {
+            out.push((key, v));
+        }
+    }
+    let mut env: Vec<String> = out.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push(DEFAULT_PATH.into());
+    }
+    env
+}
 /// Host directories hidden behind an empty tmpfs: daemons' sockets and runtime state.
 const HIDDEN: [&str; 2] = ["/run", "/var/run"];
 
-/// The caller's working directory, or `/` when it lies under a fresh mount (it would not exist
+/// The working directory inside: `/` when it lies under a fresh mount (it would not exist
 /// inside the sandbox).
 pub fn sandbox_cwd(cwd: Option<PathBuf>) -> PathBuf {
     match cwd {
@@ -65,28 +116,87 @@ fn hide(dest: &str) -> Mount {
     )
 }
 
-/// The spec of a sandbox running `argv` with the caller's environment and working directory.
-/// `mount_point` is an empty directory the host root is bound onto inside the container's own
-/// mount namespace (pivot_root cannot make `/` itself the new root); `state_root` is the
-/// runtime's root, hidden inside as well.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("the sandbox's policy: {0}")]
+    Policy(#[from] RuleError),
+    #[error("--rw {path}: {why}; a sandbox does not make it writable")]
+    Refused { path: String, why: String },
+}
+
+/// Why a host directory must not be bound writable into a sandbox, if so: a system tree or the
+/// caller's home (or above one), or a directory at or above what the sandbox mounts afresh or
+/// hides (the writable bind would cover it).
+fn refusal(dir: &Path, home: Option<&Path>, state_root: &Path) -> Option<String> {
+    if dir == Path::new("/") {
+        return Some("it is the root".into());
+    }
+    if let Some(why) = crate::layout::rules::protected_dir(dir, home) {
+        return Some(why);
+    }
+    FRESH
+        .iter()
+        .map(Path::new)
+        .chain(HIDDEN.iter().map(Path::new))
+        .chain(std::iter::once(state_root))
+        .find(|covered| covered.starts_with(dir))
+        .map(|covered| format!("it is {} or above it", covered.display()))
+}
+
+/// The host directories bound read-write over the read-only host root: the working directory
+/// where the policy gives it `w` (`include_workdir`) and nothing refuses it, and each `--rw`
+/// path the policy gives `w` (a refused one is an error). The layout and Landlock then grant
+/// what the policy says beneath them. A path under a fresh mount is not the host's and needs
+/// no bind. `home` and `state_root` are resolved paths.
+pub fn writable_binds(
+    fs: &EffectiveFs,
+    cwd: &Path,
+    home: Option<&Path>,
+    user: &str,
+    rw: &[PathBuf],
+    state_root: &Path,
+) -> Result<Vec<PathBuf>, SandboxError> {
+    let rules = RuleSet::from_policy(fs, cwd, home, user)?;
+    let fresh = |p: &Path| FRESH.iter().any(|f| p.starts_with(f));
+    let writable = |p: &Path| rules.decide(p).rights.has(Rights::W) && !fresh(p);
+    let mut out: Vec<PathBuf> = Vec::new();
+    if writable(cwd) && refusal(cwd, home, state_root).is_none() {
+        out.push(cwd.to_path_buf());
+    }
+    for p in rw {
+        if let Some(why) = refusal(p, home, state_root) {
+            return Err(SandboxError::Refused {
+                path: p.display().to_string(),
+                why,
+            });
+        }
+        if writable(p) && !out.contains(p) {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// The spec of a sandbox running `req` with the caller's identity. `writable` are host
+/// directories bound read-write (see `writable_binds`). `mount_point` is an empty directory the
+/// host root is bound onto inside the container's own mount namespace (pivot_root cannot make
+/// `/` itself the new root); `state_root` is the runtime's root, hidden inside as well.
 pub fn sandbox_spec(
-    argv: Vec<String>,
+    req: &Request,
+    writable: &[PathBuf],
     mount_point: &Path,
     state_root: &Path,
     egress: bool,
 ) -> Spec {
-    let cwd = sandbox_cwd(std::env::current_dir().ok());
-    let mut env: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
-    if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
-    }
+    let cwd = sandbox_cwd(req.cwd.clone().or_else(|| std::env::current_dir().ok()));
+    let env = environment(std::env::vars(), req.clear_env, &req.env);
     let mut spec = Spec::default();
     let uid = nix::unistd::getuid().as_raw();
     let gid = nix::unistd::getgid().as_raw();
     let base_process = spec.process().clone().expect("default spec has a process");
     let process = ProcessBuilder::default()
-        .terminal(false)
-        .args(argv)
+        .terminal(req.terminal)
+        .args(req.argv.clone())
         .env(env)
         .cwd(cwd)
         .user(
@@ -151,9 +261,25 @@ pub fn sandbox_spec(
             "sysfs",
             &["nosuid", "noexec", "nodev", "ro"],
         ),
-        mount("/tmp", "tmpfs", "tmpfs", &["nosuid", "nodev", "mode=1777"]),
     ];
     let mut mounts = mounts;
+    // Not recursive: a host filesystem mounted beneath (a device tree, another disk) keeps
+    // the read-only copy the root bind brought. Before the fresh and hidden mounts, which
+    // must stay on top (`writable_binds` refuses a directory above them anyway).
+    for dir in writable {
+        let d = dir.to_string_lossy();
+        mounts.push(mount(&d, "bind", &d, &["bind", "rw", "nosuid", "nodev"]));
+    }
+    for dir in SCRATCH {
+        if std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
+            mounts.push(mount(
+                dir,
+                "tmpfs",
+                "tmpfs",
+                &["nosuid", "nodev", "mode=1777"],
+            ));
+        }
+    }
     // `/var/run` is usually a link to `/run`: a mount there would land on `/run` again.
     for dir in HIDDEN {
         if std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_dir()) {
@@ -211,7 +337,8 @@ pub fn sandbox_spec(
 /// The in-memory bundle of a sandbox; `state_root` is the runtime's `--root`; `egress`:
 /// network policies apply, so the sandbox shares the host's network namespace.
 pub fn sandbox_bundle(
-    argv: Vec<String>,
+    req: &Request,
+    writable: &[PathBuf],
     state_root: &Path,
     egress: bool,
 ) -> std::io::Result<SourceBundle> {
@@ -219,8 +346,15 @@ pub fn sandbox_bundle(
     std::fs::create_dir_all(&mount_point)?;
     Ok(SourceBundle {
         dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
-        spec: sandbox_spec(argv, &mount_point, state_root, egress),
+        spec: sandbox_spec(req, writable, &mount_point, state_root, egress),
     })
+}
+
+/// Where a sandbox run's console socket is bound while it starts.
+pub fn console_socket_path(state_root: &Path, id: &str) -> PathBuf {
+    state_root
+        .join(".nemosandbox")
+        .join(format!("{id}.console"))
 }
 
 /// A container id for one sandbox run.
@@ -248,8 +382,13 @@ mod tests {
 
     #[test]
     fn sandbox_spec_is_readonly_host_root_with_private_namespaces() {
+        let req = Request {
+            argv: vec!["true".into()],
+            ..Request::default()
+        };
         let spec = sandbox_spec(
-            vec!["true".into()],
+            &req,
+            &[],
             Path::new("/mnt/empty"),
             Path::new("/var/lib/nemo-state"),
             true,
@@ -291,7 +430,13 @@ mod tests {
             !ns.contains(&LinuxNamespaceType::Network),
             "egress: the host's"
         );
-        let own = sandbox_spec(vec![], Path::new("/m"), Path::new("/s"), false);
+        let own = sandbox_spec(
+            &Request::default(),
+            &[],
+            Path::new("/m"),
+            Path::new("/s"),
+            false,
+        );
         let own_ns = own.linux().as_ref().unwrap().namespaces().clone().unwrap();
         assert!(
             own_ns
@@ -299,5 +444,86 @@ mod tests {
                 .any(|n| n.typ() == LinuxNamespaceType::Network),
             "no egress: a network namespace of its own"
         );
+    }
+
+    #[test]
+    fn environment_passes_clears_and_sets() {
+        let caller = || {
+            [("HOME", "/h"), ("SECRET", "s"), ("PATH", "/bin")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        };
+        let all = environment(caller(), false, &[]);
+        assert_eq!(all, ["HOME=/h", "SECRET=s", "PATH=/bin"]);
+        let kept = environment(
+            caller(),
+            true,
+            &["HOME".into(), "X=1".into(), "NONE".into()],
+        );
+        assert_eq!(kept, ["HOME=/h", "X=1", DEFAULT_PATH]);
+        let set = environment(caller(), false, &["SECRET=other".into()]);
+        assert_eq!(set, ["HOME=/h", "PATH=/bin", "SECRET=other"]);
+    }
+
+    #[test]
+    fn only_paths_the_policy_makes_writable_are_bound() {
+        let mut fs = EffectiveFs {
+            include_workdir: true,
+            ..EffectiveFs::default()
+        };
+        let from = |v: &str| crate::policy::merge::From {
+            value: v.to_string(),
+            from: "test".into(),
+        };
+        fs.permissions.insert("/**".into(), from("r-x"));
+        fs.read_only.push(from("/srv/ro"));
+        let state = Path::new("/var/lib/nemo/state");
+        let home = Some(Path::new("/home/u"));
+        let binds = |fs: &EffectiveFs, cwd: &str, rw: &[&str]| {
+            let rw: Vec<PathBuf> = rw.iter().map(PathBuf::from).collect();
+            writable_binds(fs, Path::new(cwd), home, "u", &rw, state)
+        };
+        let cwd = PathBuf::from("/srv/proj");
+        assert_eq!(
+            binds(&fs, "/srv/proj", &[]).unwrap(),
+            std::slice::from_ref(&cwd)
+        );
+        // A path the policy leaves read-only is not bound; one it makes writable is.
+        assert_eq!(
+            binds(&fs, "/srv/proj", &["/srv/ro/data"]).unwrap(),
+            std::slice::from_ref(&cwd)
+        );
+        fs.read_write.push(from("/srv/ro/data"));
+        assert_eq!(
+            binds(&fs, "/srv/proj", &["/srv/ro/data"]).unwrap(),
+            [cwd.clone(), PathBuf::from("/srv/ro/data")]
+        );
+        // The working directory stays read-only where it is protected; a --rw there is refused.
+        for protected in [
+            "/",
+            "/etc",
+            "/usr",
+            "/home",
+            "/home/u",
+            "/var",
+            "/var/lib/nemo",
+        ] {
+            let b = binds(&fs, protected, &[]).unwrap();
+            assert!(b.is_empty(), "{protected}: {b:?}");
+            let e = binds(&fs, "/srv/proj", &[protected])
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with(&format!("--rw {protected}:")), "{e}");
+        }
+        assert!(
+            binds(&fs, "/tmp/x", &[]).unwrap().is_empty(),
+            "under a fresh mount"
+        );
+        assert_eq!(
+            binds(&fs, "/home/u/proj", &[]).unwrap(),
+            [PathBuf::from("/home/u/proj")]
+        );
+        fs.include_workdir = false;
+        assert!(binds(&fs, "/srv/proj", &[]).unwrap().is_empty());
     }
 }

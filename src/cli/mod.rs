@@ -269,11 +269,29 @@ enum Cmd {
         out: PathBuf,
     },
     /// Run a host command in a fresh sandbox (host root read-only), no image needed
-    Sandbox {
-        /// The host command and its arguments
-        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
-        command: Vec<String>,
-    },
+    Sandbox(SandboxArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct SandboxArgs {
+    /// Make this host path writable, as the policy's read_write would (repeatable)
+    #[arg(long, value_name = "PATH")]
+    rw: Vec<PathBuf>,
+    /// Keep this path read-only, as the policy's read_only would (repeatable)
+    #[arg(long, value_name = "PATH")]
+    ro: Vec<PathBuf>,
+    /// Pass the caller's KEY, or set KEY=VALUE (repeatable)
+    #[arg(long, value_name = "KEY[=VALUE]")]
+    env: Vec<String>,
+    /// Pass none of the caller's environment but what --env names (PATH gets a default)
+    #[arg(long)]
+    clear_env: bool,
+    /// Working directory inside (default: the current one)
+    #[arg(long, value_name = "DIR")]
+    cwd: Option<PathBuf>,
+    /// The host command and its arguments
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,6 +1,10 @@
 //! The runc verbs: options from the command line to the lifecycle, output as runc prints it.
 
 use super::*;
+use std::path::Path;
+use std::time::Duration;
+
+use nemosandbox::console;
 
 pub(super) fn create_options(a: &CreateArgs, detach: bool) -> CreateOptions {
     CreateOptions {
@@ -162,6 +166,7 @@ pub(super) fn dispatch_runtime(cli: &Cli, cmd: Cmd) -> Result<i32> {
         flag_policy: cli.policy.clone(),
         flag_presets: cli.preset.clone(),
         audit_format: cli.audit_format,
+        sandbox_paths: Default::default(),
     };
     match cmd {
         Cmd::Create(a) => {
@@ -311,25 +316,137 @@ pub(super) fn dispatch_runtime(cli: &Cli, cmd: Cmd) -> Result<i32> {
                 return Ok(1);
             }
         }
-        Cmd::Sandbox { command } => {
-            let id = sandbox::sandbox_id();
-            let opts = CreateOptions {
-                id,
-                detach: false,
-                sandbox: true,
-                ..Default::default()
-            };
-            // Without network policies there is no egress to make: the sandbox gets a network
-            // namespace of its own (nothing listens on the host's, no host abstract socket).
-            let egress = !rt
-                .policy
-                .effective(&Default::default())?
-                .network_policies
-                .is_empty();
-            let bundle = sandbox::sandbox_bundle(command, &cli.root, egress)
-                .context("preparing the sandbox root")?;
-            return Ok(rt.run_from(&opts, bundle, false)?);
-        }
+        Cmd::Sandbox(a) => return sandbox_cmd(rt, a, &cli.root),
     }
     Ok(0)
+}
+
+/// `sandbox`: the policy with the caller's `--rw`/`--ro` paths, the host paths it makes
+/// writable bound read-write, then `run` (through a terminal of its own from a terminal).
+fn sandbox_cmd(mut rt: Runtime, a: SandboxArgs, root: &Path) -> Result<i32> {
+    let here = std::env::current_dir().context("the current directory")?;
+    let cwd = a
+        .cwd
+        .as_deref()
+        .map(|c| no_link("--cwd", &here, c))
+        .transpose()?;
+    let rw =
+        a.rw.iter()
+            .map(|p| no_link("--rw", &here, p))
+            .collect::<Result<Vec<_>>>()?;
+    let mut ro =
+        a.ro.iter()
+            .map(|p| resolved("--ro", &here, p))
+            .collect::<Result<Vec<_>>>()?;
+    let inside = sandbox::sandbox_cwd(cwd.clone().or(Some(here)));
+    // Code a commit would run on the host later: git's hooks and configuration stay
+    // read-only in a writable working directory.
+    if std::fs::symlink_metadata(inside.join(".git")).is_ok_and(|m| m.is_dir()) {
+        for p in [".git/hooks", ".git/config"] {
+            if std::fs::symlink_metadata(inside.join(p)).is_ok() {
+                ro.push(inside.join(p));
+            }
+        }
+    }
+    let text = |v: &[PathBuf]| v.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    rt.policy.sandbox_paths = nemosandbox::lifecycle::SandboxPaths {
+        read_write: text(&rw),
+        read_only: text(&ro),
+    };
+    let eff = rt.policy.effective(&Default::default())?;
+    // Without network policies there is no egress to make: the sandbox gets a network
+    // namespace of its own (nothing listens on the host's, no host abstract socket).
+    let egress = !eff.network_policies.is_empty();
+    let id = sandbox::sandbox_id();
+    let req = sandbox::Request {
+        argv: a.command,
+        cwd,
+        clear_env: a.clear_env,
+        env: a.env,
+        terminal: console::caller_has_terminal(),
+    };
+    let user = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten();
+    // Resolved like the working directory: a home reached through a link is still the home.
+    let home = user
+        .as_ref()
+        .map(|u| std::fs::canonicalize(&u.dir).unwrap_or_else(|_| u.dir.clone()));
+    let state_root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    let writable = sandbox::writable_binds(
+        &eff.filesystem_policy,
+        &inside,
+        home.as_deref(),
+        user.as_ref().map_or("", |u| u.name.as_str()),
+        &rw,
+        &state_root,
+    )?;
+    let bundle = sandbox::sandbox_bundle(&req, &writable, root, egress)
+        .context("preparing the sandbox root")?;
+    let mut opts = CreateOptions {
+        id: id.clone(),
+        detach: false,
+        sandbox: true,
+        ..Default::default()
+    };
+    if !req.terminal {
+        return Ok(rt.run_from(&opts, bundle, false)?);
+    }
+    // Before any thread exists: a signal to the runtime must reach the forwarding wait, not
+    // end the process by default on the relay's threads (leaving the container unwatched).
+    nemosandbox::foreground::block_forwarded_signals()?;
+    console::block_window_changes()?;
+    let socket = console::ConsoleSocket::bind(&sandbox::console_socket_path(root, &id))?;
+    opts.console_socket = Some(socket.path().to_path_buf());
+    let listener = socket.listener()?;
+    let raw = console::RawMode::enter()?;
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("console".into())
+        .spawn(move || {
+            let relayed =
+                console::receive(&listener, Duration::from_secs(30)).and_then(console::relay);
+            let _ = done.send(relayed);
+        })
+        .context("the console relay")?;
+    let code = rt.run_from(&opts, bundle, false);
+    if code.is_ok() {
+        // The container's last output, up to the moment its terminal closed.
+        if let Ok(Err(e)) = finished.recv_timeout(Duration::from_secs(2)) {
+            tracing::warn!("sandbox terminal: {e}");
+        }
+    }
+    drop(raw);
+    drop(socket);
+    Ok(code?)
+}
+
+/// `p` (relative to `here`) resolved on the host; it must exist.
+fn resolved(flag: &str, here: &Path, p: &Path) -> Result<PathBuf> {
+    std::fs::canonicalize(here.join(p)).with_context(|| format!("{flag} {}", p.display()))
+}
+
+/// Like `resolved`, for a path to make writable: one that is or passes through a symbolic
+/// link is refused, since the link may have been planted by an earlier run to point at
+/// `/etc` or a home directory.
+fn no_link(flag: &str, here: &Path, p: &Path) -> Result<PathBuf> {
+    let real = resolved(flag, here, p)?;
+    let mut lexical = PathBuf::from("/");
+    for c in here.join(p).components() {
+        match c {
+            std::path::Component::ParentDir => {
+                lexical.pop();
+            }
+            std::path::Component::Normal(n) => lexical.push(n),
+            _ => {}
+        }
+    }
+    if real != lexical {
+        bail!(
+            "{flag} {}: is or passes through a symbolic link (to {}); name the directory itself",
+            p.display(),
+            real.display()
+        );
+    }
+    Ok(real)
 }

@@ -225,25 +225,30 @@ const SYSTEM_TREES: [&str; 20] = [
 /// system tree, it is the user's home or above it (startup files), or a rule more specific
 /// than one for `/` itself already decides it (explicit rules win).
 fn workdir_refusal(cwd: &Path, home: Option<&Path>, rules: &[Rule]) -> Option<String> {
+    if let Some(why) = protected_dir(cwd, home) {
+        return Some(why);
+    }
     let cwd = clean(&cwd.to_string_lossy());
-    if let Some(t) = SYSTEM_TREES
-        .iter()
-        .map(Path::new)
-        .find(|t| cwd.starts_with(t) || t.starts_with(&cwd))
-    {
-        return Some(format!("it is in or above {}", t.display()));
-    }
-    if let Some(h) = home.filter(|h| h.starts_with(&cwd)) {
-        return Some(format!(
-            "it is the user's home ({}) or above it",
-            h.display()
-        ));
-    }
     rules
         .iter()
         .filter(|r| !r.narrowing && r.depth > 0 && r.covers(&cwd))
         .map(|r| format!("the rule {:?} decides it", r.pattern))
         .next()
+}
+
+/// Why a directory must not be made writable wholesale, if so: it is in or above a system tree,
+/// or it is the user's home or above it (startup files).
+pub fn protected_dir(dir: &Path, home: Option<&Path>) -> Option<String> {
+    let dir = clean(&dir.to_string_lossy());
+    if let Some(t) = SYSTEM_TREES
+        .iter()
+        .map(Path::new)
+        .find(|t| dir.starts_with(t) || t.starts_with(&dir))
+    {
+        return Some(format!("it is in or above {}", t.display()));
+    }
+    home.filter(|h| h.starts_with(&dir))
+        .map(|h| format!("it is the user's home ({}) or above it", h.display()))
 }
 
 /// The merged map of one container.

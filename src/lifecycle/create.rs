@@ -164,7 +164,9 @@ impl Runtime {
             .and_then(|b| {
                 b.as_init(own.path())
                     .with_systemd(self.systemd_cgroup)
-                    .with_detach(opts.detach)
+                    // libcontainer reads this only to require a console socket with a
+                    // terminal; a foreground run given one (a sandbox in a terminal) relays it.
+                    .with_detach(opts.detach || opts.console_socket.is_some())
                     .with_no_pivot(opts.no_pivot)
                     .build()
             });

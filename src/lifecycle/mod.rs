@@ -106,6 +106,34 @@ pub struct PolicyInputs {
     pub flag_presets: Vec<String>,
     /// `--audit-format`: the node sink's line shape, over the node configuration's.
     pub audit_format: Option<crate::audit::Format>,
+    /// `sandbox --rw`/`--ro`: host paths added to the policy's `read_write`/`read_only`.
+    pub sandbox_paths: SandboxPaths,
+}
+
+/// Paths the caller of `sandbox` adds, as the policy fields of the same names would.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxPaths {
+    pub read_write: Vec<String>,
+    pub read_only: Vec<String>,
+}
+
+impl SandboxPaths {
+    /// The document name these entries carry in the effective policy.
+    pub const SOURCE: &'static str = "sandbox flags";
+
+    fn add_to(&self, eff: &mut Effective) {
+        if eff.unconfined || (self.read_write.is_empty() && self.read_only.is_empty()) {
+            return;
+        }
+        let entry = |p: &String| crate::policy::merge::From {
+            value: p.clone(),
+            from: Self::SOURCE.into(),
+        };
+        let fs = &mut eff.filesystem_policy;
+        fs.read_write.extend(self.read_write.iter().map(entry));
+        fs.read_only.extend(self.read_only.iter().map(entry));
+        eff.sources.push(Self::SOURCE.into());
+    }
 }
 
 impl Default for PolicyInputs {
@@ -115,6 +143,7 @@ impl Default for PolicyInputs {
             flag_policy: None,
             flag_presets: Vec::new(),
             audit_format: None,
+            sandbox_paths: SandboxPaths::default(),
         }
     }
 }
@@ -140,8 +169,9 @@ impl PolicyInputs {
             flag_presets: self.flag_presets.clone(),
             annotations: annotations.clone(),
         };
-        let eff =
+        let mut eff =
             select::effective(&node, &req).map_err(|e| LifecycleError::Policy(e.to_string()))?;
+        self.sandbox_paths.add_to(&mut eff);
         Ok((node, eff))
     }
 }
