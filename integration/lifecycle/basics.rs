@@ -334,12 +334,20 @@ fn pause_resume_ps_events_update_list() {
 
 /// An engine may call `start` long after `create` (`podman create`, later `podman start`): the
 /// init process hands its listener to the network guard at `start`, however late, and runs.
+/// Meanwhile the guard answers everyone else: a policy update does not wait for the start.
 #[test]
 fn start_long_after_create_runs_the_container() {
     let rt = Runtime::new();
     let b = Bundle::busybox(&["sleep", "30"]);
     let id = unique("late");
     rt.ok(&["create", "--bundle", b.path().to_str().unwrap(), &id]);
+    let asked = std::time::Instant::now();
+    rt.ok(&["policy", "update", &id, "--preset", "npm"]);
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "the update waited {:?} behind the init's hand-over",
+        asked.elapsed()
+    );
     // Longer than any timeout the guard has for a request that is coming at once.
     std::thread::sleep(Duration::from_secs(7));
     rt.ok(&["start", &id]);

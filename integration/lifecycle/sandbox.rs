@@ -289,8 +289,12 @@ fn sandbox_in_a_terminal_behaves_like_the_plain_shell() {
         modes.contains(" icanon") && modes.contains(" echo ") && !modes.contains("-icanon"),
         "the caller's terminal was left in raw mode: {modes}"
     );
+    // Warnings about what an older kernel lacks may come; no error.
     let stderr = std::fs::read_to_string(dir.0.join("stderr")).unwrap();
-    assert!(stderr.is_empty(), "{stderr}");
+    assert!(
+        !stderr.contains("level=error") && !stderr.contains("nemosandbox:"),
+        "{stderr}"
+    );
     let sockets: Vec<_> = std::fs::read_dir(rt.root.path().join(".nemosandbox"))
         .unwrap()
         .filter_map(|e| e.ok())
