@@ -1,4 +1,4 @@
-# Shared by the network benchmarks (connect.sh, https.sh); sourced, not run.
+# Shared by the benchmarks; sourced, not run.
 
 # start_tinyproxy WORK PROXY_PORT CONNECT_PORT: an HTTP CONNECT proxy on loopback that may
 # reach CONNECT_PORT only (what most agent sandboxes put in front of egress). Its pid goes on
@@ -28,6 +28,31 @@ set_args() {
 import json, sys
 p = sys.argv[1]; c = json.load(open(p))
 c["process"]["args"] = json.loads(sys.argv[2])
+json.dump(c, open(p, "w"))
+PY
+}
+
+# The policy arguments of the "full" rows: the openclaw-sandbox baseline and three presets
+# (restrictive layout, masks, run_as_user, Landlock ports, network policies).
+FULL="--policy openclaw-sandbox --preset npm --preset pypi --preset github"
+
+# true_bundle DIR NEMO: a busybox-static bundle running `true` (runc's default spec, no
+# terminal), with what openclaw-sandbox expects of its image (the sandbox user and its home).
+true_bundle() {
+    local dir=$1 nemo=$2
+    mkdir -p "$dir/rootfs/bin" "$dir/rootfs/"{proc,dev,sys,tmp,etc}
+    cp /bin/busybox "$dir/rootfs/bin/busybox"
+    ln -s busybox "$dir/rootfs/bin/true"
+    ln -s busybox "$dir/rootfs/bin/sh"
+    mkdir -p "$dir/rootfs/sandbox/"{.openclaw,.openclaw-data/credentials,.ssh} "$dir/rootfs/var/tmp"
+    echo 'sandbox:x:1000:1000::/sandbox:/bin/sh' > "$dir/rootfs/etc/passwd"
+    echo 'sandbox:x:1000:' > "$dir/rootfs/etc/group"
+    "$nemo" spec --bundle "$dir"
+    python3 - "$dir/config.json" <<'PY'
+import json, sys
+p = sys.argv[1]; c = json.load(open(p))
+c["process"]["terminal"] = False
+c["process"]["args"] = ["true"]
 json.dump(c, open(p, "w"))
 PY
 }

@@ -17,25 +17,8 @@ bash scripts/setup.sh
 work=$(mktemp -d /tmp/nemo-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-# Bundle: busybox-static rootfs, runc's default spec running `true`, no terminal.
-mkdir -p "$work/bundle/rootfs/bin" "$work/bundle/rootfs/"{proc,dev,sys,tmp,etc}
-cp /bin/busybox "$work/bundle/rootfs/bin/busybox"
-ln -s busybox "$work/bundle/rootfs/bin/true"
-ln -s busybox "$work/bundle/rootfs/bin/sh"
-# What openclaw-sandbox expects of its image: the sandbox user and its home.
-mkdir -p "$work/bundle/rootfs/sandbox/"{.openclaw,.openclaw-data/credentials,.ssh} "$work/bundle/rootfs/var/tmp"
-echo 'sandbox:x:1000:1000::/sandbox:/bin/sh' > "$work/bundle/rootfs/etc/passwd"
-echo 'sandbox:x:1000:' > "$work/bundle/rootfs/etc/group"
-"$NEMO" spec --bundle "$work/bundle"
-python3 - "$work/bundle/config.json" <<'PY'
-import json, sys
-p = sys.argv[1]; c = json.load(open(p))
-c["process"]["terminal"] = False
-c["process"]["args"] = ["true"]
-json.dump(c, open(p, "w"))
-PY
-
-FULL="--policy openclaw-sandbox --preset npm --preset pypi --preset github"
+source bench/lib.sh
+true_bundle "$work/bundle" "$NEMO"
 runtimes=(nemosandbox:"$NEMO" nemosandbox-full:"$NEMO $FULL" runc:runc crun:crun)
 command -v youki >/dev/null && runtimes+=(youki:youki)
 if [ -n "${NEMO_BASE:-}" ]; then runtimes+=(base:"$NEMO_BASE" base-full:"$NEMO_BASE $FULL"); fi

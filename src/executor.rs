@@ -91,7 +91,11 @@ impl Executor for ConfiningExecutor {
             .map(|a| CString::new(a.as_bytes()).map_err(|_| ExecutorError::InvalidArg))
             .collect::<Result<_, _>>()?;
 
-        confine::apply(&self.plan, self.exec).map_err(|e| ExecutorError::Other(e.to_string()))?;
+        {
+            let _t = crate::timing::span("confine");
+            confine::apply(&self.plan, self.exec)
+                .map_err(|e| ExecutorError::Other(e.to_string()))?;
+        }
 
         let err = nix::unistd::execv(&program, &argv).unwrap_err();
         Err(ExecutorError::Other(format!("exec {:?}: {err}", args[0])))

@@ -34,3 +34,4 @@ pub mod symlinks;
 /// Helpers the unit tests and the integration suite share (not part of the API).
 #[doc(hidden)]
 pub mod testutil;
+pub mod timing;

@@ -12,5 +12,6 @@ fn main() {
         nemosandbox::hooks::relay(&argv);
     }
     nemosandbox::sealed::note_marker();
+    nemosandbox::timing::init();
     std::process::exit(cli::main());
 }

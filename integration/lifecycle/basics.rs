@@ -360,3 +360,49 @@ fn start_long_after_create_runs_the_container() {
     rt.remove(&id);
     assert_nothing_left(&rt, &id);
 }
+
+/// `NEMOSANDBOX_TIMING` gets a line per stage from the runtime and from the container's init
+/// (before it executes the workload, in its own pid namespace); `bench/breakdown.sh` reads them.
+#[test]
+fn timing_spans_come_from_the_runtime_and_the_init() {
+    let rt = Runtime::new();
+    let b = Bundle::busybox(&["true"]);
+    let dir = TempDir::new("timing");
+    let file = dir.path().join("t.jsonl");
+    let id = unique("timing");
+    let mut cmd = rt.command(&["run", "--bundle", b.path().to_str().unwrap(), &id]);
+    cmd.env("NEMOSANDBOX_TIMING", &file);
+    let out = output_within(cmd, Duration::from_secs(60));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let pid_of = |stage: &str| {
+        lines
+            .iter()
+            .find(|l| l["stage"] == stage)
+            .map(|l| l["pid"].as_u64().unwrap())
+    };
+    for stage in [
+        "policy",
+        "layout",
+        "libcontainer-create",
+        "helper-start",
+        "start",
+        "wait",
+        "confine",
+        "seccomp-load",
+        "delete",
+    ] {
+        assert!(pid_of(stage).is_some(), "no {stage:?} in {lines:?}");
+    }
+    assert_eq!(pid_of("confine"), Some(1), "the init's own line");
+    assert_ne!(pid_of("create"), Some(1));
+    assert_nothing_left(&rt, &id);
+}

@@ -102,8 +102,10 @@ pub fn apply(loaded: &LoadedPlan, exec: bool) -> Result<(), ConfineError> {
     }
     set_no_new_privs()?;
     if let Some(l) = &loaded.plan.landlock {
+        let _t = crate::timing::span("landlock");
         landlock::apply(l, exec)?;
     }
+    let _t = crate::timing::span("seccomp-load");
     for p in loaded.programs() {
         load_program(p, loaded.channel())?;
     }

@@ -182,6 +182,7 @@ pub fn prepare(
     let spec = &mut rw.spec;
     apply_identity(spec, &id);
 
+    let timed = crate::timing::span("layout");
     let plan = layout::plan_for_spec(
         &eff.filesystem_policy,
         &guard_dirs(eff),
@@ -199,6 +200,7 @@ pub fn prepare(
         .map(|r| r.path().clone())
         .unwrap_or_default();
     layout::apply(&plan, spec, own)?;
+    drop(timed);
 
     let bounding: Vec<String> = spec
         .process()
@@ -211,9 +213,14 @@ pub fn prepare(
         .seccomp
         .clone()
         .unwrap_or_else(|| seccomp::default_profile(&bounding));
-    let filters = build_filters(&profile, inputs.local_denials.as_ref(), own)?;
-    let netguard =
-        crate::netguard::prepare::prepare(spec, &rootfs, own, container_id, &own.bpf_cache())?;
+    let filters = {
+        let _t = crate::timing::span("filters");
+        build_filters(&profile, inputs.local_denials.as_ref(), own)?
+    };
+    let netguard = {
+        let _t = crate::timing::span("netguard-prepare");
+        crate::netguard::prepare::prepare(spec, &rootfs, own, container_id, &own.bpf_cache())?
+    };
     let confinement = ConfinementPlan {
         version: crate::plan::PLAN_VERSION,
         filters,

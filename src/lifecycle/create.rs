@@ -17,7 +17,10 @@ impl Runtime {
         // Policy selection and merge: an unknown or disallowed preset fails here, before
         // anything exists.
         let annotations = src.spec.annotations().clone().unwrap_or_default();
+        let timed = crate::timing::span("policy");
         let (node, effective) = self.policy.resolve(&annotations)?;
+        drop(timed);
+        let timed = crate::timing::span("rewrite");
 
         // Spec-rewrite stage.
         let mut rw = if effective.unconfined {
@@ -28,6 +31,7 @@ impl Runtime {
             bundle::rewrite_base(&src, id)?
         };
 
+        drop(timed);
         let own = self.root.own_dir(id);
         // No libcontainer state exists for this id, so anything here is a leftover of a crash.
         let _ = fs::remove_dir_all(&own);
@@ -78,12 +82,14 @@ impl Runtime {
                 ),
                 log_denials: node.audit.landlock_denials,
             };
+            let _t = crate::timing::span("prepare");
             let (plan, layout) = confine::prepare::prepare(&mut rw, &effective, &own, id, inputs)?;
             for note in &layout.notes {
                 tracing::debug!("container {id:?} layout: {note}");
             }
             plan
         };
+        let timed = crate::timing::span("l7-setup");
         let secrets = netguard::l7::credentials::install(&mut rw.spec, &effective, &own)
             .map_err(|e| LifecycleError::Policy(format!("credentials: {e}")))?;
         if secrets > 0 {
@@ -101,6 +107,8 @@ impl Runtime {
                 tracing::warn!("container {id:?}: {n}");
             }
         }
+        drop(timed);
+        let timed = crate::timing::span("state-write");
         bundle::write_rewritten(&own, &rw)?;
         plan.write(&own)?;
         let effective_path = own.effective();
@@ -127,9 +135,11 @@ impl Runtime {
             effective.sources.join(","),
         );
         // Saved once, by the between-create-and-start stage, when the init pid is known.
+        drop(timed);
 
         // The guard's channels exist before the init process, which inherits its end of a
         // socket pair and hands its notification listener over on it at `start`.
+        let timed = crate::timing::span("guard-channel");
         let (control, channel) = match plan.netguard {
             Some(_) => {
                 let (guard_ends, init_end) = netguard::control::open(&own)?;
@@ -139,7 +149,9 @@ impl Runtime {
         };
         // The programs' bytes come from the files just written, as every exec reads them.
         let loaded = crate::plan::LoadedPlan::of(plan.clone(), &own)?.with_channel(channel);
+        drop(timed);
         let relay = self.listener_relay(&plan, &own, &src.dir)?;
+        let timed = crate::timing::span("cgroups-prepare");
         let parents = crate::cgroups::prepare(&rw.spec, self.systemd_cgroup).map_err(|e| {
             LifecycleError::Invalid {
                 what: format!("container {id:?} cgroup"),
@@ -154,11 +166,13 @@ impl Runtime {
             }
         })?;
         meta.systemd_cgroup = systemd.as_ref().map(|s| s.dir.clone());
+        drop(timed);
         let engine_io = EngineIo {
             pid_file: opts.pid_file.as_ref(),
             console_socket: opts.console_socket.as_ref(),
             preserve_fds: opts.preserve_fds,
         };
+        let timed = crate::timing::span("libcontainer-create");
         let built = self
             .builder(id, ConfiningExecutor::new(loaded.clone(), false), engine_io)
             .and_then(|b| {
@@ -170,6 +184,7 @@ impl Runtime {
                     .with_no_pivot(opts.no_pivot)
                     .build()
             });
+        drop(timed);
         // The process has its copy of the channel; ours closes.
         drop(loaded);
         if let Some(s) = &systemd {
@@ -233,7 +248,11 @@ impl Runtime {
             extra,
             loopback_up: opts.sandbox && !host_net,
         };
-        let staged = cgroup_fixups(&container, &rw.spec);
+        let _t = crate::timing::span("after-create");
+        let staged = {
+            let _t = crate::timing::span("cgroup-fixups");
+            cgroup_fixups(&container, &rw.spec)
+        };
         let rights = Rights {
             guards: &guards,
             exec_shells: exec_shells.as_deref(),
@@ -309,6 +328,7 @@ impl Runtime {
         if let Some((control, mut base)) = net {
             // The fence goes up before anything of the container runs; the guard joins its
             // cgroup right after the fork, before it serves any call.
+            let _t = crate::timing::span("fence");
             let fence = netguard::fence::Fence::set_up(
                 pid.as_raw(),
                 &id,
@@ -321,6 +341,7 @@ impl Runtime {
                 base.with(pid.as_raw(), control),
             )));
         }
+        let timed = crate::timing::span("loopback-shells-pins");
         if local_net.loopback_up {
             netguard::local::loopback_up(pid.as_raw()).map_err(|e| LifecycleError::Invalid {
                 what: format!("container {id:?}"),
@@ -337,13 +358,20 @@ impl Runtime {
         if let Some(landlock) = rights.landlock {
             pin_landlock_grants(&self.root.own_dir(&id), landlock, &fs)?;
         }
+        drop(timed);
+        let timed = crate::timing::span("helper-start");
         let (hpid, hstart) = helper::spawn(pid.as_raw(), services)?;
+        drop(timed);
         meta.helper_pid = Some(hpid);
         meta.helper_start_time = hstart;
         if let Some(f) = &meta.fence {
             f.arm(hpid)?;
         }
-        self.symlink_guards(&id, pid.as_raw(), rights.guards, meta)?;
+        {
+            let _t = crate::timing::span("symlink-guards");
+            self.symlink_guards(&id, pid.as_raw(), rights.guards, meta)?;
+        }
+        let _t = crate::timing::span("meta-save");
         meta.save(&self.root, &id)?;
         Ok(())
     }

@@ -291,7 +291,9 @@ impl Runtime {
     /// `run`: create + start, then (foreground) forward signals, wait, delete. Returns the exit
     /// code to exit with.
     pub fn run(&self, opts: &CreateOptions, keep: bool) -> Result<i32> {
+        let timed = crate::timing::span("bundle-load");
         let src = SourceBundle::load(&opts.bundle)?;
+        drop(timed);
         self.run_from(opts, src, keep)
     }
 
@@ -299,17 +301,26 @@ impl Runtime {
         if !opts.detach {
             foreground::block_forwarded_signals()?;
         }
-        let mut c = self.create_from(opts, src)?;
+        let mut c = {
+            let _t = crate::timing::span("create");
+            self.create_from(opts, src)?
+        };
+        let timed = crate::timing::span("start");
         if let Err(e) = c.start() {
             let _ = self.delete(&opts.id, true);
             return Err(lc("start", &opts.id)(e));
         }
+        drop(timed);
         if opts.detach {
             return Ok(0);
         }
         let pid = c.pid().expect("created container has a pid");
-        let code = foreground::wait_forwarding(pid);
+        let code = {
+            let _t = crate::timing::span("wait");
+            foreground::wait_forwarding(pid)
+        };
         if !keep {
+            let _t = crate::timing::span("delete");
             if let Err(e) = self.delete(&opts.id, true) {
                 tracing::warn!("deleting container {:?} after run: {e}", opts.id);
             }

@@ -157,7 +157,10 @@ impl HelperService for Guard {
             // Without the waiter, calls that would wait fail with EAGAIN.
             Err(e) => tracing::error!("network guard of {}: waiter: {e}", shared.id),
         }
-        if let Err(e) = resolver::start(shared.clone(), std::mem::take(&mut self.upstream)) {
+        let timed = crate::timing::span("resolver-start");
+        let resolver = resolver::start(shared.clone(), std::mem::take(&mut self.upstream));
+        drop(timed);
+        if let Err(e) = resolver {
             tracing::error!("network guard of {}: resolver: {e}", shared.id);
         }
         let GuardEnds { listener, init } = control;
