@@ -221,15 +221,22 @@ impl Tmux {
 
     /// Wait (at most `limit`) until the screen shows `text`.
     fn shows(&self, text: &str, limit: Duration) {
+        assert!(
+            self.showed_within(text, limit),
+            "{text:?} not on screen within {limit:?}:\n{}",
+            self.screen()
+        );
+    }
+
+    fn showed_within(&self, text: &str, limit: Duration) -> bool {
         let start = std::time::Instant::now();
         while !self.screen().contains(text) {
-            assert!(
-                start.elapsed() < limit,
-                "{text:?} not on screen within {limit:?}:\n{}",
-                self.screen()
-            );
+            if start.elapsed() > limit {
+                return false;
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
+        true
     }
 }
 
@@ -261,10 +268,11 @@ fn sandbox_in_a_terminal_behaves_like_the_plain_shell() {
     let limit = scaled(Duration::from_secs(10));
     tmux.shows("#", limit);
     tmux.keys(&["echo hello-$((6*7)); tty; stty size", "Enter"]);
+    // Each answer is waited for: the shell prints them one after the other.
     tmux.shows("hello-42", limit);
+    tmux.shows("/dev/pts/0", limit);
+    tmux.shows("30 120", limit);
     let screen = tmux.screen();
-    assert!(screen.contains("/dev/pts/0"), "{screen}");
-    assert!(screen.contains("30 120"), "{screen}");
     assert!(!screen.contains("job control turned off"), "{screen}");
     // Ctrl-C ends the command in the sandbox's foreground, well before its 100 s.
     tmux.keys(&["sleep 100", "Enter"]);
@@ -278,9 +286,15 @@ fn sandbox_in_a_terminal_behaves_like_the_plain_shell() {
         .status()
         .unwrap()
         .success());
-    std::thread::sleep(Duration::from_millis(300));
-    tmux.keys(&["stty size", "Enter"]);
-    tmux.shows("25 100", limit);
+    // Asked again until the new size shows: the resize travels as a signal to the runtime.
+    let asked = std::time::Instant::now();
+    loop {
+        tmux.keys(&["stty size", "Enter"]);
+        if tmux.showed_within("25 100", Duration::from_secs(1)) {
+            break;
+        }
+        assert!(asked.elapsed() < limit, "{}", tmux.screen());
+    }
     tmux.keys(&["exit 5", "Enter"]);
     wait_until(|| std::fs::read_to_string(&modes).is_ok_and(|m| m.contains("icanon")));
     assert_eq!(std::fs::read_to_string(&exit).unwrap().trim(), "EXIT=5");
