@@ -50,7 +50,7 @@ const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/b
 #[derive(Debug, Clone, Default)]
 pub struct Request {
     pub argv: Vec<String>,
-    /// `--cwd`: the working directory inside (default: the caller's).
+    /// The working directory inside, as `sandbox_cwd` resolved it (default: the caller's).
     pub cwd: Option<PathBuf>,
     /// `--clear-env`: pass no variable of the caller's but those `env` names.
     pub clear_env: bool,
@@ -188,7 +188,10 @@ pub fn sandbox_spec(
     state_root: &Path,
     egress: bool,
 ) -> Spec {
-    let cwd = sandbox_cwd(req.cwd.clone().or_else(|| std::env::current_dir().ok()));
+    let cwd = req
+        .cwd
+        .clone()
+        .unwrap_or_else(|| sandbox_cwd(std::env::current_dir().ok()));
     let env = environment(std::env::vars(), req.clear_env, &req.env);
     let mut spec = Spec::default();
     let uid = nix::unistd::getuid().as_raw();

@@ -433,6 +433,19 @@ pub fn processes_of(id: &str) -> Vec<i32> {
     pids
 }
 
+/// No sandbox left state of its own: only the mount point and the compiled seccomp cache,
+/// which every sandbox shares, remain under the runtime's own directory.
+pub fn assert_no_sandbox_left(rt: &Runtime) {
+    let left: Vec<_> =
+        std::fs::read_dir(nemosandbox::state::StateRoot::new(rt.root.path()).own_dirs())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .filter(|n| n != ".sandbox-root" && n != ".bpf-cache")
+            .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
 /// Nothing of the container remains: state dirs, cgroups, processes, mounts.
 pub fn assert_nothing_left(rt: &Runtime, id: &str) {
     let start = Instant::now();

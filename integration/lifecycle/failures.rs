@@ -168,15 +168,7 @@ fn sandbox_runs_host_commands_read_only_with_fresh_tmp() {
         "{stdout}"
     );
     assert!(!std::path::Path::new("/etc/nemo-x").exists());
-    let left: Vec<_> =
-        std::fs::read_dir(nemosandbox::state::StateRoot::new(rt.root.path()).own_dirs())
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name())
-            // The sandbox mount point and the compiled seccomp cache are shared, not per container.
-            .filter(|n| n != ".sandbox-root" && n != ".bpf-cache")
-            .collect();
-    assert!(left.is_empty(), "{left:?}");
+    assert_no_sandbox_left(&rt);
     assert_eq!(
         std::fs::read_dir(rt.root.path().join(".nemosandbox/.sandbox-root"))
             .unwrap()

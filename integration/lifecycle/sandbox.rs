@@ -21,6 +21,15 @@ impl Drop for HostDir {
     }
 }
 
+/// `sandbox ARGS…` run from `dir`.
+fn sandbox_in(rt: &Runtime, dir: &Path, args: &[&str]) -> Command {
+    let mut all = vec!["sandbox"];
+    all.extend(args);
+    let mut cmd = rt.command(&all);
+    cmd.current_dir(dir);
+    cmd
+}
+
 /// Shell for one write attempt: `label: ok` or `label: denied`.
 fn write_case(label: &str, path: &str) -> String {
     format!("touch {path} 2>/dev/null && echo '{label}: ok' || echo '{label}: denied'; ")
@@ -53,21 +62,25 @@ fn sandbox_writes_the_workdir_and_rw_paths_only() {
         "echo \"foo: ${FOO:-unset}\"; echo \"secret: ${SECRET:-unset}\"; echo \"pwd: $(pwd)\"; exit 3".into(),
     ]
     .concat();
-    let mut cmd = rt.command(&[
-        "sandbox",
-        "--rw",
-        data.0.to_str().unwrap(),
-        "--ro",
-        "keep",
-        "--clear-env",
-        "--env",
-        "FOO",
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
-    cmd.current_dir(&proj.0).env("FOO", "f").env("SECRET", "s");
+    let rw = data.0.to_str().unwrap();
+    let mut cmd = sandbox_in(
+        &rt,
+        &proj.0,
+        &[
+            "--rw",
+            rw,
+            "--ro",
+            "keep",
+            "--clear-env",
+            "--env",
+            "FOO",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    cmd.env("FOO", "f").env("SECRET", "s");
     let out = output_within(cmd, Duration::from_secs(60));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
@@ -107,16 +120,7 @@ fn sandbox_writes_the_workdir_and_rw_paths_only() {
         "echo \"pwd: $(pwd)\"".into(),
     ]
     .concat();
-    let mut cmd = rt.command(&[
-        "sandbox",
-        "--cwd",
-        data.0.to_str().unwrap(),
-        "--",
-        "sh",
-        "-c",
-        &script,
-    ]);
-    cmd.current_dir(&proj.0);
+    let cmd = sandbox_in(&rt, &proj.0, &["--cwd", rw, "--", "sh", "-c", &script]);
     let out = output_within(cmd, Duration::from_secs(60));
     expect(
         &String::from_utf8_lossy(&out.stdout),
@@ -146,12 +150,9 @@ fn sandbox_writes_the_workdir_and_rw_paths_only() {
         ),
         (vec!["--rw", "/etc"], "--rw /etc: it is in or above /etc"),
     ] {
-        let mut all = vec!["sandbox"];
-        all.extend(args.iter().copied());
+        let mut all = args.clone();
         all.extend(["--", "touch", "/etc/nemo-sbx"]);
-        let mut cmd = rt.command(&all);
-        cmd.current_dir(&proj.0);
-        let out = output_within(cmd, Duration::from_secs(60));
+        let out = output_within(sandbox_in(&rt, &proj.0, &all), Duration::from_secs(60));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success() && stderr.contains(says),
@@ -159,14 +160,7 @@ fn sandbox_writes_the_workdir_and_rw_paths_only() {
         );
     }
     assert!(!Path::new("/etc/nemo-sbx").exists());
-    let left: Vec<_> =
-        std::fs::read_dir(nemosandbox::state::StateRoot::new(rt.root.path()).own_dirs())
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name())
-            .filter(|n| n != ".sandbox-root" && n != ".bpf-cache")
-            .collect();
-    assert!(left.is_empty(), "{left:?}");
+    assert_no_sandbox_left(&rt);
 }
 
 /// A tmux server of its own, killed when dropped.

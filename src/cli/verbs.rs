@@ -338,7 +338,7 @@ fn sandbox_cmd(mut rt: Runtime, a: SandboxArgs, root: &Path) -> Result<i32> {
         a.ro.iter()
             .map(|p| resolved("--ro", &here, p))
             .collect::<Result<Vec<_>>>()?;
-    let inside = sandbox::sandbox_cwd(cwd.clone().or(Some(here)));
+    let inside = sandbox::sandbox_cwd(cwd.or(Some(here)));
     // Code a commit would run on the host later: git's hooks and configuration stay
     // read-only in a writable working directory.
     if std::fs::symlink_metadata(inside.join(".git")).is_ok_and(|m| m.is_dir()) {
@@ -360,7 +360,7 @@ fn sandbox_cmd(mut rt: Runtime, a: SandboxArgs, root: &Path) -> Result<i32> {
     let id = sandbox::sandbox_id();
     let req = sandbox::Request {
         argv: a.command,
-        cwd,
+        cwd: Some(inside.clone()),
         clear_env: a.clear_env,
         env: a.env,
         terminal: console::caller_has_terminal(),
