@@ -7,7 +7,8 @@
 #   bash bench/lifecycle.sh [RUNS]
 #   NEMO_BASE=/path/to/other/nemosandbox bash bench/lifecycle.sh [RUNS]
 #       adds that binary's two rows (base, base-full): before/after a change, in the same run.
-# Needs root, hyperfine, runc, crun, busybox-static, and a release build.
+# Needs root, hyperfine, runc, crun, busybox-static, bubblewrap, and a release build. The
+# `sandbox` rows create the ordinary user `nemo-rootless` when it is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-200}
@@ -42,6 +43,34 @@ echo "run (foreground, exit 0), $RUNS runs each"
 hf "$work/run.json" -N "${cmds_run[@]}"
 echo "create + start + delete --force, $RUNS runs each (through a shell, same cost for all)"
 hf "$work/cycle.json" "" "${cmds_cycle[@]}"
+
+# `sandbox -- true` (no image): as root, as an ordinary user (rootless), and bubblewrap doing
+# the same as that user (host root read-only, fresh /dev, /proc, /tmp, /var/tmp, empty /run,
+# the working directory writable, every namespace unshared).
+user=nemo-rootless
+id -u "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/sh "$user"
+chmod 755 "$work"
+proj=/home/$user/bench-proj; xdg=$work/xdg
+mkdir -p "$proj" "$xdg"; chown "$user:" "$proj" "$xdg"; chmod 700 "$xdg"
+cp "$NEMO" "$work/nemosandbox-user"; chmod 755 "$work/nemosandbox-user"
+as_user="setpriv --reuid=$(id -u "$user") --regid=$(id -g "$user") --clear-groups env -i HOME=/home/$user PATH=/usr/bin:/bin XDG_RUNTIME_DIR=$xdg"
+bwrap_args="--unshare-all --die-with-parent --new-session --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp --tmpfs /var/tmp --tmpfs /run --bind $proj $proj --chdir $proj"
+echo "sandbox -- true, $RUNS runs each"
+hyperfine -N --warmup 10 --runs "$RUNS" --export-json "$work/sandbox.json" \
+    -n sandbox-root "$NEMO --root $work/root-sandbox sandbox --cwd $proj -- true" \
+    -n sandbox-rootless "$as_user $work/nemosandbox-user sandbox --cwd $proj -- true" \
+    -n bwrap-rootless "$as_user bwrap $bwrap_args true" >/dev/null
+
+python3 - "$work/sandbox.json" <<'PY'
+import json, sys
+res = json.load(open(sys.argv[1]))["results"]
+med = {r["command"]: r["median"] * 1000 for r in res}
+print("\nsandbox -- true: median ms")
+for n, m in med.items():
+    print(f"  {n:16s} {m:8.2f}")
+print(f"  sandbox-rootless/bwrap-rootless: {med['sandbox-rootless'] / med['bwrap-rootless']:.2f}x")
+print(f"  sandbox-rootless/sandbox-root: {med['sandbox-rootless'] / med['sandbox-root']:.2f}x")
+PY
 
 python3 - "$work/run.json" "$work/cycle.json" "${names[@]}" <<'PY'
 import json, sys

@@ -7,13 +7,15 @@ PACKAGES=(runc crun podman docker.io containerd busybox-static libseccomp-dev pk
           hyperfine iproute2 procps tar coreutils
           gcc libc6-dev libssl-dev curl nodejs python3 \
           protobuf-compiler containernetworking-plugins catatonit \
-          qemu-system-x86 cpio kmod xz-utils python3-jsonschema tmux)
+          qemu-system-x86 cpio kmod xz-utils python3-jsonschema tmux \
+          bubblewrap uidmap)
 # gcc + libc6-dev: the static test probe; libssl-dev: the static TLS test client;
 # curl: a client of the layer-7 tests; nodejs, python3: script-entry, identity and sandbox tests;
 # protobuf-compiler: the CRI test client (k8s-cri); containernetworking-plugins + catatonit:
 # the CRI pod network and pause image; qemu-system-x86, cpio, kmod, xz-utils: the kernel-matrix
 # guest (scripts/vm-test.sh); python3-jsonschema: audit events checked against their schema;
-# tmux: the interactive sandbox test types into a real terminal.
+# tmux: the interactive sandbox test types into a real terminal; bubblewrap: the rootless
+# sandbox benchmark's peer; uidmap: the subordinate id ranges of the test user.
 
 missing=()
 for p in "${PACKAGES[@]}"; do

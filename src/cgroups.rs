@@ -85,7 +85,9 @@ pub fn prepare(spec: &Spec, systemd: bool) -> Result<Parents, CgroupPathError> {
     if populated(&rel, v2) {
         return Err(CgroupPathError::Populated(path));
     }
-    if !v2 {
+    // Without root the parents cannot be made; libcontainer's rootless manager leaves the
+    // process in the caller's cgroup instead.
+    if !v2 || !nix::unistd::geteuid().is_root() {
         return Ok(Parents::default());
     }
     let parent: PathBuf = names[..names.len() - 1].iter().collect();

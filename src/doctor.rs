@@ -94,21 +94,18 @@ pub fn checks() -> Vec<Check> {
         "the guard cannot act on the caller's socket: network calls are refused",
     ));
     let fence = crate::netguard::fence::probe();
-    out.push(Check {
-        feature: "cgroup bpf (network fence)",
-        status: match &fence {
-            Ok(true) => "available".into(),
-            Ok(false) => "available (cgroup check only)".into(),
-            Err(e) => format!("unavailable ({e})"),
-        },
-        ok: fence.is_ok(),
-        degrades: match &fence {
-            Ok(true) => String::new(),
-            Ok(false) => "a container that can write its cgroup files could move a task into \
-                          the guard's cgroup (the pid check needs Linux 6.10)"
+    out.push(if nix::unistd::geteuid().is_root() {
+        fence_check(&fence)
+    } else {
+        // Only root attaches cgroup programs; what an ordinary user runs does without.
+        Check {
+            feature: "cgroup bpf (network fence)",
+            status: "needs root".into(),
+            ok: true,
+            degrades: "without root: `sandbox` only, with no network policy and no named unix \
+                       socket (docs/rootless.md)"
                 .into(),
-            Err(_) => "containers with a network guard cannot be created".into(),
-        },
+        }
     });
     let unix = fence.is_ok() && crate::netguard::fence::unix_hooks();
     out.push(Check {
@@ -187,18 +184,17 @@ pub fn checks() -> Vec<Check> {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0);
+    let blocker = crate::sandbox::userns_blocker(|f| std::fs::read_to_string(f).ok());
     out.push(Check {
         feature: "user namespaces",
-        status: if userns > 0 {
-            format!("enabled (max {userns})")
-        } else {
-            "disabled".into()
+        status: match &blocker {
+            None => format!("enabled (max {userns})"),
+            Some(_) => "not for users without root".into(),
         },
         ok: true,
-        degrades: if userns > 0 {
-            String::new()
-        } else {
-            "rootless containers and user-namespaced specs are refused".into()
+        degrades: match blocker {
+            None => String::new(),
+            Some(why) => format!("`sandbox` without root is refused: {why}"),
         },
     });
     let systemd = Path::new("/run/systemd/system").is_dir();
@@ -217,6 +213,26 @@ pub fn checks() -> Vec<Check> {
         },
     });
     out
+}
+
+/// The fence's row, for root.
+fn fence_check(fence: &Result<bool, impl std::fmt::Display>) -> Check {
+    Check {
+        feature: "cgroup bpf (network fence)",
+        status: match fence {
+            Ok(true) => "available".into(),
+            Ok(false) => "available (cgroup check only)".into(),
+            Err(e) => format!("unavailable ({e})"),
+        },
+        ok: fence.is_ok(),
+        degrades: match fence {
+            Ok(true) => String::new(),
+            Ok(false) => "a container that can write its cgroup files could move a task into \
+                          the guard's cgroup (the pid check needs Linux 6.10)"
+                .into(),
+            Err(_) => "containers with a network guard cannot be created".into(),
+        },
+    }
 }
 
 /// The table `doctor` prints.

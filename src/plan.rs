@@ -37,6 +37,18 @@ pub struct Plan {
     /// uid and gid from the policy's run_as_user/group: exec'd processes run as them too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_as: Option<(u32, u32)>,
+    /// Created without root: the init makes itself dumpable, so the guard (a process of
+    /// the same user) may take its listener and read its calls.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rootless: bool,
+    /// Without root (a sandbox): the uid and gid the process takes in a user namespace of its
+    /// own, nested in the container's (`confine::apply`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nested_user: Option<(u32, u32)>,
+    /// Without root, a sandbox with a network namespace of its own: the init brings `lo`
+    /// up itself, and every process drops the CAP_NET_ADMIN it was given for that.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub loopback_up: bool,
     /// The network guard's resolver and upstream nameservers (its filter is in `filters`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netguard: Option<NetPlan>,

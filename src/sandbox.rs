@@ -18,8 +18,9 @@
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountBuilder, ProcessBuilder,
-    RootBuilder, Spec, UserBuilder,
+    Capabilities, Capability, LinuxBuilder, LinuxCapabilities, LinuxIdMapping,
+    LinuxIdMappingBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountBuilder,
+    ProcessBuilder, RootBuilder, Spec, UserBuilder,
 };
 
 use crate::bundle::SourceBundle;
@@ -58,6 +59,53 @@ pub struct Request {
     pub env: Vec<String>,
     /// The command gets a terminal of its own (`console`): the caller runs it from one.
     pub terminal: bool,
+    /// Run by a user without root: the sandbox gets a user namespace mapping the caller.
+    pub user_map: Option<UserMap>,
+}
+
+/// A caller without root and the ids its command has inside: its own, or 0 with
+/// `--map-root`. The container's user namespace maps one id, 0, to the caller (libcontainer
+/// sets the container up as 0; one id needs no setuid helper such as `newuidmap`); the
+/// command then takes the caller's ids in a namespace nested in that one
+/// (`Plan::nested_user`). No supplementary group can be set, so the caller's stay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserMap {
+    pub host_uid: u32,
+    pub host_gid: u32,
+    pub inside_uid: u32,
+    pub inside_gid: u32,
+}
+
+impl UserMap {
+    /// The map for this process, or `None` when it runs as root (no user namespace: the
+    /// sandbox runs as the caller's ids directly).
+    pub fn for_caller(map_root: bool) -> Option<UserMap> {
+        let uid = nix::unistd::geteuid().as_raw();
+        let gid = nix::unistd::getegid().as_raw();
+        (uid != 0).then_some(UserMap {
+            host_uid: uid,
+            host_gid: gid,
+            inside_uid: if map_root { 0 } else { uid },
+            inside_gid: if map_root { 0 } else { gid },
+        })
+    }
+
+    /// The ids the command takes in a nested user namespace, unless they are 0.
+    pub fn nested(self) -> Option<(u32, u32)> {
+        (self.inside_uid != 0 || self.inside_gid != 0).then_some((self.inside_uid, self.inside_gid))
+    }
+
+    fn mappings(self) -> (LinuxIdMapping, LinuxIdMapping) {
+        let one = |inside: u32, host: u32| {
+            LinuxIdMappingBuilder::default()
+                .container_id(inside)
+                .host_id(host)
+                .size(1u32)
+                .build()
+                .expect("id mapping")
+        };
+        (one(0, self.host_uid), one(0, self.host_gid))
+    }
 }
 
 /// The environment of the command: the caller's (or none of it with `clear`), then `env`.
@@ -104,6 +152,58 @@ pub fn sandbox_cwd(cwd: Option<PathBuf>) -> PathBuf {
         }
         None => PathBuf::from("/"),
     }
+}
+
+/// `/sys`, read-only: a fresh sysfs, or, in a user namespace that shares the host's network
+/// namespace, the host's bound (the kernel lets only the owner of a network namespace mount
+/// sysfs).
+fn sys_mount(shared_net_in_userns: bool) -> Mount {
+    if shared_net_in_userns {
+        mount(
+            "/sys",
+            "bind",
+            "/sys",
+            &["rbind", "rro", "nosuid", "noexec", "nodev"],
+        )
+    } else {
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )
+    }
+}
+
+/// The default capabilities, plus what the in-container stage needs without root before
+/// the command runs, in the container's user namespace only:
+/// - CAP_NET_ADMIN, with a network namespace of its own, to bring the loopback interface
+///   up (`Plan::loopback_up`; the runtime cannot do it from outside: without root it may not
+///   enter the container's namespaces before the command starts); dropped right after.
+/// - CAP_SETFCAP, for the nested user namespace (`Plan::nested_user`): the kernel lets a
+///   namespace map its parent's uid 0 only if its creator held it. Entering that namespace
+///   leaves every capability of the container's behind.
+fn sandbox_caps(
+    mut caps: LinuxCapabilities,
+    loopback_inside: bool,
+    nested_user: bool,
+) -> LinuxCapabilities {
+    let extra: Vec<Capability> = [
+        (loopback_inside, Capability::NetAdmin),
+        (nested_user, Capability::Setfcap),
+    ]
+    .into_iter()
+    .filter_map(|(wanted, cap)| wanted.then_some(cap))
+    .collect();
+    let add = |set: &Option<Capabilities>| {
+        let mut set = set.clone().unwrap_or_default();
+        set.extend(extra.iter().copied());
+        Some(set)
+    };
+    caps.set_bounding(add(caps.bounding()));
+    caps.set_permitted(add(caps.permitted()));
+    caps.set_effective(add(caps.effective()));
+    caps
 }
 
 /// An empty read-only tmpfs over `dest`.
@@ -194,8 +294,13 @@ pub fn sandbox_spec(
         .unwrap_or_else(|| sandbox_cwd(std::env::current_dir().ok()));
     let env = environment(std::env::vars(), req.clear_env, &req.env);
     let mut spec = Spec::default();
-    let uid = nix::unistd::getuid().as_raw();
-    let gid = nix::unistd::getgid().as_raw();
+    let (uid, gid) = match req.user_map {
+        Some(_) => (0, 0),
+        None => (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        ),
+    };
     let base_process = spec.process().clone().expect("default spec has a process");
     let process = ProcessBuilder::default()
         .terminal(req.terminal)
@@ -209,7 +314,11 @@ pub fn sandbox_spec(
                 .build()
                 .expect("user"),
         )
-        .capabilities(base_process.capabilities().clone().expect("default caps"))
+        .capabilities(sandbox_caps(
+            base_process.capabilities().clone().expect("default caps"),
+            req.user_map.is_some() && !egress,
+            req.user_map.and_then(UserMap::nested).is_some(),
+        ))
         .rlimits(base_process.rlimits().clone().unwrap_or_default())
         .no_new_privileges(true)
         .build()
@@ -258,12 +367,7 @@ pub fn sandbox_spec(
             "mqueue",
             &["nosuid", "noexec", "nodev"],
         ),
-        mount(
-            "/sys",
-            "sysfs",
-            "sysfs",
-            &["nosuid", "noexec", "nodev", "ro"],
-        ),
+        sys_mount(req.user_map.is_some() && egress),
     ];
     let mut mounts = mounts;
     // Not recursive: a host filesystem mounted beneath (a device tree, another disk) keeps
@@ -315,6 +419,9 @@ pub fn sandbox_spec(
     if !egress {
         types.push(LinuxNamespaceType::Network);
     }
+    if req.user_map.is_some() {
+        types.push(LinuxNamespaceType::User);
+    }
     let namespaces = types
         .into_iter()
         .map(|t| {
@@ -324,7 +431,12 @@ pub fn sandbox_spec(
                 .expect("namespace")
         })
         .collect::<Vec<_>>();
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default();
+    if let Some(m) = req.user_map {
+        let (u, g) = m.mappings();
+        linux = linux.uid_mappings(vec![u]).gid_mappings(vec![g]);
+    }
+    let linux = linux
         .namespaces(namespaces)
         .masked_paths(base_linux.masked_paths().clone().unwrap_or_default())
         .readonly_paths(base_linux.readonly_paths().clone().unwrap_or_default())
@@ -360,6 +472,36 @@ pub fn console_socket_path(state_root: &Path, id: &str) -> PathBuf {
         .join(format!("{id}.console"))
 }
 
+/// What keeps this host from giving an ordinary user a user namespace, if anything, with
+/// the setting to change. `read` returns a `/proc/sys` file's contents (None: absent).
+pub fn userns_blocker(read: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let value = |f: &str| read(f).and_then(|v| v.trim().parse::<u64>().ok());
+    if value("/proc/sys/user/max_user_namespaces") == Some(0) {
+        return Some(
+            "user namespaces are disabled (sysctl user.max_user_namespaces = 0); set it above \
+             0, e.g. `sysctl -w user.max_user_namespaces=15000`"
+                .into(),
+        );
+    }
+    if value("/proc/sys/kernel/unprivileged_userns_clone") == Some(0) {
+        return Some(
+            "this kernel forbids user namespaces to users without root (sysctl \
+             kernel.unprivileged_userns_clone = 0); enable them with \
+             `sysctl -w kernel.unprivileged_userns_clone=1`"
+                .into(),
+        );
+    }
+    if value("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") == Some(1) {
+        return Some(
+            "AppArmor restricts user namespaces of unconfined programs (sysctl \
+             kernel.apparmor_restrict_unprivileged_userns = 1); give nemosandbox an AppArmor \
+             profile with `userns,` or set the sysctl to 0"
+                .into(),
+        );
+    }
+    None
+}
+
 /// A container id for one sandbox run.
 pub fn sandbox_id() -> String {
     let nanos = std::time::SystemTime::now()
@@ -372,6 +514,113 @@ pub fn sandbox_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn userns_blockers_name_their_setting() {
+        let host = |files: &'static [(&'static str, &'static str)]| {
+            move |f: &str| {
+                files
+                    .iter()
+                    .find(|(name, _)| *name == f)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(userns_blocker(host(&[])), None);
+        assert_eq!(
+            userns_blocker(host(&[
+                ("/proc/sys/user/max_user_namespaces", "63000\n"),
+                ("/proc/sys/kernel/unprivileged_userns_clone", "1\n"),
+                (
+                    "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
+                    "0\n"
+                ),
+            ])),
+            None
+        );
+        let e = userns_blocker(host(&[("/proc/sys/user/max_user_namespaces", "0\n")])).unwrap();
+        assert!(e.contains("user.max_user_namespaces"), "{e}");
+        let e =
+            userns_blocker(host(&[("/proc/sys/kernel/unprivileged_userns_clone", "0")])).unwrap();
+        assert!(e.contains("kernel.unprivileged_userns_clone=1"), "{e}");
+        let e = userns_blocker(host(&[(
+            "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
+            "1",
+        )]))
+        .unwrap();
+        assert!(e.contains("AppArmor"), "{e}");
+    }
+
+    #[test]
+    fn without_root_the_sandbox_maps_the_caller_to_0_and_nests_its_ids() {
+        let map = UserMap {
+            host_uid: 1000,
+            host_gid: 1000,
+            inside_uid: 1000,
+            inside_gid: 1000,
+        };
+        assert_eq!(map.nested(), Some((1000, 1000)));
+        let root = UserMap {
+            inside_uid: 0,
+            inside_gid: 0,
+            ..map
+        };
+        assert_eq!(root.nested(), None);
+        let req = Request {
+            argv: vec!["true".into()],
+            user_map: Some(map),
+            ..Request::default()
+        };
+        // Own network namespace: sysfs mounted afresh, CAP_NET_ADMIN for the loopback.
+        let spec = sandbox_spec(&req, &[], Path::new("/mnt/empty"), Path::new("/s"), false);
+        let linux = spec.linux().as_ref().unwrap();
+        let uid = &linux.uid_mappings().as_ref().unwrap()[0];
+        assert_eq!(
+            (uid.container_id(), uid.host_id(), uid.size()),
+            (0, 1000, 1)
+        );
+        assert!(linux
+            .namespaces()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .any(|n| n.typ() == LinuxNamespaceType::User));
+        let process = spec.process().as_ref().unwrap();
+        assert_eq!((process.user().uid(), process.user().gid()), (0, 0));
+        let caps = process.capabilities().as_ref().unwrap();
+        let bounding = caps.bounding().as_ref().unwrap();
+        assert!(bounding.contains(&Capability::NetAdmin));
+        assert!(bounding.contains(&Capability::Setfcap));
+        assert!(!caps
+            .ambient()
+            .as_ref()
+            .unwrap()
+            .contains(&Capability::NetAdmin));
+        let sys = |spec: &Spec| {
+            spec.mounts()
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|m| m.destination() == Path::new("/sys"))
+                .map(|m| m.typ().clone().unwrap())
+        };
+        assert_eq!(sys(&spec).as_deref(), Some("sysfs"));
+        // The host's network: no sysfs of its own to mount, no loopback to bring up.
+        let shared = sandbox_spec(&req, &[], Path::new("/mnt/empty"), Path::new("/s"), true);
+        assert_eq!(sys(&shared).as_deref(), Some("bind"));
+        let bounds = |spec: &Spec, cap: Capability| {
+            let process = spec.process().as_ref().unwrap();
+            let caps = process.capabilities().as_ref().unwrap();
+            caps.bounding().as_ref().unwrap().contains(&cap)
+        };
+        assert!(!bounds(&shared, Capability::NetAdmin));
+        // With --map-root, no nested namespace and so no CAP_SETFCAP.
+        let req = Request {
+            user_map: Some(root),
+            ..req
+        };
+        let spec = sandbox_spec(&req, &[], Path::new("/mnt/empty"), Path::new("/s"), false);
+        assert!(!bounds(&spec, Capability::Setfcap));
+    }
 
     #[test]
     fn cwd_under_fresh_mounts_falls_back_to_root() {

@@ -35,11 +35,74 @@ pub enum StateError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error("state root {path}: {why}; name another with --root")]
+    NotPrivate { path: PathBuf, why: String },
     #[error("container {id:?}: {source}")]
     Libcontainer {
         id: String,
         source: Box<libcontainer::error::LibcontainerError>,
     },
+}
+
+/// Root's state root.
+pub const SYSTEM_ROOT: &str = "/run/nemosandbox";
+
+/// The state root when `--root` is not given: `/run/nemosandbox` for root; for another user
+/// `$XDG_RUNTIME_DIR/nemosandbox` (the per-user runtime directory, emptied at logout), or
+/// `/tmp/nemosandbox-UID` where no such directory is set.
+pub fn default_root() -> PathBuf {
+    let uid = nix::unistd::geteuid().as_raw();
+    if uid == 0 {
+        return PathBuf::from(SYSTEM_ROOT);
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir.join("nemosandbox"),
+        _ => std::env::temp_dir().join(format!("nemosandbox-{uid}")),
+    }
+}
+
+/// For a runtime without root: `root` exists (created here, mode 0700) and is a directory of
+/// this user's that no one else can write or read. Under a shared directory such as `/tmp`
+/// another user could have made it first, to read the state or plant links in it.
+pub fn ensure_private_root(root: &Path) -> Result<(), StateError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let not_private = |why: String| StateError::NotPrivate {
+        path: root.to_path_buf(),
+        why,
+    };
+    match fs::DirBuilder::new().mode(0o700).create(root) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(source) => {
+            return Err(StateError::Io {
+                path: root.to_path_buf(),
+                source,
+            })
+        }
+    }
+    let m = fs::symlink_metadata(root).map_err(|source| StateError::Io {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    let uid = nix::unistd::geteuid().as_raw();
+    if !m.file_type().is_dir() {
+        return Err(not_private(
+            "not a directory (a link or a file is there)".into(),
+        ));
+    }
+    if m.uid() != uid {
+        return Err(not_private(format!(
+            "owned by uid {}, not by this user ({uid})",
+            m.uid()
+        )));
+    }
+    if m.mode() & 0o077 != 0 {
+        return Err(not_private(format!(
+            "mode {:o}: other users may reach it (it must be 0700)",
+            m.mode() & 0o7777
+        )));
+    }
+    Ok(())
 }
 
 /// The runtime's `--root` and the paths derived from it.

@@ -272,20 +272,27 @@ fn real_time_signals_reach_the_container() {
     let b = Bundle::busybox(&[
         "sh",
         "-c",
-        "sh -c 'trap \"echo child >> /tmp/rt\" 40; while :; do sleep 0.1; done' & \
+        "sh -c 'trap \"echo child >> /tmp/rt\" 40; echo child-ready >> /tmp/rt; \
+         while :; do sleep 0.1; done' & \
          trap 'echo rt37 >> /tmp/rt' 37; trap 'echo rt40 >> /tmp/rt' 40; \
-         while :; do sleep 0.1; done",
+         echo ready >> /tmp/rt; while :; do sleep 0.1; done",
     ]);
     let id = unique("rtsig");
     rt.start_sleeper(&b, &id);
     let init = rt.state(&id)["pid"].as_i64().unwrap();
-    let seen = || std::fs::read_to_string(format!("/proc/{init}/root/tmp/rt")).unwrap_or_default();
+    let seen = |line: &str| {
+        std::fs::read_to_string(format!("/proc/{init}/root/tmp/rt"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l == line)
+    };
+    // A real-time signal kills a shell that has not set its trap yet, so both shells
+    // say when their traps are in place before anything is sent.
+    wait_until(|| seen("child-ready") && seen("ready"));
     rt.ok(&["kill", &id, "RTMIN+3"]);
-    wait_until(|| seen().contains("rt37"));
-    // Give the child time to set its trap, then one number to every process.
-    std::thread::sleep(Duration::from_millis(300));
+    wait_until(|| seen("rt37"));
     rt.ok(&["kill", "--all", &id, "40"]);
-    wait_until(|| seen().contains("rt40") && seen().contains("child"));
+    wait_until(|| seen("rt40") && seen("child"));
     let e = rt.fails(&["kill", &id, "RTMAX+1"]);
     assert!(e.contains("invalid signal"), "{e}");
     let e = rt.fails(&["kill", &id, "65"]);

@@ -27,8 +27,8 @@ use verbs::*;
     about = "A runc-compatible OCI runtime that confines untrusted code"
 )]
 struct Cli {
-    /// Root directory for container state
-    #[arg(long, global = true, default_value = "/run/nemosandbox")]
+    /// Root directory for container state (without root: $XDG_RUNTIME_DIR/nemosandbox)
+    #[arg(long, global = true, default_value_os_t = nemosandbox::state::default_root())]
     root: PathBuf,
     /// Log file (appended to)
     #[arg(long, global = true)]
@@ -289,6 +289,9 @@ struct SandboxArgs {
     /// Working directory inside (default: the current one)
     #[arg(long, value_name = "DIR")]
     cwd: Option<PathBuf>,
+    /// Without root: be uid and gid 0 inside (the caller's ids outside); with root: ignored
+    #[arg(long)]
+    map_root: bool,
     /// The host command and its arguments
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,

@@ -16,6 +16,7 @@ pub(super) fn create_options(a: &CreateArgs, detach: bool) -> CreateOptions {
         preserve_fds: a.preserve_fds,
         detach,
         sandbox: false,
+        nested_user: None,
     }
 }
 
@@ -160,6 +161,16 @@ pub(super) fn ps_table(pids: &[i32], ps_args: &[String]) -> Result<()> {
 }
 
 pub(super) fn dispatch_runtime(cli: &Cli, cmd: Cmd) -> Result<i32> {
+    if !nix::unistd::geteuid().is_root() {
+        // Refused before anything is made (the state root included).
+        if matches!(cmd, Cmd::Create(_) | Cmd::Run { .. }) {
+            bail!(
+                "containers other than `nemosandbox sandbox` need root: the network guard's \
+                 kernel fence is a cgroup program only root can attach (docs/rootless.md)"
+            );
+        }
+        nemosandbox::state::ensure_private_root(&cli.root)?;
+    }
     let mut rt = Runtime::new(&cli.root, cli.systemd_cgroup);
     rt.policy = PolicyInputs {
         config: cli.config.clone(),
@@ -357,6 +368,13 @@ fn sandbox_cmd(mut rt: Runtime, a: SandboxArgs, root: &Path) -> Result<i32> {
     // Without network policies there is no egress to make: the sandbox gets a network
     // namespace of its own (nothing listens on the host's, no host abstract socket).
     let egress = !eff.network_policies.is_empty();
+    if egress && !nix::unistd::geteuid().is_root() {
+        bail!(
+            "sandbox: network policies need root: the kernel fence that keeps the network \
+             guard's decisions on the host's network is a cgroup program only root can attach; \
+             run without --preset/--policy network rules, or as root (docs/rootless.md)"
+        );
+    }
     let id = sandbox::sandbox_id();
     let req = sandbox::Request {
         argv: a.command,
@@ -364,7 +382,13 @@ fn sandbox_cmd(mut rt: Runtime, a: SandboxArgs, root: &Path) -> Result<i32> {
         clear_env: a.clear_env,
         env: a.env,
         terminal: console::caller_has_terminal(),
+        user_map: sandbox::UserMap::for_caller(a.map_root),
     };
+    if req.user_map.is_some() {
+        if let Some(why) = sandbox::userns_blocker(|f| std::fs::read_to_string(f).ok()) {
+            bail!("sandbox without root needs a user namespace: {why}");
+        }
+    }
     let user = nix::unistd::User::from_uid(nix::unistd::getuid())
         .ok()
         .flatten();
@@ -387,6 +411,7 @@ fn sandbox_cmd(mut rt: Runtime, a: SandboxArgs, root: &Path) -> Result<i32> {
         id: id.clone(),
         detach: false,
         sandbox: true,
+        nested_user: req.user_map.and_then(|m| m.nested()),
         ..Default::default()
     };
     if !req.terminal {

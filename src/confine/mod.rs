@@ -35,6 +35,16 @@ pub enum ConfineError {
     Signals(nix::Error),
     #[error(transparent)]
     NetGuard(#[from] HandOverError),
+    #[error("PR_SET_DUMPABLE: {0}")]
+    Dumpable(String),
+    #[error("the sandbox's loopback interface: {0}")]
+    Loopback(String),
+    #[error("becoming uid {uid} in a user namespace of its own: {step}: {source}")]
+    NestedUser {
+        uid: u32,
+        step: &'static str,
+        source: std::io::Error,
+    },
 }
 
 /// Undo what the runtime process did to its own signal state: `run` blocks signals to forward
@@ -47,6 +57,90 @@ pub fn reset_signals() -> Result<(), ConfineError> {
     // process between here and execve.
     unsafe { signal::signal(Signal::SIGPIPE, SigHandler::SigDfl) }
         .map_err(ConfineError::Signals)?;
+    Ok(())
+}
+
+/// The init brings the loopback interface of its network namespace up; every process then
+/// drops CAP_NET_ADMIN, so nothing the workload runs holds it. It stays in the bounding set
+/// (dropping it there needs CAP_SETPCAP), which no_new_privs makes moot: `execve` cannot
+/// raise the permitted set past what the process had.
+fn loopback_then_drop(exec: bool) -> Result<(), ConfineError> {
+    let failed = |step: &'static str| {
+        move |e: std::io::Error| ConfineError::Loopback(format!("{step}: {e}"))
+    };
+    if !exec {
+        crate::netguard::local::set_lo_up().map_err(failed("bringing lo up"))?;
+    }
+    for set in [
+        caps::CapSet::Ambient,
+        caps::CapSet::Inheritable,
+        caps::CapSet::Effective,
+        caps::CapSet::Permitted,
+    ] {
+        caps::drop(None, set, caps::Capability::CAP_NET_ADMIN)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .map_err(failed("dropping CAP_NET_ADMIN"))?;
+    }
+    Ok(())
+}
+
+/// Become `uid`/`gid` in a user namespace nested in the container's. A sandbox run without
+/// root has one id, 0 inside (the caller outside), which libcontainer needs to set the
+/// container up; the command then runs as the caller's own ids, as under bubblewrap. The
+/// nested namespace owns no mount, network or other namespace, and the capabilities it gives
+/// are cleared at once: none reaches the command.
+///
+/// Writing its own maps needs the process dumpable (non-dumpable, its `/proc/self` files
+/// belong to the host's root), which only the init is (`Plan::rootless`): an exec'd process
+/// would have the workload beside it to attach to it, so it is refused.
+fn enter_nested_user(uid: u32, gid: u32, exec: bool) -> Result<(), ConfineError> {
+    let failed = |step: &'static str| {
+        move |source: std::io::Error| ConfineError::NestedUser { uid, step, source }
+    };
+    if exec {
+        return Err(failed("exec")(std::io::Error::other(
+            "a process cannot be exec'd into a sandbox run without root",
+        )));
+    }
+    let outer_uid = nix::unistd::geteuid().as_raw();
+    let outer_gid = nix::unistd::getegid().as_raw();
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER)
+        .map_err(std::io::Error::from)
+        .map_err(failed("unshare"))?;
+    // A process may map its own ids into a namespace it made, and its gid only once
+    // setgroups(2) is refused there (no dropping a group that denied it access).
+    let mapped = std::fs::write("/proc/self/setgroups", "deny")
+        .map_err(failed("setgroups"))
+        .and_then(|()| {
+            std::fs::write("/proc/self/uid_map", format!("{uid} {outer_uid} 1"))
+                .map_err(failed("uid_map"))
+        })
+        .and_then(|()| {
+            std::fs::write("/proc/self/gid_map", format!("{gid} {outer_gid} 1"))
+                .map_err(failed("gid_map"))
+        });
+    mapped?;
+    // Every capability the namespace gave, so the command starts with none (a file's
+    // capabilities cannot raise the set past this, under no_new_privs).
+    for set in [
+        caps::CapSet::Ambient,
+        caps::CapSet::Inheritable,
+        caps::CapSet::Effective,
+        caps::CapSet::Permitted,
+    ] {
+        caps::clear(None, set)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .map_err(failed("dropping capabilities"))?;
+    }
+    Ok(())
+}
+
+fn set_dumpable(on: bool) -> std::io::Result<()> {
+    // SAFETY: prctl with PR_SET_DUMPABLE takes integer arguments only.
+    let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, libc::c_ulong::from(on), 0, 0, 0) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     Ok(())
 }
 
@@ -96,6 +190,19 @@ fn load_program(p: &Program, channel: Option<BorrowedFd>) -> Result<(), ConfineE
 /// skip them.
 pub fn apply(loaded: &LoadedPlan, exec: bool) -> Result<(), ConfineError> {
     reset_signals()?;
+    if loaded.plan.rootless && !exec {
+        // libcontainer left the init non-dumpable, and its memory is still the runtime's,
+        // so only root could then take its listener, read its calls or write its id maps.
+        // Nothing else runs in its fresh pid namespace yet to attach to it; the caller's own
+        // processes could, with the rights they have anyway.
+        set_dumpable(true).map_err(|e| ConfineError::Dumpable(e.to_string()))?;
+    }
+    if loaded.plan.loopback_up {
+        loopback_then_drop(exec)?;
+    }
+    if let Some((uid, gid)) = loaded.plan.nested_user {
+        enter_nested_user(uid, gid, exec)?;
+    }
     if loaded.plan.unconfined {
         // The `oci` baseline: libcontainer applied the spec's own no_new_privs and seccomp.
         return Ok(());

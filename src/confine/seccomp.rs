@@ -543,6 +543,24 @@ pub fn local_denials(no_named_unix: bool, no_reuseport: bool) -> Option<LinuxSec
             errno,
             Some(libc::EACCES as u32),
         ));
+        // A datagram socket of a pair can still be aimed at any path (`connect`, `sendto`,
+        // `sendmsg` with an address) or bound to one: only stream and seqpacket pairs stay
+        // unnamed. SOCK_RAW is a datagram socket for AF_UNIX; the mask 0xe takes 2 and 3.
+        let mut pair = rule(&["socketpair"], errno, Some(libc::EACCES as u32));
+        let arg = |index: usize, mask: u64, value: u64| {
+            LinuxSeccompArgBuilder::default()
+                .index(index)
+                .value(value)
+                .value_two(mask)
+                .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
+                .build()
+                .expect("arg fields set")
+        };
+        pair.set_args(Some(vec![
+            arg(0, 0xffff_ffff, libc::AF_UNIX as u64),
+            arg(1, 0xe, libc::SOCK_DGRAM as u64),
+        ]));
+        syscalls.push(pair);
     }
     if no_reuseport {
         let mut r = rule(&["setsockopt"], errno, Some(libc::EPERM as u32));

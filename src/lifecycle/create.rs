@@ -56,9 +56,28 @@ impl Runtime {
                 ns.iter()
                     .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
             });
+        // Without root there is no kernel fence (cgroup programs need it): the guard's
+        // decisions hold only where a swapped socket cannot reach anything, a sandbox's own
+        // loopback-only network namespace.
+        let rootless = !nix::unistd::geteuid().is_root();
+        if rootless && (!opts.sandbox || host_net) {
+            return Err(LifecycleError::NeedsRoot(
+                id.to_string(),
+                if opts.sandbox {
+                    "network policies need root: the kernel fence that keeps the network \
+                     guard's decisions on the host's network is a cgroup program only root can \
+                     attach; run without --preset/--policy network rules, or as root"
+                } else {
+                    "containers other than `nemosandbox sandbox` need root (the network \
+                     guard's kernel fence is a cgroup program only root can attach)"
+                },
+            ));
+        }
         let local = if opts.sandbox {
-            let unix = netguard::fence::unix_hooks();
-            if !unix {
+            // Without root, no cgroup hook holds unix connects to the guard's decisions:
+            // the sandbox makes no named unix socket (socketpair still works).
+            let unix = netguard::fence::unix_hooks() && !rootless;
+            if !unix && !rootless {
                 tracing::warn!(
                     "sandbox: this kernel has no cgroup unix socket hooks (Linux 6.7): the \
                      sandbox cannot create unix sockets (socketpair still works)"
@@ -88,6 +107,12 @@ impl Runtime {
                 tracing::debug!("container {id:?} layout: {note}");
             }
             plan
+        };
+        let plan = crate::plan::Plan {
+            nested_user: opts.nested_user,
+            rootless,
+            loopback_up: rootless && opts.sandbox && !host_net,
+            ..plan
         };
         let timed = crate::timing::span("l7-setup");
         let secrets = netguard::l7::credentials::install(&mut rw.spec, &effective, &own)
@@ -246,7 +271,8 @@ impl Runtime {
             .map(|e| e.shells.iter().map(|s| s.value.clone()).collect());
         let net = Net {
             extra,
-            loopback_up: opts.sandbox && !host_net,
+            // Without root, the init does it (`Plan::loopback_up`).
+            loopback_up: opts.sandbox && !host_net && !rootless,
         };
         let _t = crate::timing::span("after-create");
         let staged = {
@@ -329,14 +355,18 @@ impl Runtime {
             // The fence goes up before anything of the container runs; the guard joins its
             // cgroup right after the fork, before it serves any call.
             let _t = crate::timing::span("fence");
-            let fence = netguard::fence::Fence::set_up(
-                pid.as_raw(),
-                &id,
-                self.root.path(),
-                local_net.extra,
-            )?;
-            meta.fence = Some(fence.clone());
-            base.fence = Some(fence);
+            // Without root, `create_from` let only a sandbox with a loopback-only network
+            // namespace of its own through: that namespace is its fence.
+            if nix::unistd::geteuid().is_root() {
+                let fence = netguard::fence::Fence::set_up(
+                    pid.as_raw(),
+                    &id,
+                    self.root.path(),
+                    local_net.extra,
+                )?;
+                meta.fence = Some(fence.clone());
+                base.fence = Some(fence);
+            }
             services.push(Box::new(netguard::guard::Guard::new(
                 base.with(pid.as_raw(), control),
             )));

@@ -35,6 +35,8 @@ pub enum LifecycleError {
     Io(#[from] crate::path_error::PathError),
     #[error("{what}: {msg}")]
     Invalid { what: String, msg: String },
+    #[error("container {0:?}: {1}")]
+    NeedsRoot(String, &'static str),
     #[error(transparent)]
     Foreground(#[from] ForegroundError),
     #[error("starting the helper process: {0}")]

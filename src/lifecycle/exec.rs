@@ -15,6 +15,14 @@ impl Runtime {
         // A copy of the saved plan, narrowed below for this process only.
         let loaded = crate::plan::LoadedPlan::of(crate::plan::Plan::load(&own)?, &own)?;
         let mut plan = loaded.plan.clone();
+        if plan.rootless {
+            // Its processes could not be handed to the guard (only the init is dumpable while
+            // it sets up) nor enter the nested user namespace.
+            return Err(LifecycleError::NeedsRoot(
+                id.to_string(),
+                "a process cannot be exec'd into a sandbox run without root",
+            ));
+        }
         if plan.unconfined {
             crate::sealed::ensure().map_err(LifecycleError::Policy)?;
         }

@@ -58,6 +58,8 @@ pub struct CreateOptions {
     /// `nemosandbox sandbox`: the host's own root, so local sockets are held too
     /// (`netguard::local`).
     pub sandbox: bool,
+    /// Without root: the ids the process takes in a nested user namespace (`Plan::nested_user`).
+    pub nested_user: Option<(u32, u32)>,
 }
 
 /// How a container's network is set up beyond the spec: the fence's extra hooks and, for a
