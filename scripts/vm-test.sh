@@ -129,7 +129,8 @@ done
 
 # --- boot -----------------------------------------------------------------------------------
 # Console logs of the last few runs stay for inspection.
-ls -dt "$cache"/run.* 2>/dev/null | tail -n +5 | xargs -r rm -rf
+# (No earlier run on a fresh machine: ls fails, which pipefail must not turn into a failure.)
+{ ls -dt "$cache"/run.* 2>/dev/null || true; } | tail -n +5 | xargs -r rm -rf
 run=$(mktemp -d "$cache/run.XXXXXX")
 printf '%s\n' "${specs[@]}" >"$run/tests"
 # The runtime under test can be swapped, as on the host (an older binary, for comparison).
