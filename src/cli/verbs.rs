@@ -164,10 +164,7 @@ pub(super) fn dispatch_runtime(cli: &Cli, cmd: Cmd) -> Result<i32> {
     if !nix::unistd::geteuid().is_root() {
         // Refused before anything is made (the state root included).
         if matches!(cmd, Cmd::Create(_) | Cmd::Run { .. }) {
-            bail!(
-                "containers other than `nemosandbox sandbox` need root: the network guard's \
-                 kernel fence is a cgroup program only root can attach (docs/rootless.md)"
-            );
+            bail!(nemosandbox::lifecycle::ROOTLESS_CONTAINERS);
         }
         nemosandbox::state::ensure_private_root(&cli.root)?;
     }
@@ -370,9 +367,8 @@ fn sandbox_cmd(mut rt: Runtime, a: SandboxArgs, root: &Path) -> Result<i32> {
     let egress = !eff.network_policies.is_empty();
     if egress && !nix::unistd::geteuid().is_root() {
         bail!(
-            "sandbox: network policies need root: the kernel fence that keeps the network \
-             guard's decisions on the host's network is a cgroup program only root can attach; \
-             run without --preset/--policy network rules, or as root (docs/rootless.md)"
+            "sandbox: {}",
+            nemosandbox::lifecycle::ROOTLESS_NETWORK_POLICIES
         );
     }
     let id = sandbox::sandbox_id();

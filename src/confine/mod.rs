@@ -60,6 +60,15 @@ pub fn reset_signals() -> Result<(), ConfineError> {
     Ok(())
 }
 
+/// The capability sets `execve` carries over (the bounding set aside: changing it needs
+/// CAP_SETPCAP), in the order that keeps each drop allowed.
+const PROCESS_CAP_SETS: [caps::CapSet; 4] = [
+    caps::CapSet::Ambient,
+    caps::CapSet::Inheritable,
+    caps::CapSet::Effective,
+    caps::CapSet::Permitted,
+];
+
 /// The init brings the loopback interface of its network namespace up; every process then
 /// drops CAP_NET_ADMIN, so nothing the workload runs holds it. It stays in the bounding set
 /// (dropping it there needs CAP_SETPCAP), which no_new_privs makes moot: `execve` cannot
@@ -71,12 +80,7 @@ fn loopback_then_drop(exec: bool) -> Result<(), ConfineError> {
     if !exec {
         crate::netguard::local::set_lo_up().map_err(failed("bringing lo up"))?;
     }
-    for set in [
-        caps::CapSet::Ambient,
-        caps::CapSet::Inheritable,
-        caps::CapSet::Effective,
-        caps::CapSet::Permitted,
-    ] {
+    for set in PROCESS_CAP_SETS {
         caps::drop(None, set, caps::Capability::CAP_NET_ADMIN)
             .map_err(|e| std::io::Error::other(e.to_string()))
             .map_err(failed("dropping CAP_NET_ADMIN"))?;
@@ -109,25 +113,14 @@ fn enter_nested_user(uid: u32, gid: u32, exec: bool) -> Result<(), ConfineError>
         .map_err(failed("unshare"))?;
     // A process may map its own ids into a namespace it made, and its gid only once
     // setgroups(2) is refused there (no dropping a group that denied it access).
-    let mapped = std::fs::write("/proc/self/setgroups", "deny")
-        .map_err(failed("setgroups"))
-        .and_then(|()| {
-            std::fs::write("/proc/self/uid_map", format!("{uid} {outer_uid} 1"))
-                .map_err(failed("uid_map"))
-        })
-        .and_then(|()| {
-            std::fs::write("/proc/self/gid_map", format!("{gid} {outer_gid} 1"))
-                .map_err(failed("gid_map"))
-        });
-    mapped?;
+    std::fs::write("/proc/self/setgroups", "deny").map_err(failed("setgroups"))?;
+    std::fs::write("/proc/self/uid_map", format!("{uid} {outer_uid} 1"))
+        .map_err(failed("uid_map"))?;
+    std::fs::write("/proc/self/gid_map", format!("{gid} {outer_gid} 1"))
+        .map_err(failed("gid_map"))?;
     // Every capability the namespace gave, so the command starts with none (a file's
     // capabilities cannot raise the set past this, under no_new_privs).
-    for set in [
-        caps::CapSet::Ambient,
-        caps::CapSet::Inheritable,
-        caps::CapSet::Effective,
-        caps::CapSet::Permitted,
-    ] {
+    for set in PROCESS_CAP_SETS {
         caps::clear(None, set)
             .map_err(|e| std::io::Error::other(e.to_string()))
             .map_err(failed("dropping capabilities"))?;

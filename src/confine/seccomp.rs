@@ -5,8 +5,8 @@
 //! exactly as written.
 
 use oci_spec::runtime::{
-    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompBuilder,
-    LinuxSeccompOperator, LinuxSyscall, LinuxSyscallBuilder,
+    Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompArgBuilder,
+    LinuxSeccompBuilder, LinuxSeccompOperator, LinuxSyscall, LinuxSyscallBuilder,
 };
 
 /// Syscalls a container may make without any capability (the shape of Docker's default).
@@ -425,14 +425,19 @@ fn masked(
     errno: Option<u32>,
 ) -> LinuxSyscall {
     let mut r = rule(names, action, errno);
-    r.set_args(Some(vec![LinuxSeccompArgBuilder::default()
+    r.set_args(Some(vec![masked_arg(index, mask, value)]));
+    r
+}
+
+/// Argument `index`, masked with `mask`, equals `value`.
+fn masked_arg(index: usize, mask: u64, value: u64) -> LinuxSeccompArg {
+    LinuxSeccompArgBuilder::default()
         .index(index)
         .value(value)
         .value_two(mask)
         .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
         .build()
-        .expect("arg fields set")]));
-    r
+        .expect("arg fields set")
 }
 
 /// The allowlist for a spec without a profile; `caps` is the container's bounding set.
@@ -547,35 +552,17 @@ pub fn local_denials(no_named_unix: bool, no_reuseport: bool) -> Option<LinuxSec
         // `sendmsg` with an address) or bound to one: only stream and seqpacket pairs stay
         // unnamed. SOCK_RAW is a datagram socket for AF_UNIX; the mask 0xe takes 2 and 3.
         let mut pair = rule(&["socketpair"], errno, Some(libc::EACCES as u32));
-        let arg = |index: usize, mask: u64, value: u64| {
-            LinuxSeccompArgBuilder::default()
-                .index(index)
-                .value(value)
-                .value_two(mask)
-                .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
-                .build()
-                .expect("arg fields set")
-        };
         pair.set_args(Some(vec![
-            arg(0, 0xffff_ffff, libc::AF_UNIX as u64),
-            arg(1, 0xe, libc::SOCK_DGRAM as u64),
+            masked_arg(0, 0xffff_ffff, libc::AF_UNIX as u64),
+            masked_arg(1, 0xe, libc::SOCK_DGRAM as u64),
         ]));
         syscalls.push(pair);
     }
     if no_reuseport {
         let mut r = rule(&["setsockopt"], errno, Some(libc::EPERM as u32));
-        let eq = |index: usize, value: i32| {
-            LinuxSeccompArgBuilder::default()
-                .index(index)
-                .value(value as u64)
-                .value_two(0xffff_ffff_u64)
-                .op(LinuxSeccompOperator::ScmpCmpMaskedEq)
-                .build()
-                .expect("arg fields set")
-        };
         r.set_args(Some(vec![
-            eq(1, libc::SOL_SOCKET),
-            eq(2, libc::SO_REUSEPORT),
+            masked_arg(1, 0xffff_ffff, libc::SOL_SOCKET as u64),
+            masked_arg(2, 0xffff_ffff, libc::SO_REUSEPORT as u64),
         ]));
         syscalls.push(r);
     }

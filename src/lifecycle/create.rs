@@ -64,12 +64,9 @@ impl Runtime {
             return Err(LifecycleError::NeedsRoot(
                 id.to_string(),
                 if opts.sandbox {
-                    "network policies need root: the kernel fence that keeps the network \
-                     guard's decisions on the host's network is a cgroup program only root can \
-                     attach; run without --preset/--policy network rules, or as root"
+                    ROOTLESS_NETWORK_POLICIES
                 } else {
-                    "containers other than `nemosandbox sandbox` need root (the network \
-                     guard's kernel fence is a cgroup program only root can attach)"
+                    ROOTLESS_CONTAINERS
                 },
             ));
         }
@@ -273,6 +270,7 @@ impl Runtime {
             extra,
             // Without root, the init does it (`Plan::loopback_up`).
             loopback_up: opts.sandbox && !host_net && !rootless,
+            fence: !rootless,
         };
         let _t = crate::timing::span("after-create");
         let staged = {
@@ -357,7 +355,7 @@ impl Runtime {
             let _t = crate::timing::span("fence");
             // Without root, `create_from` let only a sandbox with a loopback-only network
             // namespace of its own through: that namespace is its fence.
-            if nix::unistd::geteuid().is_root() {
+            if local_net.fence {
                 let fence = netguard::fence::Fence::set_up(
                     pid.as_raw(),
                     &id,

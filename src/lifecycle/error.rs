@@ -8,6 +8,15 @@ use crate::helper::HelperError;
 use crate::state::{status_word, StateError};
 use crate::symlinks;
 
+/// Why network policies are refused without root (the sandbox's refusal and `create`'s).
+pub const ROOTLESS_NETWORK_POLICIES: &str = "network policies need root: the kernel fence that \
+    keeps the network guard's decisions on the host's network is a cgroup program only root \
+    can attach; run without --preset/--policy network rules, or as root (docs/rootless.md)";
+/// Why containers other than `sandbox` are refused without root.
+pub const ROOTLESS_CONTAINERS: &str = "containers other than `nemosandbox sandbox` need root: \
+    the network guard's kernel fence is a cgroup program only root can attach \
+    (docs/rootless.md)";
+
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {
     #[error(transparent)]

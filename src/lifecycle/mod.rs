@@ -41,8 +41,8 @@ use crate::state::{self, effective_status, status_word, Meta, StateError, StateR
 use crate::{audit, netguard, symlinks};
 
 use crate::path_error::io_err;
-pub use error::LifecycleError;
 use error::{cgroup_err, lc, Result};
+pub use error::{LifecycleError, ROOTLESS_CONTAINERS, ROOTLESS_NETWORK_POLICIES};
 use guards::undo_guards;
 
 /// Options of `create` and `run`.
@@ -68,6 +68,9 @@ pub struct CreateOptions {
 struct Net {
     extra: netguard::fence::Extra,
     loopback_up: bool,
+    /// The kernel fence goes up (root only; `create_from` lets a sandbox without root
+    /// through only in a loopback-only network namespace of its own).
+    fence: bool,
 }
 
 /// Options of `exec`.
