@@ -85,7 +85,21 @@ fn own(path: &Path, uid: u32, gid: u32, mode: u32) {
 impl User {
     /// `nemosandbox ARGS…` as the user, in project `p`, with a login's environment.
     fn nemosandbox(&self, p: &Project, args: &[&str]) -> Command {
-        let mut c = Command::new("setpriv");
+        self.as_user(Command::new("setpriv"), p, args)
+    }
+
+    /// Like `nemosandbox`, seeing `resolv_conf` as `/etc/resolv.conf` (a mount namespace of
+    /// its own, made as root before dropping to the user): its nameservers are the sandbox's
+    /// upstream.
+    fn nemosandbox_resolving(&self, p: &Project, resolv_conf: &Path, args: &[&str]) -> Command {
+        let mut c = Command::new("unshare");
+        c.args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg("mount --bind \"$0\" /etc/resolv.conf && exec setpriv \"$@\"")
+            .arg(resolv_conf);
+        self.as_user(c, p, args)
+    }
+
+    fn as_user(&self, mut c: Command, p: &Project, args: &[&str]) -> Command {
         c.arg(format!("--reuid={}", self.uid))
             .arg(format!("--regid={}", self.gid))
             .arg("--clear-groups")
@@ -287,23 +301,218 @@ print("status:", open("/proc/self/status").read().startswith("Name:"))
     u.assert_no_state_left(&proj);
 }
 
-/// Network policies need the kernel fence, which only root can attach: as an ordinary user
-/// they are refused with the reason, and nothing is left behind. The same command without
-/// them runs (so the refusal is the policy's, not a broken sandbox).
+/// The attacks on relayed egress, each beside its allowed twin (see `relayed_egress`).
+const RELAY_SCRIPT: &str = r#"
+import ctypes, os, socket, sys, threading
+P, U, E = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+libc = ctypes.CDLL(None, use_errno=True)
+def err(e): return "errno%d" % e.errno if isinstance(e, OSError) and e.errno else type(e).__name__
+def case(label, f):
+    try: print(label + ": " + str(f()))
+    except Exception as e: print(label + ": " + err(e))
+    sys.stdout.flush()
+def tcp():
+    s = socket.create_connection(("loop.nemo.test", P), timeout=5)
+    return s.recv(5).decode()
+case("tcp-by-name", tcp)
+case("other-name", lambda: socket.getaddrinfo("other.nemo.test", P))
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+case("udp-allowed", lambda: u.sendto(b"ok", ("127.0.0.1", U)))
+case("udp-elsewhere", lambda: u.sendto(b"evil", ("127.0.0.1", E)))
+resolver = [l.split()[1] for l in open("/etc/resolv.conf") if l.startswith("nameserver")][0]
+# The relayed socket is the host's now: the host's port 53 at the resolver's address is not
+# the sandbox's resolver.
+case("relayed-to-resolver", lambda: u.sendto(b"\0" * 12, (resolver, 53)))
+case("fresh-to-resolver", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"\0" * 12, (resolver, 53)))
+# A relayed stream, disconnected (AF_UNSPEC), would listen on the host's network.
+t = socket.create_connection(("127.0.0.1", P), timeout=5)
+unspec = ctypes.create_string_buffer(16)
+case("disconnect", lambda: libc.connect(t.fileno(), unspec, 16) or 0)
+case("listen-relayed", lambda: t.listen(1) or "listening")
+own = socket.socket(); own.bind(("127.0.0.1", 0))
+case("listen-own", lambda: own.listen(1) or "ok")
+# The swap: a call on a local socket that the guard let continue would find the relayed
+# datagram socket under its number, connect it anywhere, and send past the guard.
+a, b = socket.socketpair()
+num, keep = a.fileno(), os.dup(a.fileno())
+evil = ctypes.create_string_buffer(
+    socket.AF_INET.to_bytes(2, "little") + E.to_bytes(2, "big") + socket.inet_aton("127.0.0.1") + bytes(8), 16)
+stop = False
+def swap():
+    while not stop:
+        os.dup2(u.fileno(), num); os.dup2(keep, num)
+th = threading.Thread(target=swap); th.start()
+connected = 0
+for i in range(3000):
+    if libc.connect(num, evil, 16) == 0:
+        connected += 1
+        libc.send(num, b"raced", 5, 0)
+stop = True; th.join()
+print("race-connected: %d" % connected)
+"#;
+
+/// Egress without root: the sandbox keeps its own loopback-only network and the guard
+/// relays, per binary, what the policy allows. Each attack sits beside its allowed twin:
+/// - python (named by the policy) reaches the host's server by name, through the sandbox's
+///   resolver and the host's nameserver; curl, not named, is refused at the same address;
+/// - a name the policy does not cover is never asked upstream;
+/// - an allowed datagram arrives, one to another port of the same host does not;
+/// - a relayed datagram socket cannot reach port 53 of the resolver's address on the host;
+/// - a relayed stream disconnected with AF_UNSPEC cannot listen on the host's network (the
+///   sandbox's own socket can listen);
+/// - a local socket swapped for the relayed one under a connect (another thread's `dup2`)
+///   never connects it: the guard makes local calls itself, it never lets them continue.
 #[test]
-fn without_root_network_policies_are_refused_not_weakened() {
+fn without_root_egress_is_relayed_per_binary() {
+    use std::io::{Read, Write};
+    use std::net::{Ipv4Addr, TcpListener, UdpSocket};
     let u = user();
-    let proj = u.project("net");
+    let proj = u.project("relay");
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let n = accepted.clone();
+    std::thread::spawn(move || {
+        for mut c in server.incoming().flatten() {
+            n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = c.write_all(b"hello");
+            let _ = c.read(&mut [0u8; 1]);
+        }
+    });
+    let allowed = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let evil = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for s in [&allowed, &evil] {
+        s.set_read_timeout(Some(std::time::Duration::from_millis(300)))
+            .unwrap();
+    }
+    let (up, ep) = (
+        allowed.local_addr().unwrap().port(),
+        evil.local_addr().unwrap().port(),
+    );
+    let ns_ip = Ipv4Addr::new(127, 77, 0, 53);
+    let records = [
+        ("loop.nemo.test", Ipv4Addr::LOCALHOST),
+        ("other.nemo.test", Ipv4Addr::LOCALHOST),
+    ];
+    let dns = common::net::TestDns::start("/proc/self/ns/net", ns_ip, &records);
+    let resolv = proj.runtime_dir.join("resolv.conf");
+    std::fs::write(&resolv, format!("nameserver {ns_ip}\n")).unwrap();
+    let python = std::fs::canonicalize("/usr/bin/python3").unwrap();
+    let policy = proj.dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version: 1\nnetwork_policies:\n  loop:\n    endpoints:\n\
+             \x20     - {{ host: loop.nemo.test, port: {port}, allowed_ips: [127.0.0.1] }}\n\
+             \x20     - {{ host: 127.0.0.1, port: {up} }}\n\
+             \x20   binaries:\n      - {{ path: {} }}\n",
+            python.display()
+        ),
+    )
+    .unwrap();
+    let script = proj.dir.join("relay.py");
+    std::fs::write(&script, RELAY_SCRIPT).unwrap();
+    let curl =
+        format!("curl -s -o /dev/null --max-time 5 http://127.0.0.1:{port}/; echo curl-exit: $?");
+    let cmd = format!("python3 {} {port} {up} {ep}; {curl}", script.display());
     let out = u
-        .nemosandbox(&proj, &["--preset", "github", "sandbox", "--", "true"])
+        .nemosandbox_resolving(
+            &proj,
+            &resolv,
+            &[
+                "--policy",
+                policy.to_str().unwrap(),
+                "sandbox",
+                "--",
+                "sh",
+                "-c",
+                &cmd,
+            ],
+        )
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let eacces = format!("errno{}", libc::EACCES);
+    for (what, want) in [
+        ("tcp-by-name", "hello"),
+        ("udp-allowed", "2"),
+        ("udp-elsewhere", eacces.as_str()),
+        ("relayed-to-resolver", eacces.as_str()),
+        ("disconnect", "0"),
+        ("listen-relayed", eacces.as_str()),
+        ("listen-own", "ok"),
+        ("race-connected", "0"),
+        // curl's "could not connect": the guard refused it.
+        ("curl-exit", "7"),
+    ] {
+        let line = format!("{what}: {want}");
+        assert!(stdout.lines().any(|l| l == line), "{line:?} in\n{stdout}");
+    }
+    // Asked of the real resolver inside: a refused name fails, an empty query is answered.
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("other-name: ") && l != "other-name: ok"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l == "fresh-to-resolver: 12"),
+        "{stdout}"
+    );
+    let mut buf = [0u8; 16];
+    let (n, _) = allowed.recv_from(&mut buf).expect("the allowed datagram");
+    assert_eq!(&buf[..n], b"ok");
+    assert!(
+        evil.recv_from(&mut buf).is_err(),
+        "a datagram got past the guard"
+    );
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "python's two connections, not curl's"
+    );
+    let asked = dns.asked();
+    assert!(
+        asked.iter().any(|n| n.starts_with("loop.nemo.test")),
+        "{asked:?}"
+    );
+    assert!(!asked.iter().any(|n| n.starts_with("other")), "{asked:?}");
+    u.assert_no_state_left(&proj);
+}
+
+/// Layer-7 rules need the proxy, which listens inside the sandbox's network namespace: as an
+/// ordinary user they are refused with the reason, and nothing is left behind.
+#[test]
+fn without_root_http_rules_are_refused_not_weakened() {
+    let u = user();
+    let proj = u.project("l7");
+    let policy = proj.dir.join("l7.yaml");
+    std::fs::write(
+        &policy,
+        "version: 1\nnetwork_policies:\n  api:\n    endpoints:\n\
+         \x20     - host: api.nemo.test\n        port: 443\n        protocol: rest\n\
+         \x20       rules:\n          - allow: { method: GET, path: \"/**\" }\n\
+         \x20   binaries:\n      - { path: /usr/bin/curl }\n",
+    )
+    .unwrap();
+    let out = u
+        .nemosandbox(
+            &proj,
+            &[
+                "--policy",
+                policy.to_str().unwrap(),
+                "sandbox",
+                "--",
+                "true",
+            ],
+        )
         .output()
         .unwrap();
     let stderr = text(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("network policies need root"), "{stderr}");
+    assert!(stderr.contains("HTTP rules need root"), "{stderr}");
     u.assert_no_state_left(&proj);
-    let out = u.sandbox(&proj, &["--", "true"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
 /// Without `$XDG_RUNTIME_DIR` the state root is `nemosandbox-UID` in the temporary

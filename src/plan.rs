@@ -299,6 +299,7 @@ mod tests {
             netguard: Some(NetPlan {
                 resolver: std::net::Ipv4Addr::new(127, 0, 0, 53),
                 upstream: Vec::new(),
+                relay: false,
             }),
             landlock: Some(LandlockPlan::default()),
             ..Plan::default()

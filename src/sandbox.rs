@@ -12,8 +12,9 @@
 //! on the sandbox's own filesystems only (`netguard::local`); its mounts are private, so a
 //! filesystem the host mounts later does not appear inside. Without network policies the
 //! sandbox has a network namespace of its own (loopback only: no host abstract socket, no
-//! listener on the host's networks); with them it shares the host's, where it may listen on
-//! loopback only and abstract sockets are refused.
+//! listener on the host's networks); with them, run as root, it shares the host's, where it may
+//! listen on loopback only and abstract sockets are refused. Run without root it keeps its own
+//! namespace even then, and the guard relays each allowed connection (`netguard::relay`).
 
 use std::path::{Path, PathBuf};
 
@@ -301,6 +302,10 @@ pub fn sandbox_spec(
             nix::unistd::getgid().as_raw(),
         ),
     };
+    // With network policies a sandbox run as root shares the host's network, under the kernel
+    // fence; without root it keeps a namespace of its own and the guard relays what it allows
+    // (`netguard::relay`).
+    let host_net = egress && req.user_map.is_none();
     let base_process = spec.process().clone().expect("default spec has a process");
     let process = ProcessBuilder::default()
         .terminal(req.terminal)
@@ -316,7 +321,7 @@ pub fn sandbox_spec(
         )
         .capabilities(sandbox_caps(
             base_process.capabilities().clone().expect("default caps"),
-            req.user_map.is_some() && !egress,
+            req.user_map.is_some() && !host_net,
             req.user_map.and_then(UserMap::nested).is_some(),
         ))
         .rlimits(base_process.rlimits().clone().unwrap_or_default())
@@ -367,7 +372,7 @@ pub fn sandbox_spec(
             "mqueue",
             &["nosuid", "noexec", "nodev"],
         ),
-        sys_mount(req.user_map.is_some() && egress),
+        sys_mount(req.user_map.is_some() && host_net),
     ];
     let mut mounts = mounts;
     // Not recursive: a host filesystem mounted beneath (a device tree, another disk) keeps
@@ -416,7 +421,7 @@ pub fn sandbox_spec(
         LinuxNamespaceType::Ipc,
         LinuxNamespaceType::Uts,
     ];
-    if !egress {
+    if !host_net {
         types.push(LinuxNamespaceType::Network);
     }
     if req.user_map.is_some() {
@@ -450,7 +455,7 @@ pub fn sandbox_spec(
 }
 
 /// The in-memory bundle of a sandbox; `state_root` is the runtime's `--root`; `egress`:
-/// network policies apply, so the sandbox shares the host's network namespace.
+/// network policies apply (run as root, the sandbox then shares the host's network namespace).
 pub fn sandbox_bundle(
     req: &Request,
     writable: &[PathBuf],

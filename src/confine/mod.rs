@@ -16,7 +16,7 @@ pub mod prepare;
 pub mod seccomp;
 pub mod sockets;
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
 
@@ -37,6 +37,8 @@ pub enum ConfineError {
     NetGuard(#[from] HandOverError),
     #[error("PR_SET_DUMPABLE: {0}")]
     Dumpable(String),
+    #[error("the sandbox's resolver: {0}")]
+    Resolver(String),
     #[error("the sandbox's loopback interface: {0}")]
     Loopback(String),
     #[error("becoming uid {uid} in a user namespace of its own: {step}: {source}")]
@@ -159,7 +161,11 @@ fn load_seccomp(profile: &oci_spec::runtime::LinuxSeccomp) -> Result<(), Confine
 
 /// Load one program of the plan. The network guard's filter hands its listener to the guard
 /// over `channel`; without a channel it is refused, as the process would run unguarded.
-fn load_program(p: &Program, channel: Option<BorrowedFd>) -> Result<(), ConfineError> {
+fn load_program(
+    p: &Program,
+    channel: Option<BorrowedFd>,
+    dns: Option<[BorrowedFd; 2]>,
+) -> Result<(), ConfineError> {
     match p {
         Program::Bpf { name, bytes, flags } => bpf::load(bytes, *flags)
             .map_err(|e| ConfineError::Seccomp(format!("loading {name}: {e}"))),
@@ -169,7 +175,9 @@ fn load_program(p: &Program, channel: Option<BorrowedFd>) -> Result<(), ConfineE
         Program::NetGuard { bytes } => {
             let channel = channel
                 .ok_or_else(|| HandOverError::Refused("no channel to the network guard".into()))?;
-            Ok(crate::netguard::filter::load_and_hand_over(bytes, channel)?)
+            Ok(crate::netguard::filter::load_and_hand_over(
+                bytes, channel, dns,
+            )?)
         }
     }
 }
@@ -193,6 +201,15 @@ pub fn apply(loaded: &LoadedPlan, exec: bool) -> Result<(), ConfineError> {
     if loaded.plan.loopback_up {
         loopback_then_drop(exec)?;
     }
+    // Bound while the init is still root in the container's user namespace (port 53), and
+    // closed here once the guard holds them: the workload never has them.
+    let dns = match &loaded.plan.netguard {
+        Some(n) if n.relay && !exec => Some(
+            crate::netguard::resolver::bind_pair(n.resolver)
+                .map_err(|e| ConfineError::Resolver(e.to_string()))?,
+        ),
+        _ => None,
+    };
     if let Some((uid, gid)) = loaded.plan.nested_user {
         enter_nested_user(uid, gid, exec)?;
     }
@@ -207,7 +224,8 @@ pub fn apply(loaded: &LoadedPlan, exec: bool) -> Result<(), ConfineError> {
     }
     let _t = crate::timing::span("seccomp-load");
     for p in loaded.programs() {
-        load_program(p, loaded.channel())?;
+        let dns = dns.as_ref().map(|(u, t)| [u.as_fd(), t.as_fd()]);
+        load_program(p, loaded.channel(), dns)?;
     }
     Ok(())
 }

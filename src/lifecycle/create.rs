@@ -70,6 +70,19 @@ impl Runtime {
                 },
             ));
         }
+        let inspected = effective
+            .network_policies
+            .values()
+            .flat_map(|n| n.policy.endpoints.iter())
+            .any(netguard::l7::inspected);
+        // The layer-7 proxy listens in the container's network namespace, which only root
+        // may enter from outside.
+        if inspected && rootless {
+            return Err(LifecycleError::NeedsRoot(
+                id.to_string(),
+                ROOTLESS_INSPECTION,
+            ));
+        }
         let local = if opts.sandbox {
             // Without root, no cgroup hook holds unix connects to the guard's decisions:
             // the sandbox makes no named unix socket (socketpair still works).
@@ -105,23 +118,23 @@ impl Runtime {
             }
             plan
         };
-        let plan = crate::plan::Plan {
+        let mut plan = crate::plan::Plan {
             nested_user: opts.nested_user,
             rootless,
             loopback_up: rootless && opts.sandbox && !host_net,
             ..plan
         };
+        // Without root the guard relays: a sandbox's own namespace, whose resolver sockets
+        // only its init can bind.
+        if let Some(n) = plan.netguard.as_mut() {
+            n.relay = rootless;
+        }
         let timed = crate::timing::span("l7-setup");
         let secrets = netguard::l7::credentials::install(&mut rw.spec, &effective, &own)
             .map_err(|e| LifecycleError::Policy(format!("credentials: {e}")))?;
         if secrets > 0 {
             tracing::debug!("container {id:?}: {secrets} credential(s) replaced by placeholders");
         }
-        let inspected = effective
-            .network_policies
-            .values()
-            .flat_map(|n| n.policy.endpoints.iter())
-            .any(netguard::l7::inspected);
         if inspected && plan.netguard.is_some() {
             let note = netguard::l7::trust::install(&mut rw.spec, &image_root, &own, id)
                 .map_err(|e| LifecycleError::Policy(format!("layer-7 CA: {e}")))?;
@@ -257,6 +270,7 @@ impl Runtime {
                     resolver: n.resolver,
                     upstream: n.upstream.clone(),
                     fence: None,
+                    relay: rootless,
                     local,
                     l7_roots: node.l7_upstream_roots.clone(),
                 },

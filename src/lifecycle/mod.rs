@@ -42,7 +42,9 @@ use crate::{audit, netguard, symlinks};
 
 use crate::path_error::io_err;
 use error::{cgroup_err, lc, Result};
-pub use error::{LifecycleError, ROOTLESS_CONTAINERS, ROOTLESS_NETWORK_POLICIES};
+pub use error::{
+    LifecycleError, ROOTLESS_CONTAINERS, ROOTLESS_INSPECTION, ROOTLESS_NETWORK_POLICIES,
+};
 use guards::undo_guards;
 
 /// Options of `create` and `run`.

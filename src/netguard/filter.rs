@@ -82,7 +82,14 @@ pub fn compile(cache: &std::path::Path) -> Result<Vec<u8>, BpfError> {
 /// In the container process: load the filter, give its listener to the guard over `channel`
 /// and wait for the guard to confirm. The listener and this copy of the channel are closed
 /// either way; the inherited channel at `execve`.
-pub fn load_and_hand_over(program: &[u8], channel: BorrowedFd) -> Result<(), HandOverError> {
+///
+/// `dns`: the resolver's sockets a sandbox run without root bound for the guard, handed over
+/// with the listener (the caller closes its copies once this returns).
+pub fn load_and_hand_over(
+    program: &[u8],
+    channel: BorrowedFd,
+    dns: Option<[BorrowedFd; 2]>,
+) -> Result<(), HandOverError> {
     // The inherited descriptor must not reach the workload, whatever a layer below did to
     // its flags.
     let cloexec = nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC);
@@ -99,6 +106,7 @@ pub fn load_and_hand_over(program: &[u8], channel: BorrowedFd) -> Result<(), Han
         .map_err(|e| HandOverError::Channel(e.into()))?;
     let req = Request::Listener {
         fd: std::os::fd::AsRawFd::as_raw_fd(&listener),
+        dns: dns.map(|d| d.map(|f| f.as_raw_fd())),
     };
     chan.write_all(&req.encode())
         .map_err(HandOverError::Channel)?;

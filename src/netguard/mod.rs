@@ -15,6 +15,8 @@
 //! - `identity`: which policies' binaries a process is.
 //! - `resolver`: the policy-aware DNS resolver.
 //! - `control`: the guard's control socket (listener hand-over, live update).
+//! - `relay`: without root, the sockets the guard makes on the host's network for allowed
+//!   calls and puts in place of the caller's.
 
 pub mod answers;
 pub mod calls;
@@ -32,6 +34,7 @@ pub mod local;
 pub mod notif;
 pub mod prepare;
 pub mod protocol;
+pub mod relay;
 pub mod resolver;
 pub mod shared;
 pub mod sockaddr;
@@ -47,4 +50,8 @@ pub struct NetPlan {
     pub resolver: Ipv4Addr,
     /// The nameservers the container would have used.
     pub upstream: Vec<IpAddr>,
+    /// A sandbox run without root (`relay`): the init binds the resolver's sockets in its
+    /// network namespace and hands them to the guard with its listener.
+    #[serde(default)]
+    pub relay: bool,
 }

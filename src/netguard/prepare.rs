@@ -126,7 +126,11 @@ fn finish(
     let bpf = super::filter::compile(cache)?;
     let path = own.filter(ContainerDir::NET_FILTER);
     std::fs::write(&path, &bpf).map_err(io_err(&path))?;
-    Ok(NetPlan { resolver, upstream })
+    Ok(NetPlan {
+        resolver,
+        upstream,
+        relay: false,
+    })
 }
 
 #[cfg(test)]

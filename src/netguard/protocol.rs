@@ -13,7 +13,13 @@ pub const MAX_REPLY: usize = 4096;
 pub enum Request {
     /// A container process hands over its seccomp listener, descriptor `fd` in its table (the
     /// guard takes it with pidfd_getfd; the pid comes from the kernel's credentials).
-    Listener { fd: i32 },
+    Listener {
+        fd: i32,
+        /// A sandbox run without root: its resolver's UDP and TCP sockets, bound by the init
+        /// in the sandbox's network namespace (which the guard cannot enter).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        dns: Option<[i32; 2]>,
+    },
     /// Load the network policies now in the effective policy file.
     Reload,
     /// Which generation of the policies is being enforced.
@@ -73,7 +79,11 @@ mod tests {
     #[test]
     fn messages_round_trip_within_their_bounds() {
         for r in [
-            Request::Listener { fd: 7 },
+            Request::Listener { fd: 7, dns: None },
+            Request::Listener {
+                fd: 7,
+                dns: Some([i32::MAX, i32::MAX]),
+            },
             Request::Reload,
             Request::Generation,
         ] {

@@ -79,18 +79,33 @@ fn bound(addr: Ipv4Addr, ty: SockType) -> Result<OwnedFd, ResolverError> {
     Ok(fd)
 }
 
+/// The resolver's UDP and TCP sockets on `addr`, port 53, in the caller's network namespace.
+pub fn bind_pair(addr: Ipv4Addr) -> Result<(OwnedFd, OwnedFd), ResolverError> {
+    Ok((
+        bound(addr, SockType::Datagram)?,
+        bound(addr, SockType::Stream)?,
+    ))
+}
+
 /// Start the UDP and TCP servers for the container of `shared`.
 pub fn start(shared: Arc<Shared>, upstream: Vec<IpAddr>) -> Result<(), ResolverError> {
     let ns = std::fs::File::open(format!("/proc/{}/ns/net", shared.init_pid))
         .map_err(|e| ResolverError::Netns(e.to_string()))?;
     let ns = Arc::new(OwnedFd::from(ns));
     let addr = shared.resolver;
-    let (udp, tcp) = in_netns(&ns, move || -> Result<_, ResolverError> {
-        Ok((
-            bound(addr, SockType::Datagram)?,
-            bound(addr, SockType::Stream)?,
-        ))
-    })??;
+    let (udp, tcp) = in_netns(&ns, move || bind_pair(addr))??;
+    serve(shared, udp, tcp, Some(ns), upstream)
+}
+
+/// Serve on sockets already bound in the container's namespace; `ns`: the namespace the
+/// nameservers are asked from (`None`: the guard's own, for a relayed sandbox).
+pub fn serve(
+    shared: Arc<Shared>,
+    udp: OwnedFd,
+    tcp: OwnedFd,
+    ns: Option<Arc<OwnedFd>>,
+    upstream: Vec<IpAddr>,
+) -> Result<(), ResolverError> {
     let udp = Arc::new(UdpSocket::from(udp));
     let tcp = TcpListener::from(tcp);
     let up = Arc::new(Upstream {
@@ -124,7 +139,7 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), ResolverEr
 }
 
 struct Upstream {
-    ns: Arc<OwnedFd>,
+    ns: Option<Arc<OwnedFd>>,
     servers: Vec<IpAddr>,
 }
 
@@ -132,7 +147,9 @@ impl Upstream {
     /// Ask each nameserver in turn, from inside the container's network namespace. Runs on
     /// a per-query (or per-connection) thread, which enters the namespace itself.
     fn ask(&self, query: &[u8], tcp: bool) -> Option<Vec<u8>> {
-        nix::sched::setns(self.ns.as_fd(), CloneFlags::CLONE_NEWNET).ok()?;
+        if let Some(ns) = &self.ns {
+            nix::sched::setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).ok()?;
+        }
         self.servers.iter().find_map(|s| {
             let to = SocketAddr::new(*s, 53);
             if tcp {

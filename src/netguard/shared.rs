@@ -52,6 +52,33 @@ pub(super) fn compile_rules(policies: &BTreeMap<String, EffectiveNetwork>) -> Ar
     Arc::new(out)
 }
 
+/// Relayed egress (a sandbox run without root, `relay`).
+pub struct Relay {
+    /// The sandbox's network namespace (its inode), learnt from the resolver sockets its init
+    /// hands over. Unknown, no socket counts as the sandbox's: nothing is relayed and nothing
+    /// reaches the resolver.
+    pub sandbox_ns: OnceLock<u64>,
+    /// The nameservers, until the resolver starts on the init's sockets.
+    pub upstream: Mutex<Option<Vec<std::net::IpAddr>>>,
+}
+
+impl Relay {
+    pub fn new(upstream: Vec<std::net::IpAddr>) -> Relay {
+        Relay {
+            sandbox_ns: OnceLock::new(),
+            upstream: Mutex::new(Some(upstream)),
+        }
+    }
+
+    /// Which side `sock` is on.
+    pub fn place(&self, sock: &OwnedFd) -> super::relay::Place {
+        match self.sandbox_ns.get() {
+            Some(ns) => super::relay::place(sock, *ns),
+            None => super::relay::Place::Elsewhere,
+        }
+    }
+}
+
 /// What every guard thread shares.
 pub struct Shared {
     pub id: String,
@@ -66,6 +93,8 @@ pub struct Shared {
     pub(super) baseline: Baseline,
     pub(super) conns: Connections,
     pub(super) fence: Option<Fence>,
+    /// Without root: allowed calls are relayed through sockets on the host's network.
+    pub(super) relay: Option<Relay>,
     pub(super) local: LocalRules,
     pub(super) aslr: bool,
     /// pidfds have inodes unique per pid (caller lookups can be cached).

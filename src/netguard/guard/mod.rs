@@ -37,7 +37,7 @@ use super::local::LocalRules;
 use super::notif;
 use super::protocol::{self, Response, MAX_REQUEST};
 use super::resolver;
-use super::shared::{pidfs, Generation, Shared, REFRESH_EVERY};
+use super::shared::{pidfs, Generation, Relay, Shared, REFRESH_EVERY};
 use super::waiter::Waiter;
 use crate::audit::{self, Throttle};
 use crate::helper::{self, HelperService};
@@ -45,6 +45,7 @@ use crate::helper::{self, HelperService};
 mod call;
 mod notify;
 mod perform;
+mod relayed;
 mod verdict;
 
 /// Process trees (init and each `exec`) served at once; one thread each.
@@ -68,6 +69,9 @@ pub struct GuardConfigBase {
     pub upstream: Vec<IpAddr>,
     /// The kernel fence, set up between create and start.
     pub fence: Option<Fence>,
+    /// A sandbox run without root: allowed calls are relayed (`relay`), and the resolver
+    /// serves on sockets the init hands over.
+    pub relay: bool,
     /// Local socket rules (`sandbox`).
     pub local: LocalRules,
     /// Roots the layer-7 proxy trusts upstream besides the host's (node configuration).
@@ -112,6 +116,7 @@ impl Guard {
             baseline: Baseline::default(),
             conns: Connections::default(),
             fence: c.base.fence,
+            relay: c.base.relay.then(|| Relay::new(c.base.upstream.clone())),
             local: c.base.local,
             aslr: capture::system_aslr(),
             pidfs: pidfs(),
@@ -157,11 +162,14 @@ impl HelperService for Guard {
             // Without the waiter, calls that would wait fail with EAGAIN.
             Err(e) => tracing::error!("network guard of {}: waiter: {e}", shared.id),
         }
-        let timed = crate::timing::span("resolver-start");
-        let resolver = resolver::start(shared.clone(), std::mem::take(&mut self.upstream));
-        drop(timed);
-        if let Err(e) = resolver {
-            tracing::error!("network guard of {}: resolver: {e}", shared.id);
+        // Relayed, the resolver starts on the sockets the init hands over (`adopt`).
+        if shared.relay.is_none() {
+            let timed = crate::timing::span("resolver-start");
+            let resolver = resolver::start(shared.clone(), std::mem::take(&mut self.upstream));
+            drop(timed);
+            if let Err(e) = resolver {
+                tracing::error!("network guard of {}: resolver: {e}", shared.id);
+            }
         }
         let GuardEnds { listener, init } = control;
         let s = shared.clone();
@@ -227,8 +235,8 @@ fn serve_control(shared: &Arc<Shared>, mut conn: UnixStream) -> std::io::Result<
     let (req, pid) = read_request(&conn)?;
     let error = |message: String| Response::Error { message };
     let reply = match req {
-        Ok(protocol::Request::Listener { fd }) => match pid {
-            Some(pid) => adopt(shared, pid, fd).map_or_else(error, |()| Response::Ok),
+        Ok(protocol::Request::Listener { fd, dns }) => match pid {
+            Some(pid) => adopt(shared, pid, fd, dns).map_or_else(error, |()| Response::Ok),
             None => error("no credentials".into()),
         },
         Ok(protocol::Request::Reload) => shared
@@ -244,9 +252,12 @@ fn serve_control(shared: &Arc<Shared>, mut conn: UnixStream) -> std::io::Result<
 
 /// Take the listener of a new container process and serve it on a thread of its own. The
 /// process waits for the answer, so it runs nothing before it is in the fence.
-fn adopt(shared: &Arc<Shared>, pid: i32, fd: i32) -> Result<(), String> {
+fn adopt(shared: &Arc<Shared>, pid: i32, fd: i32, dns: Option<[i32; 2]>) -> Result<(), String> {
     if let Some(f) = &shared.fence {
         f.admit(pid).map_err(|e| e.to_string())?;
+    }
+    if let (Some(relay), Some(dns)) = (&shared.relay, dns) {
+        serve_relayed_dns(shared, relay, pid, dns)?;
     }
     if shared.listeners.fetch_add(1, Ordering::SeqCst) >= MAX_LISTENERS {
         shared.listeners.fetch_sub(1, Ordering::SeqCst);
@@ -273,6 +284,35 @@ fn adopt(shared: &Arc<Shared>, pid: i32, fd: i32) -> Result<(), String> {
             shared.listeners.fetch_sub(1, Ordering::SeqCst);
             format!("no thread for the listener: {e}")
         })
+}
+
+/// Start the resolver of a relayed sandbox on the sockets its init bound, once; they also
+/// name the sandbox's network namespace. Later hand-overs (none: `exec` is refused without
+/// root) cannot replace them.
+fn serve_relayed_dns(
+    shared: &Arc<Shared>,
+    relay: &Relay,
+    pid: i32,
+    dns: [i32; 2],
+) -> Result<(), String> {
+    let Some(upstream) = relay
+        .upstream
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    else {
+        return Err("the resolver's sockets were handed over already".into());
+    };
+    let pidfd = helper::pidfd_open_flags(pid, 0).map_err(|e| format!("pidfd of {pid}: {e}"))?;
+    let take = |fd: i32| {
+        notif::pidfd_getfd(&pidfd, fd).map_err(|e| format!("resolver fd {fd} of {pid}: {e}"))
+    };
+    let (udp, tcp) = (take(dns[0])?, take(dns[1])?);
+    let ns = super::relay::netns_inode(&udp)
+        .map_err(|e| format!("the network namespace of the resolver's socket: {e}"))?;
+    let _ = relay.sandbox_ns.set(ns);
+    let _t = crate::timing::span("resolver-start");
+    resolver::serve(shared.clone(), udp, tcp, None, upstream).map_err(|e| e.to_string())
 }
 
 fn serve_listener(shared: &Arc<Shared>, listener: Arc<OwnedFd>) {

@@ -114,6 +114,11 @@ pub(super) fn handle(shared: &Arc<Shared>, listener: &Arc<OwnedFd>, req: &libc::
             if domain == libc::AF_UNIX && shared.local.unix {
                 return unix_call(shared, listener, id, tid, nr, &req.data.args, sock, pidfd);
             }
+            if shared.relay.is_some() {
+                // No fence: a relayed socket swapped onto this number before the kernel
+                // looked again would connect or send undecided. The guard makes the call.
+                return local_call(shared, listener, id, tid, nr, &req.data.args, sock, pidfd);
+            }
             // Local sockets: no network to guard. If another thread swaps an inet socket
             // onto this descriptor before the kernel looks it up again, the kernel fence
             // refuses the inet connect or addressed send (the caller is not the guard).
@@ -139,7 +144,15 @@ pub(super) fn handle(shared: &Arc<Shared>, listener: &Arc<OwnedFd>, req: &libc::
     if !notif::valid(listener, id) {
         return;
     }
-    let Some(ctx) = CallCtx::of(shared, listener, id, tid, nr, pidfd) else {
+    let Some(ctx) = CallCtx::of(
+        shared,
+        listener,
+        id,
+        tid,
+        nr,
+        req.data.args[0] as i32,
+        pidfd,
+    ) else {
         return;
     };
     ctx.run(sock, request);
@@ -200,16 +213,43 @@ fn unix_call(
         }
         _ => {}
     }
-    let Some(ctx) = CallCtx::of(shared, listener, id, tid, nr, pidfd) else {
+    let Some(ctx) = CallCtx::of(shared, listener, id, tid, nr, args[0] as i32, pidfd) else {
         return;
     };
     ctx.unix(tid, &proc, sock, request);
 }
 
-/// `listen`: where only loopback may listen, the guard listens on its copy of the socket (so
-/// a descriptor swapped meanwhile changes nothing); elsewhere the call continues.
+/// A call on a local (unix or netlink) socket of a relayed sandbox, made by the guard on the
+/// file it took: with no fence, "continue" would let the kernel look the number up again.
+#[allow(clippy::too_many_arguments)]
+fn local_call(
+    shared: &Arc<Shared>,
+    listener: &Arc<OwnedFd>,
+    id: u64,
+    tid: i32,
+    nr: i64,
+    args: &[u64; 6],
+    sock: OwnedFd,
+    pidfd: OwnedFd,
+) {
+    let request = match read_request_args(&Mem(Pid::from_raw(tid)), nr, args) {
+        Ok(r) => r,
+        Err(e) => return notif::respond(listener, id, Reply::Error(e)),
+    };
+    if !notif::valid(listener, id) {
+        return;
+    }
+    let Some(ctx) = CallCtx::of(shared, listener, id, tid, nr, args[0] as i32, pidfd) else {
+        return;
+    };
+    ctx.local(sock, request);
+}
+
+/// `listen`: where only loopback may listen, or sockets are relayed, the guard listens on its
+/// copy of the socket (so a descriptor swapped meanwhile changes nothing); elsewhere the call
+/// continues.
 fn listen(shared: &Shared, listener: &Arc<OwnedFd>, id: u64, tid: i32, args: &[u64; 6]) {
-    if !shared.local.loopback_listen {
+    if !shared.local.loopback_listen && shared.relay.is_none() {
         return notif::respond(listener, id, Reply::Continue);
     }
     let fds = match notif::ThreadFds::open(tid) {
@@ -227,6 +267,20 @@ fn listen(shared: &Shared, listener: &Arc<OwnedFd>, id: u64, tid: i32, args: &[u
         return notif::respond(listener, id, Reply::Error(Errno::ENOTSOCK));
     };
     let inet = matches!(domain, libc::AF_INET | libc::AF_INET6);
+    // Relayed, only the sandbox's own sockets listen: a relayed one whose connect failed is a
+    // socket of the host's network again, and would listen there.
+    if let Some(relay) = &shared.relay {
+        if inet && relay.place(&sock) != crate::netguard::relay::Place::Sandbox {
+            return refuse(
+                shared,
+                listener,
+                id,
+                tid,
+                "listening on a socket of the host's network",
+                serde_json::json!({"syscall": "listen", "family": domain}),
+            );
+        }
+    }
     let abstract_name = domain == libc::AF_UNIX
         && !shared.local.abstract_names
         && local_address(&sock).is_some_and(|a| local::is_abstract(&a));
@@ -240,7 +294,10 @@ fn listen(shared: &Shared, listener: &Arc<OwnedFd>, id: u64, tid: i32, args: &[u
             serde_json::json!({"syscall": "listen", "family": domain}),
         );
     }
-    if inet && !local_address(&sock).is_some_and(|a| local::loopback_bound(&a)) {
+    if inet
+        && shared.local.loopback_listen
+        && !local_address(&sock).is_some_and(|a| local::loopback_bound(&a))
+    {
         return refuse(
             shared,
             listener,

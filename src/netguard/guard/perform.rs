@@ -22,7 +22,7 @@ use crate::netguard::sockaddr::{self, Target};
 use crate::netguard::waiter::{self, Pending};
 
 /// A send the guard performs: `Err(EAGAIN)` from a caller that may wait means "not yet".
-type Op = Box<dyn FnMut(&OwnedFd) -> Result<usize, Errno> + Send>;
+pub(super) type Op = Box<dyn FnMut(&OwnedFd) -> Result<usize, Errno> + Send>;
 
 /// One notified call after its arguments were read.
 pub(super) struct CallCtx {
@@ -33,6 +33,9 @@ pub(super) struct CallCtx {
     /// The calling thread (its pidfd): signals go to it, never to a pid number.
     pidfd: Arc<OwnedFd>,
     syscall: &'static str,
+    /// The calling thread and the descriptor number it named (where a relayed socket goes).
+    pub(super) tid: i32,
+    pub(super) fd: i32,
 }
 
 impl CallCtx {
@@ -44,6 +47,7 @@ impl CallCtx {
         id: u64,
         tid: i32,
         nr: i64,
+        fd: i32,
         pidfd: OwnedFd,
     ) -> Option<CallCtx> {
         let Some(caller) = Caller::of(tid, &shared.captures, shared.pid_key(&pidfd)) else {
@@ -57,7 +61,17 @@ impl CallCtx {
             caller,
             pidfd: Arc::new(pidfd),
             syscall: syscall_name(nr),
+            tid,
+            fd,
         })
+    }
+
+    pub(super) fn listener(&self) -> &Arc<OwnedFd> {
+        &self.listener
+    }
+
+    pub(super) fn id(&self) -> u64 {
+        self.id
     }
 
     pub(super) fn respond(&self, r: Reply) {
@@ -122,6 +136,9 @@ impl CallCtx {
         // connect the guard makes non-blocking.
         let fl = calls::file_flags(&sock);
         let blocking = fl.is_some_and(|fl| calls::may_block(fl, request.flags()));
+        if let Some(place) = self.shared.relay.as_ref().map(|r| r.place(&sock)) {
+            return self.relayed(place, sock, request, fl, blocking);
+        }
         match request {
             Request::Connect(addr) => self.connect(sock, addr, fl, blocking),
             Request::SendTo {
@@ -190,6 +207,18 @@ impl CallCtx {
             Some(fl) => calls::connect_nowait(&sock, &addr, fl),
             None => Err(Errno::EBADF),
         };
+        self.conclude_connect(sock, started, blocking, by);
+    }
+
+    /// Answer a connect the guard started on `sock`: at once when it is over (or the caller
+    /// does not wait), else from the waiter when the handshake ends.
+    pub(super) fn conclude_connect(
+        self,
+        sock: OwnedFd,
+        started: Result<Option<usize>, Errno>,
+        blocking: bool,
+        by: Option<String>,
+    ) {
         let started = match started {
             Ok(None) if !blocking => Err(Errno::EINPROGRESS),
             r => r,
@@ -215,7 +244,7 @@ impl CallCtx {
 
     /// Perform `op` now; if it would block a caller that may wait, let the waiter retry it
     /// when the socket is writable.
-    fn finish(self, sock: OwnedFd, blocking: bool, flags: i32, mut op: Op) {
+    pub(super) fn finish(self, sock: OwnedFd, blocking: bool, flags: i32, mut op: Op) {
         match op(&sock) {
             Err(Errno::EAGAIN) if blocking => {
                 let (pidfd, signal) = (self.pidfd.clone(), flags & libc::MSG_NOSIGNAL == 0);
@@ -253,7 +282,14 @@ impl CallCtx {
 
     /// Messages in order; the first refused or failed one ends the batch, as in the kernel.
     /// At most `MAX_DATA` bytes go out per call; the count says how many messages did.
-    fn sendmmsg(self, sock: OwnedFd, vec: u64, hdrs: Vec<Header>, flags: i32, blocking: bool) {
+    pub(super) fn sendmmsg(
+        self,
+        sock: OwnedFd,
+        vec: u64,
+        hdrs: Vec<Header>,
+        flags: i32,
+        blocking: bool,
+    ) {
         let mut allowed = Vec::with_capacity(hdrs.len());
         let mut first_refusal = None;
         for h in &hdrs {
@@ -279,12 +315,18 @@ impl CallCtx {
         if allowed.is_empty() {
             return self.respond(Reply::Error(first_refusal.unwrap_or(Errno::EINVAL)));
         }
+        let op = self.mmsg_op(allowed, vec, flags);
+        self.finish(sock, blocking, flags, op);
+    }
+
+    /// Send `allowed` in order, as one `sendmmsg` to vector `vec` of the caller.
+    pub(super) fn mmsg_op(&self, allowed: Vec<Header>, vec: u64, flags: i32) -> Op {
         let mem = Mem(Pid::from_raw(self.caller.pid));
         let (listener, id) = (self.listener.clone(), self.id);
         let mut next = 0usize;
         let mut sent = 0usize;
         let mut bytes = 0usize;
-        let op: Op = Box::new(move |s| {
+        Box::new(move |s| {
             let f = flags | libc::MSG_DONTWAIT;
             while next < allowed.len() && bytes < calls::MAX_DATA {
                 let h = &allowed[next];
@@ -308,8 +350,7 @@ impl CallCtx {
                 }
             }
             Ok(sent)
-        });
-        self.finish(sock, blocking, flags, op);
+        })
     }
 
     fn refuse_option(&self, opt: &str) {
@@ -382,7 +423,7 @@ impl CallCtx {
 /// A send operation with the flags the caller gave; a caller that may wait gets the send
 /// made without waiting (the waiter retries it), and a fast open still in its handshake
 /// finishes with a plain send of the data once the connection is up.
-fn send_op(
+pub(super) fn send_op(
     blocking: bool,
     flags: i32,
     mut send: impl FnMut(&OwnedFd, i32) -> Result<usize, Errno> + Send + 'static,
@@ -462,7 +503,7 @@ fn source_port(sock: &OwnedFd, v6: bool) -> Result<u16, Errno> {
     }
 }
 
-fn socket_type(sock: &OwnedFd) -> Option<i32> {
+pub(super) fn socket_type(sock: &OwnedFd) -> Option<i32> {
     socket::getsockopt(sock, sockopt::SockType)
         .ok()
         .map(|t| t as i32)
