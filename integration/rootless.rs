@@ -92,10 +92,21 @@ impl User {
     /// its own, made as root before dropping to the user): its nameservers are the sandbox's
     /// upstream.
     fn nemosandbox_resolving(&self, p: &Project, resolv_conf: &Path, args: &[&str]) -> Command {
-        let mut c = Command::new("unshare");
-        c.args(["--mount", "--propagation", "private", "sh", "-c"])
-            .arg("mount --bind \"$0\" /etc/resolv.conf && exec setpriv \"$@\"")
-            .arg(resolv_conf);
+        // A guard that stops answering would hold the command for good: killed after two
+        // minutes, so such a failure shows as one.
+        let mut c = Command::new("timeout");
+        c.args([
+            "-s",
+            "KILL",
+            "120",
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+        ])
+        .args(["sh", "-c"])
+        .arg("mount --bind \"$0\" /etc/resolv.conf && exec setpriv \"$@\"")
+        .arg(resolv_conf);
         self.as_user(c, p, args)
     }
 
@@ -303,9 +314,14 @@ print("status:", open("/proc/self/status").read().startswith("Name:"))
 
 /// The attacks on relayed egress, each beside its allowed twin (see `relayed_egress`).
 const RELAY_SCRIPT: &str = r#"
-import ctypes, os, socket, sys, threading
-P, U, E = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+import ctypes, errno, os, signal, socket, struct, sys, threading
+signal.alarm(30)
+P, U, E, C = (int(a) for a in sys.argv[1:5])
 libc = ctypes.CDLL(None, use_errno=True)
+def ok(rc):
+    if rc < 0:
+        e = ctypes.get_errno(); raise OSError(e, os.strerror(e))
+    return rc
 def err(e): return "errno%d" % e.errno if isinstance(e, OSError) and e.errno else type(e).__name__
 def case(label, f):
     try: print(label + ": " + str(f()))
@@ -324,13 +340,30 @@ resolver = [l.split()[1] for l in open("/etc/resolv.conf") if l.startswith("name
 # the sandbox's resolver.
 case("relayed-to-resolver", lambda: u.sendto(b"\0" * 12, (resolver, 53)))
 case("fresh-to-resolver", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"\0" * 12, (resolver, 53)))
-# A relayed stream, disconnected (AF_UNSPEC), would listen on the host's network.
+# A relayed stream is the host's: it may not listen there, nor give its port back
+# (AF_UNSPEC) for a bind of the workload's choosing; one whose connect failed has given it
+# back, and may not bind.
 t = socket.create_connection(("127.0.0.1", P), timeout=5)
 unspec = ctypes.create_string_buffer(16)
-case("disconnect", lambda: libc.connect(t.fileno(), unspec, 16) or 0)
+case("disconnect-relayed", lambda: ok(libc.connect(t.fileno(), unspec, 16)))
 case("listen-relayed", lambda: t.listen(1) or "listening")
-own = socket.socket(); own.bind(("127.0.0.1", 0))
+case("disconnect-relayed-udp", lambda: ok(libc.connect(u.fileno(), unspec, 16)))
+f = socket.socket(); f.setblocking(False)
+case("connect-closed", lambda: errno.errorcode.get(f.connect_ex(("127.0.0.1", C)), "0"))
+f.setblocking(True)
+case("bind-failed-relayed", lambda: f.bind(("0.0.0.0", 0)) or "bound")
+own = socket.socket()
+case("bind-own", lambda: own.bind(("127.0.0.1", 0)) or "ok")
 case("listen-own", lambda: own.listen(1) or "ok")
+# Local calls are the guard's to make: the kernel's netlink answers, another port does not;
+# a unix path is never looked up on the host.
+n = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+case("netlink-kernel", lambda: n.sendto(bytes(16), (0, 0)))
+case("netlink-group", lambda: n.sendto(bytes(16), (0, 1)))
+case("netlink-bind-group", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0).bind((0, 1)) or "bound")
+sa, sb = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+case("unix-path", lambda: sa.sendto(b"x", "/run/user/0/bus"))
+case("unix-pair", lambda: sa.send(b"y") and sb.recv(1).decode())
 # The swap: a call on a local socket that the guard let continue would find the relayed
 # datagram socket under its number, connect it anywhere, and send past the guard.
 a, b = socket.socketpair()
@@ -346,9 +379,34 @@ connected = 0
 for i in range(3000):
     if libc.connect(num, evil, 16) == 0:
         connected += 1
-        libc.send(num, b"raced", 5, 0)
+        libc.send(num, b"raced", 5, socket.MSG_DONTWAIT)
 stop = True; th.join()
 print("race-connected: %d" % connected)
+# Zero-copy: the guard sends from its own buffer, copied; no completion ever comes back.
+def zerocopy():
+    u.setsockopt(socket.SOL_SOCKET, 60, 1)
+    u.sendto(b"zc", 0x4000000, ("127.0.0.1", U))
+    import time; time.sleep(0.2)
+    u.recvmsg(64, 256, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+    return "completion"
+case("zerocopy", zerocopy)
+# Last: without its fix this one stops the guard for good.
+# Control data whose length wraps when rounded up: refused, and the guard goes on answering.
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+class msghdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
+                ("iov", ctypes.POINTER(iovec)), ("iovlen", ctypes.c_size_t),
+                ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t), ("flags", ctypes.c_int)]
+def raw_sendmsg(sock, control):
+    dest = struct.pack("=H", socket.AF_INET) + struct.pack(">H", U) + socket.inet_aton("127.0.0.1") + bytes(8)
+    data, name, ctl = (ctypes.create_string_buffer(b, len(b)) for b in (b"x", dest, control))
+    iov = iovec(ctypes.cast(data, ctypes.c_void_p), 1)
+    m = msghdr(ctypes.cast(name, ctypes.c_void_p), len(dest), ctypes.pointer(iov), 1,
+               ctypes.cast(ctl, ctypes.c_void_p), len(control), 0)
+    return ok(libc.sendmsg(sock.fileno(), ctypes.byref(m), 0))
+case("wrapping-cmsg", lambda: raw_sendmsg(u, struct.pack("=Qii", 2**64 - 7, socket.IPPROTO_IP, 0) + bytes(8)))
+case("after-wrapping", lambda: u.sendto(b"again", ("127.0.0.1", U)))
 "#;
 
 /// Egress without root: the sandbox keeps its own loopback-only network and the guard
@@ -358,8 +416,14 @@ print("race-connected: %d" % connected)
 /// - a name the policy does not cover is never asked upstream;
 /// - an allowed datagram arrives, one to another port of the same host does not;
 /// - a relayed datagram socket cannot reach port 53 of the resolver's address on the host;
-/// - a relayed stream disconnected with AF_UNSPEC cannot listen on the host's network (the
-///   sandbox's own socket can listen);
+/// - a relayed socket cannot listen, dissolve its association (which gives its host port
+///   back) or, once its connect failed, bind on the host's network; the sandbox's own socket
+///   binds and listens;
+/// - control data whose length wraps is refused and the guard goes on answering; a zero-copy
+///   send is made as a copy (no completion comes back from the guard's buffer);
+/// - the guard makes local calls itself, so they name only the kernel over netlink (a group
+///   is refused EPERM, as the kernel would refuse the workload) and never a unix path (which
+///   would be the host's); a socket pair works;
 /// - a local socket swapped for the relayed one under a connect (another thread's `dup2`)
 ///   never connects it: the guard makes local calls itself, it never lets them continue.
 #[test]
@@ -389,6 +453,12 @@ fn without_root_egress_is_relayed_per_binary() {
         allowed.local_addr().unwrap().port(),
         evil.local_addr().unwrap().port(),
     );
+    // Allowed, and nothing listens there.
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let ns_ip = Ipv4Addr::new(127, 77, 0, 53);
     let records = [
         ("loop.nemo.test", Ipv4Addr::LOCALHOST),
@@ -405,6 +475,7 @@ fn without_root_egress_is_relayed_per_binary() {
             "version: 1\nnetwork_policies:\n  loop:\n    endpoints:\n\
              \x20     - {{ host: loop.nemo.test, port: {port}, allowed_ips: [127.0.0.1] }}\n\
              \x20     - {{ host: 127.0.0.1, port: {up} }}\n\
+             \x20     - {{ host: 127.0.0.1, port: {closed} }}\n\
              \x20   binaries:\n      - {{ path: {} }}\n",
             python.display()
         ),
@@ -414,7 +485,10 @@ fn without_root_egress_is_relayed_per_binary() {
     std::fs::write(&script, RELAY_SCRIPT).unwrap();
     let curl =
         format!("curl -s -o /dev/null --max-time 5 http://127.0.0.1:{port}/; echo curl-exit: $?");
-    let cmd = format!("python3 {} {port} {up} {ep}; {curl}", script.display());
+    let cmd = format!(
+        "{curl}; python3 {} {port} {up} {ep} {closed}",
+        script.display()
+    );
     let out = u
         .nemosandbox_resolving(
             &proj,
@@ -434,14 +508,30 @@ fn without_root_egress_is_relayed_per_binary() {
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     let eacces = format!("errno{}", libc::EACCES);
+    let (eagain, eperm) = (
+        format!("errno{}", libc::EAGAIN),
+        format!("errno{}", libc::EPERM),
+    );
     for (what, want) in [
         ("tcp-by-name", "hello"),
         ("udp-allowed", "2"),
         ("udp-elsewhere", eacces.as_str()),
         ("relayed-to-resolver", eacces.as_str()),
-        ("disconnect", "0"),
         ("listen-relayed", eacces.as_str()),
+        ("disconnect-relayed", eacces.as_str()),
+        ("disconnect-relayed-udp", eacces.as_str()),
+        ("connect-closed", "EINPROGRESS"),
+        ("bind-failed-relayed", eacces.as_str()),
+        ("bind-own", "ok"),
         ("listen-own", "ok"),
+        ("wrapping-cmsg", eacces.as_str()),
+        ("after-wrapping", "5"),
+        ("zerocopy", &eagain),
+        ("netlink-kernel", "16"),
+        ("netlink-group", &eperm),
+        ("netlink-bind-group", &eperm),
+        ("unix-path", eacces.as_str()),
+        ("unix-pair", "y"),
         ("race-connected", "0"),
         // curl's "could not connect": the guard refused it.
         ("curl-exit", "7"),

@@ -155,25 +155,15 @@ pub fn sandbox_cwd(cwd: Option<PathBuf>) -> PathBuf {
     }
 }
 
-/// `/sys`, read-only: a fresh sysfs, or, in a user namespace that shares the host's network
-/// namespace, the host's bound (the kernel lets only the owner of a network namespace mount
-/// sysfs).
-fn sys_mount(shared_net_in_userns: bool) -> Mount {
-    if shared_net_in_userns {
-        mount(
-            "/sys",
-            "bind",
-            "/sys",
-            &["rbind", "rro", "nosuid", "noexec", "nodev"],
-        )
-    } else {
-        mount(
-            "/sys",
-            "sysfs",
-            "sysfs",
-            &["nosuid", "noexec", "nodev", "ro"],
-        )
-    }
+/// `/sys`, read-only and fresh. A sandbox in a user namespace always has a network
+/// namespace of its own, which its user namespace owns, as the kernel requires to mount sysfs.
+fn sys_mount() -> Mount {
+    mount(
+        "/sys",
+        "sysfs",
+        "sysfs",
+        &["nosuid", "noexec", "nodev", "ro"],
+    )
 }
 
 /// The default capabilities, plus what the in-container stage needs without root before
@@ -372,7 +362,7 @@ pub fn sandbox_spec(
             "mqueue",
             &["nosuid", "noexec", "nodev"],
         ),
-        sys_mount(req.user_map.is_some() && host_net),
+        sys_mount(),
     ];
     let mut mounts = mounts;
     // Not recursive: a host filesystem mounted beneath (a device tree, another disk) keeps
@@ -609,15 +599,24 @@ mod tests {
                 .map(|m| m.typ().clone().unwrap())
         };
         assert_eq!(sys(&spec).as_deref(), Some("sysfs"));
-        // The host's network: no sysfs of its own to mount, no loopback to bring up.
-        let shared = sandbox_spec(&req, &[], Path::new("/mnt/empty"), Path::new("/s"), true);
-        assert_eq!(sys(&shared).as_deref(), Some("bind"));
+        // Egress without root: still a network namespace of its own (the guard relays), with
+        // its loopback to bring up and its own sysfs.
+        let egress = sandbox_spec(&req, &[], Path::new("/mnt/empty"), Path::new("/s"), true);
+        assert_eq!(sys(&egress).as_deref(), Some("sysfs"));
         let bounds = |spec: &Spec, cap: Capability| {
             let process = spec.process().as_ref().unwrap();
             let caps = process.capabilities().as_ref().unwrap();
             caps.bounding().as_ref().unwrap().contains(&cap)
         };
-        assert!(!bounds(&shared, Capability::NetAdmin));
+        assert!(bounds(&egress, Capability::NetAdmin));
+        let ns = egress
+            .linux()
+            .as_ref()
+            .unwrap()
+            .namespaces()
+            .clone()
+            .unwrap();
+        assert!(ns.iter().any(|n| n.typ() == LinuxNamespaceType::Network));
         // With --map-root, no nested namespace and so no CAP_SETFCAP.
         let req = Request {
             user_map: Some(root),

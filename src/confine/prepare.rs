@@ -167,6 +167,8 @@ pub struct PlanInputs {
     pub local_denials: Option<LinuxSeccomp>,
     /// Have the kernel's audit record Landlock denials (node configuration), where it can.
     pub log_denials: bool,
+    /// A sandbox run without root: the network guard relays (`netguard::relay`).
+    pub relay: bool,
 }
 
 /// Rewrite `rw` to carry the effective policy, and build the confinement plan: the one place
@@ -219,7 +221,14 @@ pub fn prepare(
     };
     let netguard = {
         let _t = crate::timing::span("netguard-prepare");
-        crate::netguard::prepare::prepare(spec, &rootfs, own, container_id, &own.bpf_cache())?
+        crate::netguard::prepare::prepare(
+            spec,
+            &rootfs,
+            own,
+            container_id,
+            &own.bpf_cache(),
+            inputs.relay,
+        )?
     };
     let confinement = ConfinementPlan {
         version: crate::plan::PLAN_VERSION,

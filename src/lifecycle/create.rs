@@ -105,10 +105,13 @@ impl Runtime {
             crate::plan::Plan::unconfined(crate::listener::redirect(&mut rw.spec, &own))
         } else {
             let inputs = confine::prepare::PlanInputs {
+                // SO_REUSEPORT: on the host's network (or a relayed socket, which is on it)
+                // a group with a host service would share its traffic.
                 local_denials: confine::seccomp::local_denials(
                     opts.sandbox && !local.unix,
-                    opts.sandbox && host_net,
+                    opts.sandbox && (host_net || rootless),
                 ),
+                relay: rootless,
                 log_denials: node.audit.landlock_denials,
             };
             let _t = crate::timing::span("prepare");
@@ -118,17 +121,13 @@ impl Runtime {
             }
             plan
         };
-        let mut plan = crate::plan::Plan {
+        let plan = crate::plan::Plan {
             nested_user: opts.nested_user,
             rootless,
             loopback_up: rootless && opts.sandbox && !host_net,
             ..plan
         };
-        // Without root the guard relays: a sandbox's own namespace, whose resolver sockets
-        // only its init can bind.
-        if let Some(n) = plan.netguard.as_mut() {
-            n.relay = rootless;
-        }
+
         let timed = crate::timing::span("l7-setup");
         let secrets = netguard::l7::credentials::install(&mut rw.spec, &effective, &own)
             .map_err(|e| LifecycleError::Policy(format!("credentials: {e}")))?;

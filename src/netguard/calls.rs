@@ -137,8 +137,11 @@ pub fn read_iov(mem: &Mem, iov: u64, iovlen: u64, room: usize) -> Result<Vec<u8>
     Ok(data)
 }
 
+/// What `routing_option` calls control data whose lengths do not add up.
+pub const MALFORMED: &str = "a malformed control message";
+
 /// IPv6 routing headers and IPv4 source-route options in control data: they send
-/// an approved packet through hops no policy named.
+/// an approved packet through hops no policy named. Malformed control data is refused too.
 pub fn routing_option(control: &[u8]) -> Option<&'static str> {
     const HDR: usize = 16;
     let mut at = 0;
@@ -159,11 +162,12 @@ pub fn routing_option(control: &[u8]) -> Option<&'static str> {
         if found.is_some() {
             return found;
         }
-        if len < HDR {
-            // The kernel rejects such a message; nothing further can be read reliably.
-            return None;
+        // A length the caller chose: one past the data (or wrapping when rounded up) would
+        // otherwise stop the walk, or never end it. The kernel refuses such messages too.
+        match len.checked_add(7).map(|l| l & !7) {
+            Some(step) if len >= HDR && len <= control.len() - at => at += step,
+            _ => return Some(MALFORMED),
         }
-        at += (len + 7) & !7;
     }
     None
 }
@@ -309,5 +313,11 @@ mod tests {
         let opts = cmsg(libc::IPPROTO_IP, libc::IP_RETOPTS, &[0x83, 3, 4]);
         assert_eq!(routing_option(&opts), Some("IP_RETOPTS"));
         assert_eq!(routing_option(&[1, 2, 3]), None);
+        // Lengths the caller chose: past the data, short, or wrapping when rounded up.
+        for len in [u64::MAX - 6, u64::MAX, 4096, 8] {
+            let mut bad = ttl.clone();
+            bad[..8].copy_from_slice(&len.to_ne_bytes());
+            assert_eq!(routing_option(&bad), Some(MALFORMED), "{len}");
+        }
     }
 }

@@ -5,8 +5,9 @@
 //! guard; `sendto` without one (`send`) is decided in BPF, since its destination pointer is a
 //! register the workload cannot change after the check. `execve` and `execveat` go to the
 //! guard too, which captures what each exec started (`capture`), and `listen`, which a
-//! sandbox sharing the host's network only allows on loopback (`local`). The program is compiled
-//! once on the host, like the other filters.
+//! sandbox sharing the host's network only allows on loopback (`local`); a sandbox run
+//! without root also sends `bind` (`relay`). The program is compiled once on the host, like the
+//! other filters.
 //!
 //! Hand-over: after loading, the process holds the only listener fd. It writes the fd's number
 //! on a unix socket the runtime opened to the guard before the container process was cloned;
@@ -36,8 +37,9 @@ pub enum HandOverError {
     Refused(String),
 }
 
-/// The notification filter as a profile (compiled by the same code as the others).
-pub fn profile() -> oci_spec::runtime::LinuxSeccomp {
+/// The notification filter as a profile (compiled by the same code as the others). `relay`
+/// (a sandbox run without root) adds `bind`: a relayed socket is on the host's network.
+pub fn profile(relay: bool) -> oci_spec::runtime::LinuxSeccomp {
     let notify = |names: &[&str]| {
         LinuxSyscallBuilder::default()
             .names(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
@@ -66,17 +68,23 @@ pub fn profile() -> oci_spec::runtime::LinuxSeccomp {
             Arch::ScmpArchX32,
         ])
         .syscalls(vec![
-            notify(&[
-                "connect", "sendmsg", "sendmmsg", "execve", "execveat", "listen",
-            ]),
+            notify(if relay {
+                &[
+                    "connect", "sendmsg", "sendmmsg", "execve", "execveat", "listen", "bind",
+                ]
+            } else {
+                &[
+                    "connect", "sendmsg", "sendmmsg", "execve", "execveat", "listen",
+                ]
+            }),
             sendto,
         ])
         .build()
         .expect("static profile")
 }
 
-pub fn compile(cache: &std::path::Path) -> Result<Vec<u8>, BpfError> {
-    bpf::compile_cached(cache, &profile())
+pub fn compile(cache: &std::path::Path, relay: bool) -> Result<Vec<u8>, BpfError> {
+    bpf::compile_cached(cache, &profile(relay))
 }
 
 /// In the container process: load the filter, give its listener to the guard over `channel`

@@ -301,6 +301,23 @@ pub fn local_address(sock: &OwnedFd) -> Option<Vec<u8>> {
 }
 
 /// `listen` on the guard's copy of the caller's socket: the same socket, so the same effect.
+/// `bind` on the guard's copy of a socket, to an address read from the caller once.
+pub fn bind(sock: &OwnedFd, addr: &[u8]) -> Result<(), Errno> {
+    // SAFETY: `addr` is a buffer we own, of the length given; the descriptor is ours.
+    let r = unsafe {
+        libc::bind(
+            sock.as_raw_fd(),
+            addr.as_ptr() as *const libc::sockaddr,
+            addr.len() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(())
+    }
+}
+
 pub fn listen(sock: &OwnedFd, backlog: i32) -> Result<(), Errno> {
     // SAFETY: a plain syscall on a descriptor we own.
     let r = unsafe { libc::listen(sock.as_raw_fd(), backlog) };

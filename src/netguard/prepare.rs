@@ -76,6 +76,7 @@ pub fn prepare(
     own: &ContainerDir,
     id: &str,
     cache: &Path,
+    relay: bool,
 ) -> Result<NetPlan, NetPrepareError> {
     let resolver = resolver_address(id);
     let original = original_resolv_conf(spec, rootfs);
@@ -97,10 +98,10 @@ pub fn prepare(
     if original.is_none() {
         // Nothing to replace (and no file to mount over in a read-only tree): the container
         // has no resolver configuration; its DNS is still refused except through the guard.
-        return finish(own, cache, resolver, upstream);
+        return finish(own, cache, resolver, upstream, relay);
     }
     bind_read_only(spec, RESOLV, &conf);
-    finish(own, cache, resolver, upstream)
+    finish(own, cache, resolver, upstream, relay)
 }
 
 /// Bind `source` (a runtime file) read-only over `dest` in the container.
@@ -122,14 +123,15 @@ fn finish(
     cache: &Path,
     resolver: Ipv4Addr,
     upstream: Vec<IpAddr>,
+    relay: bool,
 ) -> Result<NetPlan, NetPrepareError> {
-    let bpf = super::filter::compile(cache)?;
+    let bpf = super::filter::compile(cache, relay)?;
     let path = own.filter(ContainerDir::NET_FILTER);
     std::fs::write(&path, &bpf).map_err(io_err(&path))?;
     Ok(NetPlan {
         resolver,
         upstream,
-        relay: false,
+        relay,
     })
 }
 

@@ -79,6 +79,7 @@ pub(super) fn handle(shared: &Arc<Shared>, listener: &Arc<OwnedFd>, req: &libc::
     match nr {
         libc::SYS_execve | libc::SYS_execveat => return exec(shared, listener, id, tid),
         libc::SYS_listen => return listen(shared, listener, id, tid, &req.data.args),
+        libc::SYS_bind => return bind(shared, listener, id, tid, &req.data.args),
         libc::SYS_connect | libc::SYS_sendto | libc::SYS_sendmsg | libc::SYS_sendmmsg => {}
         _ => return notif::respond(listener, id, Reply::Error(Errno::ENOSYS)),
     }
@@ -217,6 +218,64 @@ fn unix_call(
         return;
     };
     ctx.unix(tid, &proc, sock, request);
+}
+
+/// `bind`, notified only in a relayed sandbox: a relayed socket whose connect failed (or
+/// whose association ended) holds no port on the host any more, and bound there it would
+/// hold one of the workload's choosing. The sandbox's own inet sockets bind as usual, on the
+/// guard's copy; unix names would be the host's, and netlink groups need rights the
+/// workload lacks.
+fn bind(shared: &Shared, listener: &Arc<OwnedFd>, id: u64, tid: i32, args: &[u64; 6]) {
+    let Some(relay) = &shared.relay else {
+        return notif::respond(listener, id, Reply::Continue);
+    };
+    let fds = match notif::ThreadFds::open(tid) {
+        Ok(p) => p,
+        Err(_) => return notif::respond(listener, id, Reply::Error(Errno::ESRCH)),
+    };
+    if !notif::valid(listener, id) {
+        return;
+    }
+    let sock = match fds.get(args[0] as i32) {
+        Ok(s) => s,
+        Err(e) => return notif::respond(listener, id, Reply::Error(e)),
+    };
+    let Some(domain) = domain_of(&sock) else {
+        return notif::respond(listener, id, Reply::Error(Errno::ENOTSOCK));
+    };
+    let addr =
+        match crate::netguard::calls::read_sockaddr(&Mem(Pid::from_raw(tid)), args[1], args[2]) {
+            Ok(a) => a,
+            Err(e) => return notif::respond(listener, id, Reply::Error(e)),
+        };
+    if !notif::valid(listener, id) {
+        return;
+    }
+    let what = || serde_json::json!({"syscall": "bind", "family": domain});
+    let refusal = match domain {
+        libc::AF_INET | libc::AF_INET6 => (relay.place(&sock)
+            != crate::netguard::relay::Place::Sandbox)
+            .then_some((Errno::EACCES, "binding a socket of the host's network")),
+        _ => super::relayed::local_refusal(&addr),
+    };
+    if let Some((errno, why)) = refusal {
+        shared.audit(
+            audit::Event::new(
+                audit::Kind::Network,
+                audit::Decision::Denied,
+                "network guard",
+                why,
+            )
+            .pid(tid)
+            .request(what()),
+        );
+        return notif::respond(listener, id, Reply::Error(errno));
+    }
+    notif::respond(
+        listener,
+        id,
+        Reply::of(local::bind(&sock, &addr).map(|()| 0)),
+    );
 }
 
 /// A call on a local (unix or netlink) socket of a relayed sandbox, made by the guard on the

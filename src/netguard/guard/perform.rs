@@ -297,7 +297,7 @@ impl CallCtx {
                 self.event(
                     audit::Decision::Denied,
                     "network guard",
-                    &format!("source routing ({opt})"),
+                    &format!("control data refused: {opt}"),
                     None,
                     &[],
                 );
@@ -327,7 +327,7 @@ impl CallCtx {
         let mut sent = 0usize;
         let mut bytes = 0usize;
         Box::new(move |s| {
-            let f = flags | libc::MSG_DONTWAIT;
+            let f = sent_flags(flags);
             while next < allowed.len() && bytes < calls::MAX_DATA {
                 let h = &allowed[next];
                 let r = calls::read_iov(&mem, h.iov, h.iovlen, calls::MAX_DATA - bytes)
@@ -357,7 +357,7 @@ impl CallCtx {
         self.event(
             audit::Decision::Denied,
             "network guard",
-            &format!("source routing ({opt}) is not allowed"),
+            &format!("control data refused: {opt}"),
             None,
             &[],
         );
@@ -443,7 +443,7 @@ pub(super) fn send_op(
         }
         // Always: a caller that clears O_NONBLOCK after the guard read it must not make the
         // guard wait; a non-blocking caller gets EAGAIN either way.
-        match send(s, f | libc::MSG_DONTWAIT) {
+        match send(s, sent_flags(f)) {
             Err(Errno::EINPROGRESS) if blocking && f & libc::MSG_FASTOPEN != 0 => {
                 connecting = true;
                 Err(Errno::EAGAIN)
@@ -451,6 +451,13 @@ pub(super) fn send_op(
             r => r,
         }
     })
+}
+
+/// The flags the guard sends with: never waiting, and never zero-copy, whatever the caller
+/// set (with MSG_ZEROCOPY the kernel would go on reading the guard's buffer after the send
+/// returned, when the guard has reused that memory for something else).
+fn sent_flags(caller: i32) -> i32 {
+    (caller | libc::MSG_DONTWAIT) & !libc::MSG_ZEROCOPY
 }
 
 /// A send that hits a closed stream raises SIGPIPE in the caller, as the kernel would.

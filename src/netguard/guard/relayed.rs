@@ -82,7 +82,7 @@ impl CallCtx {
                     self.event(
                         audit::Decision::Denied,
                         "network guard",
-                        &format!("source routing ({opt}) is not allowed"),
+                        &format!("control data refused: {opt}"),
                         None,
                         &[],
                     );
@@ -168,6 +168,18 @@ impl CallCtx {
         let way = self.way(&addr);
         if way == Way::Resolver && place != Place::Sandbox {
             return self.refuse_resolver();
+        }
+        if way == Way::Unspec && place != Place::Sandbox {
+            // It would also give back the port the twin holds on the host, for a `bind`
+            // anywhere there.
+            self.event(
+                audit::Decision::Denied,
+                "network guard",
+                "dissolving the association of a relayed socket",
+                None,
+                &[],
+            );
+            return self.respond(Reply::Error(Errno::EACCES));
         }
         if way != Way::Out || place != Place::Sandbox {
             let started = calls::connect_nowait(&sock, &addr, fl);
@@ -268,6 +280,17 @@ impl CallCtx {
             );
             ctx.respond(Reply::Error(Errno::EACCES));
         };
+        let named = match &request {
+            Request::Connect(a) | Request::SendTo { addr: a, .. } => vec![a.as_slice()],
+            Request::SendMsg(h, _) => h.name.as_deref().into_iter().collect(),
+            Request::SendMmsg { hdrs, .. } => {
+                hdrs.iter().filter_map(|h| h.name.as_deref()).collect()
+            }
+        };
+        if let Some((errno, why)) = named.into_iter().find_map(local_refusal) {
+            self.event(audit::Decision::Denied, "local sockets", why, None, &[]);
+            return self.respond(Reply::Error(errno));
+        }
         match request {
             Request::Connect(addr) => {
                 let r = calls::connect_nowait(&sock, &addr, fl)
@@ -304,5 +327,54 @@ impl CallCtx {
                 self.finish(sock, blocking, flags, op);
             }
         }
+    }
+}
+
+/// Why a local call of a relayed sandbox may not name `addr`, if it may not. The guard makes
+/// the call from its own namespaces (the host's mount and network namespaces) with its own
+/// rights (it owns the sandbox's user namespace): a unix path or abstract name would be
+/// looked up on the host, and a netlink port or group other than the kernel's would be
+/// reached with rights the workload does not have (the kernel refuses it EPERM).
+pub(super) fn local_refusal(addr: &[u8]) -> Option<(Errno, &'static str)> {
+    let family = i32::from(u16::from_ne_bytes(addr.get(..2)?.try_into().ok()?));
+    let word = |at: usize| {
+        addr.get(at..at + 4)
+            .map_or(0, |b| u32::from_ne_bytes(b.try_into().expect("4 bytes")))
+    };
+    match family {
+        libc::AF_UNSPEC => None,
+        libc::AF_NETLINK if word(4) == 0 && word(8) == 0 => None,
+        libc::AF_NETLINK => Some((
+            Errno::EPERM,
+            "netlink to a port or group other than the kernel's, from a sandbox run without root",
+        )),
+        _ => Some((
+            Errno::EACCES,
+            "a unix address named by a sandbox run without root (it would be the host's)",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_calls_name_only_the_kernel_over_netlink() {
+        let nl = |pid: u32, groups: u32| {
+            let mut a = (libc::AF_NETLINK as u16).to_ne_bytes().to_vec();
+            a.extend([0, 0]);
+            a.extend(pid.to_ne_bytes());
+            a.extend(groups.to_ne_bytes());
+            a
+        };
+        assert_eq!(local_refusal(&nl(0, 0)), None);
+        assert_eq!(local_refusal(&nl(77, 0)).map(|r| r.0), Some(Errno::EPERM));
+        assert_eq!(local_refusal(&nl(0, 1)).map(|r| r.0), Some(Errno::EPERM));
+        let mut unix = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
+        unix.extend(b"/run/user/1000/bus\0");
+        assert_eq!(local_refusal(&unix).map(|r| r.0), Some(Errno::EACCES));
+        assert_eq!(local_refusal(&(libc::AF_UNSPEC as u16).to_ne_bytes()), None);
+        assert_eq!(local_refusal(&[]), None);
     }
 }
