@@ -44,6 +44,7 @@ ORDER = [("total", 0), ("bundle-load", 1), ("create", 1), ("policy", 2), ("rewri
          ("loopback-shells-pins", 3), ("helper-start", 3), ("symlink-guards", 3),
          ("meta-save", 3), ("create-other", 2), ("start", 1),
          ("wait", 1), ("confine", 2), ("landlock", 3), ("seccomp-load", 3), ("delete", 1),
+         ("delete-helper", 2), ("delete-libcontainer", 2), ("delete-purge", 2),
          ("other", 1), ("resolver-start", 1)]
 TOP = ["bundle-load", "create", "start", "wait", "delete"]
 CREATE = ["policy", "rewrite", "prepare", "l7-setup", "state-write", "guard-channel",

@@ -102,8 +102,8 @@ pub fn checks() -> Vec<Check> {
             feature: "cgroup bpf (network fence)",
             status: "needs root".into(),
             ok: true,
-            degrades: "without root: `sandbox` only, with no network policy and no named unix \
-                       socket (docs/rootless.md)"
+            degrades: "without root: `sandbox` only; egress relayed by the guard, no HTTP \
+                       rules, no named unix socket (docs/rootless.md)"
                 .into(),
         }
     });

@@ -368,6 +368,7 @@ impl Runtime {
             let _ = c.kill(Signal::SIGKILL, true);
             self.wait_cgroup_empty(&c, Duration::from_secs(10));
         }
+        let timed = crate::timing::span("delete-helper");
         if let Some(m) = &meta {
             // The guard lives in a child of the container's cgroup: it goes first, or the
             // container's cgroup cannot be removed.
@@ -378,7 +379,9 @@ impl Runtime {
                 f.tear_down(m.helper_pid);
             }
         }
+        drop(timed);
         let annotations = c.state.annotations.clone().unwrap_or_default();
+        let timed = crate::timing::span("delete-libcontainer");
         let mut attempt = 0;
         loop {
             match c.delete(true) {
@@ -392,6 +395,8 @@ impl Runtime {
                 Err(e) => return Err(lc("delete", id)(e)),
             }
         }
+        drop(timed);
+        let _t = crate::timing::span("delete-purge");
         if let Some(m) = &meta {
             undo_guards(&m.guards);
             if let Some(d) = &m.systemd_cgroup {
