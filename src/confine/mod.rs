@@ -205,8 +205,8 @@ pub fn apply(loaded: &LoadedPlan, exec: bool) -> Result<(), ConfineError> {
     // closed here once the guard holds them: the workload never has them.
     let dns = match &loaded.plan.netguard {
         Some(n) if n.relay && !exec => Some(
-            crate::netguard::resolver::bind_pair(n.resolver)
-                .map_err(|e| ConfineError::Resolver(e.to_string()))?,
+            crate::netguard::local::resolver_sockets(n.resolver)
+                .map_err(|e| ConfineError::Resolver(format!("binding {}:53: {e}", n.resolver)))?,
         ),
         _ => None,
     };

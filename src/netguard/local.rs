@@ -301,6 +301,27 @@ pub fn local_address(sock: &OwnedFd) -> Option<Vec<u8>> {
 }
 
 /// `listen` on the guard's copy of the caller's socket: the same socket, so the same effect.
+/// The resolver's UDP and TCP sockets on `addr`, port 53, in the caller's network namespace:
+/// the guard's when it can enter the container's, the init's (handed over) when it cannot.
+pub fn resolver_sockets(addr: std::net::Ipv4Addr) -> Result<(OwnedFd, OwnedFd), Errno> {
+    use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
+    let bound = |ty: SockType| -> Result<OwnedFd, Errno> {
+        let fd = socket::socket(AddressFamily::Inet, ty, SockFlag::SOCK_CLOEXEC, None)?;
+        // The loopback interface may come up after `create` (engines configure it in hooks).
+        let _ = socket::setsockopt(&fd, sockopt::IpFreebind, &true);
+        let _ = socket::setsockopt(&fd, sockopt::ReuseAddr, &true);
+        socket::bind(
+            fd.as_raw_fd(),
+            &SockaddrIn::from(std::net::SocketAddrV4::new(addr, 53)),
+        )?;
+        if ty == SockType::Stream {
+            socket::listen(&fd, socket::Backlog::new(64).expect("valid backlog"))?;
+        }
+        Ok(fd)
+    };
+    Ok((bound(SockType::Datagram)?, bound(SockType::Stream)?))
+}
+
 /// `bind` on the guard's copy of a socket, to an address read from the caller once.
 pub fn bind(sock: &OwnedFd, addr: &[u8]) -> Result<(), Errno> {
     // SAFETY: `addr` is a buffer we own, of the length given; the descriptor is ours.

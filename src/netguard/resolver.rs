@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sched::CloneFlags;
-use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn};
 use simple_dns::rdata::RData;
 use simple_dns::{Packet, PacketFlag, QTYPE, RCODE, TYPE};
 
@@ -61,39 +60,14 @@ fn in_netns<T: Send + 'static>(
     .map_err(|_| ResolverError::Netns("thread panicked".into()))?
 }
 
-fn bound(addr: Ipv4Addr, ty: SockType) -> Result<OwnedFd, ResolverError> {
-    let fd = socket::socket(AddressFamily::Inet, ty, SockFlag::SOCK_CLOEXEC, None)
-        .map_err(|e| ResolverError::Bind(addr, e))?;
-    // The loopback interface may come up after `create` (engines configure it in hooks).
-    let _ = socket::setsockopt(&fd, sockopt::IpFreebind, &true);
-    let _ = socket::setsockopt(&fd, sockopt::ReuseAddr, &true);
-    socket::bind(
-        std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &SockaddrIn::from(std::net::SocketAddrV4::new(addr, 53)),
-    )
-    .map_err(|e| ResolverError::Bind(addr, e))?;
-    if ty == SockType::Stream {
-        socket::listen(&fd, socket::Backlog::new(64).expect("valid backlog"))
-            .map_err(|e| ResolverError::Bind(addr, e))?;
-    }
-    Ok(fd)
-}
-
-/// The resolver's UDP and TCP sockets on `addr`, port 53, in the caller's network namespace.
-pub fn bind_pair(addr: Ipv4Addr) -> Result<(OwnedFd, OwnedFd), ResolverError> {
-    Ok((
-        bound(addr, SockType::Datagram)?,
-        bound(addr, SockType::Stream)?,
-    ))
-}
-
 /// Start the UDP and TCP servers for the container of `shared`.
 pub fn start(shared: Arc<Shared>, upstream: Vec<IpAddr>) -> Result<(), ResolverError> {
     let ns = std::fs::File::open(format!("/proc/{}/ns/net", shared.init_pid))
         .map_err(|e| ResolverError::Netns(e.to_string()))?;
     let ns = Arc::new(OwnedFd::from(ns));
     let addr = shared.resolver;
-    let (udp, tcp) = in_netns(&ns, move || bind_pair(addr))??;
+    let (udp, tcp) = in_netns(&ns, move || super::local::resolver_sockets(addr))?
+        .map_err(|e| ResolverError::Bind(addr, e))?;
     serve(shared, udp, tcp, Some(ns), upstream)
 }
 
