@@ -355,6 +355,9 @@ case("bind-failed-relayed", lambda: f.bind(("0.0.0.0", 0)) or "bound")
 own = socket.socket()
 case("bind-own", lambda: own.bind(("127.0.0.1", 0)) or "ok")
 case("listen-own", lambda: own.listen(1) or "ok")
+# The guard binds on its copy, with its user's rights over the sandbox's network: a port
+# below 1024 stays the workload's to ask for, and it holds no capability.
+case("bind-low-port", lambda: socket.socket().bind(("127.0.0.1", 80)) or "bound")
 # Local calls are the guard's to make: the kernel's netlink answers, another port does not;
 # a unix path is never looked up on the host.
 n = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
@@ -418,7 +421,7 @@ case("after-wrapping", lambda: u.sendto(b"again", ("127.0.0.1", U)))
 /// - a relayed datagram socket cannot reach port 53 of the resolver's address on the host;
 /// - a relayed socket cannot listen, dissolve its association (which gives its host port
 ///   back) or, once its connect failed, bind on the host's network; the sandbox's own socket
-///   binds and listens;
+///   binds and listens, but not on a port below 1024 (the guard could, the workload may not);
 /// - control data whose length wraps is refused and the guard goes on answering; a zero-copy
 ///   send is made as a copy (no completion comes back from the guard's buffer);
 /// - the guard makes local calls itself, so they name only the kernel over netlink (a group
@@ -524,6 +527,7 @@ fn without_root_egress_is_relayed_per_binary() {
         ("bind-failed-relayed", eacces.as_str()),
         ("bind-own", "ok"),
         ("listen-own", "ok"),
+        ("bind-low-port", eacces.as_str()),
         ("wrapping-cmsg", eacces.as_str()),
         ("after-wrapping", "5"),
         ("zerocopy", &eagain),

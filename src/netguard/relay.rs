@@ -156,6 +156,32 @@ pub fn bind_any(twin: &OwnedFd, domain: i32) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Whether thread `tid` may bind a port below 1024 itself: its effective set holds
+/// CAP_NET_BIND_SERVICE. The guard binds on its copy of the socket, and the guard's user made
+/// the sandbox's user namespace, so the kernel would let the guard bind a port the workload
+/// (whose capabilities are gone) could not.
+pub fn may_bind_low(tid: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|eff| eff & caps::Capability::CAP_NET_BIND_SERVICE.bitmask() != 0)
+}
+
+/// The port an inet `sockaddr` names, if it is one below 1024 other than 0 (0 asks the kernel
+/// for any port).
+pub fn privileged_port(addr: &[u8]) -> Option<u16> {
+    let family = u16::from_ne_bytes(addr.get(..2)?.try_into().ok()?);
+    if family != libc::AF_INET as u16 && family != libc::AF_INET6 as u16 {
+        return None;
+    }
+    let port = u16::from_be_bytes(addr.get(2..4)?.try_into().ok()?);
+    (port != 0 && port < 1024).then_some(port)
+}
+
 /// Whether descriptor `fd` of thread `tid` is close-on-exec (its `fdinfo` flags).
 pub fn cloexec_of(tid: i32, fd: i32) -> bool {
     let Ok(info) = std::fs::read_to_string(format!("/proc/{tid}/fdinfo/{fd}")) else {
@@ -214,6 +240,31 @@ mod tests {
         assert!(fd >= 0, "{}", Errno::last());
         // SAFETY: a new descriptor.
         unsafe { OwnedFd::from_raw_fd(fd) }
+    }
+
+    #[test]
+    fn low_ports_need_the_callers_own_capability() {
+        let mut a = vec![0u8; 16];
+        a[..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        a[2..4].copy_from_slice(&80u16.to_be_bytes());
+        assert_eq!(privileged_port(&a), Some(80));
+        a[2..4].copy_from_slice(&0u16.to_be_bytes());
+        assert_eq!(privileged_port(&a), None);
+        a[2..4].copy_from_slice(&1024u16.to_be_bytes());
+        assert_eq!(privileged_port(&a), None);
+        a[..2].copy_from_slice(&(libc::AF_UNIX as u16).to_ne_bytes());
+        a[2..4].copy_from_slice(&80u16.to_be_bytes());
+        assert_eq!(privileged_port(&a), None);
+        assert_eq!(privileged_port(&a[..3]), None);
+        let me = std::process::id() as i32;
+        let held = caps::has_cap(
+            None,
+            caps::CapSet::Effective,
+            caps::Capability::CAP_NET_BIND_SERVICE,
+        )
+        .unwrap();
+        assert_eq!(may_bind_low(me), held);
+        assert!(!may_bind_low(i32::MAX));
     }
 
     #[test]

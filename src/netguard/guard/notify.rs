@@ -15,6 +15,7 @@ use crate::netguard::calls::Mem;
 use crate::netguard::capture;
 use crate::netguard::local::{self, local_address};
 use crate::netguard::notif::{self, Reply};
+use crate::netguard::relay::{may_bind_low, privileged_port, Place};
 use crate::netguard::shared::Shared;
 
 const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
@@ -253,9 +254,14 @@ fn bind(shared: &Shared, listener: &Arc<OwnedFd>, id: u64, tid: i32, args: &[u64
     }
     let what = || serde_json::json!({"syscall": "bind", "family": domain});
     let refusal = match domain {
-        libc::AF_INET | libc::AF_INET6 => (relay.place(&sock)
-            != crate::netguard::relay::Place::Sandbox)
-            .then_some((Errno::EACCES, "binding a socket of the host's network")),
+        libc::AF_INET | libc::AF_INET6 if relay.place(&sock) != Place::Sandbox => {
+            Some((Errno::EACCES, "binding a socket of the host's network"))
+        }
+        libc::AF_INET | libc::AF_INET6 => (privileged_port(&addr).is_some() && !may_bind_low(tid))
+            .then_some((
+                Errno::EACCES,
+                "binding a port below 1024 without CAP_NET_BIND_SERVICE",
+            )),
         _ => super::relayed::local_refusal(&addr),
     };
     if let Some((errno, why)) = refusal {
@@ -329,7 +335,7 @@ fn listen(shared: &Shared, listener: &Arc<OwnedFd>, id: u64, tid: i32, args: &[u
     // Relayed, only the sandbox's own sockets listen: a relayed one whose connect failed is a
     // socket of the host's network again, and would listen there.
     if let Some(relay) = &shared.relay {
-        if inet && relay.place(&sock) != crate::netguard::relay::Place::Sandbox {
+        if inet && relay.place(&sock) != Place::Sandbox {
             return refuse(
                 shared,
                 listener,
