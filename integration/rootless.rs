@@ -660,6 +660,13 @@ fn without_root_doctor_tells_what_holds() {
         .find(|l| l.contains("user namespaces"))
         .unwrap_or_default();
     assert!(userns.contains("enabled"), "{stdout}");
+    // The user's ranges, for rootless podman (useradd gave some, the suite adds more).
+    let subids = stdout
+        .lines()
+        .find(|l| l.contains("subordinate ids"))
+        .unwrap_or_default();
+    assert!(subids.contains("newuidmap present"), "{stdout}");
+    assert!(!subids.contains(" 0 uids"), "{stdout}");
 }
 
 /// A datagram socket of a pair could be aimed at any path: such pairs are refused, so a
@@ -765,5 +772,253 @@ fn without_root_create_and_exec_are_refused_up_front() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let status = running.wait().unwrap();
     assert_eq!(status.code(), Some(128 + 9));
+    u.assert_no_state_left(&proj);
+}
+
+/// A host address outside loopback, for servers a relayed container may reach.
+const HOST_IP: &str = "198.18.77.1";
+
+/// `HOST_IP` on the host's loopback interface while a test needs it.
+struct HostAddress(&'static str);
+
+impl HostAddress {
+    fn add(ip: &'static str) -> HostAddress {
+        let _ = Command::new("ip")
+            .args(["addr", "add", &format!("{ip}/32"), "dev", "lo"])
+            .status();
+        HostAddress(ip)
+    }
+}
+
+impl Drop for HostAddress {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["addr", "del", &format!("{}/32", self.0), "dev", "lo"])
+            .status();
+    }
+}
+
+/// Rootless podman, with the user's subordinate ids (`newuidmap`) and slirp4netns, in storage
+/// and a runtime directory of the project's own (its run root is under the latter). Its pause process (which holds the user's
+/// namespace) is killed when done, so nothing of the user's keeps running.
+struct Podman<'a> {
+    user: &'a User,
+    proj: &'a Project,
+    policy: PathBuf,
+}
+
+impl Podman<'_> {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("timeout");
+        c.args(["-s", "KILL", "180", "setpriv"])
+            .arg(format!("--reuid={}", self.user.uid))
+            .arg(format!("--regid={}", self.user.gid))
+            .arg("--clear-groups")
+            .args(["podman", "--root"])
+            .arg(self.proj.dir.join("storage"))
+            .arg("--runtime")
+            .arg(&self.user.bin)
+            .arg("--runtime-flag")
+            .arg(format!("policy={}", self.policy.display()))
+            .args(args)
+            .env_clear()
+            .env("HOME", &self.user.home)
+            .env("USER", NAME)
+            .env("LOGNAME", NAME)
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("XDG_RUNTIME_DIR", &self.proj.runtime_dir)
+            .current_dir(&self.proj.dir)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    }
+}
+
+impl Drop for Podman<'_> {
+    fn drop(&mut self) {
+        let pid = self.proj.runtime_dir.join("libpod/tmp/pause.pid");
+        if let Some(pid) = std::fs::read_to_string(pid)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            // SAFETY: a plain kill(2) of the test user's pause process.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// `podman --runtime nemosandbox` as the user: run, exec, kill and delete work, with the
+/// policy's Landlock, seccomp and network guard. The container does not join podman's
+/// network (slirp4netns reaches out, and without the host's root there is no fence): it
+/// gets a loopback-only one, and the guard relays what the policy allows, per binary. A
+/// symlink guard is `partial` (no CAP_LINUX_IMMUTABLE outside the initial namespace), and
+/// says why in the state. Sharing the host's network is refused, and nothing is left.
+#[test]
+fn without_root_podman_runs_execs_and_deletes_under_the_policy() {
+    use std::io::{Read, Write};
+    let u = user();
+    let proj = u.project("podman");
+    // Debian's udev makes the tun device everyone's; a bare test host may not have.
+    let _ = Command::new("chmod")
+        .args(["0666", "/dev/net/tun"])
+        .status();
+    // A host address that is not loopback: a container's loopback is its own.
+    let _addr = HostAddress::add(HOST_IP);
+    let serve = |ip: &str| {
+        let server = std::net::TcpListener::bind((ip, 0)).unwrap();
+        let port = server.local_addr().unwrap().port();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let n = accepted.clone();
+        std::thread::spawn(move || {
+            for mut c in server.incoming().flatten() {
+                n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let _ = c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello");
+                let _ = c.read(&mut [0u8; 512]);
+            }
+        });
+        (port, accepted)
+    };
+    let (port, _) = serve(HOST_IP);
+    let (host_lo, host_lo_accepted) = serve("127.0.0.1");
+    let img = proj.dir.join("img");
+    make_busybox_rootfs(&img);
+    // The same program under another name and inode: the policy names /bin/busybox only.
+    std::fs::create_dir_all(img.join("opt")).unwrap();
+    std::fs::copy(img.join("bin/busybox"), img.join("opt/wget")).unwrap();
+    std::fs::copy(common::probe::probe(), img.join("bin/probe")).unwrap();
+    std::fs::create_dir_all(img.join("sandbox/.oc-data")).unwrap();
+    std::fs::create_dir_all(img.join("sandbox/.oc")).unwrap();
+    std::fs::write(img.join("sandbox/.oc-data/c.json"), "{}").unwrap();
+    std::os::unix::fs::symlink("/sandbox/.oc-data/c.json", img.join("sandbox/.oc/c.json")).unwrap();
+    let policy = proj.dir.join("policy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "version: 1\nnetwork_policies:\n  loop:\n    endpoints:\n\
+             \x20     - {{ host: {HOST_IP}, port: {port} }}\n\
+             \x20     - {{ host: 127.0.0.1, port: {host_lo} }}\n\
+             \x20     - {{ host: 127.0.0.1, port: 8080 }}\n\
+             \x20   binaries:\n      - {{ path: /bin/busybox }}\n\
+             symlink_guards:\n  - dir: /sandbox/.oc\n    target_dir: /sandbox/.oc-data\n"
+        ),
+    )
+    .unwrap();
+    let pm = Podman {
+        user: u,
+        proj: &proj,
+        policy,
+    };
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(&img)
+        .args(["-c", "."])
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let mut import = pm
+        .cmd(&["import", "-q", "-", "localhost/nemo-rootless:t"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    import.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
+    assert!(import.wait_with_output().unwrap().status.success());
+
+    let id = pm.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "c1",
+        "localhost/nemo-rootless:t",
+        "sleep",
+        "300",
+    ]);
+    let id = id.trim();
+    let url = format!("http://{HOST_IP}:{port}/");
+    let script = format!(
+        "echo allowed: $(wget -q -O- {url}); \
+         /opt/wget -q -O- {url} >/dev/null 2>&1; echo other-binary: $?; \
+         wget -q -O- http://127.0.0.1:{host_lo}/ >/dev/null 2>&1; echo host-loopback: $?; \
+         echo page > /tmp/index.html; httpd -p 127.0.0.1:8080 -h /tmp; \
+         echo own-loopback: $(wget -q -O- http://127.0.0.1:8080/); \
+         echo unix: $(cd /tmp && probe unix); \
+         touch /etc/x 2>/dev/null; echo etc: $?; \
+         grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status; \
+         echo ifaces: $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ')"
+    );
+    let out = pm.ok(&["exec", "c1", "sh", "-c", &script]);
+    for line in [
+        "allowed: hello",
+        "other-binary: 1",
+        // The policy's 127.0.0.1 is the container's, as under root: nothing listens there.
+        "host-loopback: 1",
+        "own-loopback: page",
+        // Unix sockets in its own tree, bound and connected by the guard as the caller.
+        "unix: ok",
+        "etc: 1",
+        "NoNewPrivs:\t1",
+        "Seccomp:\t2",
+        "ifaces: lo",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line:?} in\n{out}");
+    }
+    // The runtime's state, read by the user outside podman's namespace.
+    let state = u.nemosandbox(&proj, &["state", id]).output().unwrap();
+    let state = text(&state.stdout);
+    let guard = state
+        .lines()
+        .find(|l| l.contains("symlink-guard./sandbox/.oc"))
+        .unwrap_or_default();
+    assert!(
+        guard.contains("partial") && guard.contains("CAP_LINUX_IMMUTABLE"),
+        "{state}"
+    );
+    assert_eq!(
+        host_lo_accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the host's loopback was reached"
+    );
+    pm.ok(&["kill", "c1"]);
+    pm.ok(&["rm", "-f", "-t", "0", "c1"]);
+
+    let out = pm
+        .cmd(&[
+            "run",
+            "--rm",
+            "localhost/nemo-rootless:t",
+            "sh",
+            "-c",
+            "exit 7",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    let out = pm
+        .cmd(&[
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "localhost/nemo-rootless:t",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("sharing the host's network needs root"),
+        "{}",
+        text(&out.stderr)
+    );
     u.assert_no_state_left(&proj);
 }

@@ -171,6 +171,26 @@ pub fn rewrite_base(src: &SourceBundle, id: &str) -> Result<Rewritten, BundleErr
     })
 }
 
+/// A network namespace of the container's own in place of the one the spec names (a rootless
+/// engine's, which reaches out): the container then starts with loopback only.
+pub fn private_network(spec: &mut Spec) {
+    use oci_spec::runtime::LinuxNamespaceType;
+    let Some(mut linux) = spec.linux().clone() else {
+        return;
+    };
+    let Some(mut namespaces) = linux.namespaces().clone() else {
+        return;
+    };
+    for ns in namespaces
+        .iter_mut()
+        .filter(|n| n.typ() == LinuxNamespaceType::Network)
+    {
+        ns.set_path(None);
+    }
+    linux.set_namespaces(Some(namespaces));
+    spec.set_linux(Some(linux));
+}
+
 /// The rewrite of the unconfined `oci` baseline: `rewrite_common` only. Seccomp (with its
 /// listener), no_new_privs, the root's read-only flag and every mount stay as the spec says,
 /// for libcontainer to apply as runc would.
@@ -275,6 +295,26 @@ pub fn load_rewritten_spec(dir: &ContainerDir) -> Result<Spec, BundleError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_private_network_drops_the_engines_namespace_path_only() {
+        let mut spec: Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "linux": {"namespaces": [
+                {"type": "network", "path": "/run/user/1000/netns/x"},
+                {"type": "ipc", "path": "/proc/7/ns/ipc"},
+                {"type": "mount"}
+            ]}
+        }))
+        .unwrap();
+        private_network(&mut spec);
+        let ns = spec.linux().clone().unwrap().namespaces().clone().unwrap();
+        let path = |t| ns.iter().find(|n| n.typ() == t).unwrap().path().clone();
+        use oci_spec::runtime::LinuxNamespaceType as T;
+        assert_eq!(path(T::Network), None);
+        assert_eq!(path(T::Ipc), Some("/proc/7/ns/ipc".into()));
+        assert_eq!(ns.len(), 3);
+    }
     use crate::testutil::TempDir;
 
     fn bundle_with(config: &str) -> (TempDir, Result<SourceBundle, BundleError>) {

@@ -87,7 +87,7 @@ pub fn prepare(spec: &Spec, systemd: bool) -> Result<Parents, CgroupPathError> {
     }
     // Without root the parents cannot be made; libcontainer's rootless manager leaves the
     // process in the caller's cgroup instead.
-    if !v2 || !nix::unistd::geteuid().is_root() {
+    if !v2 || crate::privilege::current().rootless() {
         return Ok(Parents::default());
     }
     let parent: PathBuf = names[..names.len() - 1].iter().collect();

@@ -154,7 +154,12 @@ impl SystemdJoin {
     /// on hosts without the hierarchy or for a relative cgroups path.
     pub fn enter(spec: &Spec) -> Result<Option<SystemdJoin>, CgroupV1Error> {
         let hierarchy = Path::new(HOST_CGROUP).join("systemd");
-        if cgroup_mount(spec).is_none() || !host_is_v1() || !hierarchy.join("cgroup.procs").exists()
+        // Without the host's root the hierarchy is not the runtime's to write (rootless
+        // engines skip it too).
+        if cgroup_mount(spec).is_none()
+            || !host_is_v1()
+            || !hierarchy.join("cgroup.procs").exists()
+            || crate::privilege::current().rootless()
         {
             return Ok(None);
         }

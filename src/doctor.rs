@@ -94,19 +94,32 @@ pub fn checks() -> Vec<Check> {
         "the guard cannot act on the caller's socket: network calls are refused",
     ));
     let fence = crate::netguard::fence::probe();
-    out.push(if nix::unistd::geteuid().is_root() {
-        fence_check(&fence)
-    } else {
-        // Only root attaches cgroup programs; what an ordinary user runs does without.
-        Check {
+    let standing = crate::privilege::current();
+    out.push(match standing {
+        crate::privilege::Privilege::HostRoot => fence_check(&fence),
+        // Only the host's root attaches cgroup programs; what runs without it does without.
+        crate::privilege::Privilege::NamespaceRoot => Check {
+            feature: "cgroup bpf (network fence)",
+            status: "needs the host's root (uid 0 of a user namespace here)".into(),
+            ok: true,
+            degrades: "rootless engine: containers get a loopback-only network of their own \
+                       and egress is relayed by the guard; no HTTP rules; symlink guards \
+                       partial (docs/rootless.md)"
+                .into(),
+        },
+        crate::privilege::Privilege::User => Check {
             feature: "cgroup bpf (network fence)",
             status: "needs root".into(),
             ok: true,
-            degrades: "without root: `sandbox` only; egress relayed by the guard, no HTTP \
-                       rules, no named unix socket (docs/rootless.md)"
+            degrades: "without root: `sandbox`, or containers under rootless podman; egress \
+                       relayed by the guard, no HTTP rules, no named unix socket \
+                       (docs/rootless.md)"
                 .into(),
-        }
+        },
     });
+    if standing == crate::privilege::Privilege::User {
+        out.push(subordinate_ids());
+    }
     let unix = fence.is_ok() && crate::netguard::fence::unix_hooks();
     out.push(Check {
         feature: "cgroup unix hooks (sandbox)",
@@ -235,6 +248,56 @@ fn fence_check(fence: &Result<bool, impl std::fmt::Display>) -> Check {
     }
 }
 
+/// The caller's subordinate id ranges, which rootless podman maps the image's other users to
+/// (with the setuid `newuidmap` and `newgidmap`). `sandbox` needs none.
+fn subordinate_ids() -> Check {
+    let uid = nix::unistd::getuid();
+    let name = nix::unistd::User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_default();
+    let count = |file: &str| {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        subordinate_count(&text, &name, uid.as_raw())
+    };
+    let (uids, gids) = (count("/etc/subuid"), count("/etc/subgid"));
+    let helpers = ["/usr/bin/newuidmap", "/usr/bin/newgidmap"]
+        .iter()
+        .all(|p| Path::new(p).exists());
+    let ok = uids > 0 && gids > 0 && helpers;
+    Check {
+        feature: "subordinate ids (rootless podman)",
+        status: format!(
+            "{uids} uids, {gids} gids; newuidmap {}",
+            if helpers { "present" } else { "missing" }
+        ),
+        ok,
+        degrades: if ok {
+            String::new()
+        } else {
+            "rootless podman cannot map an image's users: add ranges to /etc/subuid and \
+             /etc/subgid and install uidmap (docs/rootless.md)"
+                .into()
+        },
+    }
+}
+
+/// How many subordinate ids `/etc/subuid` (or `subgid`) text gives the user, named or by uid.
+pub fn subordinate_count(text: &str, name: &str, uid: u32) -> u64 {
+    let uid = uid.to_string();
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.trim().split(':');
+            let (who, start, n) = (f.next()?, f.next()?, f.next()?);
+            start.parse::<u64>().ok()?;
+            ((!name.is_empty() && who == name) || who == uid)
+                .then(|| n.parse::<u64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
 /// The table `doctor` prints.
 /// Features without which the runtime cannot do its job on this node: the network guard (and
 /// with it every container with network policies) needs all three. `doctor` exits non-zero
@@ -273,6 +336,15 @@ pub fn table(checks: &[Check]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subordinate_ranges_are_found_by_name_or_uid() {
+        let text = "alice:100000:65536\n1001:200000:1000\n# bob:1:2\nbob:x:9\n";
+        assert_eq!(subordinate_count(text, "alice", 1000), 65536);
+        assert_eq!(subordinate_count(text, "carol", 1001), 1000);
+        assert_eq!(subordinate_count(text, "bob", 1002), 0);
+        assert_eq!(subordinate_count(text, "", 1000), 0);
+    }
 
     #[test]
     fn only_a_missing_required_feature_fails_doctor() {

@@ -26,6 +26,7 @@ pub mod netguard;
 pub mod path_error;
 pub mod plan;
 pub mod policy;
+pub mod privilege;
 pub mod sandbox;
 pub mod sealed;
 pub mod signals;

@@ -51,10 +51,11 @@ pub const SYSTEM_ROOT: &str = "/run/nemosandbox";
 /// `$XDG_RUNTIME_DIR/nemosandbox` (the per-user runtime directory, emptied at logout), or
 /// `/tmp/nemosandbox-UID` where no such directory is set.
 pub fn default_root() -> PathBuf {
-    let uid = nix::unistd::geteuid().as_raw();
-    if uid == 0 {
+    // uid 0 of a user namespace (rootless podman) is still the user on the host.
+    if !crate::privilege::current().rootless() {
         return PathBuf::from(SYSTEM_ROOT);
     }
+    let uid = nix::unistd::geteuid().as_raw();
     match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
         Some(dir) if dir.is_absolute() => dir.join("nemosandbox"),
         _ => std::env::temp_dir().join(format!("nemosandbox-{uid}")),

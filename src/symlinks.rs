@@ -132,7 +132,17 @@ fn make_immutable(host: &Path, dev: u64, ino: u64) -> Result<bool, String> {
         // Already immutable: not ours to clear later.
         return Ok(false);
     }
-    set_flags(f.as_raw_fd(), flags | FS_IMMUTABLE_FL).map_err(|e| format!("immutable: {e}"))?;
+    set_flags(f.as_raw_fd(), flags | FS_IMMUTABLE_FL).map_err(|e| match e {
+        // The kernel checks CAP_LINUX_IMMUTABLE in the initial user namespace only: uid 0 of
+        // a rootless engine's namespace never has it.
+        nix::errno::Errno::EPERM if crate::privilege::current().rootless() => {
+            "immutable: EPERM: setting it needs CAP_LINUX_IMMUTABLE in the host's user \
+             namespace, which a runtime without the host's root lacks (the links are \
+             validated, not frozen)"
+                .to_string()
+        }
+        e => format!("immutable: {e}"),
+    })?;
     Ok(true)
 }
 

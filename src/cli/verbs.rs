@@ -161,9 +161,12 @@ pub(super) fn ps_table(pids: &[i32], ps_args: &[String]) -> Result<()> {
 }
 
 pub(super) fn dispatch_runtime(cli: &Cli, cmd: Cmd) -> Result<i32> {
-    if !nix::unistd::geteuid().is_root() {
-        // Refused before anything is made (the state root included).
-        if matches!(cmd, Cmd::Create(_) | Cmd::Run { .. }) {
+    let standing = nemosandbox::privilege::current();
+    if standing.rootless() {
+        // An ordinary user has no namespace to set a container up in (rootless podman gives
+        // its runtime one): refused before anything is made, the state root included.
+        let creates = matches!(cmd, Cmd::Create(_) | Cmd::Run { .. });
+        if creates && standing == nemosandbox::privilege::Privilege::User {
             bail!(nemosandbox::lifecycle::ROOTLESS_CONTAINERS);
         }
         nemosandbox::state::ensure_private_root(&cli.root)?;

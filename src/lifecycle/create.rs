@@ -56,19 +56,29 @@ impl Runtime {
                 ns.iter()
                     .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
             });
-        // Without root there is no kernel fence (cgroup programs need it): the guard's
-        // decisions hold only where a swapped socket cannot reach anything, a sandbox's own
-        // loopback-only network namespace.
-        let rootless = !nix::unistd::geteuid().is_root();
-        if rootless && (!opts.sandbox || host_net) {
+        // Without the host's root there is no kernel fence (cgroup programs need it): the
+        // guard's decisions hold only where a swapped socket cannot reach anything, a network
+        // namespace of the container's own with nothing in it but loopback.
+        let standing = crate::privilege::current();
+        let rootless = standing.rootless();
+        if rootless && !opts.sandbox && standing == crate::privilege::Privilege::User {
             return Err(LifecycleError::NeedsRoot(
                 id.to_string(),
-                if opts.sandbox {
-                    ROOTLESS_NETWORK_POLICIES
-                } else {
-                    ROOTLESS_CONTAINERS
-                },
+                ROOTLESS_CONTAINERS,
             ));
+        }
+        if rootless && !effective.unconfined && host_net {
+            return Err(LifecycleError::NeedsRoot(
+                id.to_string(),
+                ROOTLESS_NETWORK_POLICIES,
+            ));
+        }
+        // A rootless engine's container (podman's, as uid 0 of the user's namespace) would
+        // join the network the engine made, which reaches out (slirp4netns, pasta): it gets a
+        // fresh one instead, and the guard relays what the policy allows.
+        let private_net = rootless && !opts.sandbox && !effective.unconfined;
+        if private_net {
+            bundle::private_network(&mut rw.spec);
         }
         let inspected = effective
             .network_policies
@@ -97,6 +107,14 @@ impl Runtime {
                 unix,
                 abstract_names: !host_net,
                 loopback_listen: host_net,
+                own_files: false,
+            }
+        } else if private_net {
+            // A loopback-only network of its own; its unix paths are its own files.
+            LocalRules {
+                abstract_names: true,
+                own_files: true,
+                ..LocalRules::default()
             }
         } else {
             LocalRules::default()
@@ -124,6 +142,8 @@ impl Runtime {
         let plan = crate::plan::Plan {
             nested_user: opts.nested_user,
             rootless,
+            // A rootless engine's runtime is root over the container's network namespace
+            // and brings `lo` up from outside (`Net::loopback_up`).
             loopback_up: rootless && opts.sandbox && !host_net,
             ..plan
         };
@@ -270,6 +290,7 @@ impl Runtime {
                     upstream: n.upstream.clone(),
                     fence: None,
                     relay: rootless,
+                    own_loopback: private_net,
                     local,
                     l7_roots: node.l7_upstream_roots.clone(),
                 },
@@ -282,7 +303,7 @@ impl Runtime {
         let net = Net {
             extra,
             // Without root, the init does it (`Plan::loopback_up`).
-            loopback_up: opts.sandbox && !host_net && !rootless,
+            loopback_up: (opts.sandbox && !host_net && !rootless) || private_net,
             fence: !rootless,
         };
         let _t = crate::timing::span("after-create");

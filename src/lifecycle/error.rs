@@ -8,19 +8,19 @@ use crate::helper::HelperError;
 use crate::state::{status_word, StateError};
 use crate::symlinks;
 
-/// Why a sandbox sharing the host's network is refused without root.
-pub const ROOTLESS_NETWORK_POLICIES: &str = "a sandbox sharing the host's network needs root: \
-    the kernel fence that keeps the network guard's decisions there is a cgroup program only \
-    root can attach; without root a sandbox keeps a network namespace of its own \
+/// Why a sandbox, or a confined container, sharing the host's network is refused without root.
+pub const ROOTLESS_NETWORK_POLICIES: &str = "sharing the host's network needs root: the kernel \
+    fence that keeps the network guard's decisions there is a cgroup program only root can \
+    attach; without root a sandbox or container keeps a network namespace of its own \
     (docs/rootless.md)";
 /// Why layer-7 rules (HTTP methods and paths) are refused without root.
 pub const ROOTLESS_INSPECTION: &str = "endpoints with HTTP rules need root: the layer-7 proxy \
     listens inside the sandbox's network namespace, which only root can enter from outside; \
     allow the host and port without rules, or run as root (docs/rootless.md)";
 /// Why containers other than `sandbox` are refused without root.
-pub const ROOTLESS_CONTAINERS: &str = "containers other than `nemosandbox sandbox` need root: \
-    the network guard's kernel fence is a cgroup program only root can attach \
-    (docs/rootless.md)";
+pub const ROOTLESS_CONTAINERS: &str = "containers need root, or the user namespace of \
+    a rootless engine such as podman, which an ordinary user's call lacks; \
+    `nemosandbox sandbox` needs neither (docs/rootless.md)";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LifecycleError {

@@ -37,6 +37,11 @@ pub struct LocalRules {
     /// Only unix sockets and inet sockets bound to loopback may listen.
     #[serde(default)]
     pub loopback_listen: bool,
+    /// A relayed container (a rootless engine's): every unix call is the guard's to make, and
+    /// a path names a file of the container's own tree, wherever it is mounted from (as a
+    /// container's connect does under root), looked up in its root and bound there too.
+    #[serde(default)]
+    pub own_files: bool,
 }
 
 /// Where a unix address leads.
@@ -108,8 +113,108 @@ pub fn judge(rules: &LocalRules, proc: &std::fs::File, addr: &[u8]) -> Result<Ta
     let end = path.iter().position(|b| *b == 0).unwrap_or(path.len());
     let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&path[..end]);
     let file = open_in(proc, Path::new(name)).map_err(failed)?;
-    check_file(&file, proc)?;
+    check_file(&file, proc, !rules.own_files)?;
     Ok(Target::File(file))
+}
+
+/// Bind a unix socket of a relayed container (`LocalRules::own_files`) to the address the
+/// caller passed (the guard's copy `addr`): a path is made in the directory the caller would
+/// name, inside its root, if the caller may write there, and is then given the caller's
+/// owner and mode; an abstract name is its own network namespace's.
+pub fn bind_unix(
+    rules: &LocalRules,
+    proc: &std::fs::File,
+    sock: &OwnedFd,
+    addr: &[u8],
+) -> Result<(), Refused> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = addr.get(2..).ok_or(failed(Errno::EINVAL))?;
+    if path.is_empty() || path[0] == 0 {
+        if !rules.abstract_names && !path.is_empty() {
+            return Err(refused(
+                "abstract unix sockets of the host's network namespace",
+            ));
+        }
+        return bind(sock, addr).map_err(failed);
+    }
+    let end = path.iter().position(|b| *b == 0).unwrap_or(path.len());
+    let name = Path::new(std::ffi::OsStr::from_bytes(&path[..end]));
+    let base = match name.file_name() {
+        Some(b) if !name.as_os_str().as_bytes().ends_with(b"/") => b,
+        _ => return Err(failed(Errno::EINVAL)),
+    };
+    let parent = match name.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = open_in(proc, parent).map_err(failed)?;
+    let st = nix::sys::stat::fstat(dir.as_raw_fd()).map_err(failed)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return Err(failed(Errno::ENOTDIR));
+    }
+    let creds = proc_text(proc, "status")
+        .ok()
+        .and_then(|t| Creds::parse(&t))
+        .ok_or_else(|| failed(Errno::ESRCH))?;
+    if !creds.may_write(st.st_uid, st.st_gid, st.st_mode) {
+        return Err(failed(Errno::EACCES));
+    }
+    let mut at = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    at.extend_from_slice(base.as_bytes());
+    if at.len() >= 108 {
+        return Err(failed(Errno::ENAMETOOLONG));
+    }
+    let umask = proc_text(proc, "status")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022);
+    // Made as the caller: with this thread's filesystem ids set to the caller's, the kernel
+    // checks the directory as it would for the caller (the guard's file capabilities leave
+    // its effective set meanwhile), the file is the caller's from the start, and the mode
+    // (the caller's umask, not the guard's) can be set on the caller's own files only, even
+    // if the name was swapped for another file or a link in between.
+    as_caller(creds.fsuid, creds.fsgid, || {
+        bind(sock, &unix_sockaddr(&at))?;
+        let _ = nix::sys::stat::fchmodat(
+            Some(dir.as_raw_fd()),
+            base,
+            nix::sys::stat::Mode::from_bits_truncate(0o777 & !umask),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        );
+        Ok(())
+    })
+    .map_err(failed)
+}
+
+/// Run `f` with this thread's filesystem uid and gid set to `uid` and `gid`, then back.
+/// Filesystem ids are per thread in the kernel (no other guard thread is affected).
+fn as_caller(uid: u32, gid: u32, f: impl FnOnce() -> Result<(), Errno>) -> Result<(), Errno> {
+    // SAFETY: setfsuid/setfsgid change only this thread's filesystem credentials; they return
+    // the previous ids, which are restored below.
+    let (old_gid, old_uid) = unsafe { (libc::setfsgid(gid), libc::setfsuid(uid)) };
+    // They report failure only by not changing the id; -1 is invalid, so it only reads it.
+    // SAFETY: as above.
+    let now = unsafe {
+        (
+            libc::setfsuid(u32::MAX) as u32,
+            libc::setfsgid(u32::MAX) as u32,
+        )
+    };
+    let r = if now == (uid, gid) {
+        f()
+    } else {
+        Err(Errno::EPERM)
+    };
+    // SAFETY: as above.
+    unsafe {
+        libc::setfsuid(old_uid as u32);
+        libc::setfsgid(old_gid as u32);
+    }
+    r
 }
 
 /// Open an entry of a `/proc/TID` directory.
@@ -168,12 +273,12 @@ fn open_in(proc: &std::fs::File, path: &Path) -> Result<OwnedFd, Errno> {
 /// The file must be a socket (else the kernel's answer), on a filesystem of the sandbox's
 /// own (see `private_filesystem`), and writable by the caller's credentials (the guard
 /// itself is root).
-fn check_file(file: &OwnedFd, proc: &std::fs::File) -> Result<(), Refused> {
+fn check_file(file: &OwnedFd, proc: &std::fs::File, private: bool) -> Result<(), Refused> {
     let st = nix::sys::stat::fstat(file.as_raw_fd()).map_err(failed)?;
     if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
         return Err(failed(Errno::ECONNREFUSED));
     }
-    if !private_filesystem(proc, st.st_dev).map_err(failed)? {
+    if private && !private_filesystem(proc, st.st_dev).map_err(failed)? {
         return Err(refused(
             "a unix socket on a filesystem the sandbox shares with the host",
         ));

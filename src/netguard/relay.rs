@@ -50,6 +50,16 @@ pub fn netns_inode(sock: &OwnedFd) -> Result<u64, Errno> {
         .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
 }
 
+/// 127.0.0.0/8, ::1, and 127.0.0.0/8 mapped into IPv6.
+pub fn is_loopback(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
 /// Which side `sock` is on, given the inode of the sandbox's network namespace.
 pub fn place(sock: &OwnedFd, sandbox_ns: u64) -> Place {
     match netns_inode(sock) {
@@ -240,6 +250,16 @@ mod tests {
         assert!(fd >= 0, "{}", Errno::last());
         // SAFETY: a new descriptor.
         unsafe { OwnedFd::from_raw_fd(fd) }
+    }
+
+    #[test]
+    fn loopback_is_every_form_of_it() {
+        for ip in ["127.0.0.1", "127.9.8.7", "::1", "::ffff:127.0.0.2"] {
+            assert!(is_loopback(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["198.18.77.1", "0.0.0.0", "::", "::ffff:10.0.0.1", "fe80::1"] {
+            assert!(!is_loopback(ip.parse().unwrap()), "{ip}");
+        }
     }
 
     #[test]

@@ -60,13 +60,18 @@ pub struct Relay {
     pub sandbox_ns: OnceLock<u64>,
     /// The nameservers, until the resolver starts on the init's sockets.
     pub upstream: Mutex<Option<Vec<std::net::IpAddr>>>,
+    /// A container's (a rootless engine's): loopback addresses are its own network's, never
+    /// relayed to the host's. A sandbox shares the host's files, and its loopback rules name
+    /// the host's services, as under root.
+    pub own_loopback: bool,
 }
 
 impl Relay {
-    pub fn new(upstream: Vec<std::net::IpAddr>) -> Relay {
+    pub fn new(upstream: Vec<std::net::IpAddr>, own_loopback: bool) -> Relay {
         Relay {
             sandbox_ns: OnceLock::new(),
             upstream: Mutex::new(Some(upstream)),
+            own_loopback,
         }
     }
 

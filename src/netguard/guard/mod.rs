@@ -72,6 +72,8 @@ pub struct GuardConfigBase {
     /// A sandbox run without root: allowed calls are relayed (`relay`), and the resolver
     /// serves on sockets the init hands over.
     pub relay: bool,
+    /// Relayed, a container rather than a sandbox: its loopback stays its own (`Relay`).
+    pub own_loopback: bool,
     /// Local socket rules (`sandbox`).
     pub local: LocalRules,
     /// Roots the layer-7 proxy trusts upstream besides the host's (node configuration).
@@ -116,7 +118,10 @@ impl Guard {
             baseline: Baseline::default(),
             conns: Connections::default(),
             fence: c.base.fence,
-            relay: c.base.relay.then(|| Relay::new(c.base.upstream.clone())),
+            relay: c
+                .base
+                .relay
+                .then(|| Relay::new(c.base.upstream.clone(), c.base.own_loopback)),
             local: c.base.local,
             aslr: capture::system_aslr(),
             pidfs: pidfs(),

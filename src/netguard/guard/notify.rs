@@ -253,6 +253,9 @@ fn bind(shared: &Shared, listener: &Arc<OwnedFd>, id: u64, tid: i32, args: &[u64
         return;
     }
     let what = || serde_json::json!({"syscall": "bind", "family": domain});
+    if domain == libc::AF_UNIX && shared.local.own_files {
+        return bind_unix(shared, listener, id, tid, &sock, &addr);
+    }
     let refusal = match domain {
         libc::AF_INET | libc::AF_INET6 if relay.place(&sock) != Place::Sandbox => {
             Some((Errno::EACCES, "binding a socket of the host's network"))
@@ -284,6 +287,42 @@ fn bind(shared: &Shared, listener: &Arc<OwnedFd>, id: u64, tid: i32, args: &[u64
     );
 }
 
+/// A unix `bind` of a relayed container, made by the guard in the container's tree, as the
+/// caller (`local::bind_unix`).
+fn bind_unix(
+    shared: &Shared,
+    listener: &Arc<OwnedFd>,
+    id: u64,
+    tid: i32,
+    sock: &OwnedFd,
+    addr: &[u8],
+) {
+    let Ok(proc) = std::fs::File::open(format!("/proc/{tid}")) else {
+        return notif::respond(listener, id, Reply::Error(Errno::ESRCH));
+    };
+    if !notif::valid(listener, id) {
+        return;
+    }
+    match local::bind_unix(&shared.local, &proc, sock, addr) {
+        Ok(()) => notif::respond(listener, id, Reply::Value(0)),
+        Err(r) => {
+            if let Some(why) = r.why {
+                shared.audit(
+                    audit::Event::new(
+                        audit::Kind::Network,
+                        audit::Decision::Denied,
+                        "local sockets",
+                        &why,
+                    )
+                    .pid(tid)
+                    .request(serde_json::json!({"syscall": "bind", "family": libc::AF_UNIX})),
+                );
+            }
+            notif::respond(listener, id, Reply::Error(r.errno))
+        }
+    }
+}
+
 /// A call on a local (unix or netlink) socket of a relayed sandbox, made by the guard on the
 /// file it took: with no fence, "continue" would let the kernel look the number up again.
 #[allow(clippy::too_many_arguments)]
@@ -301,13 +340,50 @@ fn local_call(
         Ok(r) => r,
         Err(e) => return notif::respond(listener, id, Reply::Error(e)),
     };
+    // A relayed container's unix paths are its own files: judged in its root and reached by
+    // the guard (`LocalRules::own_files`). Opened before the validity check: it names this
+    // thread, not a later owner of its id.
+    let unix_path =
+        shared.local.own_files && domain_of(&sock) == Some(libc::AF_UNIX) && addressed(&request);
+    let proc = match unix_path.then(|| std::fs::File::open(format!("/proc/{tid}"))) {
+        Some(Err(_)) => return notif::respond(listener, id, Reply::Error(Errno::ESRCH)),
+        Some(Ok(p)) => Some(p),
+        None => None,
+    };
     if !notif::valid(listener, id) {
         return;
+    }
+    if let Some(proc) = proc {
+        let what = || serde_json::json!({"syscall": syscall_name(nr), "family": libc::AF_UNIX});
+        let refusal = match &request {
+            Request::SendMmsg { .. } => Some("addressed unix datagrams in sendmmsg"),
+            Request::SendMsg(h, _) if !h.control.is_empty() => {
+                Some("control data (descriptors, credentials) in an addressed unix datagram")
+            }
+            _ => None,
+        };
+        if let Some(why) = refusal {
+            return refuse(shared, listener, id, tid, why, what());
+        }
+        let Some(ctx) = CallCtx::of(shared, listener, id, tid, nr, args[0] as i32, pidfd) else {
+            return;
+        };
+        return ctx.unix(tid, &proc, sock, request);
     }
     let Some(ctx) = CallCtx::of(shared, listener, id, tid, nr, args[0] as i32, pidfd) else {
         return;
     };
     ctx.local(sock, request);
+}
+
+/// Whether a call names a destination (a connect, or a send with an address).
+fn addressed(request: &Request) -> bool {
+    match request {
+        Request::Connect(_) => true,
+        Request::SendTo { addr, .. } => !addr.is_empty(),
+        Request::SendMsg(h, _) => h.name.is_some(),
+        Request::SendMmsg { hdrs, .. } => hdrs.iter().any(|h| h.name.is_some()),
+    }
 }
 
 /// `listen`: where only loopback may listen, or sockets are relayed, the guard listens on its

@@ -20,8 +20,10 @@ use crate::netguard::sockaddr::{self, Target};
 /// Where a destination sends a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Way {
-    /// The sandbox's resolver (in its own namespace): on the sandbox's socket only.
-    Resolver,
+    /// An address of the sandbox's own network namespace: its resolver, and in a relayed
+    /// container any loopback address (a container's loopback is its own, as under root).
+    /// On the sandbox's socket only: from a relayed one it would be the host's.
+    Inside,
     /// Dissolving an association (`AF_UNSPEC`): on whatever socket it is.
     Unspec,
     /// A destination the policy allowed: through a twin.
@@ -32,7 +34,13 @@ impl CallCtx {
     fn way(&self, addr: &[u8]) -> Way {
         match sockaddr::parse(addr) {
             Target::Inet(d) if d.port() == 53 && d.ip() == IpAddr::V4(self.shared.resolver) => {
-                Way::Resolver
+                Way::Inside
+            }
+            Target::Inet(d)
+                if self.shared.relay.as_ref().is_some_and(|r| r.own_loopback)
+                    && relay::is_loopback(d.ip()) =>
+            {
+                Way::Inside
             }
             Target::Unspec => Way::Unspec,
             _ => Way::Out,
@@ -108,18 +116,18 @@ impl CallCtx {
                 self.finish(sock, blocking, flags, op);
             }
             Request::SendMmsg { vec, hdrs, flags } => {
-                // One socket serves the batch: the resolver's side or the relayed one.
+                // One socket serves the batch: the sandbox's own side or the relayed one.
                 let ways: Vec<Way> = hdrs
                     .iter()
                     .filter_map(|h| h.name.as_deref().map(|a| self.way(a)))
                     .collect();
-                let way = if ways.iter().all(|w| *w == Way::Resolver) {
-                    Way::Resolver
-                } else if ways.contains(&Way::Resolver) {
+                let way = if ways.iter().all(|w| *w == Way::Inside) {
+                    Way::Inside
+                } else if ways.contains(&Way::Inside) {
                     self.event(
                         audit::Decision::Denied,
                         "network guard",
-                        "one sendmmsg to the resolver and elsewhere",
+                        "one sendmmsg to the sandbox's own addresses and elsewhere",
                         None,
                         &[],
                     );
@@ -166,8 +174,8 @@ impl CallCtx {
             return self.respond(Reply::Error(Errno::EACCES));
         }
         let way = self.way(&addr);
-        if way == Way::Resolver && place != Place::Sandbox {
-            return self.refuse_resolver();
+        if way == Way::Inside && place != Place::Sandbox {
+            return self.refuse_inside();
         }
         if way == Way::Unspec && place != Place::Sandbox {
             // It would also give back the port the twin holds on the host, for a `bind`
@@ -213,9 +221,9 @@ impl CallCtx {
         fl: i32,
     ) -> Result<OwnedFd, Errno> {
         match (way, place) {
-            (Way::Resolver, Place::Sandbox) => Ok(sock),
-            (Way::Resolver, Place::Elsewhere) => {
-                self.resolver_refusal();
+            (Way::Inside, Place::Sandbox) => Ok(sock),
+            (Way::Inside, Place::Elsewhere) => {
+                self.inside_refusal();
                 Err(Errno::EACCES)
             }
             (Way::Unspec, _) => Err(Errno::EAFNOSUPPORT),
@@ -232,18 +240,19 @@ impl CallCtx {
         }
     }
 
-    fn resolver_refusal(&self) {
+    fn inside_refusal(&self) {
         self.event(
             audit::Decision::Denied,
             "network guard",
-            "DNS goes to the sandbox's resolver from the sandbox's own sockets only",
+            "the sandbox's own addresses (its resolver, a container's loopback) are reached \
+             from its own sockets only: from a relayed one they would be the host's",
             None,
             &[],
         );
     }
 
-    fn refuse_resolver(&self) {
-        self.resolver_refusal();
+    fn refuse_inside(&self) {
+        self.inside_refusal();
         self.respond(Reply::Error(Errno::EACCES));
     }
 

@@ -1,0 +1,72 @@
+//! Which rights the runtime holds: the host's root, root of a user namespace an engine made
+//! (rootless podman runs its runtime as uid 0 of the user's namespace), or an ordinary user.
+//!
+//! Only the host's root may attach cgroup programs (the network guard's kernel fence), set the
+//! immutable attribute, or write `/run`. uid 0 in a user namespace holds none of that, however
+//! many capabilities its namespace gives it, so the runtime decides on the namespace, not on
+//! the uid.
+
+use std::sync::OnceLock;
+
+/// The runtime's standing, decided once per process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Privilege {
+    /// uid 0 in the initial user namespace.
+    HostRoot,
+    /// uid 0 in a user namespace of its own, such as rootless podman's: root over the
+    /// namespaces that namespace owns (the container's network included), nothing on the host.
+    NamespaceRoot,
+    /// Any other uid.
+    User,
+}
+
+impl Privilege {
+    /// Not the host's root: no kernel fence, no immutable attribute, no system state root.
+    pub fn rootless(self) -> bool {
+        self != Privilege::HostRoot
+    }
+}
+
+/// The calling process's standing.
+pub fn current() -> Privilege {
+    static CURRENT: OnceLock<Privilege> = OnceLock::new();
+    *CURRENT.get_or_init(|| {
+        let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+        classify(nix::unistd::geteuid().as_raw(), &map)
+    })
+}
+
+/// Decide from the effective uid and `/proc/self/uid_map`. The initial namespace maps every
+/// id to itself in one line of 4294967295; anything else is a namespace someone made. An
+/// unreadable map counts as a made one: the runtime then assumes less, never more.
+pub fn classify(euid: u32, uid_map: &str) -> Privilege {
+    if euid != 0 {
+        return Privilege::User;
+    }
+    let initial =
+        uid_map.split_whitespace().collect::<Vec<_>>().as_slice() == ["0", "0", "4294967295"];
+    if initial {
+        Privilege::HostRoot
+    } else {
+        Privilege::NamespaceRoot
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_initial_namespaces_root_is_the_hosts() {
+        let initial = "         0          0 4294967295\n";
+        let podman = "         0       1001          1\n         1     100000      65536\n";
+        assert_eq!(classify(0, initial), Privilege::HostRoot);
+        assert_eq!(classify(0, podman), Privilege::NamespaceRoot);
+        // A map of everything but one line short, or none at all, is not the initial one.
+        assert_eq!(classify(0, "0 0 4294967294\n"), Privilege::NamespaceRoot);
+        assert_eq!(classify(0, ""), Privilege::NamespaceRoot);
+        assert_eq!(classify(1000, initial), Privilege::User);
+        assert!(Privilege::NamespaceRoot.rootless() && Privilege::User.rootless());
+        assert!(!Privilege::HostRoot.rootless());
+    }
+}
