@@ -12,7 +12,9 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -176,6 +178,18 @@ static void dns_print(const unsigned char *r, int n) {
 }
 
 int escape_main(int argc, char **argv);
+
+static const char *race_target;
+
+/* bindrace's other thread: make a link to the target and rename it over the socket's name. */
+static void *link_swapper(void *unused) {
+    (void)unused;
+    for (;;) {
+        unlink("/tmp/br.link");
+        if (symlink(race_target, "/tmp/br.link") == 0) rename("/tmp/br.link", "/tmp/br.sock");
+    }
+    return NULL;
+}
 
 int main(int argc, char **argv) {
     if (argc < 2) {
@@ -355,9 +369,10 @@ int main(int argc, char **argv) {
         return report(err ? -1 : 0);
     }
     if (!strcmp(cmd, "unix")) {
-        /* unix: a unix stream socket in /tmp, connected to (untouched by the guard). */
+        /* unix [DIR]: a unix stream socket in DIR (/tmp), connected to. */
         struct sockaddr_un a = {.sun_family = AF_UNIX};
-        snprintf(a.sun_path, sizeof a.sun_path, "/tmp/probe-%d.sock", getpid());
+        snprintf(a.sun_path, sizeof a.sun_path, "%s/probe-%d.sock", *arg ? arg : "/tmp",
+                 getpid());
         int l = socket(AF_UNIX, SOCK_STREAM, 0);
         if (bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 1) < 0) {
             printf("setup-failed ");
@@ -367,6 +382,55 @@ int main(int argc, char **argv) {
         int rc = connect(c, (struct sockaddr *)&a, sizeof a);
         unlink(a.sun_path);
         return report(rc);
+    }
+    if (!strcmp(cmd, "peercred")) {
+        /* peercred UID: a server bound here as root, a client of uid UID: the uid the server
+           sees (SO_PEERCRED) must be the client's, whoever made the calls. */
+        struct sockaddr_un a = {.sun_family = AF_UNIX};
+        snprintf(a.sun_path, sizeof a.sun_path, "/tmp/peer-%d.sock", getpid());
+        int l = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (bind(l, (struct sockaddr *)&a, sizeof a) < 0 || chmod(a.sun_path, 0777) < 0 ||
+            listen(l, 1) < 0) {
+            printf("setup-failed ");
+            return report(-1);
+        }
+        pid_t child = fork();
+        if (child == 0) {
+            if (setgid(atoi(arg)) < 0 || setuid(atoi(arg)) < 0) _exit(2);
+            int c = socket(AF_UNIX, SOCK_STREAM, 0);
+            _exit(connect(c, (struct sockaddr *)&a, sizeof a) < 0 ? 3 : 0);
+        }
+        int st = 0;
+        waitpid(child, &st, 0);
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+            printf("client-failed-%d\n", WEXITSTATUS(st));
+            return 0;
+        }
+        int s = accept(l, NULL, NULL);
+        struct ucred cred;
+        socklen_t len = sizeof cred;
+        if (s < 0 || getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) return report(-1);
+        unlink(a.sun_path);
+        printf("uid=%d\n", (int)cred.uid);
+        return 0;
+    }
+    if (!strcmp(cmd, "bindrace")) {
+        /* bindrace TARGET N: bind /tmp/br.sock N times with umask 0 while another thread keeps
+           swapping that name for a link to TARGET: TARGET's mode must never change. */
+        umask(0);
+        race_target = arg;
+        pthread_t t;
+        pthread_create(&t, NULL, link_swapper, NULL);
+        int n = atoi(argv[3]);
+        struct sockaddr_un a = {.sun_family = AF_UNIX};
+        strcpy(a.sun_path, "/tmp/br.sock");
+        for (int i = 0; i < n; i++) {
+            int s = socket(AF_UNIX, SOCK_STREAM, 0);
+            bind(s, (struct sockaddr *)&a, sizeof a);
+            close(s);
+            unlink(a.sun_path);
+        }
+        return report(0);
     }
     if (!strcmp(cmd, "race")) {
         /* race ALLOWED REFUSED N */

@@ -890,10 +890,16 @@ fn without_root_podman_runs_execs_and_deletes_under_the_policy() {
     };
     let (port, _) = serve(HOST_IP);
     let (host_lo, host_lo_accepted) = serve("127.0.0.1");
+    // A file of the user's on the host that a bind raced with a link must not touch.
+    let canary = proj.dir.join("canary");
+    std::fs::write(&canary, "secret").unwrap();
+    own(&canary, u.uid, u.gid, 0o600);
+    let canary_mode = || std::fs::metadata(&canary).unwrap().mode() & 0o7777;
     let img = proj.dir.join("img");
     make_busybox_rootfs(&img);
     // The same program under another name and inode: the policy names /bin/busybox only.
     std::fs::create_dir_all(img.join("opt")).unwrap();
+    own(&img.join("tmp"), 0, 0, 0o1777);
     std::fs::copy(img.join("bin/busybox"), img.join("opt/wget")).unwrap();
     std::fs::copy(common::probe::probe(), img.join("bin/probe")).unwrap();
     std::fs::create_dir_all(img.join("sandbox/.oc-data")).unwrap();
@@ -907,6 +913,7 @@ fn without_root_podman_runs_execs_and_deletes_under_the_policy() {
             "version: 1\nnetwork_policies:\n  loop:\n    endpoints:\n\
              \x20     - {{ host: {HOST_IP}, port: {port} }}\n\
              \x20     - {{ host: 127.0.0.1, port: {host_lo} }}\n\
+             \x20     - {{ host: 0.0.0.0, port: {host_lo} }}\n\
              \x20     - {{ host: 127.0.0.1, port: 8080 }}\n\
              \x20   binaries:\n      - {{ path: /bin/busybox }}\n\
              symlink_guards:\n  - dir: /sandbox/.oc\n    target_dir: /sandbox/.oc-data\n"
@@ -945,13 +952,17 @@ fn without_root_podman_runs_execs_and_deletes_under_the_policy() {
     ]);
     let id = id.trim();
     let url = format!("http://{HOST_IP}:{port}/");
+    let canary = canary.display();
     let script = format!(
         "echo allowed: $(wget -q -O- {url}); \
          /opt/wget -q -O- {url} >/dev/null 2>&1; echo other-binary: $?; \
          wget -q -O- http://127.0.0.1:{host_lo}/ >/dev/null 2>&1; echo host-loopback: $?; \
+         wget -q -O- http://0.0.0.0:{host_lo}/ >/dev/null 2>&1; echo host-unspecified: $?; \
          echo page > /tmp/index.html; httpd -p 127.0.0.1:8080 -h /tmp; \
          echo own-loopback: $(wget -q -O- http://127.0.0.1:8080/); \
-         echo unix: $(cd /tmp && probe unix); \
+         echo unix: $(cd /tmp && probe unix); mkdir -m 0755 /tmp/rootonly; \
+         echo peer: $(probe peercred 65534); \
+         echo bindrace: $(probe bindrace {canary} 3000); \
          touch /etc/x 2>/dev/null; echo etc: $?; \
          grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status; \
          echo ifaces: $(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ')"
@@ -962,6 +973,11 @@ fn without_root_podman_runs_execs_and_deletes_under_the_policy() {
         "other-binary: 1",
         // The policy's 127.0.0.1 is the container's, as under root: nothing listens there.
         "host-loopback: 1",
+        // 0.0.0.0 is loopback to the kernel: the container's too.
+        "host-unspecified: 1",
+        // The guard made the connect, as the caller: the server sees the caller's uid.
+        "peer: uid=65534",
+        "bindrace: ok",
         "own-loopback: page",
         // Unix sockets in its own tree, bound and connected by the guard as the caller.
         "unix: ok",
@@ -988,6 +1004,24 @@ fn without_root_podman_runs_execs_and_deletes_under_the_policy() {
         0,
         "the host's loopback was reached"
     );
+    assert_eq!(canary_mode(), 0o600, "a raced bind changed a host file");
+    // The same, as a user without root inside: its own sockets, with its own rights.
+    let out = pm.ok(&[
+        "exec",
+        "--user",
+        "65534",
+        "c1",
+        "sh",
+        "-c",
+        "echo unix-nobody: $(probe unix /tmp); echo unix-nobody-root-dir: $(probe unix /tmp/rootonly)",
+    ]);
+    for line in [
+        "unix-nobody: ok",
+        // The guard binds as the caller: a directory of root's stays root's.
+        "unix-nobody-root-dir: setup-failed EACCES",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line:?} in\n{out}");
+    }
     pm.ok(&["kill", "c1"]);
     pm.ok(&["rm", "-f", "-t", "0", "c1"]);
 
@@ -1003,6 +1037,25 @@ fn without_root_podman_runs_execs_and_deletes_under_the_policy() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+    // A capability that would let a process join podman's own network, or move an
+    // interface into its own, is refused: no fence would see that traffic.
+    let out = pm
+        .cmd(&[
+            "run",
+            "--rm",
+            "--cap-add",
+            "SYS_ADMIN",
+            "localhost/nemo-rootless:t",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("CAP_SYS_ADMIN needs root"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = pm
         .cmd(&[
             "run",

@@ -171,6 +171,29 @@ pub fn rewrite_base(src: &SourceBundle, id: &str) -> Result<Rewritten, BundleErr
     })
 }
 
+/// CAP_SYS_ADMIN or CAP_NET_ADMIN, if any of the process's capability sets holds one.
+pub fn network_capability(spec: &Spec) -> Option<&'static str> {
+    use oci_spec::runtime::Capability;
+    let caps = spec.process().as_ref()?.capabilities().clone()?;
+    let sets = [
+        caps.bounding(),
+        caps.effective(),
+        caps.permitted(),
+        caps.inheritable(),
+        caps.ambient(),
+    ];
+    [
+        (Capability::SysAdmin, "CAP_SYS_ADMIN"),
+        (Capability::NetAdmin, "CAP_NET_ADMIN"),
+    ]
+    .into_iter()
+    .find(|(cap, _)| {
+        sets.iter()
+            .any(|s| s.as_ref().is_some_and(|s| s.contains(cap)))
+    })
+    .map(|(_, name)| name)
+}
+
 /// A network namespace of the container's own in place of the one the spec names (a rootless
 /// engine's, which reaches out): the container then starts with loopback only.
 pub fn private_network(spec: &mut Spec) {

@@ -37,8 +37,9 @@ pub struct Plan {
     /// uid and gid from the policy's run_as_user/group: exec'd processes run as them too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_as: Option<(u32, u32)>,
-    /// Created without root: the init makes itself dumpable, so the guard (a process of
-    /// the same user) may take its listener and read its calls.
+    /// Created by an ordinary user (not root, nor root of a rootless engine's namespace): the
+    /// init makes itself dumpable, so the guard (a process of the same user) may take its
+    /// listener and read its calls.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub rootless: bool,
     /// Without root (a sandbox): the uid and gid the process takes in a user namespace of its

@@ -38,10 +38,15 @@ pub fn current() -> Privilege {
 
 /// Decide from the effective uid and `/proc/self/uid_map`. The initial namespace maps every
 /// id to itself in one line of 4294967295; anything else is a namespace someone made. An
-/// unreadable map counts as a made one: the runtime then assumes less, never more.
+/// empty (unreadable) map counts as the initial one: the runtime then takes the root-only
+/// steps (the fence), which fail loudly where it is not root, instead of the rootless ways
+/// that trust the guard's namespace to hold nothing of the host's.
 pub fn classify(euid: u32, uid_map: &str) -> Privilege {
     if euid != 0 {
         return Privilege::User;
+    }
+    if uid_map.trim().is_empty() {
+        return Privilege::HostRoot;
     }
     let initial =
         uid_map.split_whitespace().collect::<Vec<_>>().as_slice() == ["0", "0", "4294967295"];
@@ -50,6 +55,15 @@ pub fn classify(euid: u32, uid_map: &str) -> Privilege {
     } else {
         Privilege::NamespaceRoot
     }
+}
+
+/// The host uid that uid 0 of this namespace is (rootless podman's: the user's), from a
+/// `uid_map` text.
+pub fn host_uid(uid_map: &str) -> Option<u32> {
+    uid_map.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.first() == Some(&"0")).then(|| f.get(1)?.parse().ok())?
+    })
 }
 
 #[cfg(test)]
@@ -62,9 +76,12 @@ mod tests {
         let podman = "         0       1001          1\n         1     100000      65536\n";
         assert_eq!(classify(0, initial), Privilege::HostRoot);
         assert_eq!(classify(0, podman), Privilege::NamespaceRoot);
-        // A map of everything but one line short, or none at all, is not the initial one.
+        // A map of everything but one id short is not the initial one; an unreadable one is
+        // taken for it (root-only steps then fail loudly rather than being skipped).
         assert_eq!(classify(0, "0 0 4294967294\n"), Privilege::NamespaceRoot);
-        assert_eq!(classify(0, ""), Privilege::NamespaceRoot);
+        assert_eq!(classify(0, ""), Privilege::HostRoot);
+        assert_eq!(host_uid("         0       1001          1\n"), Some(1001));
+        assert_eq!(host_uid("         1     100000      65536\n"), None);
         assert_eq!(classify(1000, initial), Privilege::User);
         assert!(Privilege::NamespaceRoot.rootless() && Privilege::User.rootless());
         assert!(!Privilege::HostRoot.rootless());

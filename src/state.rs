@@ -55,7 +55,12 @@ pub fn default_root() -> PathBuf {
     if !crate::privilege::current().rootless() {
         return PathBuf::from(SYSTEM_ROOT);
     }
-    let uid = nix::unistd::geteuid().as_raw();
+    // Named for the host's uid: uid 0 of every rootless user's namespace would share a name.
+    let uid = std::fs::read_to_string("/proc/self/uid_map")
+        .ok()
+        .filter(|_| nix::unistd::geteuid().is_root())
+        .and_then(|m| crate::privilege::host_uid(&m))
+        .unwrap_or_else(|| nix::unistd::geteuid().as_raw());
     match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
         Some(dir) if dir.is_absolute() => dir.join("nemosandbox"),
         _ => std::env::temp_dir().join(format!("nemosandbox-{uid}")),

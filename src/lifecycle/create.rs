@@ -78,6 +78,18 @@ impl Runtime {
         // fresh one instead, and the guard relays what the policy allows.
         let private_net = rootless && !opts.sandbox && !effective.unconfined;
         if private_net {
+            // With either, a process could join another namespace of the engine's user
+            // namespace (podman's own network, through a shared pid namespace) or move an
+            // interface into its own: no fence would see that traffic.
+            if let Some(cap) = bundle::network_capability(&rw.spec) {
+                return Err(LifecycleError::NeedsRoot(
+                    id.to_string(),
+                    match cap {
+                        "CAP_SYS_ADMIN" => ROOTLESS_SYS_ADMIN,
+                        _ => ROOTLESS_NET_ADMIN,
+                    },
+                ));
+            }
             bundle::private_network(&mut rw.spec);
         }
         let inspected = effective
@@ -141,7 +153,9 @@ impl Runtime {
         };
         let plan = crate::plan::Plan {
             nested_user: opts.nested_user,
-            rootless,
+            // Only an ordinary user's guard needs the init dumpable to take its listener; a
+            // rootless engine's is root in the namespace the init is made in.
+            rootless: standing == crate::privilege::Privilege::User,
             // A rootless engine's runtime is root over the container's network namespace
             // and brings `lo` up from outside (`Net::loopback_up`).
             loopback_up: rootless && opts.sandbox && !host_net,

@@ -13,6 +13,14 @@ pub const ROOTLESS_NETWORK_POLICIES: &str = "sharing the host's network needs ro
     fence that keeps the network guard's decisions there is a cgroup program only root can \
     attach; without root a sandbox or container keeps a network namespace of its own \
     (docs/rootless.md)";
+/// Why a rootless engine's confined container may not hold CAP_SYS_ADMIN or CAP_NET_ADMIN.
+pub const ROOTLESS_SYS_ADMIN: &str = "CAP_SYS_ADMIN needs root: in a rootless engine's \
+    container it would let a process join a network namespace of the engine's, which no fence \
+    watches; drop it (--privileged, --cap-add) or use the `oci` baseline (docs/rootless.md)";
+/// As `ROOTLESS_SYS_ADMIN`, for CAP_NET_ADMIN.
+pub const ROOTLESS_NET_ADMIN: &str = "CAP_NET_ADMIN needs root: in a rootless engine's \
+    container it would let a process move an interface into its network, which no fence \
+    watches; drop it (--privileged, --cap-add) or use the `oci` baseline (docs/rootless.md)";
 /// Why layer-7 rules (HTTP methods and paths) are refused without root.
 pub const ROOTLESS_INSPECTION: &str = "endpoints with HTTP rules need root: the layer-7 proxy \
     listens inside the sandbox's network namespace, which only root can enter from outside; \

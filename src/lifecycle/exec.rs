@@ -15,8 +15,7 @@ impl Runtime {
         // A copy of the saved plan, narrowed below for this process only.
         let loaded = crate::plan::LoadedPlan::of(crate::plan::Plan::load(&own)?, &own)?;
         let mut plan = loaded.plan.clone();
-        let user = crate::privilege::current() == crate::privilege::Privilege::User;
-        if plan.nested_user.is_some() || (plan.rootless && user) {
+        if plan.nested_user.is_some() || plan.rootless {
             // An ordinary user's processes could not be handed to the guard (only the init is
             // dumpable while it sets up) nor enter the nested user namespace. A rootless
             // engine's runtime is root in the namespace the process is made in, and may.

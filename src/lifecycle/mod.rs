@@ -44,6 +44,7 @@ use crate::path_error::io_err;
 use error::{cgroup_err, lc, Result};
 pub use error::{
     LifecycleError, ROOTLESS_CONTAINERS, ROOTLESS_INSPECTION, ROOTLESS_NETWORK_POLICIES,
+    ROOTLESS_NET_ADMIN, ROOTLESS_SYS_ADMIN,
 };
 use guards::undo_guards;
 

@@ -94,6 +94,17 @@ pub fn unix_sockaddr(path: &[u8]) -> Vec<u8> {
 /// caller thread's `/proc/TID` directory, opened before the notification was checked valid:
 /// every later read goes through it, so a thread id reused meanwhile names nothing.
 pub fn judge(rules: &LocalRules, proc: &std::fs::File, addr: &[u8]) -> Result<Target, Refused> {
+    judge_in(rules, proc, None, addr)
+}
+
+/// `judge`, with the caller's root and working directory already taken (`CallerFs`), for a
+/// lookup made as the caller (`as_caller`), who may not read them in `/proc`.
+pub fn judge_in(
+    rules: &LocalRules,
+    proc: &std::fs::File,
+    fs: Option<&CallerFs>,
+    addr: &[u8],
+) -> Result<Target, Refused> {
     if addr.len() < 2 || u16::from_ne_bytes([addr[0], addr[1]]) != libc::AF_UNIX as u16 {
         return Err(failed(Errno::EINVAL));
     }
@@ -112,15 +123,19 @@ pub fn judge(rules: &LocalRules, proc: &std::fs::File, addr: &[u8]) -> Result<Ta
     }
     let end = path.iter().position(|b| *b == 0).unwrap_or(path.len());
     let name = <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&path[..end]);
-    let file = open_in(proc, Path::new(name)).map_err(failed)?;
+    let file = match fs {
+        Some(fs) => open_at(fs, Path::new(name)),
+        None => open_in(proc, Path::new(name)),
+    }
+    .map_err(failed)?;
     check_file(&file, proc, !rules.own_files)?;
     Ok(Target::File(file))
 }
 
 /// Bind a unix socket of a relayed container (`LocalRules::own_files`) to the address the
-/// caller passed (the guard's copy `addr`): a path is made in the directory the caller would
-/// name, inside its root, if the caller may write there, and is then given the caller's
-/// owner and mode; an abstract name is its own network namespace's.
+/// caller passed (the guard's copy `addr`), as the caller (`as_caller`): a path is made in
+/// the directory the caller would name, inside its root, with the kernel checking the caller's
+/// rights and applying its umask; an abstract name is its own network namespace's.
 pub fn bind_unix(
     rules: &LocalRules,
     proc: &std::fs::File,
@@ -135,7 +150,7 @@ pub fn bind_unix(
                 "abstract unix sockets of the host's network namespace",
             ));
         }
-        return bind(sock, addr).map_err(failed);
+        return as_caller(proc, || bind(sock, addr)).map_err(failed);
     }
     let end = path.iter().position(|b| *b == 0).unwrap_or(path.len());
     let name = Path::new(std::ffi::OsStr::from_bytes(&path[..end]));
@@ -147,74 +162,124 @@ pub fn bind_unix(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let dir = open_in(proc, parent).map_err(failed)?;
-    let st = nix::sys::stat::fstat(dir.as_raw_fd()).map_err(failed)?;
-    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
-        return Err(failed(Errno::ENOTDIR));
-    }
-    let creds = proc_text(proc, "status")
-        .ok()
-        .and_then(|t| Creds::parse(&t))
-        .ok_or_else(|| failed(Errno::ESRCH))?;
-    if !creds.may_write(st.st_uid, st.st_gid, st.st_mode) {
-        return Err(failed(Errno::EACCES));
-    }
-    let mut at = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
-    at.extend_from_slice(base.as_bytes());
-    if at.len() >= 108 {
-        return Err(failed(Errno::ENAMETOOLONG));
-    }
-    let umask = proc_text(proc, "status")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("Umask:"))
-                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
-        })
-        .unwrap_or(0o022);
-    // Made as the caller: with this thread's filesystem ids set to the caller's, the kernel
-    // checks the directory as it would for the caller (the guard's file capabilities leave
-    // its effective set meanwhile), the file is the caller's from the start, and the mode
-    // (the caller's umask, not the guard's) can be set on the caller's own files only, even
-    // if the name was swapped for another file or a link in between.
-    as_caller(creds.fsuid, creds.fsgid, || {
-        bind(sock, &unix_sockaddr(&at))?;
-        let _ = nix::sys::stat::fchmodat(
-            Some(dir.as_raw_fd()),
-            base,
-            nix::sys::stat::Mode::from_bits_truncate(0o777 & !umask),
-            nix::sys::stat::FchmodatFlags::FollowSymlink,
-        );
-        Ok(())
+    let fs = caller_fs(proc).map_err(failed)?;
+    as_caller(proc, || {
+        let dir = open_at(&fs, parent)?;
+        let mut at = format!("/proc/thread-self/fd/{}/", dir.as_raw_fd()).into_bytes();
+        at.extend_from_slice(base.as_bytes());
+        if at.len() >= 108 {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        bind(sock, &unix_sockaddr(&at))
     })
     .map_err(failed)
 }
 
-/// Run `f` with this thread's filesystem uid and gid set to `uid` and `gid`, then back.
-/// Filesystem ids are per thread in the kernel (no other guard thread is affected).
-fn as_caller(uid: u32, gid: u32, f: impl FnOnce() -> Result<(), Errno>) -> Result<(), Errno> {
-    // SAFETY: setfsuid/setfsgid change only this thread's filesystem credentials; they return
-    // the previous ids, which are restored below.
-    let (old_gid, old_uid) = unsafe { (libc::setfsgid(gid), libc::setfsuid(uid)) };
-    // They report failure only by not changing the id; -1 is invalid, so it only reads it.
-    // SAFETY: as above.
-    let now = unsafe {
-        (
-            libc::setfsuid(u32::MAX) as u32,
-            libc::setfsgid(u32::MAX) as u32,
-        )
-    };
-    let r = if now == (uid, gid) {
-        f()
-    } else {
-        Err(Errno::EPERM)
-    };
-    // SAFETY: as above.
-    unsafe {
-        libc::setfsuid(old_uid as u32);
-        libc::setfsgid(old_gid as u32);
+/// A thread's identity from the kernel's account (`/proc/TID/status`): what `as_caller` takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Real, effective, saved and filesystem ids, in that order.
+    pub uids: [u32; 4],
+    pub gids: [u32; 4],
+    pub groups: Vec<u32>,
+    pub cap_eff: u64,
+    pub cap_prm: u64,
+    pub umask: u32,
+}
+
+impl Identity {
+    pub fn parse(status: &str) -> Option<Identity> {
+        let field = |name: &str| -> Option<Vec<&str>> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.split_whitespace().collect())
+        };
+        let ids = |name: &str| -> Option<[u32; 4]> {
+            let v: Vec<u32> = field(name)?.iter().filter_map(|x| x.parse().ok()).collect();
+            v.try_into().ok()
+        };
+        let hex = |name: &str| u64::from_str_radix(field(name)?.first()?, 16).ok();
+        Some(Identity {
+            uids: ids("Uid:")?,
+            gids: ids("Gid:")?,
+            groups: field("Groups:")?
+                .iter()
+                .map(|g| g.parse().ok())
+                .collect::<Option<Vec<u32>>>()?,
+            cap_eff: hex("CapEff:")?,
+            cap_prm: hex("CapPrm:")?,
+            umask: u32::from_str_radix(field("Umask:")?.first()?, 8).ok()?,
+        })
     }
-    r
+}
+
+/// Run `f` on a thread of its own that has taken the identity of the caller behind `proc`:
+/// its ids, groups, capabilities (never more than the guard's) and umask. The kernel then
+/// checks paths, makes files and records peer credentials (`SO_PEERCRED`) as for the caller,
+/// which the guard, root of a rootless engine's user namespace, is not. The thread's
+/// filesystem context is unshared first, so its umask is its own, and it ends with `f`:
+/// nothing of the caller's identity stays in the guard.
+pub fn as_caller<T: Send>(
+    proc: &std::fs::File,
+    f: impl FnOnce() -> Result<T, Errno> + Send,
+) -> Result<T, Errno> {
+    let who = proc_text(proc, "status")
+        .ok()
+        .and_then(|t| Identity::parse(&t))
+        .ok_or(Errno::ESRCH)?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                take_identity(&who)?;
+                f()
+            })
+            .join()
+            .unwrap_or(Err(Errno::EIO))
+    })
+}
+
+/// Make the calling thread `who`. Each step is the raw system call, which the kernel applies
+/// to this thread alone (libc's wrappers would apply them to every thread of the guard).
+fn take_identity(who: &Identity) -> Result<(), Errno> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_FS)?;
+    // SAFETY: umask only changes this thread's (now unshared) filesystem context.
+    unsafe { libc::umask(who.umask & 0o777) };
+    let [ruid, euid, suid, fsuid] = who.uids;
+    let [rgid, egid, sgid, fsgid] = who.gids;
+    // SAFETY: raw credential system calls on the calling thread, with plain integers and a
+    // pointer to a slice that outlives the call.
+    unsafe {
+        let checked = |r: libc::c_long| if r < 0 { Err(Errno::last()) } else { Ok(()) };
+        checked(libc::syscall(
+            libc::SYS_setgroups,
+            who.groups.len(),
+            who.groups.as_ptr(),
+        ))?;
+        checked(libc::syscall(libc::SYS_setresgid, rgid, egid, sgid))?;
+        checked(libc::syscall(libc::SYS_setresuid, ruid, euid, suid))?;
+        libc::syscall(libc::SYS_setfsgid, fsgid);
+        libc::syscall(libc::SYS_setfsuid, fsuid);
+        if libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32 != fsuid
+            || libc::syscall(libc::SYS_setfsgid, u32::MAX) as u32 != fsgid
+        {
+            return Err(Errno::EPERM);
+        }
+    }
+    // A caller that is uid 0 keeps what the guard holds through the id change: cut to the
+    // caller's own sets (the kernel already cleared them for any other uid).
+    let keep = |mask: u64| -> Result<caps::CapsHashSet, Errno> {
+        let have = caps::read(None, caps::CapSet::Permitted).map_err(|_| Errno::EPERM)?;
+        Ok(have
+            .into_iter()
+            .filter(|c| mask & c.bitmask() != 0)
+            .collect())
+    };
+    let (eff, prm) = (keep(who.cap_eff)?, keep(who.cap_prm)?);
+    caps::set(None, caps::CapSet::Inheritable, &caps::CapsHashSet::new())
+        .and_then(|()| caps::set(None, caps::CapSet::Effective, &eff))
+        .and_then(|()| caps::set(None, caps::CapSet::Permitted, &prm))
+        .map_err(|_| Errno::EPERM)
 }
 
 /// Open an entry of a `/proc/TID` directory.
@@ -243,22 +308,43 @@ fn proc_text(proc: &std::fs::File, name: &str) -> Result<String, Errno> {
     Ok(text)
 }
 
-/// Open `path` as the thread would name it: relative to its working directory, inside its
-/// root, every link followed without leaving that root.
-fn open_in(proc: &std::fs::File, path: &Path) -> Result<OwnedFd, Errno> {
-    let full = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        let cwd =
-            nix::fcntl::readlinkat(Some(proc.as_raw_fd()), "cwd").map_err(|_| Errno::ESRCH)?;
-        PathBuf::from(cwd).join(path)
-    };
+/// A thread's root directory and working directory, taken from `/proc/TID` by the guard.
+pub struct CallerFs {
+    root: OwnedFd,
+    cwd: PathBuf,
+}
+
+/// Take the thread's root and working directory (reading them needs the right to trace it,
+/// which the guard has and the caller's identity may not).
+pub fn caller_fs(proc: &std::fs::File) -> Result<CallerFs, Errno> {
+    let cwd = nix::fcntl::readlinkat(Some(proc.as_raw_fd()), "cwd").map_err(|_| Errno::ESRCH)?;
     let root = proc_entry(
         proc,
         "root",
         nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY,
     )
     .map_err(|_| Errno::ESRCH)?;
+    Ok(CallerFs {
+        root,
+        cwd: PathBuf::from(cwd),
+    })
+}
+
+/// Open `path` as the thread would name it: relative to its working directory, inside its
+/// root, every link followed without leaving that root.
+fn open_in(proc: &std::fs::File, path: &Path) -> Result<OwnedFd, Errno> {
+    open_at(&caller_fs(proc)?, path)
+}
+
+/// `open_in` from a root and working directory already taken; the lookup has the rights of
+/// the calling thread.
+fn open_at(fs: &CallerFs, path: &Path) -> Result<OwnedFd, Errno> {
+    let full = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        fs.cwd.join(path)
+    };
+    let root = fs.root.try_clone().map_err(|_| Errno::EMFILE)?;
     let root = pathrs::Root::from_fd(root);
     let handle = root.resolve(&full).map_err(|e| match e.kind() {
         pathrs::error::ErrorKind::OsError(Some(n)) => Errno::from_raw(n),
@@ -495,6 +581,23 @@ pub fn set_lo_up() -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_callers_identity_is_read_from_its_status() {
+        let status = "Name:\tsh\nUmask:\t0027\nUid:\t1000\t1001\t1002\t1003\n\
+                      Gid:\t50\t51\t52\t53\nGroups:\t4 24 \nCapInh:\t0000000000000000\n\
+                      CapPrm:\t00000000800405fb\nCapEff:\t0000000000000400\n";
+        let who = Identity::parse(status).unwrap();
+        assert_eq!(who.uids, [1000, 1001, 1002, 1003]);
+        assert_eq!(who.gids, [50, 51, 52, 53]);
+        assert_eq!(who.groups, vec![4, 24]);
+        assert_eq!((who.cap_prm, who.cap_eff), (0x800405fb, 0x400));
+        assert_eq!(who.umask, 0o027);
+        // A field missing or malformed: no identity, so no call is made as anyone.
+        assert!(Identity::parse(&status.replace("Umask:\t0027\n", "")).is_none());
+        assert!(Identity::parse(&status.replace("Groups:\t4 24", "Groups:\t4 x")).is_none());
+        assert!(Identity::parse("Uid:\t1\t2\t3\n").is_none());
+    }
 
     #[test]
     fn loopback_addresses_are_told_from_others() {

@@ -397,6 +397,10 @@ fn listen(shared: &Shared, listener: &Arc<OwnedFd>, id: u64, tid: i32, args: &[u
         Ok(p) => p,
         Err(_) => return notif::respond(listener, id, Reply::Error(Errno::ESRCH)),
     };
+    // Opened before the validity check: it names this thread, not a later owner of its id.
+    let Ok(proc) = std::fs::File::open(format!("/proc/{tid}")) else {
+        return notif::respond(listener, id, Reply::Error(Errno::ESRCH));
+    };
     if !notif::valid(listener, id) {
         return;
     }
@@ -408,6 +412,12 @@ fn listen(shared: &Shared, listener: &Arc<OwnedFd>, id: u64, tid: i32, args: &[u
         return notif::respond(listener, id, Reply::Error(Errno::ENOTSOCK));
     };
     let inet = matches!(domain, libc::AF_INET | libc::AF_INET6);
+    if domain == libc::AF_UNIX && shared.local.own_files {
+        // As the caller: the listener's credentials are what its peers are told.
+        let backlog = args[1] as i32;
+        let r = local::as_caller(&proc, || local::listen(&sock, backlog));
+        return notif::respond(listener, id, Reply::of(r.map(|_| 0)));
+    }
     // Relayed, only the sandbox's own sockets listen: a relayed one whose connect failed is a
     // socket of the host's network again, and would listen there.
     if let Some(relay) = &shared.relay {

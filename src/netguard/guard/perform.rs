@@ -97,7 +97,25 @@ impl CallCtx {
             ),
             Request::SendMmsg { .. } => return self.respond(Reply::Error(Errno::EACCES)),
         };
-        let target = match local::judge(&self.shared.local, proc, &addr) {
+        // A relayed container's calls are made as the caller (`local::as_caller`): the path is
+        // looked up with its rights, and a connect records its credentials for the peer.
+        let own = self.shared.local.own_files;
+        let judged = if own {
+            local::caller_fs(proc)
+                .and_then(|fs| {
+                    let rules = &self.shared.local;
+                    local::as_caller(proc, || Ok(local::judge_in(rules, proc, Some(&fs), &addr)))
+                })
+                .unwrap_or_else(|e| {
+                    Err(local::Refused {
+                        errno: e,
+                        why: None,
+                    })
+                })
+        } else {
+            local::judge(&self.shared.local, proc, &addr)
+        };
+        let target = match judged {
             Ok(t) => t,
             Err(r) => {
                 if let Some(why) = &r.why {
@@ -112,7 +130,11 @@ impl CallCtx {
             let Some(fl) = fl else {
                 return self.respond(Reply::Error(Errno::EBADF));
             };
-            let started = calls::connect_nowait(&sock, &to, fl);
+            let started = if own {
+                local::as_caller(proc, || calls::connect_nowait(&sock, &to, fl))
+            } else {
+                calls::connect_nowait(&sock, &to, fl)
+            };
             drop(target);
             // A unix connect is over at once (EAGAIN: the listener's backlog is full).
             return self.respond(match started {

@@ -21,7 +21,8 @@ use crate::netguard::sockaddr::{self, Target};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Way {
     /// An address of the sandbox's own network namespace: its resolver, and in a relayed
-    /// container any loopback address (a container's loopback is its own, as under root).
+    /// container any loopback address, or the unspecified one, which the kernel takes for
+    /// loopback (a container's loopback is its own, as under root).
     /// On the sandbox's socket only: from a relayed one it would be the host's.
     Inside,
     /// Dissolving an association (`AF_UNSPEC`): on whatever socket it is.
@@ -38,7 +39,7 @@ impl CallCtx {
             }
             Target::Inet(d)
                 if self.shared.relay.as_ref().is_some_and(|r| r.own_loopback)
-                    && relay::is_loopback(d.ip()) =>
+                    && (relay::is_loopback(d.ip()) || d.ip().is_unspecified()) =>
             {
                 Way::Inside
             }
