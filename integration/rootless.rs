@@ -110,12 +110,24 @@ impl User {
         self.as_user(c, p, args)
     }
 
-    fn as_user(&self, mut c: Command, p: &Project, args: &[&str]) -> Command {
+    fn as_user(&self, c: Command, p: &Project, args: &[&str]) -> Command {
+        self.running(c, p, self.bin.as_os_str(), args)
+    }
+
+    /// `c` (setpriv and what it wraps) running `program ARGS…` as the user, with a login's
+    /// environment, in project `p`.
+    fn running(
+        &self,
+        mut c: Command,
+        p: &Project,
+        program: &std::ffi::OsStr,
+        args: &[&str],
+    ) -> Command {
         c.arg(format!("--reuid={}", self.uid))
             .arg(format!("--regid={}", self.gid))
             .arg("--clear-groups")
             .arg("--inh-caps=-all")
-            .arg(&self.bin)
+            .arg(program)
             .args(args)
             .env_clear()
             .env("HOME", &self.home)
@@ -810,26 +822,20 @@ struct Podman<'a> {
 impl Podman<'_> {
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new("timeout");
-        c.args(["-s", "KILL", "180", "setpriv"])
-            .arg(format!("--reuid={}", self.user.uid))
-            .arg(format!("--regid={}", self.user.gid))
-            .arg("--clear-groups")
-            .args(["podman", "--root"])
-            .arg(self.proj.dir.join("storage"))
-            .arg("--runtime")
-            .arg(&self.user.bin)
-            .arg("--runtime-flag")
-            .arg(format!("policy={}", self.policy.display()))
-            .args(args)
-            .env_clear()
-            .env("HOME", &self.user.home)
-            .env("USER", NAME)
-            .env("LOGNAME", NAME)
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("XDG_RUNTIME_DIR", &self.proj.runtime_dir)
-            .current_dir(&self.proj.dir)
-            .stdin(Stdio::null());
-        c
+        c.args(["-s", "KILL", "180", "setpriv"]);
+        let storage = self.proj.dir.join("storage");
+        let policy = format!("policy={}", self.policy.display());
+        let mut all = vec![
+            "--root",
+            storage.to_str().unwrap(),
+            "--runtime",
+            self.user.bin.to_str().unwrap(),
+            "--runtime-flag",
+            &policy,
+        ];
+        all.extend(args);
+        self.user
+            .running(c, self.proj, std::ffi::OsStr::new("podman"), &all)
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -841,6 +847,13 @@ impl Podman<'_> {
             text(&out.stderr)
         );
         text(&out.stdout)
+    }
+
+    /// `podman ARGS…` fails, saying `why`.
+    fn fails(&self, args: &[&str], why: &str) {
+        let out = self.cmd(args).output().unwrap();
+        assert!(!out.status.success(), "podman {args:?} succeeded");
+        assert!(text(&out.stderr).contains(why), "{}", text(&out.stderr));
     }
 }
 
@@ -1039,39 +1052,27 @@ fn without_root_podman_runs_execs_and_deletes_under_the_policy() {
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
     // A capability that would let a process join podman's own network, or move an
     // interface into its own, is refused: no fence would see that traffic.
-    let out = pm
-        .cmd(&[
+    pm.fails(
+        &[
             "run",
             "--rm",
             "--cap-add",
             "SYS_ADMIN",
             "localhost/nemo-rootless:t",
             "true",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("CAP_SYS_ADMIN needs root"),
-        "{}",
-        text(&out.stderr)
+        ],
+        "CAP_SYS_ADMIN needs root",
     );
-    let out = pm
-        .cmd(&[
+    pm.fails(
+        &[
             "run",
             "--rm",
             "--network",
             "host",
             "localhost/nemo-rootless:t",
             "true",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("sharing the host's network needs root"),
-        "{}",
-        text(&out.stderr)
+        ],
+        "sharing the host's network needs root",
     );
     u.assert_no_state_left(&proj);
 }

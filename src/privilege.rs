@@ -30,10 +30,23 @@ impl Privilege {
 /// The calling process's standing.
 pub fn current() -> Privilege {
     static CURRENT: OnceLock<Privilege> = OnceLock::new();
-    *CURRENT.get_or_init(|| {
-        let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
-        classify(nix::unistd::geteuid().as_raw(), &map)
-    })
+    *CURRENT.get_or_init(|| classify(nix::unistd::geteuid().as_raw(), uid_map()))
+}
+
+/// The calling process's effective uid as the host sees it: for uid 0 of a user namespace,
+/// the id it maps to.
+pub fn host_euid() -> u32 {
+    let euid = nix::unistd::geteuid().as_raw();
+    match current() {
+        Privilege::NamespaceRoot => host_uid(uid_map()).unwrap_or(euid),
+        _ => euid,
+    }
+}
+
+/// `/proc/self/uid_map`, read once (empty when unreadable).
+fn uid_map() -> &'static str {
+    static MAP: OnceLock<String> = OnceLock::new();
+    MAP.get_or_init(|| std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default())
 }
 
 /// Decide from the effective uid and `/proc/self/uid_map`. The initial namespace maps every

@@ -56,11 +56,7 @@ pub fn default_root() -> PathBuf {
         return PathBuf::from(SYSTEM_ROOT);
     }
     // Named for the host's uid: uid 0 of every rootless user's namespace would share a name.
-    let uid = std::fs::read_to_string("/proc/self/uid_map")
-        .ok()
-        .filter(|_| nix::unistd::geteuid().is_root())
-        .and_then(|m| crate::privilege::host_uid(&m))
-        .unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+    let uid = crate::privilege::host_euid();
     match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
         Some(dir) if dir.is_absolute() => dir.join("nemosandbox"),
         _ => std::env::temp_dir().join(format!("nemosandbox-{uid}")),

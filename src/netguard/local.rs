@@ -99,7 +99,7 @@ pub fn judge(rules: &LocalRules, proc: &std::fs::File, addr: &[u8]) -> Result<Ta
 
 /// `judge`, with the caller's root and working directory already taken (`CallerFs`), for a
 /// lookup made as the caller (`as_caller`), who may not read them in `/proc`.
-pub fn judge_in(
+fn judge_in(
     rules: &LocalRules,
     proc: &std::fs::File,
     fs: Option<&CallerFs>,
@@ -130,6 +130,24 @@ pub fn judge_in(
     .map_err(failed)?;
     check_file(&file, proc, !rules.own_files)?;
     Ok(Target::File(file))
+}
+
+/// `judge`, then `then` on the target, on one thread that has taken the caller's identity
+/// (`as_caller`): the lookup has the caller's rights, and so does what `then` does.
+pub fn judge_as_caller<T: Send>(
+    rules: &LocalRules,
+    proc: &std::fs::File,
+    addr: &[u8],
+    then: impl FnOnce(&Target) -> T + Send,
+) -> Result<(Target, T), Refused> {
+    let fs = caller_fs(proc).map_err(failed)?;
+    as_caller(proc, || {
+        Ok(judge_in(rules, proc, Some(&fs), addr).map(|t| {
+            let r = then(&t);
+            (t, r)
+        }))
+    })
+    .unwrap_or_else(|e| Err(failed(e)))
 }
 
 /// Bind a unix socket of a relayed container (`LocalRules::own_files`) to the address the
@@ -189,12 +207,7 @@ pub struct Identity {
 
 impl Identity {
     pub fn parse(status: &str) -> Option<Identity> {
-        let field = |name: &str| -> Option<Vec<&str>> {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(|v| v.split_whitespace().collect())
-        };
+        let field = |name: &str| status_field(status, name);
         let ids = |name: &str| -> Option<[u32; 4]> {
             let v: Vec<u32> = field(name)?.iter().filter_map(|x| x.parse().ok()).collect();
             v.try_into().ok()
@@ -309,14 +322,14 @@ fn proc_text(proc: &std::fs::File, name: &str) -> Result<String, Errno> {
 }
 
 /// A thread's root directory and working directory, taken from `/proc/TID` by the guard.
-pub struct CallerFs {
+struct CallerFs {
     root: OwnedFd,
     cwd: PathBuf,
 }
 
 /// Take the thread's root and working directory (reading them needs the right to trace it,
 /// which the guard has and the caller's identity may not).
-pub fn caller_fs(proc: &std::fs::File) -> Result<CallerFs, Errno> {
+fn caller_fs(proc: &std::fs::File) -> Result<CallerFs, Errno> {
     let cwd = nix::fcntl::readlinkat(Some(proc.as_raw_fd()), "cwd").map_err(|_| Errno::ESRCH)?;
     let root = proc_entry(
         proc,
@@ -405,6 +418,14 @@ fn mount_devices(table: &str) -> impl Iterator<Item = u64> + '_ {
     })
 }
 
+/// The words of the `/proc/TID/status` line `name` ("Uid:", "Groups:", …).
+fn status_field<'a>(status: &'a str, name: &str) -> Option<Vec<&'a str>> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(|v| v.split_whitespace().collect())
+}
+
 /// capabilities(7): bypass file write, read and execute permission checks.
 const CAP_DAC_OVERRIDE: u32 = 1;
 
@@ -418,11 +439,7 @@ struct Creds {
 
 impl Creds {
     fn parse(text: &str) -> Option<Creds> {
-        let field = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .map(|v| v.split_whitespace().collect::<Vec<_>>())
-        };
+        let field = |name: &str| status_field(text, name);
         let fourth = |v: Vec<&str>| v.get(3).and_then(|s| s.parse().ok());
         let cap_eff = field("CapEff:")?
             .first()

@@ -397,9 +397,15 @@ fn listen(shared: &Shared, listener: &Arc<OwnedFd>, id: u64, tid: i32, args: &[u
         Ok(p) => p,
         Err(_) => return notif::respond(listener, id, Reply::Error(Errno::ESRCH)),
     };
-    // Opened before the validity check: it names this thread, not a later owner of its id.
-    let Ok(proc) = std::fs::File::open(format!("/proc/{tid}")) else {
-        return notif::respond(listener, id, Reply::Error(Errno::ESRCH));
+    // For a listen made as the caller (`own_files`). Opened before the validity check: it
+    // names this thread, not a later owner of its id.
+    let proc = match shared
+        .local
+        .own_files
+        .then(|| std::fs::File::open(format!("/proc/{tid}")))
+    {
+        Some(Err(_)) => return notif::respond(listener, id, Reply::Error(Errno::ESRCH)),
+        opened => opened.and_then(Result::ok),
     };
     if !notif::valid(listener, id) {
         return;
@@ -412,10 +418,10 @@ fn listen(shared: &Shared, listener: &Arc<OwnedFd>, id: u64, tid: i32, args: &[u
         return notif::respond(listener, id, Reply::Error(Errno::ENOTSOCK));
     };
     let inet = matches!(domain, libc::AF_INET | libc::AF_INET6);
-    if domain == libc::AF_UNIX && shared.local.own_files {
+    if let (libc::AF_UNIX, Some(proc)) = (domain, &proc) {
         // As the caller: the listener's credentials are what its peers are told.
         let backlog = args[1] as i32;
-        let r = local::as_caller(&proc, || local::listen(&sock, backlog));
+        let r = local::as_caller(proc, || local::listen(&sock, backlog));
         return notif::respond(listener, id, Reply::of(r.map(|_| 0)));
     }
     // Relayed, only the sandbox's own sockets listen: a relayed one whose connect failed is a

@@ -97,25 +97,27 @@ impl CallCtx {
             ),
             Request::SendMmsg { .. } => return self.respond(Reply::Error(Errno::EACCES)),
         };
-        // A relayed container's calls are made as the caller (`local::as_caller`): the path is
-        // looked up with its rights, and a connect records its credentials for the peer.
-        let own = self.shared.local.own_files;
-        let judged = if own {
-            local::caller_fs(proc)
-                .and_then(|fs| {
-                    let rules = &self.shared.local;
-                    local::as_caller(proc, || Ok(local::judge_in(rules, proc, Some(&fs), &addr)))
-                })
-                .unwrap_or_else(|e| {
-                    Err(local::Refused {
-                        errno: e,
-                        why: None,
-                    })
-                })
-        } else {
-            local::judge(&self.shared.local, proc, &addr)
+        // A connect is never blocking in the guard, whatever the caller's flags say by now.
+        let connect_fl = match (&payload, fl) {
+            (None, None) => return self.respond(Reply::Error(Errno::EBADF)),
+            (None, Some(fl)) => Some(fl),
+            (Some(_), _) => None,
         };
-        let target = match judged {
+        let connect = |t: &local::Target| {
+            connect_fl.map(|fl| calls::connect_nowait(&sock, &t.sockaddr(), fl))
+        };
+        // A relayed container's calls are made as the caller (`local::judge_as_caller`): the
+        // path is looked up with its rights, and a connect records its credentials for the
+        // peer, on one thread.
+        let judged = if self.shared.local.own_files {
+            local::judge_as_caller(&self.shared.local, proc, &addr, connect)
+        } else {
+            local::judge(&self.shared.local, proc, &addr).map(|t| {
+                let connected = connect(&t);
+                (t, connected)
+            })
+        };
+        let (target, connected) = match judged {
             Ok(t) => t,
             Err(r) => {
                 if let Some(why) = &r.why {
@@ -126,20 +128,12 @@ impl CallCtx {
         };
         let to = target.sockaddr();
         let Some((buf, len, iov, flags)) = payload else {
-            // Never a blocking connect in the guard, whatever the caller's flags say by now.
-            let Some(fl) = fl else {
-                return self.respond(Reply::Error(Errno::EBADF));
-            };
-            let started = if own {
-                local::as_caller(proc, || calls::connect_nowait(&sock, &to, fl))
-            } else {
-                calls::connect_nowait(&sock, &to, fl)
-            };
             drop(target);
             // A unix connect is over at once (EAGAIN: the listener's backlog is full).
-            return self.respond(match started {
-                Ok(_) => Reply::Value(0),
-                Err(e) => Reply::Error(e),
+            return self.respond(match connected {
+                Some(Ok(_)) => Reply::Value(0),
+                Some(Err(e)) => Reply::Error(e),
+                None => Reply::Error(Errno::EBADF),
             });
         };
         let op = send_op(blocking, flags, move |s, f| {
