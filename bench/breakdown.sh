@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Where `run true` spends its time, stage by stage, from the runtime's own timing spans
 # (NEMOSANDBOX_TIMING): medians over RUNS runs (after 5 warm-up runs) for the built-in default
-# policy and the full policy, on the bundle of bench/lifecycle.sh. Stages of the container's
-# init (confine, landlock, seccomp-load) run inside `wait`; resolver-start runs in the helper,
-# beside the rest. "other" is the total less the runtime's top-level stages: process start,
-# argument parsing, exit.
+# policy and the full policy, on the bundle of bench/lifecycle.sh (state roots on a tmpfs, as
+# there). Stages of the container's init (confine, landlock, seccomp-load and its parts) run
+# inside `wait`; the helper's (helper-boot, guard-setup, adopt) beside the runtime's, from the
+# fork in helper-start on. "other" is the total less `main`: exec, the C library's start-up,
+# exit; "main-other" what `main` does between its stages.
 #   bash bench/breakdown.sh [RUNS]
 # Needs root, busybox-static and a release build.
 set -euo pipefail
@@ -15,7 +16,8 @@ source bench/lib.sh
 bash scripts/setup.sh
 [ -x "$NEMO" ] || bash scripts/build-static.sh
 work=$(mktemp -d /tmp/nemo-breakdown.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+roots=$(state_roots) # as in bench/lifecycle.sh
+trap 'rm -rf "$work" "$roots"' EXIT
 true_bundle "$work/bundle" "$NEMO"
 
 for mode in default full; do
@@ -26,7 +28,7 @@ for mode in default full; do
         start=$(date +%s%N)
         # The runtime's warnings (the full policy's symlink guards say what they hardened)
         # would flood the table; a failing run still stops the script.
-        NEMOSANDBOX_TIMING=$f "$NEMO" --root "$work/root" "${args[@]}" \
+        NEMOSANDBOX_TIMING=$f "$NEMO" --root "$roots/root" "${args[@]}" \
             run --bundle "$work/bundle" "bd-$mode-$i" 2>/dev/null
         end=$(date +%s%N)
         echo "{\"pid\":0,\"stage\":\"total\",\"us\":$(((end - start) / 1000))}" >> "$f"
@@ -37,16 +39,20 @@ python3 - "$work" "$RUNS" <<'PY'
 import glob, json, statistics, sys
 work, runs = sys.argv[1], int(sys.argv[2])
 # (stage, depth): the order and nesting the table shows.
-ORDER = [("total", 0), ("bundle-load", 1), ("create", 1), ("policy", 2), ("rewrite", 2),
-         ("prepare", 2), ("layout", 3), ("filters", 3), ("netguard-prepare", 3),
-         ("l7-setup", 2), ("state-write", 2), ("guard-channel", 2), ("cgroups-prepare", 2),
-         ("libcontainer-create", 2), ("after-create", 2), ("cgroup-fixups", 3), ("fence", 3),
-         ("loopback-shells-pins", 3), ("helper-start", 3), ("symlink-guards", 3),
-         ("meta-save", 3), ("create-other", 2), ("start", 1),
-         ("wait", 1), ("confine", 2), ("landlock", 3), ("seccomp-load", 3), ("delete", 1),
-         ("delete-helper", 2), ("delete-libcontainer", 2), ("delete-purge", 2),
-         ("other", 1), ("resolver-start", 1)]
-TOP = ["bundle-load", "create", "start", "wait", "delete"]
+ORDER = [("total", 0), ("main", 1), ("cli-parse", 2), ("bundle-load", 2), ("create", 2),
+         ("policy", 3), ("rewrite", 3), ("prepare", 3), ("layout", 4), ("layout-plan", 5),
+         ("filters", 4), ("netguard-prepare", 4), ("l7-setup", 3), ("state-write", 3),
+         ("guard-channel", 3), ("cgroups-prepare", 3), ("libcontainer-create", 3),
+         ("after-create", 3), ("cgroup-fixups", 4), ("fence", 4), ("loopback-shells-pins", 4),
+         ("helper-start", 4), ("fence-arm", 4), ("symlink-guards", 4), ("meta-save", 4),
+         ("create-other", 3), ("start", 2), ("wait", 2), ("confine", 3), ("landlock", 4),
+         ("seccomp-load", 4), ("load-netguard", 5), ("listener-load", 6),
+         ("handover-reply", 6), ("load-bpf", 5), ("load-sockets", 5), ("delete", 2),
+         ("delete-helper", 3), ("delete-libcontainer", 3), ("delete-purge", 3),
+         ("main-other", 2), ("other", 1),
+         ("helper-boot", 1), ("guard-setup", 1), ("guard-reload", 2), ("resolver-start", 2),
+         ("adopt", 1)]
+TOP = ["cli-parse", "bundle-load", "create", "start", "wait", "delete"]
 CREATE = ["policy", "rewrite", "prepare", "l7-setup", "state-write", "guard-channel",
           "cgroups-prepare", "libcontainer-create", "after-create"]
 med = {}
@@ -57,7 +63,9 @@ for mode in ("default", "full"):
         for line in open(f"{work}/{mode}-{i}.jsonl"):
             e = json.loads(line)
             stages[e["stage"]] = stages.get(e["stage"], 0) + e["us"]
-        stages["other"] = stages["total"] - sum(stages.get(s, 0) for s in TOP)
+        # Outside main: exec, the C library's start-up, exit, and the shell's timing itself.
+        stages["other"] = stages["total"] - stages["main"]
+        stages["main-other"] = stages["main"] - sum(stages.get(s, 0) for s in TOP)
         stages["create-other"] = stages["create"] - sum(stages.get(s, 0) for s in CREATE)
         for s, us in stages.items():
             per.setdefault(s, []).append(us)

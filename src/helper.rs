@@ -103,12 +103,15 @@ pub fn spawn(
             Ok((child.as_raw(), process_start_time(child.as_raw())))
         }
         ForkResult::Child => {
+            let boot = crate::timing::span("helper-boot");
             let _ = setsid();
             let _ = nix::sys::prctl::set_name(&std::ffi::CString::new(HELPER_COMM).unwrap());
             let mut keep: Vec<i32> = services.iter().flat_map(|s| s.keep_fds()).collect();
             keep.push(pidfd.as_raw_fd());
             keep.extend(crate::logging::log_fd());
+            keep.extend(crate::timing::fd());
             detach_stdio_and_fds(&keep);
+            drop(boot);
             for svc in services.iter_mut() {
                 svc.run(&pidfd);
             }

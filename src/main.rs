@@ -13,5 +13,8 @@ fn main() {
     }
     nemosandbox::sealed::note_marker();
     nemosandbox::timing::init();
-    std::process::exit(cli::main());
+    let timed = nemosandbox::timing::span("main");
+    let code = cli::main();
+    drop(timed);
+    std::process::exit(code);
 }

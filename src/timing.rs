@@ -35,27 +35,45 @@ pub fn init() {
     let _ = sink();
 }
 
+/// The file's descriptor, for a process that closes the others (the helper).
+pub fn fd() -> Option<i32> {
+    use std::os::fd::AsRawFd;
+    sink().map(|f| f.as_raw_fd())
+}
+
 /// One stage, timed from now until it is dropped.
 pub struct Span {
     stage: &'static str,
-    start: Option<Instant>,
+    start: Option<(Instant, u64)>,
+}
+
+/// Microseconds on the monotonic clock, which every process reads alike: where a stage starts
+/// on the machine's timeline (`bench/breakdown.sh --timeline`).
+fn monotonic_us() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given and nothing else.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as u64 * 1_000_000 + t.tv_nsec as u64 / 1_000
 }
 
 /// Time `stage` until the returned span is dropped.
 pub fn span(stage: &'static str) -> Span {
     Span {
         stage,
-        start: sink().map(|_| Instant::now()),
+        start: sink().map(|_| (Instant::now(), monotonic_us())),
     }
 }
 
 impl Drop for Span {
     fn drop(&mut self) {
-        let (Some(start), Some(mut file)) = (self.start, sink()) else {
+        let (Some((start, at)), Some(mut file)) = (self.start, sink()) else {
             return;
         };
         let line = format!(
-            "{{\"pid\":{},\"stage\":\"{}\",\"us\":{}}}\n",
+            "{{\"pid\":{},\"stage\":\"{}\",\"us\":{},\"at\":{at}}}\n",
             std::process::id(),
             self.stage,
             start.elapsed().as_micros()

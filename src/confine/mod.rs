@@ -166,6 +166,12 @@ fn load_program(
     channel: Option<BorrowedFd>,
     dns: Option<[BorrowedFd; 2]>,
 ) -> Result<(), ConfineError> {
+    let _t = crate::timing::span(match p {
+        Program::Bpf { .. } => "load-bpf",
+        Program::Profile(_) => "load-profile",
+        Program::Sockets => "load-sockets",
+        Program::NetGuard { .. } => "load-netguard",
+    });
     match p {
         Program::Bpf { name, bytes, flags } => bpf::load(bytes, *flags)
             .map_err(|e| ConfineError::Seccomp(format!("loading {name}: {e}"))),

@@ -108,7 +108,9 @@ pub fn load_and_hand_over(
             .try_clone_to_owned()
             .map_err(HandOverError::Channel)?,
     );
+    let timed = crate::timing::span("listener-load");
     let listener = bpf::load_listener(program).map_err(HandOverError::Load)?;
+    drop(timed);
     // The guard learns our pid from the credentials the kernel attaches.
     nix::sys::socket::setsockopt(&chan, nix::sys::socket::sockopt::PassCred, &true)
         .map_err(|e| HandOverError::Channel(e.into()))?;
@@ -119,7 +121,9 @@ pub fn load_and_hand_over(
     chan.write_all(&req.encode())
         .map_err(HandOverError::Channel)?;
     let mut reply = vec![0u8; MAX_REPLY];
+    let timed = crate::timing::span("handover-reply");
     let n = chan.read(&mut reply).map_err(HandOverError::Channel)?;
+    drop(timed);
     drop(listener);
     match Response::decode(&reply[..n]).map_err(HandOverError::Refused)? {
         Response::Ok => Ok(()),

@@ -155,7 +155,11 @@ impl HelperService for Guard {
         let (Some(shared), Some(control)) = (self.shared.take(), self.control.take()) else {
             return;
         };
-        if let Err(e) = shared.reload() {
+        let setup = crate::timing::span("guard-setup");
+        let timed = crate::timing::span("guard-reload");
+        let reloaded = shared.reload();
+        drop(timed);
+        if let Err(e) = reloaded {
             // No policies means no egress: every call is refused, none is let through.
             tracing::error!("network guard of {}: {e}", shared.id);
         }
@@ -194,6 +198,7 @@ impl HelperService for Guard {
         if let Err(e) = served {
             tracing::error!("network guard of {}: control thread: {e}", shared.id);
         }
+        drop(setup);
         helper::wait_exit(init_exit);
         shared.audit.flush(true);
         shared.audit.recorder().finish();
@@ -258,6 +263,7 @@ fn serve_control(shared: &Arc<Shared>, mut conn: UnixStream) -> std::io::Result<
 /// Take the listener of a new container process and serve it on a thread of its own. The
 /// process waits for the answer, so it runs nothing before it is in the fence.
 fn adopt(shared: &Arc<Shared>, pid: i32, fd: i32, dns: Option<[i32; 2]>) -> Result<(), String> {
+    let _t = crate::timing::span("adopt");
     if let Some(f) = &shared.fence {
         f.admit(pid).map_err(|e| e.to_string())?;
     }
