@@ -87,21 +87,49 @@ pub fn serve(
         servers: upstream,
     });
 
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, SocketAddr)>(UDP_QUEUE);
-    let rx = Arc::new(Mutex::new(rx));
-    for _ in 0..UDP_WORKERS {
-        let (s, u, q, rx) = (shared.clone(), udp.clone(), up.clone(), rx.clone());
-        spawn("resolver-udp", move || loop {
-            let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
-            let Ok((query, from)) = job else { return };
-            if let Some(reply) = answer(&s, &q, &query, false) {
-                let _ = u.send_to(&reply, from);
+    // Most containers never ask a name: one thread waits for the first query (either
+    // socket), and only then are the workers and the TCP server started.
+    spawn("resolver-recv", move || {
+        wait_readable(&udp, &tcp);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Vec<u8>, SocketAddr)>(UDP_QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..UDP_WORKERS {
+            let (s, u, q, rx) = (shared.clone(), udp.clone(), up.clone(), rx.clone());
+            let worker = spawn("resolver-udp", move || loop {
+                let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                let Ok((query, from)) = job else { return };
+                if let Some(reply) = answer(&s, &q, &query, false) {
+                    let _ = u.send_to(&reply, from);
+                }
+            });
+            // Fewer workers answer more slowly; none leaves queries unanswered (no egress).
+            if let Err(e) = worker {
+                tracing::error!("resolver of {}: {e}", shared.id);
             }
-        })?;
+        }
+        let s = shared.clone();
+        if let Err(e) = spawn("resolver-tcp", move || tcp_loop(s, tcp, up)) {
+            tracing::error!("resolver of {}: {e}", shared.id);
+        }
+        udp_loop(udp, tx)
+    })
+}
+
+/// Wait until a query arrives on either socket.
+fn wait_readable(udp: &UdpSocket, tcp: &TcpListener) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    loop {
+        let mut fds = [
+            PollFd::new(udp.as_fd(), PollFlags::POLLIN),
+            PollFd::new(tcp.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(n) if n > 0 => return,
+            Err(nix::Error::EINTR) | Ok(_) => continue,
+            // Cannot wait: serve at once rather than never.
+            Err(_) => return,
+        }
     }
-    spawn("resolver-recv", move || udp_loop(udp, tx))?;
-    spawn("resolver-tcp", move || tcp_loop(shared, tcp, up))?;
-    Ok(())
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), ResolverError> {
