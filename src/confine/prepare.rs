@@ -185,6 +185,7 @@ pub fn prepare(
     apply_identity(spec, &id);
 
     let timed = crate::timing::span("layout");
+    let planned = crate::timing::span("layout-plan");
     let plan = layout::plan_for_spec(
         &eff.filesystem_policy,
         &guard_dirs(eff),
@@ -192,6 +193,7 @@ pub fn prepare(
         id.home.as_deref(),
         &id.label,
     )?;
+    drop(planned);
 
     let (abi, cap) = landlock::available_abi();
     landlock::check(eff.landlock.value, abi, cap)?;

@@ -2,7 +2,8 @@
 //! root plus the spec's mounts. Paths are resolved inside the root they belong to (symlinks
 //! never lead out of it), so an image cannot point a policy bind at a host file.
 
-use std::collections::BTreeSet;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::Mount;
@@ -51,6 +52,9 @@ pub enum Place {
 pub struct ContainerTree {
     pub rootfs: PathBuf,
     pub mounts: Vec<SpecMount>,
+    /// `host_path` answers: planning asks the same paths many times (each glob level, each
+    /// grant), and each answer costs a kernel-checked walk. One plan sees one snapshot.
+    resolved: RefCell<HashMap<PathBuf, Option<PathBuf>>>,
 }
 
 impl ContainerTree {
@@ -58,6 +62,7 @@ impl ContainerTree {
         ContainerTree {
             rootfs: rootfs.to_path_buf(),
             mounts: mounts.iter().map(SpecMount::from_oci).collect(),
+            resolved: RefCell::default(),
         }
     }
 
@@ -90,10 +95,17 @@ impl ContainerTree {
     /// The host path of `p`, resolved inside its root; `None` when it does not exist there or
     /// lives in a mount with no host source.
     pub fn host_path(&self, p: &Path) -> Option<PathBuf> {
-        let Place::InRoot { root, rel } = self.place(p) else {
-            return None;
+        if let Some(known) = self.resolved.borrow().get(p) {
+            return known.clone();
+        }
+        let found = match self.place(p) {
+            Place::InRoot { root, rel } => resolve_in(&root, &rel),
+            Place::Special(_) => None,
         };
-        resolve_in(&root, &rel)
+        self.resolved
+            .borrow_mut()
+            .insert(p.to_path_buf(), found.clone());
+        found
     }
 
     pub fn kind(&self, p: &Path) -> Option<Kind> {
