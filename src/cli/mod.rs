@@ -114,6 +114,9 @@ struct CreateArgs {
 }
 
 #[derive(Subcommand, Debug)]
+// Only the subcommand given is built: building every verb's arguments took most of the
+// runtime's start-up.
+#[command(defer = true)]
 enum Cmd {
     /// Create a container
     Create(CreateArgs),
@@ -298,6 +301,7 @@ struct SandboxArgs {
 }
 
 #[derive(Subcommand, Debug)]
+#[command(defer = true)]
 enum PolicyCmd {
     /// Validate policy files; exit 1 on errors (warnings keep exit 0)
     Lint {
@@ -528,7 +532,10 @@ fn error_text(e: &anyhow::Error) -> String {
 }
 
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let timed = nemosandbox::timing::span("cli-parse");
+    let parsed = Cli::try_parse();
+    drop(timed);
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 1 } else { 0 };
@@ -537,7 +544,10 @@ pub fn main() -> i32 {
         }
     };
     let (log, format, debug) = (cli.log.clone(), cli.log_format, cli.debug);
-    if let Err(e) = logging::init(log.as_deref(), format, debug) {
+    let timed = nemosandbox::timing::span("logging-init");
+    let logging = logging::init(log.as_deref(), format, debug);
+    drop(timed);
+    if let Err(e) = logging {
         eprintln!(
             "opening log {}: {e}",
             log.as_deref()
