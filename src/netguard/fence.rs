@@ -171,6 +171,7 @@ impl Fence {
     /// Put the guard (the helper process `helper`) in its cgroup and in the container's
     /// accounting cgroups, then attach the programs that let only it through.
     pub fn arm(&self, helper: i32) -> Result<(), FenceError> {
+        let _t = crate::timing::span("fence-arm");
         enter(&self.guard, helper)?;
         for dir in &self.v1 {
             enter(dir, helper)?;
@@ -439,27 +440,39 @@ fn load(guard: GuardTask, attach_type: u32) -> Result<OwnedFd, FenceError> {
         Vec::new()
     };
     let insns = encode(&program_for(guard, prefix));
+    // Without the verifier's log, whose formatting was most of a load: it is asked for only
+    // when a load fails, to say why.
+    load_insns(&insns, attach_type, None).or_else(|_| {
+        let mut log = vec![0u8; 4096];
+        load_insns(&insns, attach_type, Some(&mut log)).map_err(|e| {
+            let end = log.iter().position(|b| *b == 0).unwrap_or(0);
+            let detail = String::from_utf8_lossy(&log[..end]);
+            FenceError::Load(format!("{e} {}", detail.trim()))
+        })
+    })
+}
+
+fn load_insns(
+    insns: &[u8],
+    attach_type: u32,
+    log: Option<&mut Vec<u8>>,
+) -> Result<OwnedFd, nix::Error> {
     let license = b"GPL\0";
-    let mut log = vec![0u8; 4096];
     let mut attr = [0u8; 128];
     put_u32(&mut attr, 0, BPF_PROG_TYPE_CGROUP_SOCK_ADDR);
     put_u32(&mut attr, 4, (insns.len() / 8) as u32);
     put_u64(&mut attr, 8, insns.as_ptr() as u64);
     put_u64(&mut attr, 16, license.as_ptr() as u64);
-    put_u32(&mut attr, 24, 1);
-    put_u32(&mut attr, 28, log.len() as u32);
-    put_u64(&mut attr, 32, log.as_mut_ptr() as u64);
+    if let Some(log) = log {
+        put_u32(&mut attr, 24, 1);
+        put_u32(&mut attr, 28, log.len() as u32);
+        put_u64(&mut attr, 32, log.as_mut_ptr() as u64);
+    }
     attr[48..48 + 12].copy_from_slice(b"nemo_fence\0\0");
     put_u32(&mut attr, 68, attach_type);
-    match bpf(BPF_PROG_LOAD, &mut attr) {
-        // SAFETY: a new program fd returned by the kernel, owned by nobody else.
-        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) }),
-        Err(e) => {
-            let end = log.iter().position(|b| *b == 0).unwrap_or(0);
-            let detail = String::from_utf8_lossy(&log[..end]);
-            Err(FenceError::Load(format!("{e} {}", detail.trim())))
-        }
-    }
+    let fd = bpf(BPF_PROG_LOAD, &mut attr)?;
+    // SAFETY: a new program fd returned by the kernel, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// The guard process `pid` (in this runtime's pid namespace) as the program checks it.
@@ -475,19 +488,26 @@ fn attach_all(container: &Path, guard: GuardTask, extra: Extra) -> Result<(), Fe
     let dir = fs::File::open(container).map_err(io_err(container))?;
     // Kernels without the pid-namespace helper in cgroup programs (before 6.10) get the
     // cgroup check alone.
-    let guard = match load(guard, ATTACH_TYPES[0].0) {
-        Ok(_) => guard,
-        Err(_) if guard.process.is_some() => GuardTask {
-            process: None,
-            ..guard
-        },
+    let (guard, mut first) = match load(guard, ATTACH_TYPES[0].0) {
+        Ok(prog) => (guard, Some(prog)),
+        Err(_) if guard.process.is_some() => (
+            GuardTask {
+                process: None,
+                ..guard
+            },
+            None,
+        ),
         Err(e) => return Err(e),
     };
     let unix = UNIX_TYPES.iter().filter(|_| extra.unix);
     let bind = [(BIND4, "inet4 bind"), (BIND6, "inet6 bind")];
     let bind = bind.iter().filter(|_| extra.bind);
     for &(ty, _) in ATTACH_TYPES.iter().chain(unix).chain(bind) {
-        let prog = load(guard, ty)?;
+        // The probe above loaded the first type's program already.
+        let prog = match first.take() {
+            Some(prog) => prog,
+            None => load(guard, ty)?,
+        };
         let mut attr = [0u8; 128];
         put_u32(&mut attr, 0, dir.as_raw_fd() as u32);
         put_u32(&mut attr, 4, prog.as_raw_fd() as u32);
