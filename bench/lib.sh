@@ -56,3 +56,9 @@ c["process"]["args"] = ["true"]
 json.dump(c, open(p, "w"))
 PY
 }
+
+# state_roots: a fresh directory on a tmpfs for the runtimes' state roots (/dev/shm: every
+# Debian system mounts it), printed.
+state_roots() {
+    mktemp -d /dev/shm/nemo-bench-roots.XXXXXX
+}

@@ -15,10 +15,14 @@ RUNS=${1:-200}
 NEMO=${NEMO:-$PWD/target/x86_64-unknown-linux-gnu/release/nemosandbox}
 bash scripts/setup.sh
 [ -x "$NEMO" ] || bash scripts/build-static.sh
-work=$(mktemp -d /tmp/nemo-bench.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-
 source bench/lib.sh
+work=$(mktemp -d /tmp/nemo-bench.XXXXXX)
+# State roots on a tmpfs, as each runtime's default root is (/run/runc, /run/crun,
+# /run/nemosandbox: /run is a tmpfs on every systemd host). On a journalled disk every state
+# file costs metadata writes, which is the disk's cost, not the runtime's.
+roots=$(state_roots)
+trap 'rm -rf "$work" "$roots"' EXIT
+
 true_bundle "$work/bundle" "$NEMO"
 runtimes=(nemosandbox:"$NEMO" nemosandbox-full:"$NEMO $FULL" runc:runc crun:crun)
 command -v youki >/dev/null && runtimes+=(youki:youki)
@@ -26,7 +30,7 @@ if [ -n "${NEMO_BASE:-}" ]; then runtimes+=(base:"$NEMO_BASE" base-full:"$NEMO_B
 
 cmds_run=(); cmds_cycle=(); names=()
 for rt in "${runtimes[@]}"; do
-    name=${rt%%:*}; bin=${rt#*:}; root="$work/root-$name"
+    name=${rt%%:*}; bin=${rt#*:}; root="$roots/root-$name"
     names+=("$name")
     cmds_run+=("$bin --root $root run --bundle $work/bundle bench-$name")
     cmds_cycle+=("$bin --root $root create --bundle $work/bundle cyc-$name && $bin --root $root start cyc-$name && $bin --root $root delete --force cyc-$name")
@@ -57,7 +61,7 @@ as_user="setpriv --reuid=$(id -u "$user") --regid=$(id -g "$user") --clear-group
 bwrap_args="--unshare-all --die-with-parent --new-session --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp --tmpfs /var/tmp --tmpfs /run --bind $proj $proj --chdir $proj"
 echo "sandbox -- true, $RUNS runs each"
 hyperfine -N --warmup 10 --runs "$RUNS" --export-json "$work/sandbox.json" \
-    -n sandbox-root "$NEMO --root $work/root-sandbox sandbox --cwd $proj -- true" \
+    -n sandbox-root "$NEMO --root $roots/root-sandbox sandbox --cwd $proj -- true" \
     -n sandbox-rootless "$as_user $work/nemosandbox-user sandbox --cwd $proj -- true" \
     -n bwrap-rootless "$as_user bwrap $bwrap_args true" >/dev/null
 
