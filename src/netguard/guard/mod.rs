@@ -130,6 +130,7 @@ impl Guard {
             waiter: OnceLock::new(),
             l7: OnceLock::new(),
             l7_roots: c.base.l7_roots,
+            loaded: Default::default(),
         };
         Guard {
             shared: Some(Arc::new(shared)),
@@ -156,13 +157,18 @@ impl HelperService for Guard {
             return;
         };
         let setup = crate::timing::span("guard-setup");
-        let timed = crate::timing::span("guard-reload");
-        let reloaded = shared.reload();
-        drop(timed);
-        if let Err(e) = reloaded {
-            // No policies means no egress: every call is refused, none is let through.
-            tracing::error!("network guard of {}: {e}", shared.id);
-        }
+        // First, so that the thread is running by the time the init asks; its answer waits
+        // for the resolver's sockets, as the workload may ask a name first thing.
+        let GuardEnds { listener, init } = control;
+        let bound = Arc::new(super::shared::Gate::default());
+        let (s, b) = (shared.clone(), bound.clone());
+        let init_served = std::thread::Builder::new()
+            .name("guard-init".into())
+            .spawn(move || {
+                if let Err(e) = serve_control(&s, init, Some(&b)) {
+                    tracing::warn!("network guard of {}: init's control: {e}", s.id);
+                }
+            });
         let s = shared.clone();
         match Waiter::start(Box::new(move || s.audit.flush(false))) {
             Ok(w) => {
@@ -180,21 +186,23 @@ impl HelperService for Guard {
                 tracing::error!("network guard of {}: resolver: {e}", shared.id);
             }
         }
-        let GuardEnds { listener, init } = control;
-        let s = shared.clone();
-        let served = std::thread::Builder::new()
-            .name("guard-init".into())
-            .spawn(move || {
-                if let Err(e) = serve_control(&s, init) {
-                    tracing::warn!("network guard of {}: init's control: {e}", s.id);
-                }
-            })
-            .and_then(|_| {
-                let s = shared.clone();
-                std::thread::Builder::new()
-                    .name("guard-control".into())
-                    .spawn(move || control_loop(s, listener))
-            });
+        bound.open();
+        // The policies load while the init finishes its confinement; every decision and
+        // answer waits for them (`Shared::current`).
+        let timed = crate::timing::span("guard-reload");
+        let reloaded = shared.reload();
+        drop(timed);
+        if let Err(e) = reloaded {
+            // No policies means no egress: every call is refused, none is let through.
+            tracing::error!("network guard of {}: {e}", shared.id);
+        }
+        shared.loaded.open();
+        let served = init_served.and_then(|_| {
+            let s = shared.clone();
+            std::thread::Builder::new()
+                .name("guard-control".into())
+                .spawn(move || control_loop(s, listener))
+        });
         if let Err(e) = served {
             tracing::error!("network guard of {}: control thread: {e}", shared.id);
         }
@@ -211,7 +219,7 @@ fn control_loop(shared: Arc<Shared>, control: UnixListener) {
     for conn in control.incoming() {
         let Ok(conn) = conn else { continue };
         let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-        if let Err(e) = serve_control(&shared, conn) {
+        if let Err(e) = serve_control(&shared, conn, None) {
             tracing::warn!("network guard of {}: control: {e}", shared.id);
         }
     }
@@ -241,7 +249,12 @@ fn read_request(
     Ok((protocol::Request::decode(&buf[..n]), pid))
 }
 
-fn serve_control(shared: &Arc<Shared>, mut conn: UnixStream) -> std::io::Result<()> {
+/// Serve one request; the answer waits for `before_reply` when given.
+fn serve_control(
+    shared: &Arc<Shared>,
+    mut conn: UnixStream,
+    before_reply: Option<&super::shared::Gate>,
+) -> std::io::Result<()> {
     let (req, pid) = read_request(&conn)?;
     let error = |message: String| Response::Error { message };
     let reply = match req {
@@ -257,6 +270,9 @@ fn serve_control(shared: &Arc<Shared>, mut conn: UnixStream) -> std::io::Result<
         },
         Err(e) => error(e),
     };
+    if let Some(gate) = before_reply {
+        gate.wait();
+    }
     conn.write_all(&reply.encode())
 }
 
