@@ -301,7 +301,6 @@ struct SandboxArgs {
 }
 
 #[derive(Subcommand, Debug)]
-#[command(defer = true)]
 enum PolicyCmd {
     /// Validate policy files; exit 1 on errors (warnings keep exit 0)
     Lint {
