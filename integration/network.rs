@@ -157,6 +157,44 @@ fn network_guard_holds_for_exec_and_fails_closed_without_the_guard() {
     assert_nothing_left(&rt, &id);
 }
 
+/// The guard pins the policy's binaries before the workload runs: an init that swaps an
+/// allowed binary first thing is refused for it, however long pinning takes (a glob over
+/// 15 000 files, listed first, holds it for most of a second here), while the binary it left
+/// alone still connects. Answering the init before the pinning let the swapped file through.
+#[test]
+fn network_guard_pins_binaries_before_the_workload_runs() {
+    let rt = Runtime::new();
+    let pol = policy(
+        &rt,
+        "version: 1\nfilesystem_policy:\n  permissions:\n    \"/**\": \"r-x\"\n    \"/tmp/**\": \"rwx\"\n\
+         \x20   \"/work/**\": \"rwx\"\nnetwork_policies:\n  local:\n    endpoints:\n\
+         \x20     - host: 127.0.0.1\n        ports: [18471]\n    binaries:\n\
+         \x20     - { path: \"/opt/many/*\" }\n      - { path: /work/tool }\n\
+         \x20     - { path: /work/good }\n",
+    );
+    let script = [
+        "mv /work/evil /work/tool; ".to_string(),
+        p("swapped", "/work/tool connect 18471"),
+        p("kept", "/work/good connect 18471"),
+    ]
+    .concat();
+    let b = bundle(&["sh", "-c", &script]);
+    host_network(&b);
+    let r = b.path().join("rootfs");
+    // Copies, not links: each its own file.
+    std::fs::create_dir_all(r.join("work")).unwrap();
+    for name in ["tool", "good", "evil"] {
+        std::fs::copy(probe(), r.join("work").join(name)).unwrap();
+    }
+    let many = r.join("opt/many");
+    std::fs::create_dir_all(&many).unwrap();
+    for i in 0..15_000 {
+        std::fs::write(many.join(format!("f{i}")), b"").unwrap();
+    }
+    let (out, _) = run_keep(&rt, &pol, &b);
+    expect(&out, &[("swapped", "EACCES"), ("kept", "ok")]);
+}
+
 fn nix_kill(pid: i32) {
     // SAFETY: kill(2) with a pid and a signal number.
     unsafe { libc::kill(pid, libc::SIGKILL) };

@@ -44,11 +44,10 @@ fn every_argument_has_help_text() {
         }
     }
     let mut missing = Vec::new();
-    walk(
-        &<Cli as clap::CommandFactory>::command(),
-        "nemosandbox",
-        &mut missing,
-    );
+    // Built, so that the verbs' deferred arguments are there to walk.
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    cmd.build();
+    walk(&cmd, "nemosandbox", &mut missing);
     assert!(missing.is_empty(), "no help text: {missing:#?}");
 }
 

@@ -77,10 +77,7 @@ pub fn compile(p: &LinuxSeccomp) -> Result<Vec<u8>, BpfError> {
             .map_err(prof)?;
     }
     ctx.set_ctl_nnp(false).map_err(prof)?;
-    // A binary tree of syscall numbers instead of one long chain: the kernel walks the
-    // program for every syscall number when it loads it (to find the ones it can allow
-    // without running it), so a chain of hundreds of rules cost a millisecond per container.
-    ctx.set_ctl_optimize(2).map_err(prof)?;
+    let mut rules = 0usize;
     for rule in p.syscalls().as_deref().unwrap_or_default() {
         let act = action(rule.action(), rule.errno_ret())?;
         if act == default {
@@ -108,6 +105,7 @@ pub fn compile(p: &LinuxSeccomp) -> Result<Vec<u8>, BpfError> {
             let Ok(sc) = ScmpSyscall::from_name(name) else {
                 continue;
             };
+            rules += 1;
             if conds.is_empty() {
                 ctx.add_rule(act, sc).map_err(prof)?;
             } else if indexes.len() == conds.len() {
@@ -120,6 +118,13 @@ pub fn compile(p: &LinuxSeccomp) -> Result<Vec<u8>, BpfError> {
                 }
             }
         }
+    }
+    // A binary tree of syscall numbers instead of one long chain: the kernel walks the
+    // program for every syscall number when it loads it (to find the ones it can allow
+    // without running it), so a chain of hundreds of rules cost a millisecond per container.
+    // Short programs stay chains (libseccomp before 2.5.4 built a wrong tree for none).
+    if rules >= TREE_FROM_RULES {
+        ctx.set_ctl_optimize(2).map_err(prof)?;
     }
     let mut tmp = tempfile_in_memory()?;
     ctx.export_bpf(tmp.as_fd()).map_err(prof)?;
@@ -145,11 +150,18 @@ fn tempfile_in_memory() -> Result<std::fs::File, BpfError> {
 /// profile, so a runtime root never serves a program an older build compiled.
 const COMPILE_FORMAT: &str = "binary-tree-1";
 
+/// Rules from which a profile compiles to a binary tree.
+const TREE_FROM_RULES: usize = 8;
+
 /// The compiled program for `p`, from `cache` when an earlier container compiled it.
 pub fn compile_cached(cache: &Path, p: &LinuxSeccomp) -> Result<Vec<u8>, BpfError> {
     let mut h = Sha256::new();
     h.update(env!("CARGO_PKG_VERSION"));
     h.update(COMPILE_FORMAT);
+    // The library that compiles it (linked statically, but a rebuild may bring another).
+    if let Ok(v) = libseccomp::ScmpVersion::current() {
+        h.update(format!("libseccomp {}.{}.{}", v.major, v.minor, v.micro));
+    }
     h.update(serde_json::to_vec(p).expect("profile serializes"));
     let key: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
     let path = cache.join(format!("{key}.bpf"));

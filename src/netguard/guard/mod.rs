@@ -157,15 +157,17 @@ impl HelperService for Guard {
             return;
         };
         let setup = crate::timing::span("guard-setup");
-        // First, so that the thread is running by the time the init asks; its answer waits
-        // for the resolver's sockets, as the workload may ask a name first thing.
+        // First, so that the thread is running by the time the init asks. Its answer waits
+        // until the resolver's sockets are bound (the workload may ask a name first thing)
+        // and the first generation is loaded, which pins the policies' binaries before any
+        // workload code can replace one.
         let GuardEnds { listener, init } = control;
-        let bound = Arc::new(super::shared::Gate::default());
-        let (s, b) = (shared.clone(), bound.clone());
+        let ready = Arc::new(super::shared::Gate::default());
+        let (s, r) = (shared.clone(), ready.clone());
         let init_served = std::thread::Builder::new()
             .name("guard-init".into())
             .spawn(move || {
-                if let Err(e) = serve_control(&s, init, Some(&b)) {
+                if let Err(e) = serve_control(&s, init, Some(&r)) {
                     tracing::warn!("network guard of {}: init's control: {e}", s.id);
                 }
             });
@@ -177,26 +179,37 @@ impl HelperService for Guard {
             // Without the waiter, calls that would wait fail with EAGAIN.
             Err(e) => tracing::error!("network guard of {}: waiter: {e}", shared.id),
         }
-        // Relayed, the resolver starts on the sockets the init hands over (`adopt`).
-        if shared.relay.is_none() {
-            let timed = crate::timing::span("resolver-start");
-            let resolver = resolver::start(shared.clone(), std::mem::take(&mut self.upstream));
-            drop(timed);
-            if let Err(e) = resolver {
-                tracing::error!("network guard of {}: resolver: {e}", shared.id);
+        // The policies load beside the resolver's start.
+        let reload = |s: &Shared| {
+            let _t = crate::timing::span("guard-reload");
+            s.reload()
+        };
+        let reloaded = std::thread::scope(|scope| {
+            let loading = std::thread::Builder::new()
+                .name("guard-reload".into())
+                .spawn_scoped(scope, || reload(&shared));
+            // Relayed, the resolver starts on the sockets the init hands over (`adopt`).
+            if shared.relay.is_none() {
+                let timed = crate::timing::span("resolver-start");
+                let resolver = resolver::start(shared.clone(), std::mem::take(&mut self.upstream));
+                drop(timed);
+                if let Err(e) = resolver {
+                    tracing::error!("network guard of {}: resolver: {e}", shared.id);
+                }
             }
-        }
-        bound.open();
-        // The policies load while the init finishes its confinement; every decision and
-        // answer waits for them (`Shared::current`).
-        let timed = crate::timing::span("guard-reload");
-        let reloaded = shared.reload();
-        drop(timed);
+            match loading {
+                Ok(t) => t
+                    .join()
+                    .unwrap_or_else(|_| Err("loading the policies panicked".into())),
+                Err(_) => reload(&shared),
+            }
+        });
         if let Err(e) = reloaded {
             // No policies means no egress: every call is refused, none is let through.
             tracing::error!("network guard of {}: {e}", shared.id);
         }
         shared.loaded.open();
+        ready.open();
         let served = init_served.and_then(|_| {
             let s = shared.clone();
             std::thread::Builder::new()

@@ -482,7 +482,9 @@ fn exec(shared: &Shared, listener: &Arc<OwnedFd>, id: u64, tid: i32) {
         forget_for_good(shared, tid);
         return cont();
     };
+    let timed = crate::timing::span("exec-capture");
     let got = capture::continue_and_capture(tid, shared.aslr, || notif::valid(listener, id), cont);
+    drop(timed);
     let key: Vec<u64> = shared.pid_key(&leader).into_iter().collect();
     match got {
         capture::Exec::Captured(got) => {
