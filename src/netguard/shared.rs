@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use super::answers::Answers;
@@ -111,36 +111,6 @@ pub struct Shared {
     pub(super) l7: OnceLock<Result<Arc<l7::Proxy>, String>>,
     /// PEM files of roots the proxy trusts upstream besides the host's.
     pub(super) l7_roots: Vec<PathBuf>,
-    /// Open once the first generation is loaded: the init's hand-over is answered before
-    /// that (the policies load while it finishes its confinement), and every decision waits
-    /// here rather than judge by the empty generation 0.
-    pub(super) loaded: Gate,
-}
-
-/// A one-way gate: closed until `open`, then open for good.
-#[derive(Default)]
-pub struct Gate {
-    open: AtomicBool,
-    lock: Mutex<()>,
-    opened: Condvar,
-}
-
-impl Gate {
-    pub fn open(&self) {
-        let _held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.open.store(true, Ordering::Release);
-        self.opened.notify_all();
-    }
-
-    pub fn wait(&self) {
-        if self.open.load(Ordering::Acquire) {
-            return;
-        }
-        let mut held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        while !self.open.load(Ordering::Acquire) {
-            held = self.opened.wait(held).unwrap_or_else(|e| e.into_inner());
-        }
-    }
 }
 
 impl Shared {
@@ -148,9 +118,7 @@ impl Shared {
         PathBuf::from(format!("/proc/{}/root", self.init_pid))
     }
 
-    /// The policies in force; waits for the first load.
     pub fn current(&self) -> Arc<Generation> {
-        self.loaded.wait();
         self.generation
             .read()
             .unwrap_or_else(|e| e.into_inner())

@@ -130,7 +130,6 @@ impl Guard {
             waiter: OnceLock::new(),
             l7: OnceLock::new(),
             l7_roots: c.base.l7_roots,
-            loaded: Default::default(),
         };
         Guard {
             shared: Some(Arc::new(shared)),
@@ -162,7 +161,7 @@ impl HelperService for Guard {
         // and the first generation is loaded, which pins the policies' binaries before any
         // workload code can replace one.
         let GuardEnds { listener, init } = control;
-        let ready = Arc::new(super::shared::Gate::default());
+        let ready = Arc::new(Gate::default());
         let (s, r) = (shared.clone(), ready.clone());
         let init_served = std::thread::Builder::new()
             .name("guard-init".into())
@@ -208,7 +207,6 @@ impl HelperService for Guard {
             // No policies means no egress: every call is refused, none is let through.
             tracing::error!("network guard of {}: {e}", shared.id);
         }
-        shared.loaded.open();
         ready.open();
         let served = init_served.and_then(|_| {
             let s = shared.clone();
@@ -223,6 +221,32 @@ impl HelperService for Guard {
         helper::wait_exit(init_exit);
         shared.audit.flush(true);
         shared.audit.recorder().finish();
+    }
+}
+
+/// A one-way gate: closed until `open`, then open for good.
+#[derive(Default)]
+struct Gate {
+    open: std::sync::atomic::AtomicBool,
+    lock: std::sync::Mutex<()>,
+    opened: std::sync::Condvar,
+}
+
+impl Gate {
+    fn open(&self) {
+        let _held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.open.store(true, std::sync::atomic::Ordering::Release);
+        self.opened.notify_all();
+    }
+
+    fn wait(&self) {
+        if self.open.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let mut held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        while !self.open.load(std::sync::atomic::Ordering::Acquire) {
+            held = self.opened.wait(held).unwrap_or_else(|e| e.into_inner());
+        }
     }
 }
 
@@ -266,7 +290,7 @@ fn read_request(
 fn serve_control(
     shared: &Arc<Shared>,
     mut conn: UnixStream,
-    before_reply: Option<&super::shared::Gate>,
+    before_reply: Option<&Gate>,
 ) -> std::io::Result<()> {
     let (req, pid) = read_request(&conn)?;
     let error = |message: String| Response::Error { message };
