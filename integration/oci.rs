@@ -285,6 +285,72 @@ fn recursive_mount_attributes_apply_as_under_runc() {
     let _ = Command::new("umount").arg(&sub).status();
 }
 
+/// Mount destinations reached through the image's symlinks are resolved inside the rootfs,
+/// with missing directories made there, as runc does: a symlink pointing out of the image
+/// (relative or absolute) neither creates nor mounts anything on the host. The vendored
+/// libcontainer makes destinations itself (`vendor/libcontainer/NEMOSANDBOX-PATCH.md`).
+#[test]
+fn mount_destinations_through_image_symlinks_stay_in_the_rootfs() {
+    let host = TempDir::new("mnt-host-target");
+    let script = "awk '$5 ~ /(fresh|made|mnt-host)/ {print $5}' /proc/self/mountinfo | sort";
+    let b = Bundle::busybox(&["sh", "-c", script]);
+    let rootfs = b.path().join("rootfs");
+    let name = host
+        .path()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    // Relative: climbs past the image's root; absolute: names the host directory.
+    std::os::unix::fs::symlink(
+        format!("../../../../../../../../tmp/{name}"),
+        rootfs.join("up"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(host.path(), rootfs.join("abs")).unwrap();
+    b.edit(|c| {
+        let m = c["mounts"].as_array_mut().unwrap();
+        for dest in ["/fresh/a/b", "/up/made/deep", "/abs/x"] {
+            m.push(serde_json::json!({"destination": dest, "type": "tmpfs", "source": "tmpfs"}));
+        }
+    });
+    let want = runc(&b);
+    for inside in [
+        "/fresh/a/b".to_string(),
+        format!("/tmp/{name}/made/deep"),
+        format!("/tmp/{name}/x"),
+    ] {
+        assert!(want.lines().any(|l| l == inside), "{inside} not in {want}");
+    }
+    let left = |what: &str| {
+        let entries: Vec<_> = std::fs::read_dir(host.path()).unwrap().collect();
+        assert!(entries.is_empty(), "{what} made {entries:?} on the host");
+    };
+    left("runc");
+    let rt = Runtime::new();
+    for policy in ["oci", "default"] {
+        let got = nemo(&rt, policy, &b);
+        assert_eq!(got, want, "{policy}");
+        left(policy);
+    }
+    // The mounts landed on directories made inside the image instead.
+    assert!(rootfs.join(format!("tmp/{name}/made/deep")).is_dir());
+
+    // A destination under a regular file is refused, and nothing of the container is left.
+    let bad = Bundle::busybox(&["true"]);
+    std::fs::write(bad.path().join("rootfs/notdir"), "").unwrap();
+    bad.edit(|c| {
+        c["mounts"].as_array_mut().unwrap().push(
+            serde_json::json!({"destination": "/notdir/x", "type": "tmpfs", "source": "tmpfs"}),
+        );
+    });
+    let id = unique("notdir");
+    let err = rt.fails(&["run", "--bundle", bad.path().to_str().unwrap(), &id]);
+    assert!(err.contains("notdir") || err.contains("directory"), "{err}");
+    assert_nothing_left(&rt, &id);
+}
+
 /// Accept one connection on `path`: the message and how many descriptors came with it.
 fn listen_once(path: &Path) -> std::thread::JoinHandle<(String, usize)> {
     let l = std::os::unix::net::UnixListener::bind(path).unwrap();
