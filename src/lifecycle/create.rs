@@ -417,13 +417,25 @@ impl Runtime {
                 base.with(pid.as_raw(), control),
             )));
         }
-        let timed = crate::timing::span("loopback-shells-pins");
         if local_net.loopback_up {
+            // Before the helper: the guard's resolver binds a loopback address.
+            let _t = crate::timing::span("loopback-up");
             netguard::local::loopback_up(pid.as_raw()).map_err(|e| LifecycleError::Invalid {
                 what: format!("container {id:?}"),
                 msg: format!("bringing the loopback interface up: {e}"),
             })?;
         }
+        let timed = crate::timing::span("helper-start");
+        let (hpid, hstart) = helper::spawn(pid.as_raw(), services)?;
+        drop(timed);
+        meta.helper_pid = Some(hpid);
+        meta.helper_start_time = hstart;
+        if let Some(f) = &meta.fence {
+            f.arm(hpid)?;
+        }
+        // While the helper boots; still before `start`, so nothing of the workload has run
+        // to swap what these name.
+        let timed = crate::timing::span("shells-pins");
         let fs = crate::execgate::PrefixFs::new(
             Path::new(&format!("/proc/{}/root", pid.as_raw())),
             None,
@@ -435,14 +447,6 @@ impl Runtime {
             pin_landlock_grants(&self.root.own_dir(&id), landlock, &fs)?;
         }
         drop(timed);
-        let timed = crate::timing::span("helper-start");
-        let (hpid, hstart) = helper::spawn(pid.as_raw(), services)?;
-        drop(timed);
-        meta.helper_pid = Some(hpid);
-        meta.helper_start_time = hstart;
-        if let Some(f) = &meta.fence {
-            f.arm(hpid)?;
-        }
         {
             let _t = crate::timing::span("symlink-guards");
             self.symlink_guards(&id, pid.as_raw(), rights.guards, meta)?;
