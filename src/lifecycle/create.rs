@@ -321,18 +321,15 @@ impl Runtime {
             fence: !rootless,
         };
         let _t = crate::timing::span("after-create");
-        let staged = {
-            let _t = crate::timing::span("cgroup-fixups");
-            cgroup_fixups(&container, &rw.spec)
-        };
         let rights = Rights {
             guards: &guards,
             exec_shells: exec_shells.as_deref(),
             landlock: plan.landlock.as_ref(),
+            spec: &rw.spec,
         };
-        if let Err(e) = staged.and_then(|()| {
+        if let Err(e) =
             self.between_create_and_start(&mut container, &mut meta, rights, guard_service, net)
-        }) {
+        {
             let _ = container.kill(Signal::SIGKILL, true);
             if let Some(pid) = meta.helper_pid {
                 helper::kill_helper(pid, meta.helper_start_time);
@@ -433,8 +430,9 @@ impl Runtime {
         if let Some(f) = &meta.fence {
             f.arm(hpid)?;
         }
-        // While the helper boots; still before `start`, so nothing of the workload has run
-        // to swap what these name.
+        // These and the cgroup v1 fix-ups run while the helper boots, the guard's set-up then
+        // overlapping them; still before `start`, so nothing of the workload has run to swap
+        // what they name.
         let timed = crate::timing::span("shells-pins");
         let fs = crate::execgate::PrefixFs::new(
             Path::new(&format!("/proc/{}/root", pid.as_raw())),
@@ -447,6 +445,10 @@ impl Runtime {
             pin_landlock_grants(&self.root.own_dir(&id), landlock, &fs)?;
         }
         drop(timed);
+        {
+            let _t = crate::timing::span("cgroup-fixups");
+            cgroup_fixups(container, rights.spec)?;
+        }
         {
             let _t = crate::timing::span("symlink-guards");
             self.symlink_guards(&id, pid.as_raw(), rights.guards, meta)?;
@@ -463,6 +465,8 @@ struct Rights<'a> {
     guards: &'a [SymlinkGuard],
     exec_shells: Option<&'a [String]>,
     landlock: Option<&'a crate::confine::landlock::LandlockPlan>,
+    /// For what libcontainer leaves undone on cgroup v1 hosts.
+    spec: &'a oci_spec::runtime::Spec,
 }
 
 /// Record, beside the plan `exec` reads, what every Landlock grant's path names now: the
