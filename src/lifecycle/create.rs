@@ -427,34 +427,56 @@ impl Runtime {
         drop(timed);
         meta.helper_pid = Some(hpid);
         meta.helper_start_time = hstart;
-        if let Some(f) = &meta.fence {
-            f.arm(hpid)?;
-        }
-        // These and the cgroup v1 fix-ups run while the helper boots, the guard's set-up then
-        // overlapping them; still before `start`, so nothing of the workload has run to swap
-        // what they name.
-        let timed = crate::timing::span("shells-pins");
-        let fs = crate::execgate::PrefixFs::new(
-            Path::new(&format!("/proc/{}/root", pid.as_raw())),
-            None,
-        );
-        if let Some(extra) = rights.exec_shells {
-            meta.shells = crate::execgate::shell_ids(&fs, extra);
-        }
-        if let Some(landlock) = rights.landlock {
-            pin_landlock_grants(&self.root.own_dir(&id), landlock, &fs)?;
-        }
-        drop(timed);
-        {
-            let _t = crate::timing::span("cgroup-fixups");
-            cgroup_fixups(container, rights.spec)?;
-        }
+        // The rest runs while the helper boots, so the guard's set-up overlaps it; still
+        // before `start`, so nothing of the workload has run to swap what it names. The
+        // cgroup v1 fix-ups (mostly remounts) go on a thread of their own beside the fence's
+        // arming and the pins: no fork follows in this process.
+        let spec = rights.spec;
+        let shared: &Container = container;
+        std::thread::scope(|s| {
+            let fixups = s.spawn(|| {
+                let _t = crate::timing::span("cgroup-fixups");
+                cgroup_fixups(shared, spec)
+            });
+            let armed = self.arm_and_pin(&id, pid.as_raw(), hpid, meta, &rights);
+            let fixed = fixups.join().unwrap_or_else(|_| {
+                Err(LifecycleError::Invalid {
+                    what: format!("container {id:?} cgroups"),
+                    msg: "the cgroup fix-up thread panicked".into(),
+                })
+            });
+            armed.and(fixed)
+        })?;
         {
             let _t = crate::timing::span("symlink-guards");
             self.symlink_guards(&id, pid.as_raw(), rights.guards, meta)?;
         }
         let _t = crate::timing::span("meta-save");
         meta.save(&self.root, &id)?;
+        Ok(())
+    }
+
+    /// The guard `helper` into the fence, then the image's shells and the Landlock grants
+    /// pinned (the container's files, read through its init `pid`).
+    fn arm_and_pin(
+        &self,
+        id: &str,
+        pid: i32,
+        helper: i32,
+        meta: &mut Meta,
+        rights: &Rights<'_>,
+    ) -> Result<()> {
+        if let Some(f) = &meta.fence {
+            f.arm(helper)?;
+        }
+        let _t = crate::timing::span("shells-pins");
+        let fs = crate::execgate::PrefixFs::new(Path::new(&format!("/proc/{pid}/root")), None);
+        if let Some(extra) = rights.exec_shells {
+            meta.shells = crate::execgate::shell_ids(&fs, extra);
+        }
+        if let Some(landlock) = rights.landlock {
+            pin_landlock_grants(&self.root.own_dir(id), landlock, &fs)?;
+        }
         Ok(())
     }
 }
