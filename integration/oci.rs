@@ -288,34 +288,36 @@ fn recursive_mount_attributes_apply_as_under_runc() {
 /// Mount destinations reached through the image's symlinks are resolved inside the rootfs,
 /// with missing directories made there, as runc does: a symlink pointing out of the image
 /// (relative or absolute) neither creates nor mounts anything on the host. The vendored
-/// libcontainer makes destinations itself (`vendor/libcontainer/NEMOSANDBOX-PATCH.md`).
+/// libcontainer makes destinations itself (`vendor/libcontainer/NEMOSANDBOX-PATCH.md`), so
+/// each runtime gets a bundle of its own in which nothing of the destinations exists yet.
 #[test]
 fn mount_destinations_through_image_symlinks_stay_in_the_rootfs() {
-    let host = TempDir::new("mnt-host-target");
-    let script = "awk '$5 ~ /(fresh|made|mnt-host)/ {print $5}' /proc/self/mountinfo | sort";
-    let b = Bundle::busybox(&["sh", "-c", script]);
-    let rootfs = b.path().join("rootfs");
-    let name = host
-        .path()
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string();
-    // Relative: climbs past the image's root; absolute: names the host directory.
-    std::os::unix::fs::symlink(
-        format!("../../../../../../../../tmp/{name}"),
-        rootfs.join("up"),
-    )
-    .unwrap();
-    std::os::unix::fs::symlink(host.path(), rootfs.join("abs")).unwrap();
-    b.edit(|c| {
-        let m = c["mounts"].as_array_mut().unwrap();
-        for dest in ["/fresh/a/b", "/up/made/deep", "/abs/x"] {
-            m.push(serde_json::json!({"destination": dest, "type": "tmpfs", "source": "tmpfs"}));
-        }
-    });
-    let want = runc(&b);
+    // A name that exists neither on the host nor in the image.
+    let name = unique("mnt-made");
+    let host_side = Path::new("/tmp").join(&name);
+    let script = format!("awk '$5 ~ /(fresh|{name})/ {{print $5}}' /proc/self/mountinfo | sort");
+    let fresh = || {
+        let b = Bundle::busybox(&["sh", "-c", &script]);
+        let rootfs = b.path().join("rootfs");
+        std::fs::create_dir_all(rootfs.join("tmp")).unwrap();
+        // Relative: climbs past the image's root; absolute: names the host's /tmp.
+        std::os::unix::fs::symlink("../../../../../../../../tmp", rootfs.join("up")).unwrap();
+        std::os::unix::fs::symlink("/tmp", rootfs.join("abs")).unwrap();
+        b.edit(|c| {
+            let m = c["mounts"].as_array_mut().unwrap();
+            for dest in [
+                "/fresh/a/b".to_string(),
+                format!("/up/{name}/made/deep"),
+                format!("/abs/{name}/x"),
+            ] {
+                m.push(
+                    serde_json::json!({"destination": dest, "type": "tmpfs", "source": "tmpfs"}),
+                );
+            }
+        });
+        b
+    };
+    let want = runc(&fresh());
     for inside in [
         "/fresh/a/b".to_string(),
         format!("/tmp/{name}/made/deep"),
@@ -323,32 +325,49 @@ fn mount_destinations_through_image_symlinks_stay_in_the_rootfs() {
     ] {
         assert!(want.lines().any(|l| l == inside), "{inside} not in {want}");
     }
-    let left = |what: &str| {
-        let entries: Vec<_> = std::fs::read_dir(host.path()).unwrap().collect();
-        assert!(entries.is_empty(), "{what} made {entries:?} on the host");
-    };
-    left("runc");
+    assert!(!host_side.exists(), "runc made {}", host_side.display());
     let rt = Runtime::new();
     for policy in ["oci", "default"] {
+        let b = fresh();
         let got = nemo(&rt, policy, &b);
         assert_eq!(got, want, "{policy}");
-        left(policy);
-    }
-    // The mounts landed on directories made inside the image instead.
-    assert!(rootfs.join(format!("tmp/{name}/made/deep")).is_dir());
-
-    // A destination under a regular file is refused, and nothing of the container is left.
-    let bad = Bundle::busybox(&["true"]);
-    std::fs::write(bad.path().join("rootfs/notdir"), "").unwrap();
-    bad.edit(|c| {
-        c["mounts"].as_array_mut().unwrap().push(
-            serde_json::json!({"destination": "/notdir/x", "type": "tmpfs", "source": "tmpfs"}),
+        assert!(!host_side.exists(), "{policy} made {}", host_side.display());
+        // The directories were made inside the image instead.
+        let rootfs = b.path().join("rootfs");
+        assert!(
+            rootfs.join(format!("tmp/{name}/made/deep")).is_dir(),
+            "{policy}"
         );
-    });
-    let id = unique("notdir");
-    let err = rt.fails(&["run", "--bundle", bad.path().to_str().unwrap(), &id]);
-    assert!(err.contains("notdir") || err.contains("directory"), "{err}");
-    assert_nothing_left(&rt, &id);
+        assert!(rootfs.join(format!("tmp/{name}/x")).is_dir(), "{policy}");
+    }
+
+    // Refused, with nothing of the container left and nothing made outside the image: a
+    // destination under a regular file, and one through a link to a missing directory
+    // (libcontainer refuses what runc would make).
+    for (what, dest) in [
+        ("notdir", "/notdir/x".to_string()),
+        ("dangling", format!("/gone/{name}")),
+    ] {
+        let bad = Bundle::busybox(&["true"]);
+        let rootfs = bad.path().join("rootfs");
+        std::fs::write(rootfs.join("notdir"), "").unwrap();
+        std::os::unix::fs::symlink(
+            format!("../../../../../tmp/{name}/sub"),
+            rootfs.join("gone"),
+        )
+        .unwrap();
+        bad.edit(|c| {
+            c["mounts"]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!({"destination": dest, "type": "tmpfs", "source": "tmpfs"}));
+        });
+        let id = unique(what);
+        let err = rt.fails(&["run", "--bundle", bad.path().to_str().unwrap(), &id]);
+        assert!(!err.is_empty(), "{what}");
+        assert_nothing_left(&rt, &id);
+        assert!(!host_side.exists(), "{what} made {}", host_side.display());
+    }
 }
 
 /// Accept one connection on `path`: the message and how many descriptors came with it.

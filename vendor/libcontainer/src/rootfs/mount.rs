@@ -1010,11 +1010,15 @@ impl Mount {
 /// the missing components, an `openat2` the kernel lacks) goes to `mkdir_all`, which
 /// handles or refuses it as before.
 fn ensure_dir(root: &Root, path: &Path, perm: &Permissions) -> Result<()> {
-    if dir_in_root(root, path, perm).is_none() {
+    // `dir_in_root` recurses once per missing component; a deeper destination goes to
+    // `mkdir_all`, which loops.
+    if path.components().count() > MAX_MADE_DEPTH || dir_in_root(root, path, perm).is_none() {
         root.mkdir_all(path, perm)?;
     }
     Ok(())
 }
+
+const MAX_MADE_DEPTH: usize = 64;
 
 /// An `O_PATH` descriptor of directory `path` inside `root`, made if missing; `None` for
 /// anything `ensure_dir` leaves to `mkdir_all`.
