@@ -36,16 +36,22 @@ for rt in "${runtimes[@]}"; do
     cmds_cycle+=("$bin --root $root create --bundle $work/bundle cyc-$name && $bin --root $root start cyc-$name && $bin --root $root delete --force cyc-$name")
 done
 
-hf() { # json-out shell-flag commands...
+# The runs of each command are spread over ROUNDS rounds of all commands, so a drift of the
+# machine's speed during the benchmark (about ±30% over minutes on a shared virtual machine)
+# falls on every runtime alike instead of on whichever hyperfine measured last.
+ROUNDS=${ROUNDS:-6}
+hf() { # json-out-prefix shell-flag commands...
     local out=$1 shell=$2; shift 2
-    local args=()
+    local args=() per=$(( (RUNS + ROUNDS - 1) / ROUNDS ))
     for i in "${!names[@]}"; do args+=(-n "${names[$i]}" "$1"); shift; done
-    hyperfine $shell --warmup 10 --runs "$RUNS" --export-json "$out" "${args[@]}" >/dev/null
+    for r in $(seq 1 "$ROUNDS"); do
+        hyperfine $shell --warmup 3 --runs "$per" --export-json "$out.$r" "${args[@]}" >/dev/null
+    done
 }
 
-echo "run (foreground, exit 0), $RUNS runs each"
+echo "run (foreground, exit 0), $RUNS runs each, in $ROUNDS rounds"
 hf "$work/run.json" -N "${cmds_run[@]}"
-echo "create + start + delete --force, $RUNS runs each (through a shell, same cost for all)"
+echo "create + start + delete --force, $RUNS runs each in $ROUNDS rounds (through a shell, same cost for all)"
 hf "$work/cycle.json" "" "${cmds_cycle[@]}"
 
 # `sandbox -- true` (no image): as root, as an ordinary user (rootless), and bubblewrap doing
@@ -77,11 +83,14 @@ print(f"  sandbox-rootless/sandbox-root: {med['sandbox-rootless'] / med['sandbox
 PY
 
 python3 - "$work/run.json" "$work/cycle.json" "${names[@]}" <<'PY'
-import json, sys
+import glob, json, statistics, sys
 files, names = sys.argv[1:3], sys.argv[3:]
 for label, f in zip(["run", "create+start+delete"], files):
-    res = json.load(open(f))["results"]
-    med = {names[i]: r["median"] * 1000 for i, r in enumerate(res)}
+    times = {n: [] for n in names}
+    for part in sorted(glob.glob(f + ".*")):
+        for i, r in enumerate(json.load(open(part))["results"]):
+            times[names[i]] += r["times"]
+    med = {n: statistics.median(t) * 1000 for n, t in times.items()}
     print(f"\n{label}: median ms")
     for n in names:
         print(f"  {n:12s} {med[n]:8.2f}")
