@@ -125,6 +125,14 @@ pub fn spawn(
     }
 }
 
+/// Kill and reap a helper this process forked and has not reaped: its pid cannot have been
+/// reused, and it may not carry its name yet (it sets it just after the fork), so no check.
+pub fn kill_own_helper(pid: i32) {
+    let pid = nix::unistd::Pid::from_raw(pid);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(pid, None);
+}
+
 /// Kill a helper recorded at create, if that pid is still our helper.
 pub fn kill_helper(pid: i32, start_time: Option<u64>) {
     stop_helper(pid, start_time, Duration::ZERO);

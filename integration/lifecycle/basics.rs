@@ -406,3 +406,27 @@ fn timing_spans_come_from_the_runtime_and_the_init() {
     assert_ne!(pid_of("create"), Some(1));
     assert_nothing_left(&rt, &id);
 }
+
+/// `start` refuses a container whose `create` has not finished the stage between create and
+/// start (its pins, read-only cgroup mounts and guard): libcontainer already reports it
+/// "created" then. The meta, saved last, stands for that stage here; without it the
+/// workload would have run in that window.
+#[test]
+fn start_refuses_a_container_whose_create_is_under_way() {
+    let rt = Runtime::new();
+    let b = Bundle::busybox(&["sleep", "1000"]);
+    let id = unique("early");
+    rt.ok(&["create", "--bundle", b.path().to_str().unwrap(), &id]);
+    let meta = rt.own_dir(&id).meta();
+    let aside = meta.with_extension("aside");
+    std::fs::rename(&meta, &aside).unwrap();
+    let err = rt.fails(&["start", &id]);
+    assert!(err.contains("still under way"), "{err}");
+    assert_eq!(rt.status(&id), "created");
+    // The allowed twin: once the stage is done, start works.
+    std::fs::rename(&aside, &meta).unwrap();
+    rt.ok(&["start", &id]);
+    wait_until(|| rt.status(&id) == "running");
+    rt.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&rt, &id);
+}

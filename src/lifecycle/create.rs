@@ -332,7 +332,7 @@ impl Runtime {
         {
             let _ = container.kill(Signal::SIGKILL, true);
             if let Some(pid) = meta.helper_pid {
-                helper::kill_helper(pid, meta.helper_start_time);
+                helper::kill_own_helper(pid);
             }
             if let Some(f) = &meta.fence {
                 f.tear_down(meta.helper_pid);
@@ -433,18 +433,26 @@ impl Runtime {
         // arming and the pins: no fork follows in this process.
         let spec = rights.spec;
         let shared: &Container = container;
+        let fix = || {
+            let _t = crate::timing::span("cgroup-fixups");
+            cgroup_fixups(shared, spec)
+        };
         std::thread::scope(|s| {
-            let fixups = s.spawn(|| {
-                let _t = crate::timing::span("cgroup-fixups");
-                cgroup_fixups(shared, spec)
-            });
+            // Only a cgroup v1 host has fix-ups to make; a thread that cannot be started (a
+            // pids limit) leaves them to this one, after the rest.
+            let beside = crate::cgroupv1::host_is_v1()
+                .then(|| std::thread::Builder::new().spawn_scoped(s, fix).ok())
+                .flatten();
             let armed = self.arm_and_pin(&id, pid.as_raw(), hpid, meta, &rights);
-            let fixed = fixups.join().unwrap_or_else(|_| {
-                Err(LifecycleError::Invalid {
-                    what: format!("container {id:?} cgroups"),
-                    msg: "the cgroup fix-up thread panicked".into(),
-                })
-            });
+            let fixed = match beside {
+                Some(t) => t.join().unwrap_or_else(|_| {
+                    Err(LifecycleError::Invalid {
+                        what: format!("container {id:?} cgroups"),
+                        msg: "the cgroup fix-up thread panicked".into(),
+                    })
+                }),
+                None => armed.as_ref().map_or(Ok(()), |_| fix()),
+            };
             armed.and(fixed)
         })?;
         {

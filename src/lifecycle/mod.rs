@@ -293,6 +293,15 @@ impl Runtime {
 
     pub fn start(&self, id: &str) -> Result<()> {
         let mut c = self.load_for(id, "start", |s| s == ContainerStatus::Created)?;
+        // libcontainer records "created" before the stage between create and start (pins,
+        // read-only cgroup mounts, the guard), whose end is the meta's save: a `start` racing
+        // a `create` still under way would run the workload before that stage is done.
+        if !Meta::path(&self.root, id).exists() {
+            return Err(LifecycleError::Invalid {
+                what: format!("container {id:?}"),
+                msg: "its create is still under way (or failed)".into(),
+            });
+        }
         c.start().map_err(lc("start", id))
     }
 
