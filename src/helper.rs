@@ -88,21 +88,81 @@ fn detach_stdio_and_fds(keep: &[i32]) {
     }
 }
 
-/// Fork the helper for a container whose init is `init_pid`. Returns the helper's pid and its
-/// start time (for a safe kill later).
+/// Where the helper starts: the cgroup v2 directory open at `v2`, which it is born in
+/// (`clone3` with `CLONE_INTO_CGROUP`), and the v1 cgroups at `v1`, which it joins itself
+/// first thing. Neither is a move made from outside, which would take the kernel's global
+/// threadgroup lock (an RCU grace period, milliseconds, when nobody took it lately).
+pub struct Placement<'a> {
+    pub v2: &'a OwnedFd,
+    pub v1: &'a [std::path::PathBuf],
+}
+
+/// The helper's word that it is where `Placement` asked: its pipe's read end, or nothing
+/// when it was forked the ordinary way (the caller moves it).
+pub struct Placed(Option<OwnedFd>);
+
+impl Placed {
+    /// Whether the helper reported that it is in place. Waits for its word; false when it
+    /// exited first or could not join a cgroup.
+    pub fn confirmed(self) -> bool {
+        let Some(fd) = self.0 else {
+            return false;
+        };
+        // The child's first act; a child that has not said it in 10 s is taken as not in
+        // place (and is moved, or the create fails).
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        if !matches!(poll(&mut fds, PollTimeout::from(10_000u16)), Ok(n) if n > 0) {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        matches!(nix::unistd::read(fd.as_raw_fd(), &mut byte), Ok(1)) && byte[0] == b'y'
+    }
+}
+
+/// Fork the helper for a container whose init is `init_pid`, where `placement` says if
+/// given. Returns the helper's pid, its start time (for a safe kill later) and its word on
+/// the placement.
 pub fn spawn(
     init_pid: i32,
     mut services: Vec<Box<dyn HelperService>>,
-) -> Result<(i32, Option<u64>), HelperError> {
+    placement: Option<Placement<'_>>,
+) -> Result<(i32, Option<u64>, Placed), HelperError> {
     let pidfd = pidfd_open(init_pid)?;
-    // SAFETY: the runtime CLI is single-threaded here; the child only makes syscalls and runs
-    // the services before exiting with _exit.
-    match unsafe { fork() }.map_err(HelperError::Fork)? {
+    let pipe = match placement {
+        Some(_) => {
+            Some(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(HelperError::Fork)?)
+        }
+        None => None,
+    };
+    let born = match (&placement, &pipe) {
+        // SAFETY: single-threaded (no other thread can hold a C library lock the child would
+        // need); the child makes syscalls and runs the services, none of which raise signals
+        // at themselves or use the C library's error-checking mutexes.
+        (Some(p), Some(_)) if single_threaded() => unsafe { clone_into_cgroup(p.v2) }.ok(),
+        _ => None,
+    };
+    let forked = match born {
+        Some(r) => r,
+        // SAFETY: the runtime CLI is single-threaded here; the child only makes syscalls and
+        // runs the services before exiting with _exit.
+        None => unsafe { fork() }.map_err(HelperError::Fork)?,
+    };
+    match forked {
         ForkResult::Parent { child } => {
             drop(pidfd);
-            Ok((child.as_raw(), process_start_time(child.as_raw())))
+            let placed = match (born, pipe) {
+                (Some(_), Some((read, _write))) => Placed(Some(read)),
+                _ => Placed(None),
+            };
+            Ok((child.as_raw(), process_start_time(child.as_raw()), placed))
         }
         ForkResult::Child => {
+            if let (Some(_), Some(p), Some((read, write))) = (born, &placement, pipe) {
+                drop(read);
+                // A fresh child has one thread: each join is of the whole process.
+                let word = if join_v1_self(p.v1) { b"y" } else { b"n" };
+                let _ = nix::unistd::write(&write, word);
+            }
             let boot = crate::timing::span("helper-boot");
             let _ = setsid();
             let _ = nix::sys::prctl::set_name(&std::ffi::CString::new(HELPER_COMM).unwrap());
@@ -122,6 +182,52 @@ pub fn spawn(
             // SAFETY: _exit skips atexit handlers and destructors that belong to the parent.
             unsafe { libc::_exit(0) }
         }
+    }
+}
+
+/// Whether this process has one thread (`/proc/self/stat`, field 20). Only this thread can
+/// start another, so the answer holds until it does.
+fn single_threaded() -> bool {
+    std::fs::read_to_string("/proc/self/stat").is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.split_whitespace().nth(17) == Some("1"))
+    })
+}
+
+/// Put this (single-threaded) process into each v1 cgroup directory in `dirs`: `0` written
+/// to `tasks` moves the calling thread without the global threadgroup lock.
+fn join_v1_self(dirs: &[std::path::PathBuf]) -> bool {
+    dirs.iter()
+        .all(|d| std::fs::write(d.join("tasks"), b"0").is_ok())
+}
+
+/// `fork`, with the child born in the cgroup v2 directory open at `cgroup`.
+///
+/// # Safety
+/// As `fork`, and more: the C library does none of its fork bookkeeping (its cached thread
+/// id stays the parent's), so the child must not rely on it: no `raise`, no pthread mutex
+/// of the error-checking or recursive kinds. Only for a single-threaded caller.
+unsafe fn clone_into_cgroup(cgroup: &OwnedFd) -> Result<ForkResult, nix::Error> {
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    // struct clone_args up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+    let mut args = [0u64; 11];
+    args[0] = CLONE_INTO_CGROUP;
+    args[4] = libc::SIGCHLD as u64;
+    args[10] = cgroup.as_raw_fd() as u64;
+    // SAFETY: clone3 reads `args` (88 bytes) and, without CLONE_VM, returns twice like fork.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            args.as_mut_ptr(),
+            std::mem::size_of_val(&args),
+        )
+    };
+    match r {
+        -1 => Err(nix::Error::last()),
+        0 => Ok(ForkResult::Child),
+        pid => Ok(ForkResult::Parent {
+            child: nix::unistd::Pid::from_raw(pid as i32),
+        }),
     }
 }
 

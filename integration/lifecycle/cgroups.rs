@@ -301,3 +301,70 @@ fn real_time_signals_reach_the_container() {
     rt.remove(&id);
     assert_nothing_left(&rt, &id);
 }
+
+/// `hierarchy -> path` of /proc/PID/cgroup as the host sees it; v2 is the empty name.
+fn memberships(pid: i64) -> std::collections::BTreeMap<String, String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctl, path) = (f.next()?, f.next()?, f.next()?);
+            Some(
+                ctl.split(',')
+                    .map(|c| (c.to_string(), path.to_string()))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .flatten()
+        .collect()
+}
+
+/// The guard and the container's processes are in their cgroups from the start, now that
+/// nothing moves them there from outside (a move waits on the kernel's global threadgroup
+/// lock): the init and an exec'd process in the container's v2 cgroup (the fence's), the guard
+/// in its own cgroup below it and, on a cgroup v1 host, in the container's memory and pids
+/// cgroups too, which it joins itself, so its memory and threads count against the
+/// container's limits. A guard outside them would escape the limits; a process outside the
+/// fence's cgroup would escape the fence.
+#[test]
+fn the_guard_and_every_container_process_start_in_the_containers_cgroups() {
+    let rt = Runtime::new();
+    let b = Bundle::busybox(&["sleep", "1000"]);
+    let id = unique("cgplace");
+    rt.start_sleeper(&b, &id);
+    let init = memberships(rt.state(&id)["pid"].as_i64().unwrap());
+    let helper = helper_of(&id).expect("the default policy's network guard");
+    let guard = memberships(helper as i64);
+    assert_eq!(
+        guard[""],
+        format!("{}/nemosandbox-guard", init[""]),
+        "{guard:?} {init:?}"
+    );
+    if !kernel().cgroup_v2 {
+        assert!(init[""].ends_with(&format!("/{id}")), "{init:?}");
+        for c in ["memory", "pids"] {
+            assert_eq!(guard[c], init[c], "{c}: {guard:?} {init:?}");
+        }
+    }
+
+    let dir = TempDir::new("cgplace");
+    let pidfile = dir.path().join("exec.pid");
+    rt.ok(&[
+        "exec",
+        "--detach",
+        "--pid-file",
+        pidfile.to_str().unwrap(),
+        &id,
+        "sleep",
+        "1000",
+    ]);
+    let pid: i64 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let exec = memberships(pid);
+    assert_eq!(exec, init, "the exec'd process's cgroups");
+    rt.ok(&["delete", "--force", &id]);
+    assert_nothing_left(&rt, &id);
+}

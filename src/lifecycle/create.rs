@@ -240,7 +240,24 @@ impl Runtime {
             console_socket: opts.console_socket.as_ref(),
             preserve_fds: opts.preserve_fds,
         };
+        // A cgroup v1 host's container starts in the fence's v2 cgroup instead of being
+        // moved there after create (see `Birthplace`).
+        let birthplace = match plan.netguard.is_some() && !rootless {
+            true => netguard::fence::Birthplace::make(id, self.root.path()).map_err(|e| {
+                if let Some(s) = &systemd {
+                    s.leave();
+                    s.made.remove();
+                }
+                parents.remove();
+                LifecycleError::Invalid {
+                    what: format!("container {id:?} fence cgroup"),
+                    msg: e.to_string(),
+                }
+            })?,
+            false => None,
+        };
         let timed = crate::timing::span("libcontainer-create");
+        libcontainer::process::fork::set_clone_into_cgroup(birthplace.as_ref().map(|b| b.fd()));
         let built = self
             .builder(id, ConfiningExecutor::new(loaded.clone(), false), engine_io)
             .and_then(|b| {
@@ -252,6 +269,7 @@ impl Runtime {
                     .with_no_pivot(opts.no_pivot)
                     .build()
             });
+        libcontainer::process::fork::set_clone_into_cgroup(None);
         drop(timed);
         // The process has its copy of the channel; ours closes.
         drop(loaded);
@@ -273,6 +291,7 @@ impl Runtime {
         let mut container = match built {
             Ok(c) => c,
             Err(e) => {
+                drop(birthplace);
                 // libcontainer removes what it made once its process started; not before.
                 if let Some(s) = &systemd {
                     s.made.remove();
@@ -341,8 +360,13 @@ impl Runtime {
             if let Some(d) = &meta.systemd_cgroup {
                 crate::cgroupv1::remove_systemd_cgroup(d);
             }
+            drop(birthplace);
             self.purge(id);
             return Err(e);
+        }
+        // The fence's from now on: its tear-down (at delete) removes it.
+        if let Some(b) = birthplace {
+            b.keep();
         }
         guard.path = None;
         Ok(container)
@@ -423,7 +447,15 @@ impl Runtime {
             })?;
         }
         let timed = crate::timing::span("helper-start");
-        let (hpid, hstart) = helper::spawn(pid.as_raw(), services)?;
+        // The helper starts in the guard's cgroup (see `helper::Placement`).
+        let guard_dir = meta.fence.as_ref().and_then(|f| f.guard_dir());
+        let placement = meta
+            .fence
+            .as_ref()
+            .zip(guard_dir.as_ref())
+            .map(|(f, dir)| helper::Placement { v2: dir, v1: &f.v1 });
+        let (hpid, hstart, placed) = helper::spawn(pid.as_raw(), services, placement)?;
+        drop(guard_dir);
         drop(timed);
         meta.helper_pid = Some(hpid);
         meta.helper_start_time = hstart;
@@ -443,7 +475,7 @@ impl Runtime {
             let beside = crate::cgroupv1::host_is_v1()
                 .then(|| std::thread::Builder::new().spawn_scoped(s, fix).ok())
                 .flatten();
-            let armed = self.arm_and_pin(&id, pid.as_raw(), hpid, meta, &rights);
+            let armed = self.arm_and_pin(&id, pid.as_raw(), (hpid, placed), meta, &rights);
             let fixed = match beside {
                 Some(t) => t.join().unwrap_or_else(|_| {
                     Err(LifecycleError::Invalid {
@@ -464,18 +496,18 @@ impl Runtime {
         Ok(())
     }
 
-    /// The guard `helper` into the fence, then the image's shells and the Landlock grants
+    /// The guard `helper` into the fence (unless it `placed` itself), then the image's shells and the Landlock grants
     /// pinned (the container's files, read through its init `pid`).
     fn arm_and_pin(
         &self,
         id: &str,
         pid: i32,
-        helper: i32,
+        (helper, placed): (i32, helper::Placed),
         meta: &mut Meta,
         rights: &Rights<'_>,
     ) -> Result<()> {
         if let Some(f) = &meta.fence {
-            f.arm(helper)?;
+            f.arm(helper, placed.confirmed())?;
         }
         let _t = crate::timing::span("shells-pins");
         let fs = crate::execgate::PrefixFs::new(Path::new(&format!("/proc/{pid}/root")), None);

@@ -121,7 +121,25 @@ impl Runtime {
             console_socket: opts.console_socket.as_ref(),
             preserve_fds: opts.preserve_fds,
         };
-        let pid = self
+        // On a cgroup v1 host the process starts in the fence's v2 cgroup, so the guard
+        // need not move it there (a move waits on the kernel's global threadgroup lock).
+        let birthplace = Meta::load(&self.root, id)
+            .ok()
+            .and_then(|m| m.fence)
+            .and_then(|f| f.own_container_dir());
+        libcontainer::process::fork::set_clone_into_cgroup(
+            birthplace.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
+        );
+        // As at create: libcgroups leaves the name=systemd hierarchy out, and the process
+        // inherits this thread's place there (runc puts exec'd processes in it too).
+        let systemd = crate::cgroupv1::SystemdJoin::enter(&spec).map_err(|e| {
+            libcontainer::process::fork::set_clone_into_cgroup(None);
+            LifecycleError::Invalid {
+                what: format!("container {id:?} name=systemd cgroup"),
+                msg: e.to_string(),
+            }
+        })?;
+        let built = self
             .builder(id, ConfiningExecutor::new(loaded.clone(), true), engine_io)
             .and_then(|b| {
                 let t = b.as_tenant();
@@ -142,8 +160,13 @@ impl Runtime {
                     .with_ignore_paused(opts.ignore_paused)
                     .with_sub_cgroup(opts.sub_cgroup.clone())
                     .build()
-            })
-            .map_err(lc("exec in", id))?;
+            });
+        libcontainer::process::fork::set_clone_into_cgroup(None);
+        drop(birthplace);
+        if let Some(s) = &systemd {
+            s.leave();
+        }
+        let pid = built.map_err(lc("exec in", id))?;
         // The process has its copy of the channel; ours closes.
         drop(loaded);
         if let Some(r) = relay {

@@ -21,7 +21,7 @@
 use std::fs;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -118,6 +118,82 @@ fn v1_accounting(init: i32) -> Vec<PathBuf> {
     out
 }
 
+/// Where a container whose v2 cgroup is not its own gets one, relative to the v2 mount.
+fn own_rel(id: &str) -> String {
+    format!("/{OWN_PARENT}/{id}")
+}
+
+/// The v2 cgroup a cgroup v1 host's container gets, made before its first process, which
+/// starts in it (`CLONE_INTO_CGROUP`) instead of being moved there. Every move into a
+/// cgroup takes the kernel's global threadgroup lock, whose writer waits for an RCU grace
+/// period (8 ms on the test machine) whenever nobody took it lately. Removed when dropped,
+/// unless `keep` hands it to the fence.
+pub struct Birthplace {
+    dir: PathBuf,
+    fd: OwnedFd,
+    keep: bool,
+}
+
+impl Birthplace {
+    /// On a cgroup v1 host, the container `id`'s v2 cgroup, made now; None elsewhere (the
+    /// container's v2 cgroup is libcontainer's).
+    pub fn make(id: &str, runtime_root: &Path) -> Result<Option<Birthplace>, FenceError> {
+        if !crate::cgroupv1::host_is_v1() {
+            return Ok(None);
+        }
+        let mnt = v2_mount(&runtime_root.join(".cgroup2"))?;
+        let dir = join(&mnt, &own_rel(id));
+        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        match open_dir(&dir) {
+            Ok(fd) => Ok(Some(Birthplace {
+                dir,
+                fd,
+                keep: false,
+            })),
+            Err(e) => {
+                let err = io_err(&dir)(e);
+                remove_own(&dir);
+                Err(err.into())
+            }
+        }
+    }
+
+    /// The directory's descriptor, for `clone3`.
+    pub fn fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+
+    /// The fence owns the directory from now on.
+    pub fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for Birthplace {
+    fn drop(&mut self) {
+        if !self.keep {
+            remove_own(&self.dir);
+        }
+    }
+}
+
+/// A directory opened for `clone3`'s `CLONE_INTO_CGROUP` (a path descriptor does).
+fn open_dir(dir: &Path) -> std::io::Result<OwnedFd> {
+    fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(dir)
+        .map(OwnedFd::from)
+}
+
+/// Remove a container's own v2 cgroup and its parent once empty.
+fn remove_own(dir: &Path) {
+    remove_dir_retrying(dir);
+    if let Some(parent) = dir.parent() {
+        let _ = fs::remove_dir(parent);
+    }
+}
+
 impl Fence {
     /// Prepare the fence around the container whose init is `init` (created, not started):
     /// its v2 cgroup and the guard's. `runtime_root` hosts a cgroup2 mount when the host has
@@ -131,13 +207,16 @@ impl Fence {
         let mnt = v2_mount(&runtime_root.join(".cgroup2"))?;
         let init_path = v2_path_of(&init.to_string()).ok_or(FenceError::NoV2(init))?;
         let ours = v2_path_of("self");
+        let own_rel = own_rel(id);
+        // Started in the cgroup `Birthplace` made: nothing to move.
+        let born_in_place = init_path == own_rel;
         let mut fence = Fence {
             extra,
             ..Fence::default()
         };
-        if ours.as_deref() == Some(init_path.as_str()) {
+        if born_in_place || ours.as_deref() == Some(init_path.as_str()) {
             // A cgroup v1 host: the container shares the runtime's v2 cgroup. It gets one.
-            fence.container_rel = format!("/{OWN_PARENT}/{id}");
+            fence.container_rel = own_rel;
             fence.container = join(&mnt, &fence.container_rel);
             fence.own_container = true;
             fs::create_dir_all(&fence.container).map_err(io_err(&fence.container))?;
@@ -147,7 +226,7 @@ impl Fence {
         }
         fence.guard = fence.container.join(GUARD_CGROUP);
         let made = (|| {
-            if fence.own_container {
+            if fence.own_container && !born_in_place {
                 enter(&fence.container, init)?;
             }
             fs::create_dir(&fence.guard)
@@ -168,18 +247,42 @@ impl Fence {
         }
     }
 
+    /// The guard's cgroup directory, opened for a process to be born in; None when it
+    /// cannot be opened (the process is then moved in by `arm`).
+    pub fn guard_dir(&self) -> Option<OwnedFd> {
+        open_dir(&self.guard).ok()
+    }
+
+    /// The container's v2 cgroup where the runtime made it (a cgroup v1 host), opened for
+    /// an exec'd process to be born in; None elsewhere, or when it cannot be opened (the
+    /// guard then moves the process in: `admit`).
+    pub fn own_container_dir(&self) -> Option<OwnedFd> {
+        self.own_container
+            .then(|| open_dir(&self.container).ok())
+            .flatten()
+    }
+
     /// Put the guard (the helper process `helper`) in its cgroup and in the container's
-    /// accounting cgroups, then attach the programs that let only it through.
-    pub fn arm(&self, helper: i32) -> Result<(), FenceError> {
+    /// accounting cgroups, unless it says it started there (`placed`, checked for the v2
+    /// cgroup), then attach the programs that let only it through.
+    pub fn arm(&self, helper: i32, placed: bool) -> Result<(), FenceError> {
         let _t = crate::timing::span("fence-arm");
-        enter(&self.guard, helper)?;
-        for dir in &self.v1 {
-            enter(dir, helper)?;
+        if !(placed && self.guard_holds(helper)) {
+            enter(&self.guard, helper)?;
+            for dir in &self.v1 {
+                enter(dir, helper)?;
+            }
         }
         let cgroup = fs::metadata(&self.guard)
             .map_err(io_err(&self.guard))?
             .ino();
         attach_all(&self.container, guard_task(cgroup, helper), self.extra)
+    }
+
+    /// Whether `pid` is in the guard's v2 cgroup.
+    fn guard_holds(&self, pid: i32) -> bool {
+        let guard_rel = Path::new(&self.container_rel).join(GUARD_CGROUP);
+        v2_path_of(&pid.to_string()).is_some_and(|rel| Path::new(&rel) == guard_rel)
     }
 
     /// Whether `pid` is inside the container's v2 cgroup (or below it).
@@ -207,10 +310,7 @@ impl Fence {
             remove_dir_retrying(&self.guard);
         }
         if self.own_container && !self.container.as_os_str().is_empty() {
-            remove_dir_retrying(&self.container);
-            if let Some(parent) = self.container.parent() {
-                let _ = fs::remove_dir(parent);
-            }
+            remove_own(&self.container);
         }
     }
 }

@@ -1,5 +1,7 @@
 use std::ffi::c_int;
 use std::num::NonZeroUsize;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use libc::SIGCHLD;
 use nix::sys::{mman, resource};
@@ -51,8 +53,29 @@ pub fn container_clone_sibling(cb: CloneCb) -> Result<Pid, CloneError> {
 }
 
 // Clone a child process and execute the callback.
-pub fn container_clone(cb: CloneCb) -> Result<Pid, CloneError> {
+pub fn container_clone(mut cb: CloneCb) -> Result<Pid, CloneError> {
+    let cgroup = CLONE_INTO_CGROUP_FD.load(Ordering::SeqCst);
+    if cgroup >= 0 {
+        // nemosandbox: born in the given cgroup v2 directory, so no process has to be moved
+        // into it; a kernel that cannot (before 5.7) gets the plain clone, and the caller
+        // moves the process as before.
+        match clone3_into(&mut cb, CLONE_INTO_CGROUP, Some(SIGCHLD as u64), cgroup as u64) {
+            Ok(pid) => return Ok(pid),
+            Err(err) => tracing::debug!("clone3 into cgroup {cgroup}: {err}; plain clone"),
+        }
+    }
     clone_internal(cb, 0, Some(SIGCHLD as u64))
+}
+
+/// nemosandbox: the cgroup v2 directory (an open descriptor) `container_clone` starts its
+/// child in, or -1 for none. Set around a container's build, on the thread that builds.
+static CLONE_INTO_CGROUP_FD: AtomicI32 = AtomicI32::new(-1);
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// nemosandbox: start the processes `container_clone` makes in the cgroup v2 directory open
+/// at `fd` (None: where the caller is). The descriptor must stay open until it is unset.
+pub fn set_clone_into_cgroup(fd: Option<RawFd>) {
+    CLONE_INTO_CGROUP_FD.store(fd.unwrap_or(-1), Ordering::SeqCst);
 }
 
 // An internal wrapper to manage the clone3 vs clone fallback logic.
@@ -78,6 +101,15 @@ fn clone_internal(
 // the interface of fork. There is not need to explicitly manage the memory, so
 // we can safely passing the callback closure as reference.
 fn clone3(cb: &mut CloneCb, flags: u64, exit_signal: Option<u64>) -> Result<Pid, CloneError> {
+    clone3_into(cb, flags, exit_signal, 0)
+}
+
+fn clone3_into(
+    cb: &mut CloneCb,
+    flags: u64,
+    exit_signal: Option<u64>,
+    cgroup: u64,
+) -> Result<Pid, CloneError> {
     #[repr(C)]
     struct clone3_args {
         flags: u64,
@@ -103,7 +135,7 @@ fn clone3(cb: &mut CloneCb, flags: u64, exit_signal: Option<u64>) -> Result<Pid,
         tls: 0,
         set_tid: 0,
         set_tid_size: 0,
-        cgroup: 0,
+        cgroup,
     };
     let args_ptr = &mut args as *mut clone3_args;
     let args_size = std::mem::size_of::<clone3_args>();
