@@ -762,10 +762,19 @@ fn without_root_create_and_exec_are_refused_up_front() {
         .spawn()
         .unwrap();
     let mut id = String::new();
+    // Running, not only listed: an exec into a container still being created is refused
+    // for that first.
     wait_until(|| {
         let out = u.nemosandbox(&proj, &["list", "--quiet"]).output().unwrap();
         id = text(&out.stdout).trim().to_string();
         !id.is_empty()
+            && text(
+                &u.nemosandbox(&proj, &["state", &id])
+                    .output()
+                    .unwrap()
+                    .stdout,
+            )
+            .contains("\"running\"")
     });
     let out = u
         .nemosandbox(&proj, &["exec", &id, "true"])

@@ -338,11 +338,29 @@ impl Runtime {
         };
         if !keep {
             let _t = crate::timing::span("delete");
-            if let Err(e) = self.delete(&opts.id, true) {
+            if let Err(e) = self.delete_exited(c) {
                 tracing::warn!("deleting container {:?} after run: {e}", opts.id);
             }
         }
         Ok(code?)
+    }
+
+    /// Delete the container `c` of a foreground `run` whose init this process has waited for
+    /// (or failed to): what `delete --force` does, without loading the state again.
+    fn delete_exited(&self, mut c: Container) -> Result<()> {
+        let id = c.id().to_string();
+        if c.pid()
+            .is_some_and(|p| state::process_start_time(p.as_raw()).is_some())
+        {
+            // Not reaped (the wait failed): the full delete kills and waits first.
+            return self.delete(&id, true);
+        }
+        let meta = Meta::load(&self.root, &id).ok();
+        // Reaped: the pid may already be someone else's, and libcontainer's delete
+        // re-reads liveness from it.
+        c.state.pid = None;
+        c.set_status(ContainerStatus::Stopped);
+        self.remove_stopped(c, meta.as_ref(), &id)
     }
 
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
@@ -378,8 +396,14 @@ impl Runtime {
             let _ = c.kill(Signal::SIGKILL, true);
             self.wait_cgroup_empty(&c, Duration::from_secs(10));
         }
+        self.remove_stopped(c, meta.as_ref(), id)
+    }
+
+    /// The end of `delete`, for a container with no process left: the helper and the fence,
+    /// libcontainer's state and cgroups, ours, then the poststop hooks.
+    fn remove_stopped(&self, mut c: Container, meta: Option<&Meta>, id: &str) -> Result<()> {
         let timed = crate::timing::span("delete-helper");
-        if let Some(m) = &meta {
+        if let Some(m) = meta {
             // The guard lives in a child of the container's cgroup: it goes first, or the
             // container's cgroup cannot be removed.
             if let Some(pid) = m.helper_pid {
@@ -407,14 +431,14 @@ impl Runtime {
         }
         drop(timed);
         let _t = crate::timing::span("delete-purge");
-        if let Some(m) = &meta {
+        if let Some(m) = meta {
             undo_guards(&m.guards);
             if let Some(d) = &m.systemd_cgroup {
                 crate::cgroupv1::remove_systemd_cgroup(d);
             }
         }
         self.purge(id);
-        if let Some(m) = &meta {
+        if let Some(m) = meta {
             crate::hooks::run_poststop(&m.poststop, id, &m.bundle, &annotations);
         }
         Ok(())
