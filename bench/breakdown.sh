@@ -42,7 +42,8 @@ work, runs = sys.argv[1], int(sys.argv[2])
 ORDER = [("total", 0), ("main", 1), ("cli-parse", 2), ("bundle-load", 2), ("create", 2),
          ("policy", 3), ("rewrite", 3), ("prepare", 3), ("layout", 4), ("layout-plan", 5),
          ("filters", 4), ("netguard-prepare", 4), ("l7-setup", 3), ("state-write", 3),
-         ("guard-channel", 3), ("cgroups-prepare", 3), ("libcontainer-create", 3),
+         ("guard-channel", 3), ("cgroups-prepare", 3), ("birthplace", 3),
+         ("libcontainer-create", 3),
          ("after-create", 3), ("cgroup-fixups", 4), ("fence", 4), ("loopback-up", 4),
          ("helper-start", 4), ("fence-arm", 4), ("shells-pins", 4), ("symlink-guards", 4),
          ("meta-save", 4),
@@ -55,7 +56,7 @@ ORDER = [("total", 0), ("main", 1), ("cli-parse", 2), ("bundle-load", 2), ("crea
          ("adopt", 1), ("exec-capture", 1)]
 TOP = ["cli-parse", "bundle-load", "create", "start", "wait", "delete"]
 CREATE = ["policy", "rewrite", "prepare", "l7-setup", "state-write", "guard-channel",
-          "cgroups-prepare", "libcontainer-create", "after-create"]
+          "cgroups-prepare", "birthplace", "libcontainer-create", "after-create"]
 med = {}
 for mode in ("default", "full"):
     per = {}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Container lifecycle benchmark: nemosandbox vs runc and crun (and youki when installed) on the
-# same busybox `true` bundle, in the same run. Prints hyperfine medians and the ratios.
+# same busybox `true` bundle, in the same run. Prints hyperfine medians and the ratios: `run`
+# back to back, `run` after 50 ms of quiet each time, create + start + delete.
 # Two nemosandbox rows: the built-in default policy (what every container gets when nothing is
 # selected) and a full policy (openclaw-sandbox baseline + npm, pypi, github presets: restrictive
 # layout, masks, run_as_user, Landlock ports).
@@ -40,17 +41,26 @@ done
 # machine's speed during the benchmark (about ±30% over minutes on a shared virtual machine)
 # falls on every runtime alike instead of on whichever hyperfine measured last.
 ROUNDS=${ROUNDS:-6}
+# Extra hyperfine arguments for the next hf call (the quiet spell before each run).
+prep=()
 hf() { # json-out-prefix shell-flag commands...
     local out=$1 shell=$2; shift 2
     local args=() per=$(( (RUNS + ROUNDS - 1) / ROUNDS ))
     for i in "${!names[@]}"; do args+=(-n "${names[$i]}" "$1"); shift; done
     for r in $(seq 1 "$ROUNDS"); do
-        hyperfine $shell --warmup 3 --runs "$per" --export-json "$out.$r" "${args[@]}" >/dev/null
+        hyperfine $shell "${prep[@]}" --warmup 3 --runs "$per" --export-json "$out.$r" "${args[@]}" >/dev/null
     done
 }
 
 echo "run (foreground, exit 0), $RUNS runs each, in $ROUNDS rounds"
 hf "$work/run.json" -N "${cmds_run[@]}"
+# The same after 50 ms without any runtime at work: the first container after a pause, as an
+# agent started per task meets it. On cgroup v1 a process moved into a cgroup then waits for
+# an RCU grace period (milliseconds); back to back, the previous run's moves spare the next.
+echo "run after 50 ms of quiet, $RUNS runs each, in $ROUNDS rounds"
+prep=(--prepare "sleep 0.05")
+hf "$work/quiet.json" -N "${cmds_run[@]}"
+prep=()
 echo "create + start + delete --force, $RUNS runs each in $ROUNDS rounds (through a shell, same cost for all)"
 hf "$work/cycle.json" "" "${cmds_cycle[@]}"
 
@@ -82,10 +92,10 @@ print(f"  sandbox-rootless/bwrap-rootless: {med['sandbox-rootless'] / med['bwrap
 print(f"  sandbox-rootless/sandbox-root: {med['sandbox-rootless'] / med['sandbox-root']:.2f}x")
 PY
 
-python3 - "$work/run.json" "$work/cycle.json" "${names[@]}" <<'PY'
+python3 - "$work/run.json" "$work/quiet.json" "$work/cycle.json" "${names[@]}" <<'PY'
 import glob, json, statistics, sys
-files, names = sys.argv[1:3], sys.argv[3:]
-for label, f in zip(["run", "create+start+delete"], files):
+files, names = sys.argv[1:4], sys.argv[4:]
+for label, f in zip(["run", "run after 50 ms of quiet", "create+start+delete"], files):
     times = {n: [] for n in names}
     for part in sorted(glob.glob(f + ".*")):
         for i, r in enumerate(json.load(open(part))["results"]):

@@ -242,6 +242,7 @@ impl Runtime {
         };
         // A cgroup v1 host's container starts in the fence's v2 cgroup instead of being
         // moved there after create (see `Birthplace`).
+        let timed = crate::timing::span("birthplace");
         let birthplace = match plan.netguard.is_some() && !rootless {
             true => netguard::fence::Birthplace::make(id, self.root.path()).map_err(|e| {
                 if let Some(s) = &systemd {
@@ -256,6 +257,7 @@ impl Runtime {
             })?,
             false => None,
         };
+        drop(timed);
         let timed = crate::timing::span("libcontainer-create");
         libcontainer::process::fork::set_clone_into_cgroup(birthplace.as_ref().map(|b| b.fd()));
         let built = self
