@@ -340,6 +340,7 @@ impl Runtime {
             // Without root, the init does it (`Plan::loopback_up`).
             loopback_up: (opts.sandbox && !host_net && !rootless) || private_net,
             fence: !rootless,
+            born: birthplace.is_some(),
         };
         let _t = crate::timing::span("after-create");
         let rights = Rights {
@@ -432,6 +433,7 @@ impl Runtime {
                     &id,
                     self.root.path(),
                     local_net.extra,
+                    local_net.born,
                 )?;
                 meta.fence = Some(fence.clone());
                 base.fence = Some(fence);

@@ -74,6 +74,9 @@ struct Net {
     /// The kernel fence goes up (root only; `create_from` lets a sandbox without root
     /// through only in a loopback-only network namespace of its own).
     fence: bool,
+    /// The fence's own v2 cgroup was made before create for the init to start in
+    /// (`netguard::fence::Birthplace`, cgroup v1 hosts).
+    born: bool,
 }
 
 /// Options of `exec`.

@@ -143,7 +143,7 @@ impl Birthplace {
         }
         let mnt = v2_mount(&runtime_root.join(".cgroup2"))?;
         let dir = join(&mnt, &own_rel(id));
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        make_dir_shared_parent(&dir).map_err(io_err(&dir))?;
         match open_dir(&dir) {
             Ok(fd) => Ok(Some(Birthplace {
                 dir,
@@ -177,6 +177,18 @@ impl Drop for Birthplace {
     }
 }
 
+/// `create_dir_all` of a container's own cgroup, again when a concurrent delete removed the
+/// parent all containers share between the parent's making and the child's.
+fn make_dir_shared_parent(dir: &Path) -> std::io::Result<()> {
+    let mut tries = 0;
+    loop {
+        match fs::create_dir_all(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 5 => tries += 1,
+            r => return r,
+        }
+    }
+}
+
 /// A directory opened for `clone3`'s `CLONE_INTO_CGROUP` (a path descriptor does).
 fn open_dir(dir: &Path) -> std::io::Result<OwnedFd> {
     fs::File::options()
@@ -203,13 +215,16 @@ impl Fence {
         id: &str,
         runtime_root: &Path,
         extra: Extra,
+        born: bool,
     ) -> Result<Fence, FenceError> {
         let mnt = v2_mount(&runtime_root.join(".cgroup2"))?;
         let init_path = v2_path_of(&init.to_string()).ok_or(FenceError::NoV2(init))?;
         let ours = v2_path_of("self");
         let own_rel = own_rel(id);
-        // Started in the cgroup `Birthplace` made: nothing to move.
-        let born_in_place = init_path == own_rel;
+        // Started in the cgroup `Birthplace` made: nothing to move. Only then: on a cgroup
+        // v2 host the same path can be libcontainer's own cgroup for the container, which is
+        // not the fence's to remove (nor its parent, which concurrent creates share).
+        let born_in_place = born && init_path == own_rel;
         let mut fence = Fence {
             extra,
             ..Fence::default()
@@ -219,7 +234,7 @@ impl Fence {
             fence.container_rel = own_rel;
             fence.container = join(&mnt, &fence.container_rel);
             fence.own_container = true;
-            fs::create_dir_all(&fence.container).map_err(io_err(&fence.container))?;
+            make_dir_shared_parent(&fence.container).map_err(io_err(&fence.container))?;
         } else {
             fence.container = join(&mnt, &init_path);
             fence.container_rel = init_path;
