@@ -204,11 +204,11 @@ impl SystemdJoin {
     }
 }
 
-/// Move the calling thread (the one that forks the container) into the cgroup whose `tasks`
-/// file this is. "0" in `tasks` is the only move the kernel makes without its global
+/// Move the calling thread (the one that forks the container, or the helper joining the
+/// container's accounting cgroups) into the cgroup whose `tasks` file this is. "0" in `tasks` is the only move the kernel makes without its global
 /// threadgroup lock, whose first taking after a quiet spell waits out an RCU grace period
 /// (5–15 ms here); a pid in `cgroup.procs` would pay it on every create, twice.
-fn join_this_thread(tasks: &Path) -> std::io::Result<()> {
+pub(crate) fn join_this_thread(tasks: &Path) -> std::io::Result<()> {
     fs::write(tasks, "0")
 }
 

@@ -194,11 +194,10 @@ fn single_threaded() -> bool {
     })
 }
 
-/// Put this (single-threaded) process into each v1 cgroup directory in `dirs`: `0` written
-/// to `tasks` moves the calling thread without the global threadgroup lock.
+/// Put this (single-threaded) process into each v1 cgroup directory in `dirs`.
 fn join_v1_self(dirs: &[std::path::PathBuf]) -> bool {
     dirs.iter()
-        .all(|d| std::fs::write(d.join("tasks"), b"0").is_ok())
+        .all(|d| crate::cgroupv1::join_this_thread(&d.join("tasks")).is_ok())
 }
 
 /// `fork`, with the child born in the cgroup v2 directory open at `cgroup`.
