@@ -7,9 +7,10 @@
 //! `#!` parser that follows `#!/usr/bin/env NAME` to the program the kernel ends up running.
 
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
 use nix::sys::stat::FileStat;
 use pathrs::flags::OpenFlags;
 
@@ -42,16 +43,57 @@ impl ContainerRoot {
         &self.root
     }
 
+    /// An `O_PATH` handle of what `path` names inside the root (`follow`: the last component
+    /// too). The kernel resolves it (`openat2` with `RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`,
+    /// what pathrs asks for), retried while a rename elsewhere on the system makes it refuse
+    /// (EAGAIN). Called here rather than through pathrs because pathrs turns every miss into
+    /// an error naming the root through a checked /proc lookup (eight more syscalls), and the
+    /// layout planner and the guard's binary identities probe many paths an image does not
+    /// have. Without openat2 (before Linux 5.6) pathrs resolves in user space.
+    pub fn handle(&self, path: &Path, follow: bool) -> Option<OwnedFd> {
+        use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+        const RETRIES: usize = 128;
+        let mut flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
+        if !follow {
+            flags |= OFlag::O_NOFOLLOW;
+        }
+        let how = || {
+            OpenHow::new()
+                .flags(flags)
+                .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
+        };
+        let dir = self.root.as_fd().as_raw_fd();
+        for _ in 0..RETRIES {
+            match nix::fcntl::openat2(dir, path, how()) {
+                // SAFETY: openat2 returned a new descriptor that nothing else owns.
+                Ok(fd) => return Some(unsafe { OwnedFd::from_raw_fd(fd) }),
+                Err(Errno::EAGAIN) => continue,
+                Err(Errno::ENOSYS) => return self.handle_by_pathrs(path, follow),
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+
+    fn handle_by_pathrs(&self, path: &Path, follow: bool) -> Option<OwnedFd> {
+        let h = if follow {
+            self.root.resolve(path)
+        } else {
+            self.root.resolve_nofollow(path)
+        };
+        h.ok().map(OwnedFd::from)
+    }
+
     /// `stat` of what `path` names, following links (inside the root).
     pub fn stat(&self, path: &Path) -> Option<FileStat> {
-        let h = self.root.resolve(path).ok()?;
-        nix::sys::stat::fstat(h.as_fd().as_raw_fd()).ok()
+        let h = self.handle(path, true)?;
+        nix::sys::stat::fstat(h.as_raw_fd()).ok()
     }
 
     /// `lstat` of `path`: its last component is not followed.
     pub fn lstat(&self, path: &Path) -> Option<FileStat> {
-        let h = self.root.resolve_nofollow(path).ok()?;
-        nix::sys::stat::fstat(h.as_fd().as_raw_fd()).ok()
+        let h = self.handle(path, false)?;
+        nix::sys::stat::fstat(h.as_raw_fd()).ok()
     }
 
     /// The (device, inode) `path` names, following links.
@@ -73,20 +115,23 @@ impl ContainerRoot {
 
     /// Whether the mount `path` lies on is read-only (`None`: nothing there).
     pub fn read_only_mount(&self, path: &Path) -> Option<bool> {
-        let h = self.root.resolve(path).ok()?;
-        let v = nix::sys::statvfs::fstatvfs(h.as_fd()).ok()?;
+        let h = self.handle(path, true)?;
+        let v = nix::sys::statvfs::fstatvfs(&h).ok()?;
         Some(v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY))
     }
 
     /// The target of the link `path`, if it is one.
     pub fn readlink(&self, path: &Path) -> Option<PathBuf> {
-        self.root.readlink(path).ok()
+        let h = self.handle(path, false)?;
+        nix::fcntl::readlinkat(Some(h.as_raw_fd()), "")
+            .ok()
+            .map(PathBuf::from)
     }
 
     /// The first `cap` bytes of the regular file `path` names. The type is checked on the
     /// handle, and the file reopened non-blocking: the name can be swapped in between.
     pub fn read_regular(&self, path: &Path, cap: u64) -> Option<Vec<u8>> {
-        let h = self.root.resolve(path).ok()?;
+        let h = pathrs::Handle::from_fd(self.handle(path, true)?);
         let st = nix::sys::stat::fstat(h.as_fd().as_raw_fd()).ok()?;
         if kind(&st) != libc::S_IFREG {
             return None;
@@ -104,11 +149,10 @@ impl ContainerRoot {
 
     /// Names directly beneath the directory `dir` names.
     pub fn list_dir(&self, dir: &Path) -> Vec<String> {
-        let Ok(h) = self.root.resolve(dir) else {
+        let Some(h) = self.handle(dir, true) else {
             return Vec::new();
         };
-        let fd = h.as_fd().as_raw_fd();
-        std::fs::read_dir(format!("/proc/self/fd/{fd}"))
+        std::fs::read_dir(format!("/proc/self/fd/{}", h.as_raw_fd()))
             .map(|rd| {
                 rd.filter_map(|e| e.ok()?.file_name().into_string().ok())
                     .collect()
@@ -118,8 +162,8 @@ impl ContainerRoot {
 
     /// The host path of what `path` names in the root (as the kernel resolved it).
     pub fn host_path(&self, path: &Path) -> Option<PathBuf> {
-        let h = self.root.resolve(path).ok()?;
-        std::fs::read_link(format!("/proc/self/fd/{}", h.as_fd().as_raw_fd())).ok()
+        let h = self.handle(path, true)?;
+        std::fs::read_link(format!("/proc/self/fd/{}", h.as_raw_fd())).ok()
     }
 }
 

@@ -1,7 +1,9 @@
 //! The mount plan: base, then one step per rule target from the least to the most
 //! specific path, and the Landlock grants that carry the exact bits mounts cannot express.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -137,6 +139,7 @@ pub fn plan(rules: &RuleSet, tree: &ContainerTree) -> Result<Plan, PlanError> {
         steps: Vec::new(),
         notes: Vec::new(),
         states: BTreeMap::new(),
+        desired: RefCell::default(),
         tmp_tmpfs: false,
         root_writable: rules.decide(Path::new("/")).rights.has(Rights::W),
     };
@@ -163,6 +166,10 @@ struct Planner<'a> {
     steps: Vec<Step>,
     notes: Vec<String>,
     states: BTreeMap<PathBuf, State>,
+    /// `desire` answers: the grants' walk asks each node again at every level above it, and
+    /// each answer runs every rule (globs included) against the path. Filled only once the
+    /// states are final.
+    desired: RefCell<HashMap<PathBuf, (Rights, Rights)>>,
     tmp_tmpfs: bool,
     root_writable: bool,
 }
@@ -356,6 +363,15 @@ impl Planner<'_> {
     /// What Landlock must carry for `p`, and what it may grant beyond that because the mount
     /// layer already refuses it there (masked or absent: everything; read-only: writes).
     fn desire(&self, p: &Path) -> (Rights, Rights) {
+        if let Some(known) = self.desired.borrow().get(p) {
+            return *known;
+        }
+        let found = self.desire_uncached(p);
+        self.desired.borrow_mut().insert(p.to_path_buf(), found);
+        found
+    }
+
+    fn desire_uncached(&self, p: &Path) -> (Rights, Rights) {
         let mut d = self.rules.decide(p).rights;
         if let Some((extra, _)) = implicit(p) {
             d = d.union(extra);
@@ -402,9 +418,10 @@ impl Planner<'_> {
         out: &mut Vec<Grant>,
     ) -> Result<(), PlanError> {
         let need = d.minus(inherited);
+        // A path sorts right before everything beneath it (paths order by components).
         let beneath: Vec<&PathBuf> = nodes
-            .iter()
-            .filter(|n| n.as_path() != p && n.starts_with(p))
+            .range::<Path, _>((Bound::Excluded(p), Bound::Unbounded))
+            .take_while(|n| n.starts_with(p))
             .collect();
         let allowed_by_all = beneath
             .iter()
@@ -421,9 +438,13 @@ impl Planner<'_> {
         }
         let inherited = inherited.union(here);
         if conflict.is_empty() {
-            let tops = beneath
-                .iter()
-                .filter(|n| !beneath.iter().any(|m| m != *n && n.starts_with(m)));
+            // In that order, a node beneath another comes right after it or its descendants.
+            let mut tops: Vec<&PathBuf> = Vec::new();
+            for n in &beneath {
+                if !tops.last().is_some_and(|t| n.starts_with(t)) {
+                    tops.push(n);
+                }
+            }
             for n in tops {
                 let (dn, _) = self.desire(n);
                 self.visit(n, dn, inherited, nodes, out)?;

@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use oci_spec::runtime::Mount;
 
@@ -55,6 +56,10 @@ pub struct ContainerTree {
     /// `host_path` answers: planning asks the same paths many times (each glob level, each
     /// grant), and each answer costs a kernel-checked walk. One plan sees one snapshot.
     resolved: RefCell<HashMap<PathBuf, Option<PathBuf>>>,
+    /// `kind` answers, asked again at every level of the grants' walk.
+    kinds: RefCell<HashMap<PathBuf, Option<Kind>>>,
+    /// The image's root and each bind source, opened once per plan.
+    roots: RefCell<HashMap<PathBuf, Option<Rc<ContainerRoot>>>>,
 }
 
 impl ContainerTree {
@@ -63,7 +68,17 @@ impl ContainerTree {
             rootfs: rootfs.to_path_buf(),
             mounts: mounts.iter().map(SpecMount::from_oci).collect(),
             resolved: RefCell::default(),
+            kinds: RefCell::default(),
+            roots: RefCell::default(),
         }
+    }
+
+    fn root(&self, dir: &Path) -> Option<Rc<ContainerRoot>> {
+        self.roots
+            .borrow_mut()
+            .entry(dir.to_path_buf())
+            .or_insert_with(|| ContainerRoot::open(dir).map(Rc::new))
+            .clone()
     }
 
     /// The deepest spec mount at or above `p`.
@@ -99,7 +114,10 @@ impl ContainerTree {
             return known.clone();
         }
         let found = match self.place(p) {
-            Place::InRoot { root, rel } => resolve_in(&root, &rel),
+            Place::InRoot { root, rel } if rel.as_os_str().is_empty() => {
+                std::fs::canonicalize(root).ok()
+            }
+            Place::InRoot { root, rel } => self.root(&root).and_then(|r| r.host_path(&rel)),
             Place::Special(_) => None,
         };
         self.resolved
@@ -109,6 +127,15 @@ impl ContainerTree {
     }
 
     pub fn kind(&self, p: &Path) -> Option<Kind> {
+        if let Some(known) = self.kinds.borrow().get(p) {
+            return *known;
+        }
+        let kind = self.kind_uncached(p);
+        self.kinds.borrow_mut().insert(p.to_path_buf(), kind);
+        kind
+    }
+
+    fn kind_uncached(&self, p: &Path) -> Option<Kind> {
         if self
             .mounts
             .iter()
@@ -123,7 +150,7 @@ impl ContainerTree {
 
     /// Whether `p` itself is a symlink in the image (for the restrictive skeleton).
     pub fn image_symlink(&self, p: &Path) -> Option<PathBuf> {
-        ContainerRoot::open(&self.rootfs)?.readlink(p)
+        self.root(&self.rootfs)?.readlink(p)
     }
 
     /// Whether the last component of `p` is a symlink (globs do not descend through them).

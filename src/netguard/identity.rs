@@ -9,7 +9,7 @@
 //! rewritten in place (a new change time) is refused, with the reason in the audit event.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 
@@ -108,8 +108,8 @@ fn has_glob(s: &str) -> bool {
 /// whether it is a directory. Only directories and regular files count: a FIFO or device at
 /// a binary's path is nothing to run (and reading one could block the guard).
 pub(crate) fn stat_in(root: &ContainerRoot, path: &Path) -> Option<(Stamp, bool)> {
-    let h = root.pathrs().resolve(path).ok()?;
-    let st = nix::sys::stat::fstat(h.as_fd().as_raw_fd()).ok()?;
+    let h = root.handle(path, true)?;
+    let st = nix::sys::stat::fstat(h.as_raw_fd()).ok()?;
     let kind = st.st_mode & libc::S_IFMT;
     if kind != libc::S_IFDIR && kind != libc::S_IFREG {
         return None;
@@ -117,7 +117,7 @@ pub(crate) fn stat_in(root: &ContainerRoot, path: &Path) -> Option<(Stamp, bool)
     let stamp = Stamp {
         id: (st.st_dev, st.st_ino),
         ctime: (st.st_ctime, st.st_ctime_nsec),
-        read_only: nix::sys::statvfs::fstatvfs(h.as_fd())
+        read_only: nix::sys::statvfs::fstatvfs(&h)
             .is_ok_and(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY)),
     };
     Some((stamp, kind == libc::S_IFDIR))
@@ -129,13 +129,6 @@ pub fn expand(root: &ContainerRoot, pattern: &str) -> Vec<PathBuf> {
     if !has_glob(pattern) {
         return vec![PathBuf::from(pattern)];
     }
-    let matcher = match globset::GlobBuilder::new(pattern)
-        .literal_separator(true)
-        .build()
-    {
-        Ok(g) => g.compile_matcher(),
-        Err(_) => return Vec::new(),
-    };
     // The literal prefix bounds the walk.
     let mut base = PathBuf::from("/");
     for c in Path::new(pattern).components() {
@@ -145,6 +138,9 @@ pub fn expand(root: &ContainerRoot, pattern: &str) -> Vec<PathBuf> {
             _ => break,
         }
     }
+    // Compiled only once the walk finds something: most images lack most of the places a
+    // policy's globs name, and each compile builds a regex (tens of microseconds).
+    let mut matcher = None;
     let mut out = Vec::new();
     let mut todo = vec![base];
     let mut visits = 0;
@@ -155,7 +151,16 @@ pub fn expand(root: &ContainerRoot, pattern: &str) -> Vec<PathBuf> {
                 return out;
             }
             let p = dir.join(&name);
-            if matcher.is_match(&p) {
+            let m = matcher.get_or_insert_with(|| {
+                globset::GlobBuilder::new(pattern)
+                    .literal_separator(true)
+                    .build()
+                    .map(|g| g.compile_matcher())
+            });
+            let Ok(m) = m else {
+                return Vec::new();
+            };
+            if m.is_match(&p) {
                 out.push(p.clone());
             }
             if root.is_dir(&p) {
