@@ -8,6 +8,7 @@
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
+use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::unistd::{fork, setsid, ForkResult};
 
@@ -76,6 +77,9 @@ fn detach_stdio_and_fds(keep: &[i32]) {
             let _ = nix::unistd::dup2(null.as_raw_fd(), target);
         }
     }
+    if close_all_but(keep).is_ok() {
+        return;
+    }
     let Ok(rd) = std::fs::read_dir("/proc/self/fd") else {
         return;
     };
@@ -86,6 +90,29 @@ fn detach_stdio_and_fds(keep: &[i32]) {
     for fd in fds {
         let _ = nix::unistd::close(fd);
     }
+}
+
+/// Close every descriptor above 2 but `keep`, a range at a time (`close_range`, Linux 5.9):
+/// no /proc listing, and no allocation in a child just forked from the runtime, whose every
+/// touched page is then a copy.
+fn close_all_but(keep: &[i32]) -> Result<(), Errno> {
+    let mut kept: Vec<u32> = keep
+        .iter()
+        .filter_map(|fd| u32::try_from(*fd).ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    kept.sort_unstable();
+    kept.dedup();
+    let mut from = 3u32;
+    for k in kept.into_iter().chain([u32::MAX]) {
+        if k > from {
+            // SAFETY: closes descriptors only; the kept ones are outside every range.
+            let r = unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0) };
+            Errno::result(r)?;
+        }
+        from = k.saturating_add(1);
+    }
+    Ok(())
 }
 
 /// Where the helper starts: the cgroup v2 directory open at `v2`, which it is born in

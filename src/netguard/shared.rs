@@ -20,7 +20,7 @@ use super::l7;
 use super::local::LocalRules;
 use super::waiter::Waiter;
 use crate::audit::{self, Throttle};
-use crate::policy::merge::{Effective, EffectiveNetwork};
+use crate::policy::merge::EffectiveNetwork;
 use crate::policy::model::Endpoint;
 
 /// Binaries are resolved again on a miss at most this often (a program installed later).
@@ -128,7 +128,13 @@ impl Shared {
     pub(super) fn load_policies(&self) -> Result<BTreeMap<String, EffectiveNetwork>, String> {
         let path = self.own.effective();
         let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let eff: Effective =
+        // Only the network policies: the rest of the document (the filesystem rules, most of
+        // it) is skipped, not built.
+        #[derive(serde::Deserialize)]
+        struct Network {
+            network_policies: BTreeMap<String, EffectiveNetwork>,
+        }
+        let eff: Network =
             serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(eff.network_policies)
     }
