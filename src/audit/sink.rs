@@ -214,18 +214,32 @@ impl Sink {
             let p = p.to_path_buf();
             move |e| SinkError::Io(p, e)
         };
-        // Command lines and names are not every host user's to read.
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o750)
-            .create(dir)
-            .map_err(io(dir))?;
-        let lock = File::open(dir).map_err(io(dir))?;
+        let lock = match File::open(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Command lines and names are not every host user's to read.
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o750)
+                    .create(dir)
+                    .map_err(io(dir))?;
+                File::open(dir).map_err(io(dir))?
+            }
+            opened => opened.map_err(io(dir))?,
+        };
         lock_within(&lock, LOCK_WAIT)?;
         // Opened here first: file-rotate would swallow a failure to open and drop the line.
         let mut opts = OpenOptions::new();
         opts.read(true).create(true).append(true).mode(0o640);
-        opts.open(&self.cfg.path).map_err(io(&self.cfg.path))?;
+        let mut current = opts.open(&self.cfg.path).map_err(io(&self.cfg.path))?;
+        let len = current.metadata().map_err(io(&self.cfg.path))?.len();
+        if len <= self.cfg.max_size {
+            // No rotation due (file-rotate rotates only a file already past the limit): the
+            // line goes to the file just opened, without file-rotate's scan of the directory.
+            return current
+                .write_all(text.as_bytes())
+                .map_err(io(&self.cfg.path));
+        }
+        drop(current);
         let max = usize::try_from(self.cfg.max_size).unwrap_or(usize::MAX);
         let mut file = FileRotate::new(
             &self.cfg.path,
