@@ -25,6 +25,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use libcgroups::v1::ControllerType;
 use serde::{Deserialize, Serialize};
 
 use crate::path_error::io_err;
@@ -37,7 +38,10 @@ pub const GUARD_CGROUP: &str = "nemosandbox-guard";
 /// Where containers whose v2 cgroup is not their own (cgroup v1 hosts) get one.
 const OWN_PARENT: &str = "nemosandbox";
 /// v1 controllers the guard joins so a container's limits hold for it too.
-const V1_ACCOUNTING: [&str; 2] = ["memory", "pids"];
+const V1_ACCOUNTING: [(&str, ControllerType); 2] = [
+    ("memory", ControllerType::Memory),
+    ("pids", ControllerType::Pids),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum FenceError {
@@ -96,26 +100,36 @@ pub fn enter(dir: &Path, pid: i32) -> Result<(), FenceError> {
 }
 
 /// The container's v1 cgroups of the accounting controllers, where they are its own.
-fn v1_accounting(init: i32) -> Vec<PathBuf> {
-    let own = cgroups_of("self");
-    let mounts = mounts();
+fn v1_accounting(own: &[(String, String)], init: &[(String, String)]) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for (ctls, path) in cgroups_of(&init.to_string()) {
-        if ctls.is_empty() || own.iter().any(|(c, p)| *c == ctls && *p == path) {
+    for (ctls, path) in init {
+        if ctls.is_empty() || own.iter().any(|(c, p)| c == ctls && p == path) {
             continue;
         }
         let names: Vec<&str> = ctls.split(',').collect();
-        if !names.iter().any(|n| V1_ACCOUNTING.contains(n)) {
+        let Some((_, ctl)) = V1_ACCOUNTING.iter().find(|(n, _)| names.contains(n)) else {
             continue;
-        }
-        let mnt = mounts.iter().find(|(_, t, opts)| {
-            t == "cgroup" && names.iter().all(|n| opts.split(',').any(|o| o == *n))
-        });
-        if let Some((m, _, _)) = mnt {
-            out.push(join(m, &path));
+        };
+        if let Some(m) = v1_mount(ctl, &names) {
+            out.push(join(&m, path));
         }
     }
     out
+}
+
+/// Where the v1 hierarchy of `ctl` (one of the line's controllers `names`) is mounted: where
+/// libcontainer's v1 manager found it for this create (read once per process), else from the
+/// mount table by the mount's options.
+fn v1_mount(ctl: &ControllerType, names: &[&str]) -> Option<PathBuf> {
+    if let Ok(m) = libcgroups::v1::util::get_subsystem_mount_point(ctl) {
+        return Some(m);
+    }
+    cgroup_mounts()
+        .iter()
+        .find(|(_, t, opts)| {
+            t == "cgroup" && names.iter().all(|n| opts.split(',').any(|o| o == *n))
+        })
+        .map(|(m, _, _)| m.clone())
 }
 
 /// Where a container whose v2 cgroup is not its own gets one, relative to the v2 mount.
@@ -218,8 +232,10 @@ impl Fence {
         born: bool,
     ) -> Result<Fence, FenceError> {
         let mnt = v2_mount(&runtime_root.join(".cgroup2"))?;
-        let init_path = v2_path_of(&init.to_string()).ok_or(FenceError::NoV2(init))?;
-        let ours = v2_path_of("self");
+        let init_cgroups = cgroups_of(&init.to_string());
+        let own_cgroups = cgroups_of("self");
+        let init_path = v2_path_in(&init_cgroups).ok_or(FenceError::NoV2(init))?;
+        let ours = v2_path_in(&own_cgroups);
         let own_rel = own_rel(id);
         // Started in the cgroup `Birthplace` made: nothing to move. Only then: on a cgroup
         // v2 host the same path can be libcontainer's own cgroup for the container, which is
@@ -229,7 +245,10 @@ impl Fence {
             extra,
             ..Fence::default()
         };
-        if born_in_place || ours.as_deref() == Some(init_path.as_str()) {
+        // `born`: a cgroup v1 host where the birthplace was made. It is the container's v2
+        // cgroup even when the clone into it fell back (the init is then in the runtime's
+        // cgroup and is moved in), so the directory the caller hands over is the fence's.
+        if born || ours.as_deref() == Some(init_path.as_str()) {
             // A cgroup v1 host: the container shares the runtime's v2 cgroup. It gets one.
             fence.container_rel = own_rel;
             fence.container = join(&mnt, &fence.container_rel);
@@ -250,12 +269,17 @@ impl Fence {
                     _ => Err(e),
                 })
                 .map_err(io_err(&fence.guard))?;
-            fence.v1 = v1_accounting(init);
+            fence.v1 = v1_accounting(&own_cgroups, &init_cgroups);
             Ok(())
         })();
         match made {
             Ok(()) => Ok(fence),
             Err(e) => {
+                if born {
+                    // The birthplace is the caller's to remove, once the init (which may be
+                    // in it, keeping it busy) is killed.
+                    fence.own_container = false;
+                }
                 fence.tear_down(None);
                 Err(e)
             }

@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use super::FenceError;
 use crate::path_error::io_err;
@@ -20,6 +21,19 @@ pub(super) fn mounts() -> Vec<(PathBuf, String, String)> {
             Some((PathBuf::from(unescape(mnt)), fstype, opts))
         })
         .collect()
+}
+
+/// The cgroup filesystems' mounts (`cgroup`, `cgroup2`), read once per process: one create
+/// looks for them up to three times, and the kernel writes out the whole mount table for each
+/// read. The hierarchies are not remounted while a runtime command runs.
+pub(super) fn cgroup_mounts() -> &'static [(PathBuf, String, String)] {
+    static MOUNTS: OnceLock<Vec<(PathBuf, String, String)>> = OnceLock::new();
+    MOUNTS.get_or_init(|| {
+        mounts()
+            .into_iter()
+            .filter(|(_, t, _)| t == "cgroup" || t == "cgroup2")
+            .collect()
+    })
 }
 
 /// mountinfo escapes spaces and a few other bytes as octal.
@@ -44,8 +58,22 @@ pub(super) fn unescape(s: &str) -> String {
 
 /// The cgroup v2 mount point; one is mounted under `fallback` when the host has none.
 pub(super) fn v2_mount(fallback: &Path) -> Result<PathBuf, FenceError> {
-    if let Some((m, _, _)) = mounts().into_iter().find(|(_, t, _)| t == "cgroup2") {
-        return Ok(m);
+    // The fallback mounted by this process is not in the mount table read before.
+    static MOUNTED: OnceLock<PathBuf> = OnceLock::new();
+    // Where hosts mount it (hybrid v1, then v2), checked by filesystem type before the mount
+    // table is read.
+    for usual in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
+        if nix::sys::statfs::statfs(usual)
+            .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        {
+            return Ok(PathBuf::from(usual));
+        }
+    }
+    if let Some((m, _, _)) = cgroup_mounts().iter().find(|(_, t, _)| t == "cgroup2") {
+        return Ok(m.clone());
+    }
+    if let Some(m) = MOUNTED.get() {
+        return Ok(m.clone());
     }
     fs::create_dir_all(fallback).map_err(io_err(fallback))?;
     nix::mount::mount(
@@ -59,7 +87,7 @@ pub(super) fn v2_mount(fallback: &Path) -> Result<PathBuf, FenceError> {
         path: fallback.to_path_buf(),
         source,
     })?;
-    Ok(fallback.to_path_buf())
+    Ok(MOUNTED.get_or_init(|| fallback.to_path_buf()).clone())
 }
 
 /// Each controller-or-hierarchy → path line of /proc/PID/cgroup; v2 is the empty name.
@@ -75,10 +103,15 @@ pub(super) fn cgroups_of(pid: &str) -> Vec<(String, String)> {
 }
 
 pub(super) fn v2_path_of(pid: &str) -> Option<String> {
-    cgroups_of(pid)
-        .into_iter()
+    v2_path_in(&cgroups_of(pid))
+}
+
+/// The v2 line of a `cgroups_of` listing.
+pub(super) fn v2_path_in(cgroups: &[(String, String)]) -> Option<String> {
+    cgroups
+        .iter()
         .find(|(c, _)| c.is_empty())
-        .map(|(_, p)| p)
+        .map(|(_, p)| p.clone())
 }
 
 pub(super) fn join(mnt: &Path, rel: &str) -> PathBuf {
