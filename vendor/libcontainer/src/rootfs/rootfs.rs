@@ -62,7 +62,12 @@ impl RootFS {
 
         let mounter = Mount::new();
 
-        mounter.make_parent_mount_private(rootfs)?;
+        // nemosandbox: a slave or private propagation applied recursively from `/` just above
+        // leaves no mount of this namespace shared, so the rootfs's parent needs no change;
+        // finding it reads and parses the whole mount table.
+        if flags.contains(MsFlags::MS_SHARED) {
+            mounter.make_parent_mount_private(rootfs)?;
+        }
 
         tracing::debug!("mount root fs {:?}", rootfs);
         self.syscall
