@@ -68,7 +68,10 @@ impl ContainerRoot {
                 // SAFETY: openat2 returned a new descriptor that nothing else owns.
                 Ok(fd) => return Some(unsafe { OwnedFd::from_raw_fd(fd) }),
                 Err(Errno::EAGAIN) => continue,
-                Err(Errno::ENOSYS) => return self.handle_by_pathrs(path, follow),
+                // A miss, or openat2 itself refused (an old kernel, or a seccomp profile
+                // around the runtime that answers it with any errno): the latter must not
+                // read as "nothing there", which would drop the policy's rules for the path.
+                Err(_) if openat2_refused() => return self.handle_by_pathrs(path, follow),
                 Err(_) => return None,
             }
         }
@@ -164,6 +167,27 @@ impl ContainerRoot {
     pub fn host_path(&self, path: &Path) -> Option<PathBuf> {
         let h = self.handle(path, true)?;
         std::fs::read_link(format!("/proc/self/fd/{}", h.as_raw_fd())).ok()
+    }
+}
+
+/// Whether `openat2` fails even on the plainest lookup (pathrs's own test, one syscall). A
+/// refusal is remembered; success is not, since a seccomp filter can come later.
+fn openat2_refused() -> bool {
+    static REFUSED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    if REFUSED.get().is_some() {
+        return true;
+    }
+    let how =
+        nix::fcntl::OpenHow::new().flags(nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC);
+    match nix::fcntl::openat2(libc::AT_FDCWD, ".", how) {
+        Ok(fd) => {
+            let _ = nix::unistd::close(fd);
+            false
+        }
+        Err(_) => {
+            let _ = REFUSED.set(());
+            true
+        }
     }
 }
 
@@ -276,6 +300,48 @@ mod tests {
             root.host_path(Path::new("/abs")),
             Some(std::fs::canonicalize(r.join("bin/tool")).unwrap())
         );
+    }
+
+    #[test]
+    fn lookups_work_where_a_seccomp_profile_refuses_openat2() {
+        use libseccomp::{ScmpAction, ScmpFilterContext, ScmpSyscall};
+        use std::os::unix::fs::symlink;
+        let dir = crate::testutil::TempDir::new("container-root-no-openat2");
+        let r = dir.path().to_path_buf();
+        std::fs::create_dir_all(r.join("bin")).unwrap();
+        std::fs::write(r.join("bin/tool"), b"tool").unwrap();
+        symlink("/bin/tool", r.join("abs")).unwrap();
+        symlink("../../../../etc/hostname", r.join("up")).unwrap();
+        // A filter on one thread only (no TSYNC): the test harness keeps openat2.
+        let seen = std::thread::spawn(move || {
+            let mut ctx = ScmpFilterContext::new(ScmpAction::Allow).unwrap();
+            let openat2 = ScmpSyscall::from_name("openat2").unwrap();
+            ctx.add_rule(ScmpAction::Errno(libc::EPERM), openat2)
+                .unwrap();
+            ctx.load().unwrap();
+            let root = ContainerRoot::open(&r).unwrap();
+            (
+                root.stat(Path::new("/bin/tool")).is_some(),
+                root.read_regular(Path::new("/abs"), 16),
+                root.read_regular(Path::new("/up"), 16),
+                root.host_path(Path::new("/abs")),
+                root.stat(Path::new("/missing")).is_some(),
+            )
+        })
+        .join()
+        .unwrap();
+        assert!(seen.0, "an existing file is found, not taken as absent");
+        assert_eq!(
+            seen.1.as_deref(),
+            Some(&b"tool"[..]),
+            "links resolve inside"
+        );
+        assert_eq!(seen.2, None, "and never leave the root");
+        assert_eq!(
+            seen.3,
+            Some(std::fs::canonicalize(dir.path().join("bin/tool")).unwrap())
+        );
+        assert!(!seen.4);
     }
 
     #[test]

@@ -93,8 +93,8 @@ fn detach_stdio_and_fds(keep: &[i32]) {
 }
 
 /// Close every descriptor above 2 but `keep`, a range at a time (`close_range`, Linux 5.9):
-/// no /proc listing, and no allocation in a child just forked from the runtime, whose every
-/// touched page is then a copy.
+/// no /proc listing and its buffers in a child just forked from the runtime, where every page
+/// touched is copied.
 fn close_all_but(keep: &[i32]) -> Result<(), Errno> {
     let mut kept: Vec<u32> = keep
         .iter()

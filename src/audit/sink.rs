@@ -214,7 +214,14 @@ impl Sink {
             let p = p.to_path_buf();
             move |e| SinkError::Io(p, e)
         };
-        let lock = match File::open(dir) {
+        // A directory only: anything else planted there (a FIFO) would hold the writer.
+        let open_dir = |d: &Path| {
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+                .open(d)
+        };
+        let lock = match open_dir(dir) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Command lines and names are not every host user's to read.
                 std::fs::DirBuilder::new()
@@ -222,7 +229,7 @@ impl Sink {
                     .mode(0o750)
                     .create(dir)
                     .map_err(io(dir))?;
-                File::open(dir).map_err(io(dir))?
+                open_dir(dir).map_err(io(dir))?
             }
             opened => opened.map_err(io(dir))?,
         };
