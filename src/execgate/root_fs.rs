@@ -88,6 +88,14 @@ impl PrefixFs {
     }
 }
 
+/// Whether the mount a path lies on lets the container write there, from
+/// `ContainerRoot::read_only_mount`. A path that resolved a moment ago but cannot be looked up
+/// now (gone, or a lookup the kernel kept refusing while the workload renamed directories)
+/// counts as writable: the gate then refuses what it cannot show to be unchangeable.
+fn mount_allows_writes(read_only: Option<bool>) -> bool {
+    read_only != Some(true)
+}
+
 impl ContainerFs for PrefixFs {
     fn resolve(&self, path: &Path) -> Option<PathBuf> {
         self.walk(path).0
@@ -111,11 +119,8 @@ impl ContainerFs for PrefixFs {
             .chain(path.ancestors().skip(1))
             .find_map(|p| self.resolve(&normalize(p)))
             .unwrap_or_else(|| PathBuf::from("/"));
-        let mount_rw = self
-            .root
-            .as_ref()
-            .and_then(|r| r.read_only_mount(&target))
-            .is_some_and(|ro| !ro);
+        let mount_rw =
+            mount_allows_writes(self.root.as_ref().and_then(|r| r.read_only_mount(&target)));
         let landlock_w = self.grants.as_ref().is_none_or(|grants| {
             grants.iter().any(|g| {
                 g.rights.has(crate::layout::Rights::W)
@@ -160,5 +165,26 @@ impl ContainerFs for PrefixFs {
             .into_iter()
             .map(|n| real.join(n))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_cannot_be_looked_up_counts_as_changeable() {
+        assert!(!mount_allows_writes(Some(true)));
+        assert!(mount_allows_writes(Some(false)));
+        assert!(
+            mount_allows_writes(None),
+            "a failed lookup is not read-only"
+        );
+        // The twin: an existing root where no Landlock grant gives `w` is not writable.
+        let sys = PrefixFs::new(Path::new("/sys"), Some(Vec::new()));
+        assert!(
+            !sys.writable(Path::new("/kernel")),
+            "no Landlock grant gives w: not writable"
+        );
     }
 }
