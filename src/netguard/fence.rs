@@ -25,7 +25,6 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use libcgroups::v1::ControllerType;
 use serde::{Deserialize, Serialize};
 
 use crate::path_error::io_err;
@@ -38,10 +37,22 @@ pub const GUARD_CGROUP: &str = "nemosandbox-guard";
 /// Where containers whose v2 cgroup is not their own (cgroup v1 hosts) get one.
 const OWN_PARENT: &str = "nemosandbox";
 /// v1 controllers the guard joins so a container's limits hold for it too.
-const V1_ACCOUNTING: [(&str, ControllerType); 2] = [
-    ("memory", ControllerType::Memory),
-    ("pids", ControllerType::Pids),
+const V1_ACCOUNTING: [V1Accounting; 2] = [
+    V1Accounting {
+        name: "memory",
+        marker: "memory.limit_in_bytes",
+    },
+    V1Accounting {
+        name: "pids",
+        marker: "pids.max",
+    },
 ];
+
+/// A v1 accounting controller, and a file only its hierarchy's (non-root) cgroups have.
+struct V1Accounting {
+    name: &'static str,
+    marker: &'static str,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum FenceError {
@@ -107,22 +118,26 @@ fn v1_accounting(own: &[(String, String)], init: &[(String, String)]) -> Vec<Pat
             continue;
         }
         let names: Vec<&str> = ctls.split(',').collect();
-        let Some((_, ctl)) = V1_ACCOUNTING.iter().find(|(n, _)| names.contains(n)) else {
+        let Some(ctl) = V1_ACCOUNTING.iter().find(|c| names.contains(&c.name)) else {
             continue;
         };
-        if let Some(m) = v1_mount(ctl, &names) {
+        if let Some(m) = v1_mount(ctl, &names, path) {
             out.push(join(&m, path));
         }
     }
     out
 }
 
-/// Where the v1 hierarchy of `ctl` (one of the line's controllers `names`) is mounted: where
-/// libcontainer's v1 manager found it for this create (read once per process), else from the
-/// mount table by the mount's options.
-fn v1_mount(ctl: &ControllerType, names: &[&str]) -> Option<PathBuf> {
-    if let Ok(m) = libcgroups::v1::util::get_subsystem_mount_point(ctl) {
-        return Some(m);
+/// Where the v1 hierarchy of `ctl` (one of the line's controllers `names`) is mounted: at
+/// `/sys/fs/cgroup/<ctl>` when that is a v1 cgroup mount whose cgroup at `path` has the
+/// controller's own file (no mount-table read), else from the mount table by the mount's
+/// options.
+fn v1_mount(ctl: &V1Accounting, names: &[&str], path: &str) -> Option<PathBuf> {
+    let usual = Path::new("/sys/fs/cgroup").join(ctl.name);
+    let is_v1 = nix::sys::statfs::statfs(&usual)
+        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP_SUPER_MAGIC);
+    if is_v1 && join(&usual, path).join(ctl.marker).exists() {
+        return Some(usual);
     }
     cgroup_mounts()
         .iter()
