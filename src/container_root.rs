@@ -52,6 +52,12 @@ impl ContainerRoot {
     /// have. Without openat2 (before Linux 5.6) pathrs resolves in user space.
     pub fn handle(&self, path: &Path, follow: bool) -> Option<OwnedFd> {
         use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+        // The empty path names the root itself.
+        let path = if path.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            path
+        };
         const RETRIES: usize = 128;
         let mut flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
         if !follow {

@@ -114,9 +114,6 @@ impl ContainerTree {
             return known.clone();
         }
         let found = match self.place(p) {
-            Place::InRoot { root, rel } if rel.as_os_str().is_empty() => {
-                std::fs::canonicalize(root).ok()
-            }
             Place::InRoot { root, rel } => self.root(&root).and_then(|r| r.host_path(&rel)),
             Place::Special(_) => None,
         };
@@ -187,8 +184,5 @@ impl ContainerTree {
 
 /// Resolve `rel` inside `root` (kernel-checked, never escaping `root`) and return the host path.
 pub fn resolve_in(root: &Path, rel: &Path) -> Option<PathBuf> {
-    if rel.as_os_str().is_empty() {
-        return std::fs::canonicalize(root).ok();
-    }
     ContainerRoot::open(root)?.host_path(rel)
 }

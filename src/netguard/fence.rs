@@ -134,9 +134,9 @@ fn v1_accounting(own: &[(String, String)], init: &[(String, String)]) -> Vec<Pat
 /// options.
 fn v1_mount(ctl: &V1Accounting, names: &[&str], path: &str) -> Option<PathBuf> {
     let usual = Path::new("/sys/fs/cgroup").join(ctl.name);
-    let is_v1 = nix::sys::statfs::statfs(&usual)
-        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP_SUPER_MAGIC);
-    if is_v1 && join(&usual, path).join(ctl.marker).exists() {
+    if is_fs(&usual, nix::sys::statfs::CGROUP_SUPER_MAGIC)
+        && join(&usual, path).join(ctl.marker).exists()
+    {
         return Some(usual);
     }
     cgroup_mounts()

@@ -63,9 +63,7 @@ pub(super) fn v2_mount(fallback: &Path) -> Result<PathBuf, FenceError> {
     // Where hosts mount it (hybrid v1, then v2), checked by filesystem type before the mount
     // table is read.
     for usual in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
-        if nix::sys::statfs::statfs(usual)
-            .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
-        {
+        if is_fs(Path::new(usual), nix::sys::statfs::CGROUP2_SUPER_MAGIC) {
             return Ok(PathBuf::from(usual));
         }
     }
@@ -88,6 +86,11 @@ pub(super) fn v2_mount(fallback: &Path) -> Result<PathBuf, FenceError> {
         source,
     })?;
     Ok(MOUNTED.get_or_init(|| fallback.to_path_buf()).clone())
+}
+
+/// Whether `path` is the root or inside of a filesystem of type `magic`.
+pub(super) fn is_fs(path: &Path, magic: nix::sys::statfs::FsType) -> bool {
+    nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type() == magic)
 }
 
 /// Each controller-or-hierarchy → path line of /proc/PID/cgroup; v2 is the empty name.
